@@ -54,3 +54,9 @@ class IncompatibleIdentity(SidError):
 
 class OutOfMemory(SidError):
     """The device ran out of memory."""
+
+
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message, for one-line error reports."""
+    lines = str(e).strip().splitlines()
+    return lines[0][:limit] if lines else type(e).__name__

