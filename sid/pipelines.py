@@ -126,6 +126,12 @@ def resolve_model(model: str | None = None) -> ModelSpec:
     return ModelSpec(choice, (choice,))
 
 
+def component_spec(source: str) -> ModelSpec:
+    """A single model (ControlNet, motion adapter, …) named by hub id or local folder."""
+    path = Path(source).expanduser()
+    return ModelSpec(source, (str(path.resolve()),) if path.exists() else (source,))
+
+
 def offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
 

@@ -1,0 +1,100 @@
+"""ControlNet conditioning: which ControlNet to load, and the control image it needs.
+
+canny is computed here with OpenCV from any picture. pose and depth take a ready map with
+``--control-is-map``; otherwise a detector runs: controlnet_aux's OpenPose (an optional package) or
+transformers' depth-estimation pipeline, both of which download their weights on first use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sid.errors import BadInput, ModelNotFound
+from sid.pipelines import ModelSpec, component_spec, family_of, load_from_candidates
+
+DEPTH_MODEL = "Intel/dpt-hybrid-midas"
+POSE_ANNOTATORS = "lllyasviel/Annotators"
+
+
+def controlnet_source(spec: ModelSpec, pipe: Any, control_type: str, controlnet: str | None) -> str:
+    """--controlnet, else the preset's default for this control type."""
+    if controlnet:
+        return controlnet
+    if spec.preset is None or control_type not in spec.preset.controlnets:
+        raise BadInput(
+            f"no default {control_type} ControlNet for model {spec.label!r} ({family_of(pipe)})",
+            "pass --controlnet HUB_ID_OR_FOLDER",
+        )
+    return spec.preset.controlnets[control_type]
+
+
+def with_controlnet(pipe: Any, spec: ModelSpec, control_type: str, controlnet: str | None) -> Any:
+    """The same components wrapped in the matching ControlNet pipeline (no reload)."""
+    from diffusers import (
+        ControlNetModel,
+        StableDiffusionControlNetPipeline,
+        StableDiffusionXLControlNetPipeline,
+    )
+
+    source = controlnet_source(spec, pipe, control_type, controlnet)
+    try:
+        model = load_from_candidates(component_spec(source), ControlNetModel, torch_dtype=pipe.unet.dtype)
+    except ModelNotFound as e:
+        raise ModelNotFound(e.message, "pass --controlnet with a local ControlNet folder, or go online once") from e
+    cls = StableDiffusionXLControlNetPipeline if family_of(pipe) == "sdxl" else StableDiffusionControlNetPipeline
+    return cls.from_pipe(pipe, controlnet=model.to(pipe.device))
+
+
+def make_control_image(path: Path, control_type: str, is_map: bool, size: tuple[int, int] | None) -> Any:
+    """An RGB PIL image to condition on."""
+    from sid.faces import load_photo
+
+    image = load_photo(path)
+    if size is not None:
+        image = image.resize(size)
+    if control_type == "canny":
+        return canny(image)
+    if is_map:
+        return image
+    if control_type == "pose":
+        return _openpose(image)
+    if control_type == "depth":
+        return _depth(image)
+    raise BadInput(f"unknown control type {control_type!r}", "use canny, pose or depth")
+
+
+def canny(image: Any, low: int = 100, high: int = 200) -> Any:
+    import cv2
+    import numpy as np
+    from PIL import Image
+
+    edges = cv2.Canny(np.asarray(image.convert("RGB")), low, high)
+    return Image.fromarray(np.stack([edges] * 3, axis=-1))
+
+
+def _openpose(image: Any) -> Any:
+    try:
+        from controlnet_aux import OpenposeDetector
+    except ImportError as e:
+        raise BadInput(
+            "detecting a pose needs the optional package controlnet_aux",
+            "pip install controlnet_aux, or pass a ready pose skeleton with --control-is-map",
+        ) from e
+    try:
+        detector = OpenposeDetector.from_pretrained(POSE_ANNOTATORS)
+    except Exception as e:
+        raise ModelNotFound(f"could not load the OpenPose detector {POSE_ANNOTATORS}", "go online once, or pass a pose map with --control-is-map") from e
+    return detector(image).resize(image.size)
+
+
+def _depth(image: Any) -> Any:
+    from PIL import Image
+    from transformers import pipeline
+
+    try:
+        estimator = pipeline("depth-estimation", model=DEPTH_MODEL)
+    except Exception as e:
+        raise ModelNotFound(f"could not load the depth model {DEPTH_MODEL}", "go online once, or pass a depth map with --control-is-map") from e
+    depth = estimator(image)["depth"].convert("L").resize(image.size)
+    return Image.merge("RGB", (depth, depth, depth))

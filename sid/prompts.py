@@ -1,0 +1,158 @@
+"""Prompts that name identities, and how identity vectors reach a text encoder.
+
+A prompt word that matches a stored identity ("alice", "Alice's", or forced with "@alice") becomes
+the identity's token ``<sid-alice>``. The vectors are loaded with diffusers' own textual-inversion
+loader, which adds ``<sid-alice>`` and ``<sid-alice>_1`` to the tokenizer and expands the token in
+prompts, so every pipeline with ``TextualInversionLoaderMixin`` (plain, ControlNet, AnimateDiff,
+text-to-video) sees them the same way. Training uses the same tokens and templates, so the vectors
+stand in the same place (where a first and last name would) when learning and when rendering.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sid.errors import IdentityNotFound, IncompatibleIdentity
+
+if TYPE_CHECKING:
+    import torch
+
+    from sid.store import Identity, IdentityStore
+
+WORD = re.compile(r"(?<![\w@<-])(@?)([A-Za-z][A-Za-z0-9_-]*)")
+FAMILY_BY_WIDTH = {768: "SD 1.x (CLIP ViT-L, 768-d)", 1024: "SD 2.x (OpenCLIP ViT-H, 1024-d)"}
+
+
+def identity_token(name: str) -> str:
+    """The tokenizer token an identity is loaded under."""
+    return f"<sid-{name.lower()}>"
+
+
+@dataclass
+class ParsedPrompt:
+    text: str  # the prompt with identity names replaced by their tokens
+    names: list[str]  # identities used, in order of first appearance, as stored
+
+
+def parse_prompt(prompt: str, store: IdentityStore) -> ParsedPrompt:
+    """Replace every whole word that names a stored identity (any case) with its token.
+
+    ``@name`` forces the match and is an error when no such identity exists.
+    """
+    known = {n.lower(): n for n in store.names()}
+    used: list[str] = []
+
+    def swap(match: re.Match[str]) -> str:
+        forced, word = match.group(1), match.group(2)
+        name = known.get(word.lower())
+        if name is None:
+            if forced:
+                listing = ", ".join(sorted(known.values())) or "none"
+                raise IdentityNotFound(
+                    f"@{word} names no stored identity (known: {listing})", "check `sid ls` or drop the @"
+                )
+            return match.group(0)
+        if name not in used:
+            used.append(name)
+        return identity_token(name)
+
+    return ParsedPrompt(WORD.sub(swap, prompt), used)
+
+
+def text_encoders(pipe: Any) -> list[tuple[Any, Any]]:
+    """(tokenizer, text_encoder) pairs of a pipeline, first encoder first."""
+    pairs = [(pipe.tokenizer, pipe.text_encoder)]
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        pairs.append((pipe.tokenizer_2, pipe.text_encoder_2))
+    return pairs
+
+
+def encoder_width(text_encoder: Any) -> int:
+    return int(text_encoder.get_input_embeddings().weight.shape[-1])
+
+
+def check_compatible(identity: Identity, pipe: Any, warn: Any = None) -> dict[int, Any]:
+    """Map each of the pipeline's text encoders to the identity's vectors of the same width.
+
+    A width mismatch is an error naming the family the identity was learned on; a different
+    fingerprint at the same width (a fine-tuned base) is only a warning.
+    """
+    from sid.pipelines import fingerprint
+
+    by_width = {v.shape[-1]: (slot, v) for slot, v in identity.vectors.items()}
+    chosen: dict[int, Any] = {}
+    for index, (_, encoder) in enumerate(text_encoders(pipe)):
+        width = encoder_width(encoder)
+        if width not in by_width:
+            learned = ", ".join(FAMILY_BY_WIDTH.get(w, f"{w}-d text encoder") for w in sorted(by_width))
+            raise IncompatibleIdentity(
+                f"identity {identity.name!r} was learned for {learned}; this model's text encoder is "
+                f"{FAMILY_BY_WIDTH.get(width, f'{width}-d')}",
+                f"use a model of the identity's family (base: {identity.base_model or 'unknown'}) or re-learn it",
+            )
+        slot, vectors = by_width[width]
+        stored = identity.fingerprints.get(slot)
+        if warn is not None and stored and stored != fingerprint(encoder):
+            warn(f"{identity.name} was learned on another {width}-d text encoder ({identity.base_model}); "
+                 "results may differ")
+        chosen[index] = vectors
+    return chosen
+
+
+def load_identities(pipe: Any, identities: list[Identity], warn: Any = None) -> None:
+    """Load identities into ``pipe`` with diffusers' textual-inversion loader (idempotent)."""
+    import torch
+
+    for identity in identities:
+        token = identity_token(identity.name)
+        for index, vectors in check_compatible(identity, pipe, warn).items():
+            tokenizer, encoder = text_encoders(pipe)[index]
+            if token in tokenizer.get_vocab():
+                continue
+            tensor = torch.from_numpy(vectors).to(encoder.dtype)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                pipe.load_textual_inversion(tensor, token=token, tokenizer=tokenizer, text_encoder=encoder)
+
+
+def add_placeholder_tokens(tokenizer: Any, text_encoder: Any, token: str, count: int) -> list[int]:
+    """Add ``token``, ``token_1`` … (diffusers' multi-vector naming) and return their ids.
+
+    Training uses these ids as placeholders: ``inject_vectors`` writes the mapper's output over
+    their embedding rows on the fly, so the tokenizer sees exactly what it sees when rendering.
+    """
+    names = [token] + [f"{token}_{i}" for i in range(1, count)]
+    tokenizer.add_tokens(names)
+    text_encoder.resize_token_embeddings(len(tokenizer))
+    return tokenizer.convert_tokens_to_ids(names)
+
+
+@contextmanager
+def inject_vectors(text_encoder: Any, token_ids: list[int], source: Any) -> Iterator[None]:
+    """While active, embeddings of ``token_ids`` come from ``source()`` -> (B, K, d) (differentiable).
+
+    A forward hook on the token-embedding layer replaces the rows at placeholder positions, so the
+    text encoder's forward (position embeddings, attention, pooling) is the model's own.
+    """
+    import torch
+
+    ids = torch.tensor(token_ids)
+
+    def hook(module: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
+        input_ids = inputs[0]  # (B, L)
+        vectors = source().to(output.dtype)  # (B, K, d)
+        for k in range(len(token_ids)):
+            here = (input_ids == ids[k].to(input_ids.device)).unsqueeze(-1)  # (B, L, 1)
+            output = torch.where(here, vectors[:, k : k + 1, :], output)
+        return output
+
+    handle = text_encoder.get_input_embeddings().register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()

@@ -1,0 +1,342 @@
+"""Learning identities: a frozen diffusion model, a small mapper from face embedding to two tokens.
+
+The loop reads top to bottom: faces -> model -> prior and mapper -> a bank of augmented latents ->
+steps. Only the mapper trains; UNet, VAE and text encoder are frozen. A checkpoint (mapper +
+optimizer + RNG) is written beside the store every ``checkpoint_every`` steps, and the store itself
+is only written once, at the end, so an interrupted run leaves it untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sid import __version__
+from sid.augment import augment_batch
+from sid.errors import BadInput, IdentityExists, OutOfMemory
+from sid.faces import FaceCrop, embed_aligned, extract_face
+from sid.methods import RECIPES, build_mapper, noise_loss, two_phase_loss
+from sid.pipelines import family_of, fingerprint, load_pipeline, pick_device
+from sid.priors import build_prior
+from sid.prompts import add_placeholder_tokens, identity_token, inject_vectors
+from sid.store import Identity, IdentityStore, now_iso, slot_for_width, validate_name
+
+Progress = Callable[[int, int, float], None]  # (step, total, smoothed loss)
+
+
+@dataclass
+class LearnConfig:
+    """Every knob of a run; all of it is saved in the identity's metadata."""
+
+    method: str = "stableidentity"  # stableidentity | celebbasis
+    model: str | None = None  # preset, hub id or folder (None: SID_MODEL / config / sd21)
+    steps: int | None = None  # optimisation steps (None: the method's recipe)
+    lr: float | None = None  # AdamW learning rate (None: recipe)
+    batch_size: int | None = None  # images per step (None: recipe)
+    seed: int = 0  # makes a run reproducible on one device
+    device: str = "auto"  # auto | cuda | mps | cpu
+    dtype: str = "auto"  # autocast dtype on GPU: auto (bf16 if supported) | fp16 | bf16 | fp32
+    resolution: int | None = None  # training image size (None: the model's native size)
+    bank_size: int = 128  # augmented latents precomputed per identity (VAE encodes once)
+    face_index: int | None = None  # which face of a group photo (1-based, left to right)
+    face_encoder: str = "arcface"  # arcface | vit
+    face_models: str | None = None  # folder of the insightface pack
+    checkpoint_every: int = 50  # steps between resumable checkpoints
+    log_every: int = 10  # steps between progress updates (each one syncs the GPU)
+
+
+@dataclass
+class LearnResult:
+    identities: list[Identity]
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+# -- inputs ------------------------------------------------------------------------------------------
+def check_inputs(photos: list[Path], names: list[str], cfg: LearnConfig, store: IdentityStore, force: bool) -> None:
+    """All validation before anything heavy loads, with messages that say the fix."""
+    if cfg.method not in RECIPES:
+        raise BadInput(f"unknown method {cfg.method!r}", f"use one of: {', '.join(RECIPES)}")
+    if len(photos) != len(names):
+        raise BadInput(f"{len(photos)} photo(s) but {len(names)} --name(s)", "give one --name per photo")
+    if len(photos) > 1 and cfg.method != "celebbasis":
+        raise BadInput("joint learning of several photos is a Celeb Basis feature", "add --method celebbasis")
+    if len({n.lower() for n in names}) != len(names):
+        raise BadInput("the same --name is given twice", "give each photo its own name")
+    for photo in photos:
+        if not photo.is_file():
+            raise BadInput(f"photo {photo} not found", "check the path")
+    for name in names:
+        validate_name(name)
+        if store.exists(name) and not force:
+            raise IdentityExists(f"an identity named {name!r} already exists", "pick another --name or pass --force")
+    if cfg.face_encoder not in ("arcface", "vit"):
+        raise BadInput(f"unknown face encoder {cfg.face_encoder!r}", "use arcface or vit")
+    for knob in ("steps", "batch_size"):
+        value = getattr(cfg, knob)
+        if value is not None and value < 1:
+            raise BadInput(f"--{knob.replace('_', '-')} must be at least 1, not {value}", "pass a positive number")
+    if cfg.lr is not None and not cfg.lr > 0:
+        raise BadInput(f"--lr must be positive, not {cfg.lr}", "try the default")
+
+
+def run_key(photos: list[Path], names: list[str], cfg: LearnConfig) -> str:
+    """A stable id for one run's inputs and settings, naming its resumable checkpoint."""
+    h = hashlib.sha256()
+    for photo in photos:
+        h.update(hashlib.sha256(photo.read_bytes()).digest())
+    h.update(json.dumps([names, asdict(cfg)], sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+# -- the run -----------------------------------------------------------------------------------------
+def learn(
+    photos: list[Path],
+    names: list[str],
+    cfg: LearnConfig,
+    store: IdentityStore | None = None,
+    force: bool = False,
+    resume: bool = False,
+    progress: Progress | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> LearnResult:
+    store = store or IdentityStore()
+    check_inputs(photos, names, cfg, store, force)
+    recipe = RECIPES[cfg.method]
+    steps = cfg.steps or recipe.steps
+    batch = cfg.batch_size or recipe.batch_size
+    lr = cfg.lr or recipe.lr
+    start_time = time.perf_counter()
+
+    # 1. faces: one aligned crop, embedding and mask per photo
+    crops = [extract_face(p, face_index=cfg.face_index, face_models=cfg.face_models, warn=warn) for p in photos]
+
+    # 2. frozen model
+    device = pick_device(cfg.device)
+    pipe, spec = load_pipeline(cfg.model, device=device, dtype="fp32")  # fp32 weights; autocast below
+    if family_of(pipe) == "sdxl":
+        raise BadInput("learning on SDXL is not supported yet", "learn on sd21 (default) or sd15")
+    unet, vae, text_encoder, tokenizer, scheduler = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler
+    amp_dtype = _autocast_dtype(device, cfg.dtype)
+    if amp_dtype is not None:  # frozen weights in half precision: half the memory traffic
+        unet.to(amp_dtype)
+    for module in (unet, vae, text_encoder):
+        module.requires_grad_(False).eval()
+    base_fingerprint = fingerprint(text_encoder)  # before placeholder tokens are added
+    prediction_type = scheduler.config.get("prediction_type", "epsilon")
+    resolution = cfg.resolution or unet.config.sample_size * pipe.vae_scale_factor
+
+    # 3. prior, placeholder tokens and mapper (the only trainable part)
+    torch.manual_seed(cfg.seed)
+    prior = build_prior(tokenizer, text_encoder)
+    embeddings = [face_embeddings(c, cfg) for c in crops]  # per identity: (2, f) unflipped, flipped
+    mapper = build_mapper(cfg.method, embeddings[0].shape[-1], prior).to(device)
+    token_ids = add_placeholder_tokens(tokenizer, text_encoder, identity_token("__learn__"), 2)
+    text_encoder.to(device)
+    templates = tokenize_templates(pipe, tokenizer, recipe.templates, identity_token("__learn__")).to(device)
+
+    # 4. a bank of augmented latents and latent-size masks, encoded once
+    generator = torch.Generator().manual_seed(cfg.seed)
+    bank = [build_bank(c, vae, resolution, cfg.bank_size, generator, cfg.method, device) for c in crops]
+
+    # 5. optimiser and resumable state
+    optimizer = torch.optim.AdamW(
+        mapper.parameters(), lr=lr, betas=recipe.betas, weight_decay=recipe.weight_decay, **_fused(device)
+    )
+    ckpt = checkpoint_path(store, run_key(photos, names, cfg))
+    first_step, losses = 0, []
+    if resume and ckpt.is_file():
+        first_step, losses = load_checkpoint(ckpt, mapper, optimizer, generator)
+    alphas_cumprod = scheduler.alphas_cumprod.to(device)
+    num_train_timesteps = scheduler.config.num_train_timesteps
+    scaler = torch.amp.GradScaler(enabled=amp_dtype == torch.float16)  # fp16 needs loss scaling, bf16 not
+
+    # 6. training loop
+    vectors_now: list[torch.Tensor] = []
+    pending: list[torch.Tensor] = []
+
+    def flush() -> None:  # the only host sync: move logged losses off the device
+        if pending:
+            losses.extend(torch.stack(pending).cpu().tolist())
+            pending.clear()
+    try:
+        with inject_vectors(text_encoder, token_ids, lambda: vectors_now[0]):
+            for step in range(first_step, steps):
+                who = step % len(crops)  # joint learning alternates identities
+                z0, mask, flip = bank[who].sample(batch, generator)
+                face = embeddings[who][flip.long()].to(device)  # (B, f): flipped photo -> flipped embedding
+                t = torch.randint(0, num_train_timesteps, (batch,), generator=generator).to(device)
+                noise = torch.randn(z0.shape, generator=generator).to(device)
+                z_t = scheduler.add_noise(z0, noise, t)
+                ids = templates[torch.randint(0, len(templates), (batch,), generator=generator).to(device)]
+                with torch.autocast(device.split(":")[0], dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                    vectors_now[:] = [mapper(face)]  # (B, 2, d)
+                    cond = text_encoder(ids)[0]  # (B, 77, d)
+                    pred = unet(z_t.to(unet.dtype), t, cond.to(unet.dtype)).sample.float()
+                if cfg.method == "stableidentity":
+                    loss = two_phase_loss(pred, noise, z_t, z0, t, alphas_cumprod, mask, prediction_type)
+                else:
+                    loss = noise_loss(pred, noise, z_t, z0, t, alphas_cumprod, prediction_type)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if recipe.grad_clip:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(mapper.parameters(), recipe.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                pending.append(loss.detach())
+                if (step + 1) % cfg.log_every == 0 or step + 1 == steps:
+                    flush()
+                    if progress:
+                        progress(step + 1, steps, _smoothed(losses))
+                if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < steps:
+                    flush()
+                    save_checkpoint(ckpt, mapper, optimizer, generator, step + 1, losses)
+    except torch.OutOfMemoryError as e:
+        raise OutOfMemory(f"out of memory on {device} while learning", "pass --batch-size 1 or use a smaller model") from e
+
+    # 7. final vectors from the unaugmented face embedding, stored atomically
+    mapper.eval()
+    with torch.no_grad():
+        final = [mapper(e[:1].to(device)).float().cpu().numpy()[0] for e in embeddings]  # each (2, d)
+    slot = slot_for_width(final[0].shape[-1])
+    settings = {**asdict(cfg), "steps": steps, "batch_size": batch, "lr": lr, "resolution": resolution,
+                "prior_names": len(prior.names), "prediction_type": prediction_type}
+    tail = losses[-max(1, len(losses) // 3):]
+    identities = [
+        Identity(
+            name=name,
+            vectors={slot: vec.astype(np.float32)},
+            method=cfg.method,
+            base_model=spec.label,
+            fingerprints={slot: base_fingerprint},
+            created=now_iso(),
+            photo_sha256=crop.photo_sha256,
+            settings=settings,
+            final_loss=float(np.mean(tail)) if tail else None,
+            sid_version=__version__,
+        )
+        for name, vec, crop in zip(names, final, crops)
+    ]
+    for identity, crop in zip(identities, crops):
+        store.save(identity, overwrite=force, thumbnail_png=crop.thumbnail_png())
+    ckpt.unlink(missing_ok=True)
+    return LearnResult(identities, losses, time.perf_counter() - start_time)
+
+
+# -- helpers -----------------------------------------------------------------------------------------
+def face_embeddings(crop: FaceCrop, cfg: LearnConfig) -> torch.Tensor:
+    """(2, f): the face embedding of the aligned photo and of its mirror image."""
+    flipped = embed_aligned(crop, flip=True, encoder=cfg.face_encoder, face_models=cfg.face_models)
+    plain = crop.embedding if cfg.face_encoder == "arcface" else embed_aligned(crop, flip=False, encoder="vit")
+    return torch.from_numpy(np.stack([plain, flipped]).astype(np.float32))
+
+
+def tokenize_templates(pipe: Any, tokenizer: Any, templates: tuple[str, ...], token: str) -> torch.Tensor:
+    """(T, 77) ids of every prompt template with the identity token where the name goes."""
+    texts = [pipe.maybe_convert_prompt(t.format(token), tokenizer) for t in templates]
+    return tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length,
+                     truncation=True, return_tensors="pt").input_ids
+
+
+@dataclass
+class Bank:
+    """Augmented latents (N, 4, h, w), latent masks (N, 1, h, w) and flip flags (N,) on the device."""
+
+    latents: torch.Tensor
+    masks: torch.Tensor
+    flips: torch.Tensor
+
+    def sample(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        idx = torch.randint(0, len(self.latents), (batch,), generator=generator).to(self.latents.device)
+        return self.latents[idx], self.masks[idx], self.flips[idx]
+
+
+@torch.no_grad()
+def build_bank(crop: FaceCrop, vae: Any, resolution: int, size: int, generator: torch.Generator,
+               method: str, device: str) -> Bank:
+    """Augment the aligned photo ``size`` times and VAE-encode it once; the VAE is frozen."""
+    image = torch.from_numpy(np.asarray(crop.image.resize((resolution, resolution)), np.float32) / 127.5 - 1)
+    image = image.permute(2, 0, 1)  # (3, R, R) in [-1, 1]
+    mask = torch.from_numpy(np.asarray(crop.mask, np.float32))[None, None]
+    mask = F.interpolate(mask, size=(resolution, resolution), mode="bilinear", align_corners=False)[0]
+    images, masks, flips = augment_batch(image, mask, size, generator, method)
+    vae.to(device)
+    latents = []
+    for chunk in images.split(8):
+        dist = vae.encode(chunk.to(device, vae.dtype)).latent_dist
+        latents.append(dist.sample(generator=generator) * vae.config.scaling_factor)
+    latents = torch.cat(latents).float()
+    latent_masks = F.interpolate(masks, size=latents.shape[-2:], mode="area").to(device)
+    return Bank(latents, latent_masks, flips.to(device))
+
+
+def checkpoint_path(store: IdentityStore, key: str) -> Path:
+    return store.root.parent / "partial" / f"learn-{key}.safetensors"
+
+
+def save_checkpoint(path: Path, mapper: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    generator: torch.Generator, step: int, losses: list[float]) -> None:
+    """Mapper, optimizer and RNG state as safetensors (no pickles), written atomically."""
+    from safetensors.torch import save
+
+    from sid.store import atomic_write
+
+    tensors = {f"mapper.{k}": v.detach().cpu().contiguous() for k, v in mapper.state_dict().items()}
+    opt = optimizer.state_dict()
+    for pid, state in opt["state"].items():
+        for k, v in state.items():
+            tensors[f"opt.{pid}.{k}"] = torch.as_tensor(v).cpu().contiguous()
+    tensors["rng"] = generator.get_state()
+    tensors["losses"] = torch.tensor(losses, dtype=torch.float64)
+    meta = {"step": str(step), "param_groups": json.dumps(opt["param_groups"])}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, save(tensors, metadata=meta))
+
+
+def load_checkpoint(path: Path, mapper: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    generator: torch.Generator) -> tuple[int, list[float]]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    device = next(mapper.parameters()).device
+    mapper.load_state_dict({k[7:]: v for k, v in tensors.items() if k.startswith("mapper.")})
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, pid, name = k.split(".", 2)
+            state.setdefault(int(pid), {})[name] = v if name == "step" else v.to(device)
+    optimizer.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
+    generator.set_state(tensors["rng"])
+    return int(meta["step"]), tensors["losses"].tolist()
+
+
+def _smoothed(losses: list[float], window: int = 20) -> float:
+    return float(np.mean(losses[-window:])) if losses else math.nan
+
+
+def _autocast_dtype(device: str, dtype: str) -> torch.dtype | None:
+    """None on CPU (fp32); on GPU bf16 where supported, else fp16, unless asked otherwise."""
+    if device.startswith("cpu") or dtype == "fp32":
+        return None
+    if dtype == "fp16":
+        return torch.float16
+    if dtype == "bf16" or (device.startswith("cuda") and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float16
+
+
+def _fused(device: str) -> dict[str, bool]:
+    return {"fused": True} if device.startswith("cuda") else {}
