@@ -39,7 +39,7 @@ def with_controlnet(pipe: Any, spec: ModelSpec, control_type: str, controlnet: s
 
     source = controlnet_source(spec, pipe, control_type, controlnet)
     try:
-        model = load_from_candidates(component_spec(source), ControlNetModel, torch_dtype=pipe.unet.dtype)
+        model = load_from_candidates(component_spec(source), ControlNetModel, dtype=pipe.unet.dtype)
     except ModelNotFound as e:
         raise ModelNotFound(e.message, "pass --controlnet with a local ControlNet folder, or go online once") from e
     cls = StableDiffusionXLControlNetPipeline if family_of(pipe) == "sdxl" else StableDiffusionControlNetPipeline

@@ -178,7 +178,7 @@ def load_pipeline(
     spec = resolve_model(model)
     dev = pick_device(device)
     torch_dtype = pick_dtype(dev, dtype)
-    pipe = load_from_candidates(spec, pipeline_class, torch_dtype=torch_dtype, **kwargs)
+    pipe = load_from_candidates(spec, pipeline_class, dtype=torch_dtype, **kwargs)
     return pipe.to(dev), spec
 
 

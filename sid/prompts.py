@@ -128,7 +128,7 @@ def add_placeholder_tokens(tokenizer: Any, text_encoder: Any, token: str, count:
     """
     names = [token] + [f"{token}_{i}" for i in range(1, count)]
     tokenizer.add_tokens(names)
-    text_encoder.resize_token_embeddings(len(tokenizer))
+    text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     return tokenizer.convert_tokens_to_ids(names)
 
 

@@ -213,3 +213,53 @@ def save_tiny(pipe: Any, folder: Path) -> Path:
     """Save a pipeline (or model) in diffusers layout and return its folder."""
     pipe.save_pretrained(str(folder))
     return folder
+
+
+def tiny_unet3d(cross_attention_dim: int = 64, seed: int = 0) -> Any:
+    """A tiny UNet3DConditionModel (text-to-video's denoiser); ``attention_head_dim`` is its head count."""
+    import torch
+    from diffusers import UNet3DConditionModel
+
+    torch.manual_seed(seed)
+    return UNet3DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
+        up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=4,
+        norm_num_groups=8,
+    )
+
+
+def tiny_t2v_pipeline(text_width: int = 64, seed: int = 0) -> Any:
+    """A TextToVideoSDPipeline (ModelScope layout) whose text encoder has ``text_width`` dims."""
+    from diffusers import TextToVideoSDPipeline
+
+    return TextToVideoSDPipeline(
+        unet=tiny_unet3d(text_width, seed),
+        vae=tiny_vae(seed),
+        text_encoder=tiny_text_encoder(text_width, seed),
+        tokenizer=clip_tokenizer(),
+        scheduler=tiny_scheduler(),
+    )
+
+
+def tiny_motion_adapter(seed: int = 0) -> Any:
+    """An AnimateDiff MotionAdapter that fits ``tiny_unet()`` (channels (32, 64), one layer per block)."""
+    import torch
+    from diffusers import MotionAdapter
+
+    torch.manual_seed(seed)
+    return MotionAdapter(
+        block_out_channels=(32, 64),
+        motion_layers_per_block=1,
+        motion_mid_block_layers_per_block=1,
+        motion_num_attention_heads=2,
+        motion_norm_num_groups=8,
+        motion_max_seq_length=32,
+        use_motion_mid_block=True,
+    )

@@ -20,11 +20,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import ImageOps
 
 from sid import __version__
 from sid.augment import augment_batch
 from sid.errors import BadInput, IdentityExists, OutOfMemory
-from sid.faces import FaceCrop, embed_aligned, extract_face
+from sid.faces import FaceCrop, arcface_embedding, extract_face, load_face_pack, vit_face_embedding
 from sid.methods import RECIPES, build_mapper, noise_loss, two_phase_loss
 from sid.pipelines import family_of, fingerprint, load_pipeline, pick_device
 from sid.priors import build_prior
@@ -48,6 +49,7 @@ class LearnConfig:
     dtype: str = "auto"  # autocast dtype on GPU: auto (bf16 if supported) | fp16 | bf16 | fp32
     resolution: int | None = None  # training image size (None: the model's native size)
     bank_size: int = 128  # augmented latents precomputed per identity (VAE encodes once)
+    overfit: bool = False  # reuse one latent, noise, timestep and template every step: a check that loss can fall
     face_index: int | None = None  # which face of a group photo (1-based, left to right)
     face_encoder: str = "arcface"  # arcface | vit
     face_models: str | None = None  # folder of the insightface pack
@@ -58,8 +60,9 @@ class LearnConfig:
 @dataclass
 class LearnResult:
     identities: list[Identity]
-    losses: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)  # every step's loss, resumed steps included
     seconds: float = 0.0
+    resumed_from: int = 0  # the checkpoint step a --resume run continued from
 
 
 # -- inputs ------------------------------------------------------------------------------------------
@@ -173,18 +176,20 @@ def learn(
         with inject_vectors(text_encoder, token_ids, lambda: vectors_now[0]):
             for step in range(first_step, steps):
                 who = step % len(crops)  # joint learning alternates identities
-                z0, mask, flip = bank[who].sample(batch, generator)
-                face = embeddings[who][flip.long()].to(device)  # (B, f): flipped photo -> flipped embedding
-                t = torch.randint(0, num_train_timesteps, (batch,), generator=generator).to(device)
-                noise = torch.randn(z0.shape, generator=generator).to(device)
-                z_t = scheduler.add_noise(z0, noise, t)
-                ids = templates[torch.randint(0, len(templates), (batch,), generator=generator).to(device)]
+                if not (cfg.overfit and step > first_step):
+                    z0, mask, flip = bank[who].sample(batch, generator)
+                    face = embeddings[who][flip.long()].to(device)  # (B, f): flipped photo -> flipped embedding
+                    t = torch.randint(0, num_train_timesteps, (batch,), generator=generator).to(device)
+                    noise = torch.randn(z0.shape, generator=generator).to(device)
+                    z_t = scheduler.add_noise(z0, noise, t)
+                    ids = templates[torch.randint(0, len(templates), (batch,), generator=generator).to(device)]
                 with torch.autocast(device.split(":")[0], dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                     vectors_now[:] = [mapper(face)]  # (B, 2, d)
                     cond = text_encoder(ids)[0]  # (B, 77, d)
                     pred = unet(z_t.to(unet.dtype), t, cond.to(unet.dtype)).sample.float()
                 if cfg.method == "stableidentity":
-                    loss = two_phase_loss(pred, noise, z_t, z0, t, alphas_cumprod, mask, prediction_type)
+                    loss = two_phase_loss(pred, noise, z_t, z0, t, alphas_cumprod, mask, prediction_type,
+                                          vae_scaling_factor=vae.config.scaling_factor)
                 else:
                     loss = noise_loss(pred, noise, z_t, z0, t, alphas_cumprod, prediction_type)
                 optimizer.zero_grad(set_to_none=True)
@@ -231,15 +236,24 @@ def learn(
     for identity, crop in zip(identities, crops):
         store.save(identity, overwrite=force, thumbnail_png=crop.thumbnail_png())
     ckpt.unlink(missing_ok=True)
-    return LearnResult(identities, losses, time.perf_counter() - start_time)
+    return LearnResult(identities, losses, time.perf_counter() - start_time, first_step)
 
 
 # -- helpers -----------------------------------------------------------------------------------------
 def face_embeddings(crop: FaceCrop, cfg: LearnConfig) -> torch.Tensor:
-    """(2, f): the face embedding of the aligned photo and of its mirror image."""
-    flipped = embed_aligned(crop, flip=True, encoder=cfg.face_encoder, face_models=cfg.face_models)
-    plain = crop.embedding if cfg.face_encoder == "arcface" else embed_aligned(crop, flip=False, encoder="vit")
-    return torch.from_numpy(np.stack([plain, flipped]).astype(np.float32))
+    """(2, f): the face embedding of the aligned photo and of its mirror image (flip augmentation).
+
+    ArcFace embeddings are unit length, so their entries are ~1/sqrt(f); they are scaled by sqrt(f) to
+    entries of order 1, like the ViT features StableIdentity's mapper was designed for (otherwise its
+    first LayerNorm sees a variance below its eps and barely trains).
+    """
+    if cfg.face_encoder == "vit":
+        pair = [vit_face_embedding(crop.image), vit_face_embedding(ImageOps.mirror(crop.image))]
+    else:
+        mirrored = np.ascontiguousarray(crop.arcface_crop[:, ::-1])
+        pair = [crop.embedding, arcface_embedding(mirrored, load_face_pack(cfg.face_models))]
+        pair = [e * math.sqrt(e.shape[-1]) for e in pair]
+    return torch.from_numpy(np.stack(pair).astype(np.float32))
 
 
 def tokenize_templates(pipe: Any, tokenizer: Any, templates: tuple[str, ...], token: str) -> torch.Tensor:

@@ -90,4 +90,4 @@ def main() -> None:
 
 
 # Command modules register themselves on `app` when imported.
-from sid.cli import doctor, identities, learn, render  # noqa: E402,F401  (registration)
+from sid.cli import doctor, eval, identities, learn, render, threed, video  # noqa: E402,F401  (registration)

@@ -1,0 +1,129 @@
+"""``sid eval``: identity similarity, CLIP prompt consistency and face diversity of stored identities."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from sid.cli import app, err, out, print_json, warn
+
+
+@app.command("eval")
+def eval_(
+    names: list[str] = typer.Argument(..., help="Identities to evaluate; several are scored side by side."),
+    prompts: str = typer.Option(
+        "builtin", "--prompts", help="builtin, or a file with one prompt per line, {} where the person goes."
+    ),
+    per_prompt: int = typer.Option(4, "-n", "--per-prompt", help="Images per prompt (image j: seed + j)."),
+    seed: int = typer.Option(0, "--seed", help="First seed, the same for every prompt and identity."),
+    photo: list[Path] = typer.Option(
+        None, "--photo", help="Reference photo: once for all, or once per name (default: stored thumbnail)."
+    ),
+    model: str = typer.Option(None, "--model", "-m", help="Preset, hub id or local diffusers folder."),
+    clip_model: str = typer.Option(
+        "openai/clip-vit-base-patch32", "--clip-model", help="CLIP hub id or local folder; none: skip CLIP."
+    ),
+    face_models: str = typer.Option(None, "--face-models", help="Folder of insightface .onnx files."),
+    out_dir: Path = typer.Option(None, "-o", "--out", help="Output folder (default: sid-eval/NAME)."),
+    steps: int = typer.Option(30, "--steps", help="Denoising steps."),
+    size: str = typer.Option(None, "--size", help="WIDTHxHEIGHT (default: the model's native size)."),
+    guidance: float = typer.Option(8.5, "--guidance", "-g", help="Classifier-free guidance scale."),
+    device: str = typer.Option("auto", "--device", help="auto | cuda | mps | cpu."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto | fp16 | bf16 | fp32."),
+    scheduler: str = typer.Option("dpm++", "--scheduler", help="As in sid render: dpm++, ddim, euler, ..."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    json_: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
+) -> None:
+    """Score identities: face similarity to the photo, CLIP prompt consistency, face diversity.
+
+    Renders each prompt n times per identity (same seeds); writes eval.json, renders, contact_sheet.png.
+
+    [bold]Examples[/bold]
+
+      sid eval alice --photo alice.jpg
+
+      sid eval alice alice_cb --photo alice.jpg -n 8
+
+      sid eval alice --prompts my_prompts.txt --json
+    """
+    from sid.evaluate import EvalConfig, evaluate, load_prompts
+
+    cfg = EvalConfig(
+        names=list(names), prompts=prompts, per_prompt=per_prompt, seed=seed, steps=steps, guidance=guidance,
+        size=size, scheduler=scheduler, model=model, device=device, dtype=dtype, clip_model=clip_model,
+        face_models=face_models, photos=list(photo or []), out_dir=out_dir,
+    )
+    if quiet or json_:
+        report = evaluate(cfg, warn=warn)
+    else:
+        from rich.progress import Progress
+
+        total = len(load_prompts(prompts)) * len(names) * per_prompt * steps
+        with Progress(console=err) as bar:
+            task = bar.add_task("rendering", total=total)
+            report = evaluate(cfg, warn=warn, on_step=lambda n: bar.advance(task, n))
+    if json_:
+        print_json(report)
+        return
+    print_report(report)
+
+
+def _num(value: Any, fmt: str = "{:.3f}") -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else fmt.format(value)
+
+
+def print_report(report: dict[str, Any]) -> None:
+    """A table: one row per prompt, a column group per identity, the overall row last."""
+    identities = report["identities"]
+    names = list(identities)
+    from rich import box
+
+    table = Table(
+        title="ID: identity similarity ↑ · miss: no face found ↓ · CLIP: CLIPScore ↑ · div: face diversity",
+        title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1),
+    )
+    table.add_column("prompt", overflow="ellipsis", no_wrap=True, min_width=16, max_width=48)
+    for name in names:
+        for k, metric in enumerate(("ID", "miss", "CLIP", "div")):
+            # the identity's name heads its group of four columns
+            header = f"{name if k == 0 else ''}\n{metric}"
+            width = max(5, len(name)) if k == 0 else 5
+            table.add_column(header, justify="right", no_wrap=True, min_width=width)
+
+    def cells(row: dict[str, Any]) -> list[str]:
+        return [
+            _num(row["identity_similarity"]), _num(row["miss_rate"], "{:.0%}"),
+            _num(row["clip_score"], "{:.1f}"), _num(row["face_diversity"]),
+        ]
+
+    for p_index, prompt in enumerate(report["prompts"]):
+        row = [prompt["template"]]
+        for name in names:
+            row += cells(identities[name]["prompts"][p_index])
+        table.add_row(*row)
+    table.add_section()
+    overall = ["[bold]overall[/bold]"]
+    for name in names:
+        overall += [f"[bold]{c}[/bold]" for c in cells(identities[name]["overall"])]
+    table.add_row(*overall)
+    out.print(table)
+    settings = report["settings"]
+    for name in names:
+        ref = identities[name]["reference"]
+        how = f"photo {ref['path']}"
+        if ref["source"] != "photo":
+            how = f"stored thumbnail {ref['path']} (no --photo)"
+        out.print(f"{name}: reference face from {how}", highlight=False)
+    clip = settings["clip_model"] or "skipped"
+    seeds = settings["seeds"]
+    out.print(
+        f"{settings['per_prompt']} image(s) per prompt, seeds {seeds[0]}-{seeds[-1]}, "
+        f"{settings['steps']} steps, {settings['size'][0]}x{settings['size'][1]}, model {settings['model']}, "
+        f"CLIP {clip}",
+        highlight=False,
+    )
+    out.print(f"Contact sheet: {report['contact_sheet']}\nReport: {report['json']}", highlight=False)

@@ -1,0 +1,561 @@
+"""From one photo to the face sid learns: load, detect, align, embed and mask.
+
+The heavy libraries (insightface, onnxruntime, OpenCV, transformers) are imported inside the
+functions that need them, so that ``sid --help`` stays fast. Face models come from an insightface
+model pack (a folder of ``.onnx`` files, by default ``~/.insightface/models/buffalo_l``); each file is
+routed by the task insightface recognises in it, so any pack with a detector and a recognizer works
+and the embedding width is whatever the recognizer outputs. See docs/faces.md.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import os
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from sid.errors import BadInput, ModelNotFound, NoFaceFound, first_line
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+DEFAULT_PACK = "buffalo_l"
+MIN_SIDE = 32  # smaller photos cannot hold a usable face
+MAX_PIXELS = 120_000_000  # above every phone/DSLR photo sid needs; guards against decompression bombs
+# SCRFD misses faces wider than about 450 px of its input, so close-ups get a second, coarse look
+DET_SIZES = ((640, 640), (256, 256))
+DET_THRESHOLD = 0.5
+SMALL_FACE = 64  # face boxes narrower than this give poor identities
+ALIGNED_SIZE = 512
+VIT_FACE_MODEL = "jayanta/vit-base-patch16-224-in21k-face-recognition"
+VIT_FACE_BOX = (64, 70, 440, 446)  # StableIdentity's face box inside the 512 FFHQ crop
+FOREHEAD, CHIN = 1.1, 0.8  # face-mask reach beyond the eyes and the mouth, in eye-to-mouth distances
+
+Warn = Callable[[str], None]
+
+
+# ---------------------------------------------------------------- photos
+
+
+def load_photo(path: str | Path) -> Image.Image:
+    """The photo at ``path`` as an upright RGB image, or a BadInput that says what is wrong with it."""
+    path = Path(path)
+    return _decode(_read_file(path), path)
+
+
+def _read_file(path: Path) -> bytes:
+    if path.is_dir():
+        raise BadInput(f"{path} is a folder, not a photo", "give the path of one image file")
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise BadInput(f"photo {path} not found", "check the path") from None
+    except OSError as e:
+        raise BadInput(f"could not read photo {path}: {first_line(e)}", "check the file's permissions") from e
+
+
+def _decode(data: bytes, path: Path) -> Image.Image:
+    """Decode, refuse bombs and damaged files, apply EXIF orientation, then normalise to RGB."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if not data:
+        raise BadInput(f"photo {path} is empty (0 bytes)", "give a JPEG, PNG or WebP photo")
+    too_big = BadInput(
+        f"photo {path} is too large (more than {MAX_PIXELS // 1_000_000} megapixels)",
+        "downscale it, e.g. to 4000 px on the long side; a face needs far less",
+    )
+    try:
+        with warnings.catch_warnings():
+            # sid applies its own limit (MAX_PIXELS) below; Pillow's softer warning would only be noise
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            if img.width * img.height > MAX_PIXELS:
+                raise too_big
+            img.load()
+    except UnidentifiedImageError:
+        raise BadInput(f"{path} is not an image sid can read", "give a JPEG, PNG or WebP photo") from None
+    except Image.DecompressionBombError:
+        raise too_big from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise BadInput(
+            f"photo {path} is damaged or truncated ({first_line(e)})", "re-export or re-download the photo"
+        ) from e
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # broken EXIF metadata: the pixels are still a usable photo, as stored
+        pass
+    if min(img.size) < MIN_SIDE:
+        raise BadInput(
+            f"photo {path} is only {img.width}x{img.height} pixels",
+            f"use a photo at least {MIN_SIDE} px on each side (a face of 256 px or more works best)",
+        )
+    try:
+        return _to_rgb(img)
+    except (ValueError, OSError) as e:
+        raise BadInput(
+            f"photo {path} uses colour mode {img.mode}, which sid cannot convert ({first_line(e)})",
+            "save it as an 8-bit RGB JPEG or PNG",
+        ) from e
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode -> RGB: 16-bit scaled (not clipped), transparency over white, CMYK via its profile."""
+    from PIL import Image
+
+    if img.mode.startswith("I;16") or img.mode == "I":
+        # Pillow's own convert() clips 16-bit values at 255, turning most of the photo white
+        wide = np.asarray(img).astype(np.float32)
+        return Image.fromarray(np.round(np.clip(wide, 0, 65535) / 257.0).astype(np.uint8)).convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if img.mode == "CMYK" and img.info.get("icc_profile"):
+        return _cmyk_with_profile(img)
+    return img.convert("RGB")
+
+
+def _cmyk_with_profile(img: Image.Image) -> Image.Image:
+    """CMYK through the photo's own ICC profile to sRGB; the plain formula when the profile is unusable."""
+    from PIL import ImageCms
+
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(img.info["icc_profile"]))
+        return ImageCms.profileToProfile(img, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError):
+        return img.convert("RGB")
+
+
+# ---------------------------------------------------------------- face-model pack
+
+
+def default_face_models_dir() -> Path:
+    """Where insightface itself downloads its default pack."""
+    return Path("~/.insightface/models").expanduser() / DEFAULT_PACK
+
+
+def face_models_dir(override: str | Path | None = None, download: bool = True) -> Path:
+    """The face-model pack folder: ``--face-models`` > $SID_FACE_MODELS > insightface's buffalo_l folder.
+
+    With ``download`` the folder is also made usable: insightface downloads buffalo_l into the default
+    folder when it lacks a detector and sid is online; anything else missing is a ModelNotFound that
+    says where the files go. Without it the path is only resolved (``sid doctor``).
+    """
+    chosen = override or os.environ.get("SID_FACE_MODELS")
+    folder = Path(chosen).expanduser() if chosen else default_face_models_dir()
+    if not download or _has_onnx(folder):
+        return folder
+    if folder == default_face_models_dir() and not _offline():
+        _download_default_pack(folder)
+        if _has_onnx(folder):
+            return folder
+    raise ModelNotFound(
+        f"no face models (.onnx files) in {folder}"
+        + (" and sid is offline" if _offline() and folder == default_face_models_dir() else ""),
+        f"put an insightface pack's .onnx files there (e.g. unzip {DEFAULT_PACK}.zip from insightface's "
+        f"model-zoo release), or point --face-models / SID_FACE_MODELS at such a folder",
+    )
+
+
+def _offline() -> bool:
+    flags = (os.environ.get(name, "").lower() for name in ("HF_HUB_OFFLINE", "SID_OFFLINE"))
+    return any(flag in {"1", "true", "yes", "on"} for flag in flags)
+
+
+def _has_onnx(folder: Path) -> bool:
+    return folder.is_dir() and any(folder.glob("*.onnx"))
+
+
+def _download_default_pack(folder: Path) -> None:
+    """Let insightface fetch its default pack into its own folder (it skips existing folders: force)."""
+    from insightface.utils import storage
+
+    try:
+        storage.download("models", DEFAULT_PACK, force=True, root=str(folder.parent.parent))
+    except Exception as e:  # network, HTTP and zip errors all mean "not downloaded"
+        raise ModelNotFound(
+            f"could not download insightface's {DEFAULT_PACK} face models into {folder}: {first_line(e)}",
+            "check the network, or unzip buffalo_l.zip there yourself, or point --face-models at a pack",
+        ) from e
+
+
+@dataclass(frozen=True)
+class FacePack:
+    """The loaded models of one pack, routed by insightface's task names."""
+
+    folder: Path
+    detector: Any  # insightface SCRFD/RetinaFace, prepared for DET_THRESHOLD
+    recognizer: Any  # insightface ArcFaceONNX
+    landmark106: Any = None  # insightface Landmark (landmark_2d_106), when the pack has one
+
+    @property
+    def embedding_dim(self) -> int:
+        """Width of the recognizer's output (128, 512, ...), read from the model."""
+        width = self.recognizer.output_shape[-1]
+        if isinstance(width, int):
+            return width
+        size = self.recognizer.input_size
+        return int(self.recognizer.get_feat(np.zeros((size[1], size[0], 3), np.uint8)).shape[-1])
+
+
+def load_face_pack(face_models: str | Path | None = None) -> FacePack:
+    """The pack that ``face_models_dir`` names, loaded once per folder and file set."""
+    folder = face_models_dir(face_models).resolve()
+    stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.glob("*.onnx")))
+    return _load_pack(str(folder), stamp)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_pack(folder: str, stamp: tuple[tuple[str, int, int], ...]) -> FacePack:
+    """Route every .onnx file by its insightface task; ``stamp`` only invalidates the cache on change."""
+    import onnxruntime
+    from insightface.model_zoo import get_model
+
+    onnxruntime.set_default_logger_severity(3)
+    found: dict[str, Any] = {}
+    for name, _size, _mtime in stamp:
+        path = Path(folder) / name
+        try:
+            model = get_model(str(path), providers=["CPUExecutionProvider"])
+        except Exception as e:  # protobuf, onnxruntime and shape errors all mean "not a usable model"
+            raise ModelNotFound(
+                f"face model {path} could not be loaded: {first_line(e)}", "delete or replace that file"
+            ) from e
+        if model is not None:
+            found.setdefault(model.taskname, model)
+    missing = [task for task in ("detection", "recognition") if task not in found]
+    if missing:
+        raise ModelNotFound(
+            f"the face-model pack in {folder} has no {' or '.join(missing)} model",
+            f"use a full insightface pack such as {DEFAULT_PACK} (it has both)",
+        )
+    detector = found["detection"]
+    detector.prepare(-1, input_size=DET_SIZES[0], det_thresh=DET_THRESHOLD)
+    return FacePack(Path(folder), detector, found["recognition"], found.get("landmark_2d_106"))
+
+
+# ---------------------------------------------------------------- detection
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One detected face in photo coordinates."""
+
+    bbox: np.ndarray  # (4,) x1, y1, x2, y2
+    keypoints: np.ndarray  # (5, 2) eyes, nose, mouth corners (image left first)
+    score: float
+
+    @property
+    def area(self) -> float:
+        return float(max(0.0, self.bbox[2] - self.bbox[0]) * max(0.0, self.bbox[3] - self.bbox[1]))
+
+
+def detect_faces(bgr: np.ndarray, pack: FacePack) -> list[Detection]:
+    """All faces, ordered left to right (the order ``--face K`` counts in).
+
+    Each detection size adds only faces the earlier (finer) sizes missed, so a face found at 640
+    keeps its more precise keypoints.
+    """
+    faces: list[Detection] = []
+    for size in DET_SIZES:
+        boxes, kps = pack.detector.detect(bgr, input_size=size)
+        if len(boxes) and kps is None:
+            raise ModelNotFound(
+                f"the face detector in {pack.folder} gives no keypoints, so faces cannot be aligned",
+                "use a detector with keypoints (SCRFD '*kps' or a buffalo pack's det_*.onnx)",
+            )
+        for box, points in zip(boxes, kps if len(boxes) else []):
+            if all(_iou(box, other.bbox) < 0.4 for other in faces):
+                faces.append(Detection(np.float32(box[:4]), np.float32(points), float(box[4])))
+    return sorted(faces, key=lambda f: float(f.bbox[0] + f.bbox[2]))
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    overlap = width * height
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - overlap
+    return float(overlap / union) if union > 0 else 0.0
+
+
+def choose_face(faces: list[Detection], photo: str, face_index: int | None, warn: Warn) -> Detection:
+    """``face_index`` (1-based, left to right) if given, else the largest face, warning about the others."""
+    if not faces:
+        raise NoFaceFound(
+            f"no face found in {photo}",
+            "use a photo where one face is clearly visible, frontal and at least 64 px wide",
+        )
+    if face_index is not None:
+        if not 1 <= face_index <= len(faces):
+            many = len(faces) > 1
+            raise BadInput(
+                f"--face {face_index} asked for, but {photo} has {_count(len(faces))}",
+                f"use --face 1 to {len(faces)}, counted from the left" if many else "leave out --face",
+            )
+        return faces[face_index - 1]
+    largest = max(range(len(faces)), key=lambda i: faces[i].area)
+    if len(faces) > 1:
+        warn(
+            f"found {_count(len(faces))} in {photo}; using the largest (face {largest + 1} from the left). "
+            f"Pick another with --face K (1 to {len(faces)}, counted from the left)"
+        )
+    return faces[largest]
+
+
+def _count(n: int) -> str:
+    return f"{n} face" if n == 1 else f"{n} faces"
+
+
+# ---------------------------------------------------------------- alignment
+
+
+def ffhq_matrix(keypoints: np.ndarray, size: int = ALIGNED_SIZE) -> np.ndarray:
+    """2x3 affine from photo to the FFHQ-aligned square, built from the 5 keypoints.
+
+    FFHQ's recipe: an oriented square around the eyes and mouth, sized by the larger of twice the
+    eye distance and 1.8 times the eye-to-mouth distance, centred a little below the eyes.
+    """
+    import cv2
+
+    kps = np.asarray(keypoints, np.float64)
+    eye_avg = (kps[0] + kps[1]) / 2
+    eye_to_eye = kps[1] - kps[0]
+    eye_to_mouth = (kps[3] + kps[4]) / 2 - eye_avg
+    x = eye_to_eye - _rot90(eye_to_mouth)
+    x *= max(np.hypot(*eye_to_eye) * 2.0, np.hypot(*eye_to_mouth) * 1.8) / max(np.hypot(*x), 1e-6)
+    y = _rot90(x)
+    c = eye_avg + eye_to_mouth * 0.1
+    # quad corners: top-left, bottom-left, bottom-right; they land on the outer pixel edges of the square
+    src = np.float32([c - x - y, c - x + y, c + x + y])
+    dst = np.float32([[-0.5, -0.5], [-0.5, size - 0.5], [size - 0.5, size - 0.5]])
+    return cv2.getAffineTransform(src, dst).astype(np.float64)
+
+
+def _rot90(v: np.ndarray) -> np.ndarray:
+    """v turned 90 degrees (image coordinates: x right, y down)."""
+    return np.array([-v[1], v[0]])
+
+
+def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Apply a 2x3 affine to (N, 2) points."""
+    pts = np.asarray(points, np.float64)
+    return (pts @ matrix[:, :2].T + matrix[:, 2]).astype(np.float32)
+
+
+def warp_aligned(rgb: np.ndarray, matrix: np.ndarray, size: int = ALIGNED_SIZE) -> np.ndarray:
+    """Warp with ``matrix``: shrink large faces first (no aliasing), blur the padding outside the photo."""
+    import cv2
+
+    scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))  # output px per photo px
+    if scale < 0.5:
+        small = cv2.resize(rgb, None, fx=scale * 1.5, fy=scale * 1.5, interpolation=cv2.INTER_AREA)
+        fx, fy = small.shape[1] / rgb.shape[1], small.shape[0] / rgb.shape[0]
+        # photo pixel centre p maps to (p + 0.5) * f - 0.5 in the shrunken image
+        to_small = np.array([[fx, 0, 0.5 * fx - 0.5], [0, fy, 0.5 * fy - 0.5], [0, 0, 1]])
+        matrix = matrix @ np.linalg.inv(to_small)
+        rgb = small
+    out = cv2.warpAffine(rgb, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    inside = _inside_photo(matrix, rgb.shape[:2], size)
+    if inside.all():
+        return out
+    # Mirrored borders make ghost faces; fade them into a blur with distance from the photo's edge.
+    dist = cv2.distanceTransform((~inside).astype(np.uint8), cv2.DIST_L2, 5)
+    fade = np.clip(dist / (0.1 * size), 0.0, 1.0)[..., None]
+    blurred = cv2.GaussianBlur(out, (0, 0), sigmaX=0.02 * size)
+    return np.round(out * (1 - fade) + blurred * fade).astype(np.uint8)
+
+
+def _inside_photo(matrix: np.ndarray, shape: tuple[int, ...], size: int) -> np.ndarray:
+    """Which output pixels of the warp come from inside the photo (size x size bool)."""
+    import cv2
+
+    inverse = cv2.invertAffineTransform(matrix)
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
+    sx = inverse[0, 0] * xs + inverse[0, 1] * ys + inverse[0, 2]
+    sy = inverse[1, 0] * xs + inverse[1, 1] * ys + inverse[1, 2]
+    return (sx >= -0.5) & (sx <= shape[1] - 0.5) & (sy >= -0.5) & (sy <= shape[0] - 0.5)
+
+
+# ---------------------------------------------------------------- embedding and mask
+
+
+def arcface_embedding(crop_rgb: np.ndarray, pack: FacePack) -> np.ndarray:
+    """Unit-length recognition embedding of an ArcFace-aligned crop (width from the model)."""
+    feat = pack.recognizer.get_feat(np.ascontiguousarray(crop_rgb[:, :, ::-1])).reshape(-1).astype(np.float32)
+    return feat / max(float(np.linalg.norm(feat)), 1e-12)
+
+
+def face_mask(
+    aligned_keypoints: np.ndarray, size: int = ALIGNED_SIZE, outline: np.ndarray | None = None
+) -> np.ndarray:
+    """Soft face mask (float32 in [0, 1], size x size) on the aligned crop, for the masked training loss.
+
+    With ``outline`` (dense landmarks, e.g. insightface's 106 points, in aligned coordinates) it is their
+    convex hull (face outline and brows), dilated a little; otherwise an ellipse derived from the 5
+    keypoints that reaches from the forehead to the chin. Either way the edge is feathered.
+    """
+    import cv2
+
+    hard = np.zeros((size, size), np.uint8)
+    if outline is not None:
+        # the hull of all dense points is that of the outline and brows: eyes, nose and mouth lie inside
+        hull = cv2.convexHull(np.round(outline).astype(np.int32))
+        cv2.fillConvexPoly(hard, hull, 1)
+        grow = max(1, int(0.03 * size))
+        hard = cv2.dilate(hard, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
+    else:
+        center, axes, angle = _face_ellipse(np.asarray(aligned_keypoints, np.float64))
+        cv2.ellipse(hard, center, axes, angle, 0, 360, 1, thickness=-1)
+    soft = cv2.GaussianBlur(hard.astype(np.float32), (0, 0), sigmaX=0.02 * size)
+    return np.clip(soft, 0.0, 1.0).astype(np.float32)
+
+
+def _face_ellipse(kps: np.ndarray) -> tuple[tuple[int, int], tuple[int, int], float]:
+    """Ellipse (centre, half-axes, degrees) around the face, in units of the eye-to-mouth distance L:
+    from the forehead (FOREHEAD*L above the eyes) to the chin (CHIN*L below the mouth)."""
+    eye_avg = (kps[0] + kps[1]) / 2
+    down = (kps[3] + kps[4]) / 2 - eye_avg
+    length = max(float(np.hypot(*down)), 1.0)
+    unit = down / length
+    top, bottom = -FOREHEAD * length, (1.0 + CHIN) * length  # along ``unit`` from the eyes
+    center = eye_avg + unit * (top + bottom) / 2
+    half_height = (bottom - top) / 2
+    # cheek to cheek is about 2.3 eye distances; a turned head shortens the eye distance, hence the floor
+    half_width = max(float(np.hypot(*(kps[1] - kps[0]))) * 1.15, half_height * 0.6)
+    angle = float(np.degrees(np.arctan2(unit[1], unit[0]))) - 90.0
+    centre_px = (int(round(center[0])), int(round(center[1])))
+    return centre_px, (int(round(half_width)), int(round(half_height))), angle
+
+
+def latent_mask(mask: np.ndarray, size: int = 64) -> np.ndarray:
+    """The mask area-averaged down to the latent grid (size x size), still in [0, 1]."""
+    import cv2
+
+    small = cv2.resize(np.asarray(mask, np.float32), (size, size), interpolation=cv2.INTER_AREA)
+    return np.clip(small, 0.0, 1.0).astype(np.float32)
+
+
+def vit_face_embedding(
+    image512: Image.Image | np.ndarray, model_id: str = VIT_FACE_MODEL, local_files_only: bool | None = None
+) -> np.ndarray:
+    """StableIdentity's face feature: the ViT face model's CLS token on the central face box of the 512 crop.
+
+    ``model_id`` is a hub id or a local folder (config, weights and preprocessor_config.json);
+    ``local_files_only`` defaults to "offline?" (HF_HUB_OFFLINE / SID_OFFLINE).
+    """
+    import torch
+    from PIL import Image
+
+    img = image512 if isinstance(image512, Image.Image) else Image.fromarray(np.asarray(image512, np.uint8))
+    img = img.convert("RGB")
+    scale = img.width / ALIGNED_SIZE
+    face = img.crop(tuple(int(round(v * scale)) for v in VIT_FACE_BOX))
+    local = _offline() if local_files_only is None else local_files_only
+    processor, model = _vit_face_model(model_id, local)
+    inputs = processor(images=face, return_tensors="pt")
+    with torch.inference_mode():
+        hidden = model(pixel_values=inputs["pixel_values"].to(model.dtype)).last_hidden_state
+    return hidden[0, 0].float().numpy().astype(np.float32)
+
+
+@functools.lru_cache(maxsize=2)
+def _vit_face_model(model_id: str, local_files_only: bool) -> tuple[Any, Any]:
+    from transformers import AutoImageProcessor, AutoModel
+
+    source = str(Path(model_id).expanduser()) if Path(model_id).expanduser().is_dir() else model_id
+    try:
+        processor = AutoImageProcessor.from_pretrained(source, local_files_only=local_files_only)
+        model = AutoModel.from_pretrained(source, local_files_only=local_files_only)
+    except Exception as e:  # hub, file and config errors all mean "not loadable from here"
+        why = "sid is offline and it is not in the local cache" if local_files_only else first_line(e)
+        raise ModelNotFound(
+            f"could not load the face encoder {model_id!r}: {why}",
+            "download it once online, or pass a local folder holding its config.json, weights and "
+            "preprocessor_config.json",
+        ) from e
+    return processor, model.eval()
+
+
+# ---------------------------------------------------------------- entry point
+
+
+@dataclass
+class FaceCrop:
+    """The face sid learns from one photo."""
+
+    image: Image.Image  # RGB, 512x512, FFHQ-aligned
+    arcface_crop: np.ndarray  # uint8 (112, 112, 3) RGB, ArcFace-aligned
+    embedding: np.ndarray  # float32 (D,), unit length; D from the recognizer
+    mask: np.ndarray  # float32 (512, 512) in [0, 1], on ``image``
+    bbox: tuple[float, float, float, float]  # x1, y1, x2, y2 in the (upright) photo
+    keypoints: np.ndarray  # float32 (5, 2) in the (upright) photo
+    score: float
+    num_faces: int
+    photo_sha256: str
+
+    def thumbnail_png(self, size: int = 128) -> bytes:
+        """PNG bytes of the aligned face at size x size, kept beside the identity in the store."""
+        from PIL import Image
+
+        buf = io.BytesIO()
+        self.image.resize((size, size), Image.Resampling.LANCZOS).save(buf, format="PNG", optimize=True)
+        return buf.getvalue()
+
+
+def extract_face(
+    photo: str | Path,
+    *,
+    face_index: int | None = None,
+    face_models: str | Path | None = None,
+    warn: Warn | None = None,
+) -> FaceCrop:
+    """Photo file -> the chosen face, aligned (FFHQ 512 and ArcFace 112), embedded and masked."""
+    import cv2
+    from insightface.utils import face_align
+    from PIL import Image
+
+    warn = warn or (lambda _message: None)
+    path = Path(photo)
+    data = _read_file(path)
+    rgb = np.asarray(_decode(data, path))
+    pack = load_face_pack(face_models)
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    faces = detect_faces(bgr, pack)
+    face = choose_face(faces, str(path), face_index, warn)
+    width = float(min(face.bbox[2] - face.bbox[0], face.bbox[3] - face.bbox[1]))
+    if width < SMALL_FACE:
+        warn(
+            f"the face in {path} is only {width:.0f} px wide; results will be poor. "
+            "Use a photo where the face is larger (256 px or more is best)"
+        )
+    crop_size = int(pack.recognizer.input_size[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # scikit-image deprecations inside norm_crop
+        crop_bgr = face_align.norm_crop(bgr, face.keypoints, image_size=crop_size)
+    arcface_crop = cv2.cvtColor(crop_bgr, cv2.COLOR_BGR2RGB)
+    matrix = ffhq_matrix(face.keypoints)
+    aligned = warp_aligned(rgb, matrix)
+    outline = None
+    if pack.landmark106 is not None:
+        from insightface.app.common import Face
+
+        points = pack.landmark106.get(bgr, Face(bbox=face.bbox, kps=face.keypoints))
+        outline = transform_points(points[:, :2], matrix)
+    return FaceCrop(
+        image=Image.fromarray(aligned),
+        arcface_crop=np.ascontiguousarray(arcface_crop),
+        embedding=arcface_embedding(arcface_crop, pack),
+        mask=face_mask(transform_points(face.keypoints, matrix), outline=outline),
+        bbox=tuple(float(v) for v in face.bbox),
+        keypoints=face.keypoints.astype(np.float32),
+        score=face.score,
+        num_faces=len(faces),
+        photo_sha256=hashlib.sha256(data).hexdigest(),
+    )

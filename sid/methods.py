@@ -1,0 +1,314 @@
+"""The two learning methods as plain math: the face-to-name mappers, their losses and their training recipes.
+
+StableIdentity (Wang et al. 2024) maps a face feature through an MLP to two vectors landed in the
+celebrity-name distribution by AdaIN and trains with a masked two-phase diffusion loss. Celeb Basis
+(Yuan et al. 2023) maps it to unit-norm coefficients of the celebrity principal directions and trains
+with the plain noise-prediction loss. Only the mapper is trained; everything here is device-agnostic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch  # noqa: TID253 - only imported by the heavy commands
+import torch.nn.functional as F  # noqa: TID253
+from torch import nn  # noqa: TID253
+
+from sid.errors import BadInput
+from sid.priors import CelebPrior
+
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+SD_VAE_SCALING_FACTOR = 0.18215  # Stable Diffusion 1.x/2.x
+
+
+# -- mappers ------------------------------------------------------------------------------------------
+class EqualLinear(nn.Module):
+    """A linear layer with an equalized learning rate, in the form StableIdentity's mapper uses.
+
+    The stored parameters are multiplied by ``lr_mul`` at every call: W_eff = lr_mul * W and
+    b_eff = lr_mul * b. StableIdentity's layer has no He constant (c = 1, where StyleGAN2 uses
+    1/sqrt(in_dim)), and its training script re-initialises the *stored* weight to N(0, 0.02) and the
+    bias to 0; ``init_std`` and ``bias_init`` are those stored values, so with the defaults
+    W_eff ~ N(0, (0.1 * 0.02)^2) = N(0, 0.002^2) at init. Since W_eff is a fixed multiple of W:
+
+    - SGD: dL/dW = lr_mul * dL/dW_eff, so a step of ``lr`` moves W_eff by -lr * lr_mul^2 * dL/dW_eff;
+    - Adam/AdamW (invariant to the gradient's scale): a step moves each stored entry by about ``lr``,
+      so W_eff by about lr * lr_mul (5e-6 for StableIdentity's lr 5e-5), the same step relative to
+      the weights' size (lr / init_std) as a plain layer initialised N(0, init_std^2).
+
+    AdamW's decoupled weight decay shrinks W, hence W_eff, by the same factor either way.
+    """
+
+    def __init__(
+        self, in_dim: int, out_dim: int, lr_mul: float = 0.1, init_std: float = 0.02, bias_init: float = 0.0
+    ):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_dim, in_dim) * init_std)  # stored (out, in)
+        self.bias = nn.Parameter(torch.full((out_dim,), float(bias_init)))
+        self.lr_mul = lr_mul
+
+    @property
+    def effective_weight(self) -> torch.Tensor:
+        return self.weight * self.lr_mul
+
+    @property
+    def effective_bias(self) -> torch.Tensor:
+        return self.bias * self.lr_mul
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.effective_weight, self.effective_bias)
+
+
+class StableIdentityMapper(nn.Module):
+    """Face feature (B, f) -> K name vectors (B, K, d) landed in the celebrity-name distribution.
+
+    EqualLinear(f -> h) -> LeakyReLU(0.2) -> LayerNorm(h) -> EqualLinear(h -> K*d) -> LayerNorm(K*d),
+    then AdaIN per slot: v_k = std_k * x_k + mean_k with the celebrities' per-dimension statistics.
+    h defaults to K*d, as in StableIdentity.
+
+    The final LayerNorm normalises the whole K*d vector, as StableIdentity's code does (its mapper's
+    output width is num_tokens * token_dim), not each token: per token would only differ at init (the
+    learned LayerNorm gain and bias, K*d each, reshape the output anyway), and per-token gains of size d
+    could not tell the slots apart. LayerNorm is per sample, so at init it gives each sample's K*d
+    values mean 0 and mean square var / (var + eps) ~ 1. Over a batch of different faces the
+    standardised landed vectors (v - mean) / std therefore have a second moment averaged over samples
+    and all K*d dimensions of exactly that, and per-dimension batch means near 0 and stds near 1
+    (within ~25% at init): an approximate, not exact, match of the celebrities' per-dimension mean and
+    std, which is all that a per-sample normalisation can promise.
+
+    Feed features whose entries are O(1) (StableIdentity's ViT CLS token): a unit-length 512-d
+    embedding gives the first LayerNorm inputs of variance ~2e-6 at init, below its eps of 1e-5, so
+    that LayerNorm does not normalise until the first layer's weights grow.
+    """
+
+    def __init__(
+        self,
+        face_dim: int,
+        token_dim: int,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        num_tokens: int = 2,
+        hidden: int | None = None,
+    ):
+        super().__init__()
+        if mean.shape != (num_tokens, token_dim) or std.shape != (num_tokens, token_dim):
+            shapes = f"{tuple(mean.shape)}/{tuple(std.shape)}"
+            raise ValueError(f"mean/std must be ({num_tokens}, {token_dim}), got {shapes}")
+        out = num_tokens * token_dim
+        hidden = hidden or out
+        self.num_tokens, self.token_dim = num_tokens, token_dim
+        self.net = nn.Sequential(
+            EqualLinear(face_dim, hidden),
+            nn.LeakyReLU(0.2),
+            nn.LayerNorm(hidden),
+            EqualLinear(hidden, out),
+            nn.LayerNorm(out),
+        )
+        self.register_buffer("mean", mean.detach().clone().float())  # (K, d)
+        self.register_buffer("std", std.detach().clone().float())  # (K, d)
+
+    def forward(self, face_emb: torch.Tensor) -> torch.Tensor:
+        x = self.net(face_emb).view(-1, self.num_tokens, self.token_dim)  # (B, K, d), standardised
+        return x * self.std + self.mean
+
+
+class CelebBasisMapper(nn.Module):
+    """Face feature (B, f) -> 2 name vectors (B, 2, d) in the span of the celebrity basis.
+
+    Linear(f -> 2*hidden) -> LeakyReLU(0.2) -> per slot L2-normalised coefficients c_k (hidden,), then
+    v_k = mean_k + c_k[:p] @ directions_k. The weight starts N(0, 1) with a zero bias, as Celeb Basis's
+    layer (an equalized-lr linear with lr_mul = 1) does, not PyTorch's default uniform(+-1/sqrt(f)):
+    the output is invariant to the weight's scale, but with Adam at lr 1e-2 that scale sets how far one
+    step turns the coefficients (about 1% of the weights per step here, ~40x more with the default).
+    """
+
+    def __init__(self, face_dim: int, basis: torch.Tensor, hidden: int = 512):
+        super().__init__()
+        num_tokens, rows, _ = basis.shape  # (K, 1 + p, d)
+        if rows - 1 > hidden:
+            raise ValueError(f"the basis has {rows - 1} directions but only {hidden} coefficients")
+        self.num_tokens, self.hidden = num_tokens, hidden
+        self.linear = nn.Linear(face_dim, num_tokens * hidden)
+        nn.init.normal_(self.linear.weight, 0.0, 1.0)
+        nn.init.zeros_(self.linear.bias)
+        self.register_buffer("basis", basis.detach().clone().float())  # (K, 1 + p, d)
+
+    def coefficients(self, face_emb: torch.Tensor) -> torch.Tensor:
+        """(B, K, hidden) unit-norm coefficient rows."""
+        x = F.leaky_relu(self.linear(face_emb), 0.2).view(-1, self.num_tokens, self.hidden)
+        return F.normalize(x, dim=-1)
+
+    def forward(self, face_emb: torch.Tensor) -> torch.Tensor:
+        mean, directions = self.basis[:, 0], self.basis[:, 1:]  # (K, d), (K, p, d)
+        c = self.coefficients(face_emb)[..., : directions.shape[1]]  # (B, K, p)
+        return mean + torch.einsum("bkp,kpd->bkd", c.to(directions.dtype), directions)
+
+
+def build_mapper(method: str, face_dim: int, prior: CelebPrior) -> nn.Module:
+    """The trainable mapper of ``method`` for face features of width ``face_dim``."""
+    if method == "stableidentity":
+        return StableIdentityMapper(face_dim, prior.token_dim, prior.mean, prior.std)
+    if method == "celebbasis":
+        return CelebBasisMapper(face_dim, prior.basis)
+    raise BadInput(f"unknown method {method!r}", f"use one of: {', '.join(RECIPES)}")
+
+
+# -- losses -------------------------------------------------------------------------------------------
+def _per_sample(alpha_bar_t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(B,) -> (B, 1, ..., 1) to broadcast against ``like``."""
+    return alpha_bar_t.to(like.device, like.dtype).view(-1, *([1] * (like.ndim - 1)))
+
+
+def _check_prediction_type(prediction_type: str) -> None:
+    if prediction_type not in PREDICTION_TYPES:
+        raise BadInput(
+            f"unsupported scheduler prediction_type {prediction_type!r}",
+            f"sid learns with models that predict one of: {', '.join(PREDICTION_TYPES)}",
+        )
+
+
+def split_prediction(
+    model_output: torch.Tensor, z_t: torch.Tensor, alpha_bar_t: torch.Tensor, prediction_type: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(eps_hat, x0_hat) from a UNet output, with z_t = sqrt(ab) * x0 + sqrt(1 - ab) * eps and ab (B,)."""
+    _check_prediction_type(prediction_type)
+    ab = _per_sample(alpha_bar_t, model_output)
+    a, s = ab.sqrt(), (1 - ab).sqrt()
+    if prediction_type == "epsilon":
+        return model_output, (z_t - s * model_output) / a
+    if prediction_type == "v_prediction":  # v = a * eps - s * x0
+        return a * model_output + s * z_t, a * z_t - s * model_output
+    return (z_t - a * model_output) / s, model_output  # "sample"
+
+
+def _native_target(
+    noise: torch.Tensor, z0: torch.Tensor, ab: torch.Tensor, prediction_type: str
+) -> torch.Tensor:
+    """What the UNet was trained to output: eps, v = sqrt(ab) * eps - sqrt(1 - ab) * z0, or z0."""
+    if prediction_type == "epsilon":
+        return noise
+    if prediction_type == "v_prediction":
+        return ab.sqrt() * noise - (1 - ab).sqrt() * z0
+    return z0
+
+
+def _masked_mse(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(B,) mean over each sample's whole tensor of (M*a - M*b)^2, zeros outside the mask included."""
+    return (mask * (a - b)).square().flatten(1).mean(dim=1)
+
+
+def two_phase_loss(
+    model_output: torch.Tensor,
+    noise: torch.Tensor,
+    z_t: torch.Tensor,
+    z0: torch.Tensor,
+    timesteps: torch.Tensor,
+    alphas_cumprod: torch.Tensor,
+    mask: torch.Tensor,
+    prediction_type: str = "epsilon",
+    threshold: int = 600,
+    hair_mask: torch.Tensor | None = None,
+    hair_weight: float = 0.1,
+    vae_scaling_factor: float = SD_VAE_SCALING_FACTOR,
+) -> torch.Tensor:
+    """StableIdentity's masked two-phase diffusion loss (scalar).
+
+    All latents are the UNet's: z0 = VAE latent * vae_scaling_factor, z_t = add_noise(z0, noise, t).
+    Per sample, with M the face mask (B, 1, h, w):
+      t > threshold:  MSE(M * out, M * target), target the model's own (eps, or v for v-models), as
+                      StableIdentity's code does;
+      t <= threshold: MSE(M * x0_hat, M * z0) / vae_scaling_factor^2, i.e. compared in the unscaled VAE
+                      latent space as StableIdentity's code does (it divides both by the factor), which
+                      weighs this branch ~30x more than the UNet-space MSE would.
+    With ``hair_mask``, ``hair_weight`` times the same loss under the hair mask is added in both
+    branches (as the code does). Each MSE is the mean over the whole (C, h, w) tensor, zeros outside the
+    mask included. The batch loss is the mean of the per-sample losses; at StableIdentity's batch of 1
+    this equals its code, which instead sums the two branches' means.
+    """
+    _check_prediction_type(prediction_type)
+    out, noise, z_t, z0 = model_output.float(), noise.float(), z_t.float(), z0.float()
+    ab = _per_sample(alphas_cumprod[timesteps], out)
+    target = _native_target(noise, z0, ab, prediction_type)
+    _, x0_hat = split_prediction(out, z_t, alphas_cumprod[timesteps], prediction_type)
+    x0_hat, z0_unscaled = x0_hat / vae_scaling_factor, z0 / vae_scaling_factor
+    masks = [(mask.float(), 1.0)] + ([(hair_mask.float(), hair_weight)] if hair_mask is not None else [])
+    noise_part = sum(w * _masked_mse(m, out, target) for m, w in masks)  # (B,)
+    x0_part = sum(w * _masked_mse(m, x0_hat, z0_unscaled) for m, w in masks)  # (B,)
+    return torch.where(timesteps.to(out.device) > threshold, noise_part, x0_part).mean()
+
+
+def noise_loss(
+    model_output: torch.Tensor,
+    noise: torch.Tensor,
+    z_t: torch.Tensor,
+    z0: torch.Tensor,
+    timesteps: torch.Tensor,
+    alphas_cumprod: torch.Tensor,
+    prediction_type: str = "epsilon",
+) -> torch.Tensor:
+    """Celeb Basis's plain diffusion loss: MSE between the output and the model's own target (scalar).
+
+    The target is eps for epsilon models (Celeb Basis's SD 1.4), v = sqrt(ab) * eps - sqrt(1 - ab) * z0
+    for v-prediction models and z0 for sample models: the loss each model was trained with, as
+    diffusers' training scripts do. For a v-model this is MSE(eps_hat, eps) / ab per sample.
+    ``z_t`` is accepted for a signature parallel to ``two_phase_loss``; the target does not need it.
+    """
+    _check_prediction_type(prediction_type)
+    out = model_output.float()
+    ab = _per_sample(alphas_cumprod[timesteps], out)
+    return F.mse_loss(out, _native_target(noise.float(), z0.float(), ab, prediction_type))
+
+
+# -- recipes ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Recipe:
+    """A method's training defaults; ``{}`` in a template is where the two-vector name goes."""
+
+    method: str
+    steps: int
+    batch_size: int
+    lr: float
+    betas: tuple[float, float]
+    weight_decay: float
+    grad_clip: float | None  # max gradient norm, None: no clipping
+    templates: tuple[str, ...]
+
+
+STABLEIDENTITY_TEMPLATES = (
+    "a photo of {}",
+    "a close-up photo of {}",
+    "a rendering of {}",
+    "a cropped photo of {}",
+    "a good photo of {}",
+    "a bright photo of {}",
+    "a dark photo of {}",
+    "a portrait of {}",
+    "an illustration of {}",
+    "a depiction of {}",
+    "a rendition of {}",
+    "a picture of {}",
+)
+
+CELEBBASIS_TEMPLATES = (
+    "face of {} person",
+    "a photo of face of {} person",
+    "a close-up photo of face of {} person",
+    "a rendering of face of {} person",
+    "a cropped photo of face of {} person",
+    "a good photo of face of {} person",
+    "a bright photo of face of {} person",
+    "a dark photo of face of {} person",
+    "an illustration of face of {} person",
+    "a depiction of face of {} person",
+    "a rendition of face of {} person",
+    "a picture of face of {} person",
+)
+
+RECIPES: dict[str, Recipe] = {
+    # StableIdentity's train.py: 450 steps at batch 1, AdamW 5e-5 (0.9, 0.999), wd 1e-2, clip 1.0.
+    "stableidentity": Recipe(
+        "stableidentity", 450, 1, 5e-5, (0.9, 0.999), 1e-2, 1.0, STABLEIDENTITY_TEMPLATES
+    ),
+    # Celeb Basis: base lr 5e-3 scaled by batch 2; torch AdamW defaults (wd 1e-2), Lightning without clipping.
+    "celebbasis": Recipe("celebbasis", 400, 2, 1e-2, (0.9, 0.999), 1e-2, None, CELEBBASIS_TEMPLATES),
+}

@@ -1,0 +1,338 @@
+"""``sid 3d``: optimise a radiance field of an identity by score distillation, then export it.
+
+The run reads top to bottom: check inputs -> model and identities -> view embeddings -> field and
+optimiser (or a checkpoint) -> steps -> mesh -> turntable. A checkpoint (field, background, optimiser
+and RNG state, as safetensors) is written beside the output every ``checkpoint_every`` steps and
+removed once the mesh is written; ``resume=True`` continues from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sid.errors import BadInput, OutOfMemory
+from sid.store import IdentityStore
+from sid.threed.cameras import OrbitRanges, sample_cameras
+from sid.threed.export import MESH_FORMATS, extract_mesh, render_turntable, write_mesh, write_video
+from sid.threed.field import FieldConfig, Scene
+from sid.threed.render import render
+from sid.threed.sds import DEFAULT_GUIDANCE, Guide, encode_views, gradient_loss
+
+Progress = Callable[[int, int, float], None]  # (steps done, total, recent SDS loss)
+METHODS = ("sds", "ism")
+
+
+@dataclass
+class ThreeDConfig:
+    """Every knob of a run."""
+
+    prompt: str
+    iters: int = 2500  # optimisation steps
+    resolution: int = 64  # rendered view size; resized to the model's native size before the VAE
+    guidance: float | None = None  # classifier-free guidance (None: 100 for SDS, 7.5 for ISM)
+    seed: int = 0  # same seed, same device -> same asset
+    lr: float = 1e-2  # feature-grid learning rate (MLP and background: lr / 10)
+    method: str = "sds"  # sds | ism
+    negative: str = ""  # extra negative prompt (anti-Janus terms are added per view)
+    model: str | None = None  # preset, hub id or diffusers folder
+    device: str = "auto"
+    dtype: str = "auto"  # frozen UNet/VAE dtype (auto: fp16 on GPU, fp32 on CPU)
+    output: Path | None = None  # mesh file (default: ./<prompt slug>.<format>)
+    format: str | None = None  # glb | ply | obj (default: output's suffix, else glb)
+    turntable: Path | None = None  # mp4 path (default: the mesh path with .mp4)
+    make_turntable: bool = True
+    samples: int = 96  # samples per ray
+    batch: int = 1  # views per step
+    checkpoint_every: int = 200  # steps between resumable checkpoints (0: never)
+    mesh_resolution: int = 128  # marching-cubes lattice size
+    mesh_threshold: float = 10.0  # density of the exported surface
+    frames: int = 72  # turntable frames (24 fps: 3 s)
+    turntable_size: int | None = None  # default: 4 * resolution, clamped to 64..512
+    shading_warmup: float = 0.2  # share of the first steps rendered albedo-only
+    orient_weight: float = 1e-2  # DreamFusion's orientation penalty
+    random_background: float = 0.5  # chance per step of a random background colour instead of the learned one
+    log_every: int = 10  # steps between host syncs for the logged loss
+    grid: FieldConfig = field(default_factory=FieldConfig)  # the field's grids and MLP
+    orbit: OrbitRanges = field(default_factory=OrbitRanges)
+
+    @property
+    def guidance_scale(self) -> float:
+        return DEFAULT_GUIDANCE[self.method] if self.guidance is None else self.guidance
+
+
+@dataclass
+class Outputs:
+    mesh: Path
+    format: str
+    turntable: Path | None
+    checkpoint: Path
+
+
+@dataclass
+class ThreeDResult:
+    mesh: Path
+    turntable: Path | None
+    iterations: int
+    start_iteration: int  # > 0 when resumed
+    seconds: float
+    final_loss: float
+    vertices: int
+    faces: int
+    identities: list[str]
+    prompt: str  # as encoded, identity tokens in place
+    model: str
+    device: str
+
+    def summary(self) -> dict[str, Any]:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+
+
+# -- inputs ------------------------------------------------------------------------------------------
+def outputs_for(cfg: ThreeDConfig) -> Outputs:
+    """Mesh path and format, turntable path and checkpoint path, from the options."""
+    from sid.render import slug
+
+    suffix = cfg.output.suffix.lower().lstrip(".") if cfg.output is not None else ""
+    fmt = (cfg.format or suffix or "glb").lower()
+    if fmt not in MESH_FORMATS:
+        raise BadInput(f"unknown mesh format {fmt!r}", f"use one of: {', '.join(MESH_FORMATS)}")
+    if cfg.output is not None and suffix and suffix != fmt:
+        raise BadInput(f"-o {cfg.output} does not end in .{fmt}", f"name it .{fmt} or drop --format")
+    mesh = cfg.output if cfg.output is not None and suffix else Path(f"{cfg.output or slug(cfg.prompt)}.{fmt}")
+    turntable = None
+    if cfg.make_turntable:
+        turntable = cfg.turntable or mesh.with_suffix(".mp4")
+    return Outputs(mesh, fmt, turntable, mesh.with_name(f"{mesh.stem}.partial.safetensors"))
+
+
+def check_inputs(cfg: ThreeDConfig) -> Outputs:
+    """Every option checked before the model loads."""
+    if not cfg.prompt.strip():
+        raise BadInput("the prompt is empty", 'pass a prompt like "a bust of alice, marble"')
+    if cfg.iters < 1:
+        raise BadInput(f"--iters must be at least 1, not {cfg.iters}", "try 2500")
+    if cfg.resolution < 16 or cfg.resolution % 8:
+        raise BadInput(f"--resolution must be a multiple of 8 and at least 16, not {cfg.resolution}", "try 64")
+    if cfg.resolution > 1024:
+        raise BadInput(f"--resolution {cfg.resolution} is more than 1024", "try 64 (it is resized for the VAE)")
+    if cfg.guidance is not None and (cfg.guidance < 0 or not math.isfinite(cfg.guidance)):
+        raise BadInput(f"--guidance must be a non-negative number, not {cfg.guidance}", "try 100 for sds")
+    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
+        raise BadInput(f"--lr must be positive, not {cfg.lr}", "try 0.01")
+    if cfg.method not in METHODS:
+        raise BadInput(f"unknown method {cfg.method!r}", f"use one of: {', '.join(METHODS)}")
+    if cfg.samples < 8:
+        raise BadInput(f"--samples must be at least 8, not {cfg.samples}", "try 96")
+    if cfg.batch < 1:
+        raise BadInput(f"--batch must be at least 1, not {cfg.batch}", "try 1")
+    if cfg.checkpoint_every < 0:
+        raise BadInput(f"--checkpoint-every must not be negative, not {cfg.checkpoint_every}", "0 turns it off")
+    if not 16 <= cfg.mesh_resolution <= 512:
+        raise BadInput(f"--mesh-resolution must be between 16 and 512, not {cfg.mesh_resolution}", "try 128")
+    if cfg.frames < 2:
+        raise BadInput(f"--frames must be at least 2, not {cfg.frames}", "try 72")
+    outputs = outputs_for(cfg)
+    for what, path in (("output", outputs.mesh), ("turntable", outputs.turntable)):
+        if path is not None and not path.parent.is_dir():
+            raise BadInput(f"the {what} folder {path.parent} does not exist", "create it first or pick another path")
+    if outputs.turntable is not None and outputs.turntable.suffix.lower() != ".mp4":
+        raise BadInput(f"--turntable {outputs.turntable} is not an .mp4 file", "name it something.mp4")
+    if outputs.turntable is not None and outputs.turntable.resolve() == outputs.mesh.resolve():
+        raise BadInput("--turntable and -o name the same file", "pick another name for one of them")
+    return outputs
+
+
+def run_key(cfg: ThreeDConfig, model_label: str) -> str:
+    """The settings a checkpoint must share with the run that resumes it (not --iters: runs can be extended)."""
+    keep = {k: v for k, v in asdict(cfg).items()
+            if k not in {"iters", "output", "format", "turntable", "make_turntable", "checkpoint_every",
+                         "mesh_resolution", "mesh_threshold", "frames", "turntable_size", "log_every", "device",
+                         "model"}}
+    keep["model"] = model_label
+    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# -- checkpoints -------------------------------------------------------------------------------------
+def save_checkpoint(path: Path, scene: Scene, optimizer: torch.optim.Optimizer, generator: torch.Generator,
+                    step: int, losses: list[float], key: str) -> None:
+    """Scene, optimiser and RNG state as safetensors (no pickles), written atomically."""
+    from safetensors.torch import save
+
+    from sid.store import atomic_write
+
+    tensors = {f"scene.{k}": v.detach().cpu().contiguous() for k, v in scene.state_dict().items()}
+    opt = optimizer.state_dict()
+    for pid, state in opt["state"].items():
+        for k, v in state.items():
+            tensors[f"opt.{pid}.{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
+    tensors["rng"] = generator.get_state()
+    tensors["losses"] = torch.tensor(losses, dtype=torch.float64)
+    meta = {"format": "sid-3d", "step": str(step), "key": key, "param_groups": json.dumps(opt["param_groups"])}
+    atomic_write(path, save(tensors, metadata=meta))
+
+
+def check_checkpoint(path: Path, key: str) -> int:
+    """The step a checkpoint reached; BadInput when it is unreadable or from other settings (header only)."""
+    from sid.errors import StoreError
+    from sid.store import read_header
+
+    try:
+        meta, _ = read_header(path)
+    except StoreError as e:
+        raise BadInput(f"checkpoint {path} is unreadable", "delete it and run without --resume") from e
+    if meta.get("format") != "sid-3d" or meta.get("key") != key:
+        raise BadInput(f"checkpoint {path} was made with other settings",
+                       "run with the same prompt and options, or drop --resume to start over")
+    return int(meta.get("step", "0"))
+
+
+def load_checkpoint(path: Path, scene: Scene, optimizer: torch.optim.Optimizer, generator: torch.Generator,
+                    key: str) -> tuple[int, list[float]]:
+    from safetensors import safe_open
+
+    check_checkpoint(path, key)
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    device = next(scene.parameters()).device
+    scene.load_state_dict({k[6:]: v.to(device) for k, v in tensors.items() if k.startswith("scene.")})
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, pid, name = k.split(".", 2)
+            state.setdefault(int(pid), {})[name] = v if name == "step" else v.to(device)
+    optimizer.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
+    generator.set_state(tensors["rng"])
+    return int(meta["step"]), tensors["losses"].tolist()
+
+
+# -- one step's random choices -------------------------------------------------------------------------
+def step_choices(cfg: ThreeDConfig, step: int, batch: int, generator: torch.Generator) -> tuple[str, torch.Tensor, torch.Tensor, bool]:
+    """(shading, light jitter (B, 3), random background (B, 3), use the random background?).
+
+    The same number of draws every step, so a resumed run replays exactly."""
+    u_shade, u_bg = torch.rand(2, generator=generator).tolist()
+    jitter = torch.randn(batch, 3, generator=generator)
+    colour = torch.rand(batch, 3, generator=generator)
+    if step < cfg.shading_warmup * cfg.iters:
+        shading = "albedo"
+    else:
+        shading = "albedo" if u_shade < 0.25 else "lambertian" if u_shade < 0.75 else "textureless"
+    return shading, jitter, colour, u_bg < cfg.random_background
+
+
+# -- the run -----------------------------------------------------------------------------------------
+def generate_3d(
+    cfg: ThreeDConfig,
+    store: IdentityStore | None = None,
+    resume: bool = False,
+    progress: Progress | None = None,
+    warn: Callable[[str], None] | None = None,
+    stage: Callable[[str], None] | None = None,
+) -> ThreeDResult:
+    from sid.pipelines import family_of, load_pipeline, pick_device, resolve_model
+    from sid.prompts import parse_prompt
+    from sid.render import prepare
+
+    # 1. check inputs and the prompt's identities before loading anything heavy
+    outputs = check_inputs(cfg)
+    store = store or IdentityStore()
+    parse_prompt(cfg.prompt, store)  # unknown @names fail fast
+    key = run_key(cfg, resolve_model(cfg.model).label)
+    resuming = resume and outputs.checkpoint.is_file()
+    if resuming:
+        check_checkpoint(outputs.checkpoint, key)  # a foreign checkpoint fails before the model loads
+    started = time.perf_counter()
+
+    # 2. frozen model with the identities loaded, and one text embedding per view direction
+    device = pick_device(cfg.device)
+    pipe, spec = load_pipeline(cfg.model, device=device, dtype=cfg.dtype)
+    if family_of(pipe) == "sdxl" or not hasattr(pipe, "unet"):
+        raise BadInput(f"sid 3d needs an SD 1.x/2.x model, not {spec.label}", "use --model sd21 (default) or sd15")
+    parsed, identities = prepare(cfg.prompt, store, pipe, warn)
+    if not identities and warn is not None:
+        warn("the prompt names no stored identity: making a plain text-to-3D asset")
+    guide = Guide(pipe, encode_views(pipe, parsed.text, cfg.negative, device))
+
+    # 3. field, optimiser and resumable state
+    torch.manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    scene = Scene(cfg.grid, generator).to(device)
+    fused = {"fused": True} if device.split(":")[0] in ("cpu", "cuda") else {}  # one kernel for 8M+ grid values
+    optimizer = torch.optim.Adam(scene.param_groups(cfg.lr), betas=(0.9, 0.99), eps=1e-15, **fused)
+    first, losses = 0, []
+    if resuming:
+        first, losses = load_checkpoint(outputs.checkpoint, scene, optimizer, generator, key)
+    elif resume and warn is not None:
+        warn(f"no checkpoint at {outputs.checkpoint}: starting from the beginning")
+    bound, guidance = cfg.grid.bound, cfg.guidance_scale
+
+    # 4. score distillation
+    pending: list[torch.Tensor] = []
+
+    def flush() -> None:  # the only host sync: logged losses off the device
+        if pending:
+            losses.extend(torch.stack(pending).cpu().tolist())
+            pending.clear()
+
+    try:
+        for step in range(first, cfg.iters):
+            cams = sample_cameras(cfg.batch, generator, cfg.orbit)
+            views = cams.labels
+            shading, jitter, colour, random_bg = step_choices(cfg, step, cfg.batch, generator)
+            cams = cams.to(device)
+            light = torch.nn.functional.normalize(cams.eye / cams.radius[:, None] + 0.3 * jitter.to(device), dim=-1)
+            background = colour.to(device) if random_bg else scene.background().expand(cfg.batch, 3)
+            out = render(scene.field, cams, cfg.resolution, cfg.samples, background, bound, generator, shading, light)
+            latents = guide.encode(out.image)  # (B, 4, n/8, n/8)
+            grad, _ = guide.gradient(latents, views, generator, guidance, cfg.method)
+            loss = gradient_loss(latents, grad) + cfg.orient_weight * out.orientation
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            pending.append((grad.detach() ** 2).mean())
+            if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.iters:
+                flush()
+            if progress is not None:
+                progress(step + 1, cfg.iters, _recent(losses))
+            if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.iters:
+                flush()
+                save_checkpoint(outputs.checkpoint, scene, optimizer, generator, step + 1, losses, key)
+        flush()
+
+        # 5. mesh and turntable
+        scene.eval()
+        if stage is not None:
+            stage("extracting the mesh")
+        mesh = extract_mesh(scene.field, cfg.mesh_resolution, cfg.mesh_threshold, warn)
+        write_mesh(mesh, outputs.mesh, outputs.format)
+        if outputs.turntable is not None:
+            if stage is not None:
+                stage("rendering the turntable")
+            size = cfg.turntable_size or min(512, max(64, 4 * cfg.resolution))
+            frames = render_turntable(scene.field, cfg.frames, size, cfg.samples, cfg.orbit)
+            write_video(frames, outputs.turntable)
+    except torch.OutOfMemoryError as e:
+        raise OutOfMemory(f"out of memory on {device} while making the 3D asset",
+                          "lower --resolution, --samples or --mesh-resolution") from e
+    outputs.checkpoint.unlink(missing_ok=True)
+    return ThreeDResult(
+        mesh=outputs.mesh, turntable=outputs.turntable, iterations=cfg.iters, start_iteration=first,
+        seconds=round(time.perf_counter() - started, 2), final_loss=_recent(losses),
+        vertices=len(mesh.vertices), faces=len(mesh.faces), identities=[i.name for i in identities],
+        prompt=parsed.text, model=spec.label, device=device,
+    )
+
+
+def _recent(losses: list[float], window: int = 20) -> float:
+    tail = losses[-window:]
+    return float(sum(tail) / len(tail)) if tail else math.nan

@@ -1,0 +1,632 @@
+"""``sid video``: short clips of stored identities.
+
+The backend follows the text encoder the prompt's identities were learned for:
+
+* SD 2.x identities (OpenCLIP ViT-H, 1024-d): diffusers' ``TextToVideoSDPipeline`` with ModelScope's
+  text-to-video-ms-1.7b (or zeroscope), whose text encoder is the same OpenCLIP ViT-H.
+* SD 1.x identities (CLIP ViT-L, 768-d): ``AnimateDiffPipeline``, an AnimateDiff motion adapter on an
+  SD 1.5 base model (``--model``); ``--video-model`` then names the motion adapter.
+
+Identities are loaded into the video pipeline's text encoder exactly as ``sid render`` loads them
+(``sid.render.prepare``). Frames are written as mp4 (h264) or webm (vp9) through the ffmpeg binary that
+imageio-ffmpeg ships, or as an animated gif with Pillow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from sid.errors import BadInput, IncompatibleIdentity, OutOfMemory, first_line
+from sid.pipelines import ModelSpec, component_spec
+from sid.prompts import FAMILY_BY_WIDTH, check_compatible, parse_prompt
+from sid.render import StepProgress, parse_size, slug
+from sid.store import Identity, IdentityStore
+
+T2V = "text-to-video"
+ANIMATEDIFF = "animatediff"
+BACKEND_FAMILY = {T2V: "sd2", ANIMATEDIFF: "sd1"}  # the text-encoder family each backend's models use
+FAMILY_WIDTH = {"sd1": 768, "sd2": 1024}
+DEFAULT_BASE = "sd15"  # AnimateDiff's base model when --model is not given
+
+
+@dataclass(frozen=True)
+class VideoPreset:
+    """A video model: a text-to-video pipeline, or an AnimateDiff motion adapter."""
+
+    name: str
+    backend: str  # T2V | ANIMATEDIFF
+    candidates: tuple[str, ...]  # hub ids, tried in order
+    size: tuple[int, int]  # native (width, height)
+
+
+# Every hub id `sid video` knows, in one place.
+VIDEO_PRESETS: dict[str, VideoPreset] = {
+    "text-to-video-ms": VideoPreset(
+        "text-to-video-ms",
+        T2V,
+        ("ali-vilab/text-to-video-ms-1.7b", "damo-vilab/text-to-video-ms-1.7b"),
+        (256, 256),
+    ),
+    "zeroscope": VideoPreset("zeroscope", T2V, ("cerspense/zeroscope_v2_576w",), (576, 320)),
+    "animatediff": VideoPreset(
+        "animatediff", ANIMATEDIFF, ("guoyww/animatediff-motion-adapter-v1-5-2",), (512, 512)
+    ),
+    "animatediff-v3": VideoPreset(
+        "animatediff-v3", ANIMATEDIFF, ("guoyww/animatediff-motion-adapter-v1-5-3",), (512, 512)
+    ),
+}
+DEFAULT_VIDEO = {T2V: "text-to-video-ms", ANIMATEDIFF: "animatediff"}
+
+FORMATS = ("mp4", "gif", "webm")
+DEFAULT_FORMAT = "mp4"
+DEFAULT_FRAMES = 16
+DEFAULT_FPS = 8.0
+DEFAULT_STEPS = 25
+DEFAULT_GUIDANCE = {T2V: 9.0, ANIMATEDIFF: 7.5}
+
+
+@dataclass
+class VideoConfig:
+    prompt: str
+    frames: int = DEFAULT_FRAMES
+    fps: float = DEFAULT_FPS
+    size: str | None = None  # "WxH"; None: the model's native size
+    steps: int = DEFAULT_STEPS
+    guidance: float | None = None  # None: the backend's default
+    seed: int | None = None  # None: random
+    negative: str = ""
+    model: str | None = None  # AnimateDiff's SD 1.5 base (preset, hub id or folder)
+    video_model: str | None = None  # preset, hub id or folder of a t2v pipeline or a motion adapter
+    device: str = "auto"
+    dtype: str = "auto"
+    output: Path | None = None  # file (or folder); None: <prompt-slug>-<seed>.<format> here
+    format: str | None = None  # mp4 | gif | webm; None: from the output's suffix, else mp4
+    force: bool = False
+    low_vram: bool = False
+
+
+@dataclass(frozen=True)
+class VideoPlan:
+    """Which backend and which models, decided before anything loads."""
+
+    backend: str
+    video: ModelSpec  # the t2v pipeline, or the motion adapter
+    base: str | None = None  # AnimateDiff: the base model for resolve_model
+    size: tuple[int, int] | None = None  # the preset's native size, if known
+
+
+@dataclass
+class VideoResult:
+    path: Path
+    frames: int
+    fps: float
+    seed: int
+    size: tuple[int, int]
+    backend: str
+    model: str
+    identities: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "frames": self.frames,
+            "fps": self.fps,
+            "seed": self.seed,
+            "size": f"{self.size[0]}x{self.size[1]}",
+            "backend": self.backend,
+            "model": self.model,
+            "identities": self.identities,
+        }
+
+
+# -- checks before loading --------------------------------------------------------------------------
+
+
+def output_format(cfg: VideoConfig) -> str:
+    """--format, else the output file's suffix, else mp4."""
+    suffix = (
+        cfg.output.suffix.lower().lstrip(".") if cfg.output is not None and not cfg.output.is_dir() else ""
+    )
+    fmt = (cfg.format or suffix or DEFAULT_FORMAT).lower().lstrip(".")
+    if fmt not in FORMATS:
+        raise BadInput(f"unknown video format {fmt!r}", f"use --format {' | '.join(FORMATS)}")
+    if cfg.format and suffix and suffix != fmt:
+        raise BadInput(f"-o {cfg.output} does not end in .{fmt} (--format {fmt})", f"name the file *.{fmt}")
+    return fmt
+
+
+def output_path(cfg: VideoConfig, fmt: str, seed: int) -> Path:
+    """Where the clip goes; an existing file is refused unless --force."""
+    name = f"{slug(cfg.prompt)}-{seed}.{fmt}"
+    if cfg.output is None:
+        path = Path.cwd() / name
+    elif cfg.output.is_dir():
+        path = cfg.output / name
+    else:
+        path = cfg.output if cfg.output.suffix else cfg.output.with_suffix(f".{fmt}")
+    if path.exists() and not cfg.force:
+        raise BadInput(f"{path} already exists", "pass --force to overwrite it, or -o another file")
+    return path
+
+
+def check_inputs(cfg: VideoConfig) -> str:
+    """Every option checked before a model loads; returns the output format."""
+    if not cfg.prompt.strip():
+        raise BadInput("the prompt is empty", 'pass a prompt like "alice dancing in the rain"')
+    if cfg.frames < 1:
+        raise BadInput(f"--frames must be at least 1, not {cfg.frames}", f"try {DEFAULT_FRAMES}")
+    if not cfg.fps > 0:
+        raise BadInput(f"--fps must be above 0, not {cfg.fps}", f"try {DEFAULT_FPS:g}")
+    if cfg.steps < 1:
+        raise BadInput(f"--steps must be at least 1, not {cfg.steps}", f"try {DEFAULT_STEPS}")
+    if cfg.guidance is not None and cfg.guidance < 0:
+        raise BadInput(f"--guidance must not be negative, not {cfg.guidance}", "try 7.5")
+    parse_size(cfg.size)
+    return output_format(cfg)
+
+
+# -- which backend ----------------------------------------------------------------------------------
+
+
+def identity_family(identity: Identity) -> str:
+    """sd1 / sd2 / sdxl, or ``te<width>`` for other text encoders."""
+    widths = {int(v.shape[-1]) for v in identity.vectors.values()}
+    if widths == {768}:
+        return "sd1"
+    if widths == {1024}:
+        return "sd2"
+    if widths == {768, 1280}:
+        return "sdxl"
+    return "+".join(f"te{w}" for w in sorted(widths))
+
+
+def describe_family(identity: Identity) -> str:
+    if identity_family(identity) == "sdxl":
+        return "SDXL (CLIP ViT-L + OpenCLIP ViT-bigG)"
+    return ", ".join(
+        FAMILY_BY_WIDTH.get(int(v.shape[-1]), f"{v.shape[-1]}-d text encoder")
+        for v in identity.vectors.values()
+    )
+
+
+def supported() -> str:
+    t2v = ", ".join(n for n, p in VIDEO_PRESETS.items() if p.backend == T2V)
+    return (
+        f"SD 2.x identities (1024-d) use text-to-video ({t2v}); "
+        f"SD 1.x identities (768-d) use AnimateDiff on an SD 1.5 base"
+    )
+
+
+def prompt_family(identities: list[Identity]) -> str:
+    """The one family all identities share (a video model has one text encoder)."""
+    families = {i.name: identity_family(i) for i in identities}
+    if len(set(families.values())) > 1:
+        listing = ", ".join(
+            f"{name} ({describe_family(i)})" for name, i in zip(families, identities, strict=True)
+        )
+        raise IncompatibleIdentity(
+            f"the prompt mixes identities learned for different text encoders: {listing}",
+            "a video model has one text encoder: name identities of one family",
+        )
+    return next(iter(families.values()))
+
+
+def _stand_in(width: int) -> Any:
+    """A pipeline-shaped stand-in whose only known fact is its text width (for check_compatible)."""
+    weight = SimpleNamespace(shape=(0, width))
+    encoder = SimpleNamespace(get_input_embeddings=lambda: SimpleNamespace(weight=weight))
+    return SimpleNamespace(tokenizer=None, text_encoder=encoder)
+
+
+def check_family(identities: list[Identity], family: str | None) -> None:
+    """Before loading: a model family known from a preset must fit every identity (same error as later)."""
+    width = FAMILY_WIDTH.get(family or "")
+    if width is None:
+        return
+    for identity in identities:
+        check_compatible(identity, _stand_in(width))
+
+
+def video_model_backend(source: str) -> tuple[str, ModelSpec, tuple[int, int] | None]:
+    """--video-model -> (backend, what to load, native size if known)."""
+    if source in VIDEO_PRESETS:
+        p = VIDEO_PRESETS[source]
+        return p.backend, ModelSpec(source, p.candidates), p.size
+    path = Path(source).expanduser()
+    if path.exists():
+        for index, backend, wanted in (
+            ("model_index.json", T2V, "TextToVideoSDPipeline"),
+            ("config.json", ANIMATEDIFF, "MotionAdapter"),
+        ):
+            if (path / index).is_file():
+                try:
+                    cls = json.loads((path / index).read_text(encoding="utf-8")).get("_class_name", "")
+                except (OSError, ValueError) as e:
+                    raise BadInput(
+                        f"{path / index} is not readable JSON: {first_line(e)}", "re-save the model"
+                    ) from e
+                if cls == wanted:
+                    return backend, component_spec(source), None
+                raise BadInput(
+                    f"{path} holds a {cls or 'model of unknown class'}, "
+                    "not a TextToVideoSDPipeline or a MotionAdapter",
+                    "for AnimateDiff pass the SD 1.5 folder as --model and the motion adapter as "
+                    "--video-model",
+                )
+        raise BadInput(
+            f"{path} is not a diffusers folder (no model_index.json or config.json)",
+            "point --video-model at a folder saved with save_pretrained",
+        )
+    if source.count("/") != 1 or source.startswith((".", "/", "~")):
+        raise BadInput(
+            f"video model {source!r} is neither a preset ({', '.join(VIDEO_PRESETS)}), "
+            "a hub id nor an existing folder",
+            "check the spelling or the path",
+        )
+    lowered = source.lower()
+    backend = ANIMATEDIFF if ("motion" in lowered or "animatediff" in lowered) else T2V
+    return backend, component_spec(source), None
+
+
+def base_family(model: str) -> str | None:
+    from sid.pipelines import presets
+
+    table = presets()
+    return table[model].family if model in table else None
+
+
+def plan_video(
+    cfg: VideoConfig, identities: list[Identity], warn: Callable[[str], None] | None = None
+) -> VideoPlan:
+    """Pick the backend and models from --video-model, or else from the identities' family."""
+    if cfg.video_model:
+        backend, spec, size = video_model_backend(cfg.video_model)
+    elif not identities:
+        backend = ANIMATEDIFF if cfg.model else T2V
+        preset = VIDEO_PRESETS[DEFAULT_VIDEO[backend]]
+        spec, size = ModelSpec(preset.name, preset.candidates), preset.size
+    else:
+        family = prompt_family(identities)
+        backend = next((b for b, f in BACKEND_FAMILY.items() if f == family), None)
+        if backend is None:
+            first = identities[0]
+            raise IncompatibleIdentity(
+                f"sid video has no video model for identity {first.name!r}, "
+                f"learned for {describe_family(first)}; {supported()}",
+                "learn the identity on sd21 or sd15, or pass --video-model with a model of its text encoder",
+            )
+        preset = VIDEO_PRESETS[DEFAULT_VIDEO[backend]]
+        spec, size = ModelSpec(preset.name, preset.candidates), preset.size
+
+    if backend == T2V:
+        if cfg.model and warn is not None:
+            warn(
+                f"--model is only used with AnimateDiff; "
+                f"the text-to-video model {spec.label} is used as a whole"
+            )
+        if identities and spec.label in VIDEO_PRESETS:
+            check_family(identities, BACKEND_FAMILY[T2V])
+        return VideoPlan(T2V, spec, None, size)
+
+    base = cfg.model or DEFAULT_BASE
+    family = base_family(base)
+    if family == "sdxl":
+        raise BadInput(
+            f"AnimateDiff needs an SD 1.5 base model, and --model {base} is SDXL", "pass --model sd15"
+        )
+    check_family(identities, family)
+    return VideoPlan(ANIMATEDIFF, spec, base, size)
+
+
+# -- loading ----------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """No info/warning logs (deprecation notes, dtype casts) or progress bars from diffusers and
+    transformers while loading: the CLI shows its own progress."""
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    saved = [(lib, lib.get_verbosity(), lib.is_progress_bar_enabled()) for lib in (dlog, tlog)]
+    for lib, _, _ in saved:
+        lib.set_verbosity_error()
+        lib.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for lib, level, bars in saved:
+            lib.set_verbosity(level)
+            if bars:
+                lib.enable_progress_bar()
+
+
+def load_video_pipeline(
+    plan: VideoPlan,
+    device: str = "auto",
+    dtype: str = "auto",
+    low_vram: bool = False,
+    warn: Callable[[str], None] | None = None,
+) -> Any:
+    """The plan's pipeline on its device (or CPU-offloaded with --low-vram on CUDA)."""
+    from sid.pipelines import load_from_candidates, pick_device, pick_dtype
+
+    dev = pick_device(device)
+    torch_dtype = pick_dtype(dev, dtype)
+    with _quiet_loading():
+        if plan.backend == T2V:
+            from diffusers import TextToVideoSDPipeline
+
+            pipe = load_from_candidates(plan.video, TextToVideoSDPipeline, dtype=torch_dtype)
+        else:
+            pipe = _animatediff(plan, torch_dtype, warn)
+    pipe.set_progress_bar_config(disable=True)
+    if low_vram:
+        if hasattr(pipe, "enable_vae_slicing"):
+            pipe.enable_vae_slicing()
+        elif hasattr(pipe.vae, "enable_slicing"):
+            pipe.vae.enable_slicing()
+        if dev.startswith("cuda"):
+            pipe.enable_model_cpu_offload(device=dev)
+            return pipe
+        if warn is not None:
+            warn(
+                f"--low-vram offloads models to the CPU only on CUDA; "
+                f"on {dev} it only decodes frames one by one"
+            )
+    return pipe.to(dev)
+
+
+def _animatediff(plan: VideoPlan, torch_dtype: Any, warn: Callable[[str], None] | None) -> Any:
+    """AnimateDiffPipeline from the base model's components and the motion adapter."""
+    from diffusers import AnimateDiffPipeline, DDIMScheduler, MotionAdapter
+
+    from sid.pipelines import family_of, load_from_candidates, resolve_model
+
+    base = load_from_candidates(resolve_model(plan.base), dtype=torch_dtype)
+    family = family_of(base)
+    if family == "sdxl":
+        raise BadInput(
+            f"AnimateDiff needs an SD 1.5 base model, and --model {plan.base} is SDXL", "pass --model sd15"
+        )
+    if family == "sd2" and warn is not None:
+        warn(
+            f"AnimateDiff motion adapters are trained on SD 1.5; the SD 2.x base {plan.base} may move poorly"
+        )
+    adapter = load_from_candidates(plan.video, MotionAdapter, dtype=torch_dtype)
+    try:
+        pipe = AnimateDiffPipeline.from_pipe(base, motion_adapter=adapter)
+    except (ValueError, RuntimeError) as e:
+        raise BadInput(
+            f"motion adapter {plan.video.label!r} does not fit base model {plan.base!r}: {first_line(e)}",
+            "use an SD 1.5 base with an SD 1.5 motion adapter",
+        ) from e
+    # AnimateDiff's sampling setup (as in its reference code and diffusers' docs)
+    pipe.scheduler = DDIMScheduler.from_config(
+        base.scheduler.config,
+        beta_schedule="linear",
+        clip_sample=False,
+        timestep_spacing="linspace",
+        steps_offset=1,
+    )
+    return pipe
+
+
+def native_size(pipe: Any) -> tuple[int, int]:
+    side = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+    return side, side
+
+
+def max_frames(pipe: Any) -> int | None:
+    adapter = getattr(pipe, "motion_adapter", None)
+    return int(adapter.config.motion_max_seq_length) if adapter is not None else None
+
+
+# -- generating and writing -------------------------------------------------------------------------
+
+
+def video_frames(
+    pipe: Any,
+    prompt: str,
+    seed: int,
+    frames: int,
+    steps: int,
+    guidance: float,
+    negative: str = "",
+    size: tuple[int, int] | None = None,
+    on_step: StepProgress | None = None,
+) -> Any:
+    """(frames, height, width, 3) uint8 array, from a CPU generator seeded with ``seed``."""
+    import inspect
+
+    import numpy as np
+    import torch
+
+    width, height = size or native_size(pipe)
+    extra: dict[str, Any] = {}
+    if on_step is not None:
+        if "callback_on_step_end" in inspect.signature(pipe.__call__).parameters:
+            extra["callback_on_step_end"] = lambda p, i, t, kw: (on_step(1), kw)[1]
+        else:  # TextToVideoSDPipeline only has the older per-step callback
+            extra.update(callback=lambda i, t, latents: on_step(1), callback_steps=1)
+    try:
+        result = pipe(
+            prompt,
+            negative_prompt=negative or None,
+            num_frames=frames,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            width=width,
+            height=height,
+            generator=torch.Generator("cpu").manual_seed(seed),
+            output_type="np",
+            **extra,
+        )
+    except torch.OutOfMemoryError as e:
+        raise OutOfMemory(
+            f"out of memory making {frames} frames of {width}x{height}",
+            "pass --low-vram, fewer --frames or a smaller --size",
+        ) from e
+    video = np.asarray(result.frames[0], dtype=np.float32)  # (F, H, W, 3) in [0, 1]
+    return (video * 255).round().clip(0, 255).astype(np.uint8)
+
+
+def write_video(frames: Any, path: Path, fps: float, fmt: str, comment: str = "") -> None:
+    """Write (F, H, W, 3) uint8 frames; the file appears whole or not at all."""
+    if fmt not in FORMATS:
+        raise BadInput(f"unknown video format {fmt!r}", f"use one of: {', '.join(FORMATS)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
+    try:
+        if fmt == "gif":
+            _write_gif(frames, partial, fps, comment)
+        else:
+            _write_ffmpeg(frames, partial, fps, fmt, comment)
+        os.replace(partial, path)
+    except (OSError, RuntimeError) as e:
+        raise BadInput(f"could not write {path}: {first_line(e)}", "check the folder and free space") from e
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _write_ffmpeg(frames: Any, path: Path, fps: float, fmt: str, comment: str) -> None:
+    import numpy as np
+    from imageio_ffmpeg import write_frames
+
+    height, width = frames.shape[1:3]
+    if fmt == "mp4":  # h264 in yuv420p plays everywhere; it needs even sizes (ours are multiples of 8)
+        codec, params = "libx264", ["-crf", "18", "-preset", "medium", "-movflags", "+faststart"]
+    else:  # webm: vp9 at constant quality
+        codec, params = "libvpx-vp9", ["-crf", "30", "-b:v", "0", "-row-mt", "1"]
+    if comment:
+        params += ["-metadata", f"comment={comment}"]
+    writer = write_frames(
+        str(path),
+        (int(width), int(height)),
+        fps=float(fps),
+        codec=codec,
+        pix_fmt_out="yuv420p",
+        quality=None,
+        macro_block_size=2,
+        ffmpeg_log_level="error",
+        output_params=params,
+    )
+    writer.send(None)
+    try:
+        for frame in frames:
+            writer.send(np.ascontiguousarray(frame))
+    finally:
+        writer.close()
+
+
+def _write_gif(frames: Any, path: Path, fps: float, comment: str) -> None:
+    """An animated gif with one palette for all frames (per-frame palettes flicker)."""
+    import numpy as np
+    from PIL import Image
+
+    sample = frames[:: max(1, len(frames) // 16)]  # the palette comes from up to ~16 frames
+    palette = Image.fromarray(np.concatenate(list(sample), axis=0)).quantize(colors=256)
+    images = [Image.fromarray(frame).quantize(palette=palette) for frame in frames]
+    extra = {"comment": comment.encode("utf-8")} if comment else {}
+    images[0].save(
+        path,
+        format="GIF",
+        save_all=True,
+        append_images=images[1:],
+        duration=max(int(round(1000 / fps)), 10),  # milliseconds per frame (gif keeps 1/100 s)
+        loop=0,
+        **extra,
+    )
+
+
+# -- the whole command ------------------------------------------------------------------------------
+
+
+@dataclass
+class VideoJob:
+    """A checked request: everything decided before a model loads."""
+
+    cfg: VideoConfig
+    store: IdentityStore
+    format: str
+    path: Path
+    seed: int
+    plan: VideoPlan
+
+
+def plan_job(
+    cfg: VideoConfig, store: IdentityStore | None = None, warn: Callable[[str], None] | None = None
+) -> VideoJob:
+    """Options, output file, identities and backend, all checked without loading a model."""
+    fmt = check_inputs(cfg)
+    store = store or IdentityStore()
+    parsed = parse_prompt(cfg.prompt, store)  # unknown @names fail here
+    identities = [store.get(name) for name in parsed.names]
+    seed = cfg.seed if cfg.seed is not None else secrets.randbelow(2**31)
+    path = output_path(cfg, fmt, seed)
+    plan = plan_video(cfg, identities, warn)
+    if not identities and warn is not None:
+        warn("the prompt names no stored identity: making a plain text-to-video clip")
+    return VideoJob(cfg, store, fmt, path, seed, plan)
+
+
+def run_job(
+    job: VideoJob, warn: Callable[[str], None] | None = None, on_step: StepProgress | None = None
+) -> VideoResult:
+    """Load the pipeline, inject the identities (as ``sid render`` does), generate and write."""
+    from sid.render import prepare
+
+    cfg, plan, seed = job.cfg, job.plan, job.seed
+    pipe = load_video_pipeline(plan, cfg.device, cfg.dtype, cfg.low_vram, warn)
+    with _quiet_loading():  # sid's own warnings still reach `warn`
+        parsed, identities = prepare(cfg.prompt, job.store, pipe, warn)
+    limit = max_frames(pipe)
+    if limit is not None and cfg.frames > limit:
+        raise BadInput(
+            f"--frames {cfg.frames} is more than this motion adapter handles ({limit})",
+            f"pass --frames {limit} or fewer",
+        )
+    size = parse_size(cfg.size) or plan.size or native_size(pipe)
+    guidance = cfg.guidance if cfg.guidance is not None else DEFAULT_GUIDANCE[plan.backend]
+
+    frames = video_frames(
+        pipe, parsed.text, seed, cfg.frames, cfg.steps, guidance, cfg.negative, size, on_step
+    )
+    names = [i.name for i in identities]
+    settings = {
+        "prompt": cfg.prompt,
+        "negative": cfg.negative,
+        "seed": seed,
+        "steps": cfg.steps,
+        "guidance": guidance,
+        "frames": cfg.frames,
+        "fps": cfg.fps,
+        "size": f"{size[0]}x{size[1]}",
+        "backend": plan.backend,
+        "model": plan.video.label,
+        "base": plan.base,
+        "identities": names,
+    }
+    write_video(frames, job.path, cfg.fps, job.format, comment=json.dumps({"sid": settings}, sort_keys=True))
+    height, width = int(frames.shape[1]), int(frames.shape[2])
+    return VideoResult(
+        job.path, int(frames.shape[0]), cfg.fps, seed, (width, height), plan.backend, plan.video.label, names
+    )
+
+
+def make_video(
+    cfg: VideoConfig,
+    store: IdentityStore | None = None,
+    warn: Callable[[str], None] | None = None,
+    on_step: StepProgress | None = None,
+) -> VideoResult:
+    """Check, plan, load, inject identities, generate and write one clip."""
+    return run_job(plan_job(cfg, store, warn), warn, on_step)
