@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+import torch  # noqa: TID253 - only imported by the heavy commands
 from typer.testing import CliRunner
 
 from sid.cli import app
@@ -70,7 +70,17 @@ def test_cameras_look_at_the_origin_within_ranges() -> None:
 
 def test_view_labels_and_rays() -> None:
     assert [view_label(a) for a in (0, 30, -44, 60, -90, 120, 170, -180, 200, 390)] == [
-        "front", "front", "front", "side", "side", "side", "back", "back", "back", "front"]
+        "front",
+        "front",
+        "front",
+        "side",
+        "side",
+        "side",
+        "back",
+        "back",
+        "back",
+        "front",
+    ]
     cams = make_cameras(torch.tensor([30.0]), torch.tensor([20.0]), torch.tensor([2.5]), torch.tensor([40.0]))
     origins, dirs = camera_rays(cams, 9)
     assert origins.shape == dirs.shape == (1, 81, 3)
@@ -118,18 +128,30 @@ def test_renderer_matches_beer_lambert_through_a_sphere() -> None:
 
 
 def test_ray_box_and_head_prior_gives_a_visible_head() -> None:
-    near, far = ray_box(torch.tensor([[0.0, 0.0, 3.0], [0.0, 5.0, 3.0]]), torch.tensor([[0.0, 0.0, -1.0]] * 2), 1.0)
+    near, far = ray_box(
+        torch.tensor([[0.0, 0.0, 3.0], [0.0, 5.0, 3.0]]), torch.tensor([[0.0, 0.0, -1.0]] * 2), 1.0
+    )
     assert torch.allclose(near[0], torch.tensor(2.0)) and torch.allclose(far[0], torch.tensor(4.0))
     assert far[1] == near[1]  # a ray that misses the cube has no length inside it
     field = GridField(FieldConfig(levels=(8, 16)), torch.Generator().manual_seed(0))
-    cams = make_cameras(torch.tensor([0.0, 90.0, 180.0]), torch.zeros(3), torch.full((3,), 2.5), torch.full((3,), 40.0))
+    cams = make_cameras(
+        torch.tensor([0.0, 90.0, 180.0]), torch.zeros(3), torch.full((3,), 2.5), torch.full((3,), 40.0)
+    )
     with torch.no_grad():
         out = render(field, cams, 17, 64, torch.ones(3))
     assert (out.opacity[:, 0, 8, 8] > 0.99).all()  # an untrained field is already a head from every side
     assert (out.opacity[:, 0, 0, 0] < 0.01).all()  # and not fog
     # shaded renders are finite and differentiable
-    out = render(field, cams, 9, 16, torch.ones(3), shading="textureless",
-                 generator=torch.Generator().manual_seed(0), light=torch.tensor([[0.0, 0.0, 1.0]] * 3))
+    out = render(
+        field,
+        cams,
+        9,
+        16,
+        torch.ones(3),
+        shading="textureless",
+        generator=torch.Generator().manual_seed(0),
+        light=torch.tensor([[0.0, 0.0, 1.0]] * 3),
+    )
     (out.image.mean() + out.orientation).backward()
     assert torch.isfinite(out.image).all() and field.grids[-1].grad.abs().sum() > 0
 
@@ -175,11 +197,15 @@ def test_ism_inverts_deterministically_and_injects_its_gradient() -> None:
     x, _ = ddim_invert(x0, torch.tensor([0]), torch.tensor([150]), alphas, stub_predictor, 200)
     a, b = alphas[0], alphas[150]
     eps = 0.3 * x0
-    assert torch.allclose(x, b.sqrt() * (x0 - (1 - a).sqrt() * eps) / a.sqrt() + (1 - b).sqrt() * eps, atol=1e-6)
+    assert torch.allclose(
+        x, b.sqrt() * (x0 - (1 - a).sqrt() * eps) / a.sqrt() + (1 - b).sqrt() * eps, atol=1e-6
+    )
     latents = x0.clone().requires_grad_(True)
     grad = ism_gradient(latents, torch.tensor([700]), alphas, stub_predictor, 7.5)
     assert grad.shape == x0.shape and torch.isfinite(grad).all() and grad.abs().sum() > 0
-    assert torch.equal(grad, ism_gradient(latents, torch.tensor([700]), alphas, stub_predictor, 7.5))  # no noise
+    assert torch.equal(
+        grad, ism_gradient(latents, torch.tensor([700]), alphas, stub_predictor, 7.5)
+    )  # no noise
     gradient_loss(latents, grad).backward()
     assert torch.equal(latents.grad, grad)
 
@@ -210,7 +236,9 @@ def test_guidance_embedding_carries_the_identity_tokens(tiny_model: Path, alice:
     for view in ("front", "side", "back"):
         assert with_identity[view].shape == (2, 77, 32)
         assert torch.equal(with_identity[view][0], without[view][0])  # same negatives
-        assert not torch.allclose(with_identity[view][1], without[view][1])  # the identity changes the condition
+        assert not torch.allclose(
+            with_identity[view][1], without[view][1]
+        )  # the identity changes the condition
     # the identity's vectors really are what the encoder reads: perturbing them changes the embedding
     weight = pipe.text_encoder.get_input_embeddings().weight
     with torch.no_grad():
@@ -224,11 +252,27 @@ def test_sid_3d_writes_a_mesh_and_a_turntable(tiny_model: Path, alice: None, tmp
     import trimesh
 
     mesh_path = tmp_path / "bust.glb"
-    result = invoke("3d", "alice bust", "--model", str(tiny_model), "--iters", "20", "--resolution", "32",
-                    "-o", str(mesh_path), *FAST, "--json")
+    result = invoke(
+        "3d",
+        "alice bust",
+        "--model",
+        str(tiny_model),
+        "--iters",
+        "20",
+        "--resolution",
+        "32",
+        "-o",
+        str(mesh_path),
+        *FAST,
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
-    assert info["mesh"] == str(mesh_path) and info["identities"] == ["alice"] and info["prompt"] == "<sid-alice> bust"
+    assert (
+        info["mesh"] == str(mesh_path)
+        and info["identities"] == ["alice"]
+        and info["prompt"] == "<sid-alice> bust"
+    )
     assert info["iterations"] == 20 and info["start_iteration"] == 0 and math.isfinite(info["final_loss"])
     mesh = trimesh.load(mesh_path, force="mesh")
     assert len(mesh.vertices) > 0 and len(mesh.faces) > 0
@@ -245,13 +289,43 @@ def test_other_formats_and_turntable_path(tiny_model: Path, tmp_path: Path) -> N
     import trimesh
 
     video = tmp_path / "spin.mp4"
-    result = invoke("3d", "a marble bust", "--model", str(tiny_model), "--iters", "2", "--resolution", "16",
-                    "-o", str(tmp_path / "bust"), "--format", "ply", "--turntable", str(video), *FAST)
+    result = invoke(
+        "3d",
+        "a marble bust",
+        "--model",
+        str(tiny_model),
+        "--iters",
+        "2",
+        "--resolution",
+        "16",
+        "-o",
+        str(tmp_path / "bust"),
+        "--format",
+        "ply",
+        "--turntable",
+        str(video),
+        *FAST,
+    )
     assert result.exit_code == 0, result.output
     assert "names no stored identity" in result.output
     assert len(trimesh.load(tmp_path / "bust.ply", force="mesh").vertices) > 0 and video.is_file()
-    result = invoke("3d", "a marble bust", "--model", str(tiny_model), "--iters", "1", "--resolution", "16",
-                    "-o", str(tmp_path / "bust.obj"), "--no-turntable", *FAST, "--quiet")
+    result = invoke(
+        "3d",
+        "a marble bust",
+        "--model",
+        str(tiny_model),
+        "--iters",
+        "1",
+        "--resolution",
+        "16",
+        "-o",
+        str(tmp_path / "bust.obj"),
+        "--no-turntable",
+        "--method",
+        "ism",
+        *FAST,
+        "--quiet",
+    )
     assert result.exit_code == 0, result.output
     assert len(trimesh.load(tmp_path / "bust.obj", force="mesh").vertices) > 0
     assert not (tmp_path / "bust.mp4").exists()
@@ -271,7 +345,9 @@ def test_other_formats_and_turntable_path(tiny_model: Path, tmp_path: Path) -> N
         (("--lr", "0"), "--lr must be positive"),
     ],
 )
-def test_bad_options_fail_before_loading(args: tuple[str, ...], message: str, tmp_path: Path, monkeypatch) -> None:
+def test_bad_options_fail_before_loading(
+    args: tuple[str, ...], message: str, tmp_path: Path, monkeypatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     result = invoke("3d", "alice bust", "--model", "no-such-owner/no-such-model", *args)
     assert result.exit_code == 1
@@ -279,14 +355,28 @@ def test_bad_options_fail_before_loading(args: tuple[str, ...], message: str, tm
     assert len(result.output.strip().splitlines()) == 1
 
 
-def test_interrupted_run_resumes_from_its_checkpoint(tiny_model: Path, alice: None, tmp_path: Path,
-                                                     monkeypatch) -> None:
+def test_interrupted_run_resumes_from_its_checkpoint(
+    tiny_model: Path, alice: None, tmp_path: Path, monkeypatch
+) -> None:
     import trimesh
 
     import sid.threed.generate as generate
 
-    common = ("3d", "alice bust", "--model", str(tiny_model), "--iters", "8", "--resolution", "16",
-              "--checkpoint-every", "3", "--no-turntable", *FAST, "--json")
+    common = (
+        "3d",
+        "alice bust",
+        "--model",
+        str(tiny_model),
+        "--iters",
+        "8",
+        "--resolution",
+        "16",
+        "--checkpoint-every",
+        "3",
+        "--no-turntable",
+        *FAST,
+        "--json",
+    )
     # reference: one uninterrupted run
     done = invoke(*common, "-o", str(tmp_path / "ref.glb"))
     assert done.exit_code == 0, done.output

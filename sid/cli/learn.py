@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from sid.cli import app, err, out, print_json, warn
+from sid.errors import SidError
+
+if TYPE_CHECKING:
+    from sid.train import LearnConfig, LearnResult
 
 
 @app.command("learn")
@@ -45,32 +50,18 @@ def learn(
     Ctrl-C leaves the store untouched; run the same command with --resume to continue.
     """
     from sid.train import LearnConfig
-    from sid.train import learn as run
 
     cfg = LearnConfig(
         method=method, model=model, steps=steps, lr=lr, batch_size=batch_size, seed=seed, device=device,
         dtype=dtype, resolution=resolution, face_index=face, face_encoder=face_encoder,
         face_models=face_models, checkpoint_every=checkpoint_every,
     )
-    if quiet or json_:
-        result = run(photos, name, cfg, force=force, resume=resume, warn=warn)
-    else:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        columns = (
-            TextColumn("learning"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-            TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:.2f} it/s"),
-            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-        )
-        with Progress(*columns, console=err, transient=False) as bar:
-            task = bar.add_task("learn", total=None, loss=float("nan"), rate=0.0)
-            started = time.perf_counter()
-
-            def progress(step: int, total: int, loss: float) -> None:
-                rate = step / max(time.perf_counter() - started, 1e-9)
-                bar.update(task, completed=step, total=total, loss=loss, rate=rate)
-
-            result = run(photos, name, cfg, force=force, resume=resume, progress=progress, warn=warn)
+    try:
+        result = _run_with_progress(photos, name, cfg, force, resume, quiet or json_)
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted; the store is unchanged", "run the same command with --resume to continue") from None
+    if result.resumed_from:
+        err.print(f"Resumed from step {result.resumed_from}.")
     if json_:
         from sid.store import IdentityStore
 
@@ -82,3 +73,34 @@ def learn(
             f"Learned [bold]{identity.name}[/bold] ({identity.method}, {identity.num_vectors} vectors, "
             f"loss {identity.final_loss:.4f}) in {result.seconds:.1f} s. Try: sid render \"{identity.name} as a knight\""
         )
+
+
+class Interrupted(SidError):
+    exit_code = 130
+
+
+def _run_with_progress(photos: list[Path], names: list[str], cfg: LearnConfig, force: bool, resume: bool, quiet: bool) -> LearnResult:
+    """Run training, with a rich progress bar (step, smoothed loss, it/s, ETA) unless quiet."""
+    from sid.train import learn as run
+
+    if quiet:
+        return run(photos, names, cfg, force=force, resume=resume, warn=warn)
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = (
+        TextColumn("learning"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:.2f} it/s"),
+        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, transient=False) as bar:
+        task = bar.add_task("learn", total=None, loss=float("nan"), rate=0.0)
+        since = (time.perf_counter(), 0)  # (time, step) of the first report; a resumed run starts mid-way
+
+        def progress(step: int, total: int, loss: float) -> None:
+            nonlocal since
+            if since[1] == 0:
+                since = (since[0], step - cfg.log_every)
+            rate = (step - since[1]) / max(time.perf_counter() - since[0], 1e-9)
+            bar.update(task, completed=step, total=total, loss=loss, rate=rate)
+
+        return run(photos, names, cfg, force=force, resume=resume, progress=progress, warn=warn)

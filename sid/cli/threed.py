@@ -15,23 +15,31 @@ def threed(
     prompt: str = typer.Argument(..., help='Prompt naming identities, e.g. "a bust of alice, marble".'),
     iters: int = typer.Option(2500, "--iters", help="Optimisation steps."),
     resolution: int = typer.Option(64, "--resolution", help="Rendered view size (multiple of 8, >= 16)."),
-    guidance: float = typer.Option(None, "--guidance", "-g", help="Guidance scale (default: 100 sds, 7.5 ism)."),
+    guidance: float = typer.Option(
+        None, "--guidance", "-g", help="Guidance scale (default: 100 sds, 7.5 ism)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     lr: float = typer.Option(1e-2, "--lr", help="Feature-grid learning rate (MLP: lr / 10)."),
     method: str = typer.Option("sds", "--method", help="sds | ism (interval score matching, experimental)."),
     negative: str = typer.Option("", "--negative", help="Extra negative prompt."),
-    model: str = typer.Option(None, "--model", "-m", help="Preset (sd21, sd15), hub id or local diffusers folder."),
+    model: str = typer.Option(
+        None, "--model", "-m", help="Preset (sd21, sd15), hub id or local diffusers folder."
+    ),
     device: str = typer.Option("auto", "--device", help="auto | cuda | mps | cpu."),
     dtype: str = typer.Option("auto", "--dtype", help="Frozen model dtype: auto | fp16 | bf16 | fp32."),
-    output: Path = typer.Option(None, "-o", "--output", help="Mesh file (default: ./<prompt>.glb)."),
+    output: Path = typer.Option(None, "-o", "--output", help="Mesh file (default: ./<prompt>.glb)."),  # noqa: B008
     fmt: str = typer.Option(None, "--format", help="glb | ply | obj (default: from -o, else glb)."),
-    turntable: Path = typer.Option(None, "--turntable", help="Turntable mp4 (default: beside the mesh)."),
+    turntable: Path = typer.Option(None, "--turntable", help="Turntable mp4 (default: beside the mesh)."),  # noqa: B008
     no_turntable: bool = typer.Option(False, "--no-turntable", help="Skip the turntable video."),
     samples: int = typer.Option(96, "--samples", help="Samples per ray."),
     mesh_resolution: int = typer.Option(128, "--mesh-resolution", help="Marching-cubes lattice size."),
     frames: int = typer.Option(72, "--frames", help="Turntable frames (24 fps)."),
-    checkpoint_every: int = typer.Option(200, "--checkpoint-every", help="Steps between resumable checkpoints."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run with the same arguments."),
+    checkpoint_every: int = typer.Option(
+        200, "--checkpoint-every", help="Steps between resumable checkpoints."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue an interrupted run with the same arguments."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     json_: bool = typer.Option(False, "--json", help="Print the written files and run facts as JSON."),
 ) -> None:
@@ -51,9 +59,24 @@ def threed(
     from sid.threed import ThreeDConfig, check_inputs, generate_3d
 
     cfg = ThreeDConfig(
-        prompt=prompt, iters=iters, resolution=resolution, guidance=guidance, seed=seed, lr=lr, method=method,
-        negative=negative, model=model, device=device, dtype=dtype, output=output, format=fmt, turntable=turntable,
-        make_turntable=not no_turntable, samples=samples, mesh_resolution=mesh_resolution, frames=frames,
+        prompt=prompt,
+        iters=iters,
+        resolution=resolution,
+        guidance=guidance,
+        seed=seed,
+        lr=lr,
+        method=method,
+        negative=negative,
+        model=model,
+        device=device,
+        dtype=dtype,
+        output=output,
+        format=fmt,
+        turntable=turntable,
+        make_turntable=not no_turntable,
+        samples=samples,
+        mesh_resolution=mesh_resolution,
+        frames=frames,
         checkpoint_every=checkpoint_every,
     )
     check_inputs(cfg)  # before any progress bar shows
@@ -65,9 +88,14 @@ def threed(
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
             columns = (
-                TextColumn("distilling"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:.2f} it/s"),
-                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                TextColumn("distilling"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                TextColumn("loss {task.fields[loss]:.4f}"),
+                TextColumn("{task.fields[rate]:.2f} it/s"),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
             )
             with Progress(*columns, console=err, transient=False) as bar:
                 task = bar.add_task("3d", total=iters, loss=float("nan"), rate=0.0)
@@ -82,8 +110,11 @@ def threed(
 
                 result = generate_3d(cfg, resume=resume, progress=progress, warn=warn, stage=stage)
     except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/yellow]: run the same command with --resume to continue from the last "
-                  "checkpoint", highlight=False)
+        err.print(
+            "[yellow]interrupted[/yellow]: run the same command with --resume to continue from the last "
+            "checkpoint",
+            highlight=False,
+        )
         raise typer.Exit(130) from None
     if json_:
         print_json(result.summary())

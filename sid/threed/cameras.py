@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
+import torch  # noqa: TID253 - only imported by the heavy commands
 
 FRONT_HALF_ANGLE = 45.0  # |azimuth| below this is a front view
 BACK_HALF_ANGLE = 45.0  # |azimuth| above 180 minus this is a back view; between them, side views
@@ -29,6 +29,9 @@ class OrbitRanges:
     def middle(self) -> tuple[float, float]:
         """(radius, fov) in the middle of the ranges, for previews and turntables."""
         return sum(self.radius) / 2, sum(self.fov) / 2
+
+
+ORBIT = OrbitRanges()  # the default training orbit
 
 
 @dataclass
@@ -53,7 +56,9 @@ class Cameras:
         return [view_label(float(a)) for a in self.azimuth]
 
     def to(self, device: str | torch.device) -> Cameras:
-        return Cameras(*(t.to(device) for t in (self.c2w, self.fov, self.azimuth, self.elevation, self.radius)))
+        return Cameras(
+            *(t.to(device) for t in (self.c2w, self.fov, self.azimuth, self.elevation, self.radius))
+        )
 
 
 def view_label(azimuth: float) -> str:
@@ -70,7 +75,12 @@ def orbit_position(azimuth: torch.Tensor, elevation: torch.Tensor, radius: torch
     """Points on spheres around the origin, (B, 3), from degrees and radii."""
     az, el = torch.deg2rad(azimuth), torch.deg2rad(elevation)
     return torch.stack(
-        [radius * torch.cos(el) * torch.sin(az), radius * torch.sin(el), radius * torch.cos(el) * torch.cos(az)], -1
+        [
+            radius * torch.cos(el) * torch.sin(az),
+            radius * torch.sin(el),
+            radius * torch.cos(el) * torch.cos(az),
+        ],
+        -1,
     )
 
 
@@ -86,21 +96,25 @@ def look_at(eye: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tens
     return c2w
 
 
-def make_cameras(azimuth: torch.Tensor, elevation: torch.Tensor, radius: torch.Tensor, fov: torch.Tensor) -> Cameras:
+def make_cameras(
+    azimuth: torch.Tensor, elevation: torch.Tensor, radius: torch.Tensor, fov: torch.Tensor
+) -> Cameras:
     azimuth = (azimuth + 180.0) % 360.0 - 180.0
     return Cameras(look_at(orbit_position(azimuth, elevation, radius)), fov, azimuth, elevation, radius)
 
 
-def sample_cameras(batch: int, generator: torch.Generator, ranges: OrbitRanges = OrbitRanges()) -> Cameras:
+def sample_cameras(batch: int, generator: torch.Generator, ranges: OrbitRanges = ORBIT) -> Cameras:
     """``batch`` random cameras, uniform in each range (on the CPU; move them with ``.to``)."""
 
     def uniform(bounds: tuple[float, float]) -> torch.Tensor:
         return bounds[0] + (bounds[1] - bounds[0]) * torch.rand(batch, generator=generator)
 
-    return make_cameras(uniform(ranges.azimuth), uniform(ranges.elevation), uniform(ranges.radius), uniform(ranges.fov))
+    return make_cameras(
+        uniform(ranges.azimuth), uniform(ranges.elevation), uniform(ranges.radius), uniform(ranges.fov)
+    )
 
 
-def turntable_cameras(frames: int, ranges: OrbitRanges = OrbitRanges(), elevation: float = 15.0) -> Cameras:
+def turntable_cameras(frames: int, ranges: OrbitRanges = ORBIT, elevation: float = 15.0) -> Cameras:
     """``frames`` cameras evenly around a full circle, starting in front."""
     radius, fov = ranges.middle
     azimuth = torch.arange(frames, dtype=torch.float32) * (360.0 / frames)
@@ -111,12 +125,17 @@ def turntable_cameras(frames: int, ranges: OrbitRanges = OrbitRanges(), elevatio
 def camera_rays(cams: Cameras, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Origins and unit directions (B, size*size, 3) through the pixel centres of square images."""
     device, dtype = cams.c2w.device, cams.c2w.dtype
-    pixels = (torch.arange(size, device=device, dtype=dtype) + 0.5 - size / 2)  # (S,)
+    pixels = torch.arange(size, device=device, dtype=dtype) + 0.5 - size / 2  # (S,)
     y, x = torch.meshgrid(-pixels, pixels, indexing="ij")  # image rows go down, camera y goes up
     focal = 0.5 * size / torch.tan(torch.deg2rad(cams.fov) / 2)  # (B,)
-    local = torch.stack([x.expand(len(cams), -1, -1) / focal[:, None, None],
-                         y.expand(len(cams), -1, -1) / focal[:, None, None],
-                         -torch.ones(len(cams), size, size, device=device, dtype=dtype)], -1)  # (B, S, S, 3)
+    local = torch.stack(
+        [
+            x.expand(len(cams), -1, -1) / focal[:, None, None],
+            y.expand(len(cams), -1, -1) / focal[:, None, None],
+            -torch.ones(len(cams), size, size, device=device, dtype=dtype),
+        ],
+        -1,
+    )  # (B, S, S, 3)
     dirs = torch.einsum("bij,bhwj->bhwi", cams.c2w[:, :3, :3], local).reshape(len(cams), -1, 3)
     dirs = torch.nn.functional.normalize(dirs, dim=-1)
     origins = cams.eye[:, None, :].expand_as(dirs)
@@ -126,4 +145,3 @@ def camera_rays(cams: Cameras, size: int) -> tuple[torch.Tensor, torch.Tensor]:
 def degrees_between(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Angle in degrees between unit vectors (for tests and checks)."""
     return torch.rad2deg(torch.acos((a * b).sum(-1).clamp(-1.0, 1.0)))
-

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
+import torch  # noqa: TID253 - only imported by the heavy commands
 
-from sid.threed.cameras import OrbitRanges, turntable_cameras
+from sid.threed.cameras import ORBIT, OrbitRanges, turntable_cameras
 from sid.threed.render import render
 
 MESH_FORMATS = ("glb", "ply", "obj")
@@ -28,8 +28,12 @@ def density_grid(field: Any, resolution: int, bound: float, chunk: int = 1 << 18
 
 
 @torch.no_grad()
-def extract_mesh(field: Any, resolution: int = 128, threshold: float = DEFAULT_THRESHOLD,
-                 warn: Callable[[str], None] | None = None) -> Any:
+def extract_mesh(
+    field: Any,
+    resolution: int = 128,
+    threshold: float = DEFAULT_THRESHOLD,
+    warn: Callable[[str], None] | None = None,
+) -> Any:
     """A trimesh.Trimesh of the ``threshold`` level set, coloured by the field's albedo at the vertices."""
     import trimesh
     from skimage.measure import marching_cubes
@@ -43,8 +47,10 @@ def extract_mesh(field: Any, resolution: int = 128, threshold: float = DEFAULT_T
         if not low < level < high:
             level = (low + high) / 2
         if warn is not None:
-            warn(f"the field's density never crosses {threshold:g} (range {low:.3g}..{high:.3g}); "
-                 f"meshing at {level:.3g} instead")
+            warn(
+                f"the field's density never crosses {threshold:g} (range {low:.3g}..{high:.3g}); "
+                f"meshing at {level:.3g} instead"
+            )
     spacing = 2 * bound / (resolution - 1)
     verts, faces, _, _ = marching_cubes(volume, level=level, spacing=(spacing,) * 3)
     verts = verts - bound
@@ -57,7 +63,7 @@ def extract_mesh(field: Any, resolution: int = 128, threshold: float = DEFAULT_T
 
 
 def largest_pieces(mesh: Any, share: float = MIN_COMPONENT) -> Any:
-    """Drop small disconnected pieces (SDS floaters); keep every piece of at least ``share`` of the largest."""
+    """Drop small disconnected pieces (SDS floaters): keep pieces of at least ``share`` of the largest."""
     import trimesh
 
     pieces = mesh.split(only_watertight=False)
@@ -76,18 +82,29 @@ def write_mesh(mesh: Any, path: Path, fmt: str) -> None:
 
 
 @torch.no_grad()
-def render_turntable(field: Any, frames: int, size: int, samples: int, ranges: OrbitRanges = OrbitRanges(),
-                     background: tuple[float, float, float] = (1.0, 1.0, 1.0), chunk: int = 1 << 15,
-                     on_frame: Callable[[], None] | None = None) -> list[np.ndarray]:
+def render_turntable(
+    field: Any,
+    frames: int,
+    size: int,
+    samples: int,
+    ranges: OrbitRanges = ORBIT,
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    chunk: int = 1 << 15,
+    on_frame: Callable[[], None] | None = None,
+) -> list[np.ndarray]:
     """``frames`` RGB uint8 images (size, size, 3) around a full circle, albedo on ``background``."""
     device = next(field.parameters()).device
     cams = turntable_cameras(frames, ranges).to(device)
     bg = torch.tensor(background, device=device)
     images = []
     for i in range(frames):
-        one = type(cams)(*(x[i : i + 1] for x in (cams.c2w, cams.fov, cams.azimuth, cams.elevation, cams.radius)))
+        one = type(cams)(
+            *(x[i : i + 1] for x in (cams.c2w, cams.fov, cams.azimuth, cams.elevation, cams.radius))
+        )
         out = render(field, one, size, samples, bg, float(field.bound), chunk=chunk)
-        images.append((out.image[0].permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8))
+        images.append(
+            (out.image[0].permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
+        )
         if on_frame is not None:
             on_frame()
     return images

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-from torch import nn
+import torch  # noqa: TID253 - only imported by the heavy commands
+from torch import nn  # noqa: TID253 - only imported by the heavy commands
 
 MAX_LOGIT = 15.0  # exp is clamped here in the backward pass (and at MAX_LOGIT + 5 in the forward)
 
@@ -83,8 +83,10 @@ class GridField(nn.Module):
         )
         width = config.channels * len(config.levels)
         self.mlp = nn.Sequential(
-            nn.Linear(width, config.hidden), nn.ReLU(inplace=True),
-            nn.Linear(config.hidden, config.hidden), nn.ReLU(inplace=True),
+            nn.Linear(width, config.hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(config.hidden, config.hidden),
+            nn.ReLU(inplace=True),
             nn.Linear(config.hidden, 4),
         )
         self.prior = HeadPrior(strength=config.prior_strength)
@@ -109,8 +111,10 @@ class GridField(nn.Module):
 
     def param_groups(self, lr: float) -> list[dict]:
         """Grids learn at ``lr``, the MLP ten times slower (as instant-NGP style fields usually do)."""
-        return [{"params": list(self.grids.parameters()), "lr": lr},
-                {"params": list(self.mlp.parameters()), "lr": lr * 0.1}]
+        return [
+            {"params": list(self.grids.parameters()), "lr": lr},
+            {"params": list(self.mlp.parameters()), "lr": lr * 0.1},
+        ]
 
 
 class Background(nn.Module):

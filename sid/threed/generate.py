@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
+import torch  # noqa: TID253 - only imported by the heavy commands
 
 from sid.errors import BadInput, OutOfMemory
 from sid.store import IdentityStore
@@ -107,7 +107,9 @@ def outputs_for(cfg: ThreeDConfig) -> Outputs:
         raise BadInput(f"unknown mesh format {fmt!r}", f"use one of: {', '.join(MESH_FORMATS)}")
     if cfg.output is not None and suffix and suffix != fmt:
         raise BadInput(f"-o {cfg.output} does not end in .{fmt}", f"name it .{fmt} or drop --format")
-    mesh = cfg.output if cfg.output is not None and suffix else Path(f"{cfg.output or slug(cfg.prompt)}.{fmt}")
+    mesh = (
+        cfg.output if cfg.output is not None and suffix else Path(f"{cfg.output or slug(cfg.prompt)}.{fmt}")
+    )
     turntable = None
     if cfg.make_turntable:
         turntable = cfg.turntable or mesh.with_suffix(".mp4")
@@ -121,9 +123,13 @@ def check_inputs(cfg: ThreeDConfig) -> Outputs:
     if cfg.iters < 1:
         raise BadInput(f"--iters must be at least 1, not {cfg.iters}", "try 2500")
     if cfg.resolution < 16 or cfg.resolution % 8:
-        raise BadInput(f"--resolution must be a multiple of 8 and at least 16, not {cfg.resolution}", "try 64")
+        raise BadInput(
+            f"--resolution must be a multiple of 8 and at least 16, not {cfg.resolution}", "try 64"
+        )
     if cfg.resolution > 1024:
-        raise BadInput(f"--resolution {cfg.resolution} is more than 1024", "try 64 (it is resized for the VAE)")
+        raise BadInput(
+            f"--resolution {cfg.resolution} is more than 1024", "try 64 (it is resized for the VAE)"
+        )
     if cfg.guidance is not None and (cfg.guidance < 0 or not math.isfinite(cfg.guidance)):
         raise BadInput(f"--guidance must be a non-negative number, not {cfg.guidance}", "try 100 for sds")
     if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
@@ -135,7 +141,9 @@ def check_inputs(cfg: ThreeDConfig) -> Outputs:
     if cfg.batch < 1:
         raise BadInput(f"--batch must be at least 1, not {cfg.batch}", "try 1")
     if cfg.checkpoint_every < 0:
-        raise BadInput(f"--checkpoint-every must not be negative, not {cfg.checkpoint_every}", "0 turns it off")
+        raise BadInput(
+            f"--checkpoint-every must not be negative, not {cfg.checkpoint_every}", "0 turns it off"
+        )
     if not 16 <= cfg.mesh_resolution <= 512:
         raise BadInput(f"--mesh-resolution must be between 16 and 512, not {cfg.mesh_resolution}", "try 128")
     if cfg.frames < 2:
@@ -143,7 +151,9 @@ def check_inputs(cfg: ThreeDConfig) -> Outputs:
     outputs = outputs_for(cfg)
     for what, path in (("output", outputs.mesh), ("turntable", outputs.turntable)):
         if path is not None and not path.parent.is_dir():
-            raise BadInput(f"the {what} folder {path.parent} does not exist", "create it first or pick another path")
+            raise BadInput(
+                f"the {what} folder {path.parent} does not exist", "create it first or pick another path"
+            )
     if outputs.turntable is not None and outputs.turntable.suffix.lower() != ".mp4":
         raise BadInput(f"--turntable {outputs.turntable} is not an .mp4 file", "name it something.mp4")
     if outputs.turntable is not None and outputs.turntable.resolve() == outputs.mesh.resolve():
@@ -152,18 +162,41 @@ def check_inputs(cfg: ThreeDConfig) -> Outputs:
 
 
 def run_key(cfg: ThreeDConfig, model_label: str) -> str:
-    """The settings a checkpoint must share with the run that resumes it (not --iters: runs can be extended)."""
-    keep = {k: v for k, v in asdict(cfg).items()
-            if k not in {"iters", "output", "format", "turntable", "make_turntable", "checkpoint_every",
-                         "mesh_resolution", "mesh_threshold", "frames", "turntable_size", "log_every", "device",
-                         "model"}}
+    """Settings a checkpoint shares with the run resuming it (not --iters: a run can be extended)."""
+    keep = {
+        k: v
+        for k, v in asdict(cfg).items()
+        if k
+        not in {
+            "iters",
+            "output",
+            "format",
+            "turntable",
+            "make_turntable",
+            "checkpoint_every",
+            "mesh_resolution",
+            "mesh_threshold",
+            "frames",
+            "turntable_size",
+            "log_every",
+            "device",
+            "model",
+        }
+    }
     keep["model"] = model_label
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 # -- checkpoints -------------------------------------------------------------------------------------
-def save_checkpoint(path: Path, scene: Scene, optimizer: torch.optim.Optimizer, generator: torch.Generator,
-                    step: int, losses: list[float], key: str) -> None:
+def save_checkpoint(
+    path: Path,
+    scene: Scene,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    step: int,
+    losses: list[float],
+    key: str,
+) -> None:
     """Scene, optimiser and RNG state as safetensors (no pickles), written atomically."""
     from safetensors.torch import save
 
@@ -176,7 +209,12 @@ def save_checkpoint(path: Path, scene: Scene, optimizer: torch.optim.Optimizer, 
             tensors[f"opt.{pid}.{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
     tensors["rng"] = generator.get_state()
     tensors["losses"] = torch.tensor(losses, dtype=torch.float64)
-    meta = {"format": "sid-3d", "step": str(step), "key": key, "param_groups": json.dumps(opt["param_groups"])}
+    meta = {
+        "format": "sid-3d",
+        "step": str(step),
+        "key": key,
+        "param_groups": json.dumps(opt["param_groups"]),
+    }
     atomic_write(path, save(tensors, metadata=meta))
 
 
@@ -190,13 +228,16 @@ def check_checkpoint(path: Path, key: str) -> int:
     except StoreError as e:
         raise BadInput(f"checkpoint {path} is unreadable", "delete it and run without --resume") from e
     if meta.get("format") != "sid-3d" or meta.get("key") != key:
-        raise BadInput(f"checkpoint {path} was made with other settings",
-                       "run with the same prompt and options, or drop --resume to start over")
+        raise BadInput(
+            f"checkpoint {path} was made with other settings",
+            "run with the same prompt and options, or drop --resume to start over",
+        )
     return int(meta.get("step", "0"))
 
 
-def load_checkpoint(path: Path, scene: Scene, optimizer: torch.optim.Optimizer, generator: torch.Generator,
-                    key: str) -> tuple[int, list[float]]:
+def load_checkpoint(
+    path: Path, scene: Scene, optimizer: torch.optim.Optimizer, generator: torch.Generator, key: str
+) -> tuple[int, list[float]]:
     from safetensors import safe_open
 
     check_checkpoint(path, key)
@@ -216,7 +257,9 @@ def load_checkpoint(path: Path, scene: Scene, optimizer: torch.optim.Optimizer, 
 
 
 # -- one step's random choices -------------------------------------------------------------------------
-def step_choices(cfg: ThreeDConfig, step: int, batch: int, generator: torch.Generator) -> tuple[str, torch.Tensor, torch.Tensor, bool]:
+def step_choices(
+    cfg: ThreeDConfig, step: int, batch: int, generator: torch.Generator
+) -> tuple[str, torch.Tensor, torch.Tensor, bool]:
     """(shading, light jitter (B, 3), random background (B, 3), use the random background?).
 
     The same number of draws every step, so a resumed run replays exactly."""
@@ -257,7 +300,9 @@ def generate_3d(
     device = pick_device(cfg.device)
     pipe, spec = load_pipeline(cfg.model, device=device, dtype=cfg.dtype)
     if family_of(pipe) == "sdxl" or not hasattr(pipe, "unet"):
-        raise BadInput(f"sid 3d needs an SD 1.x/2.x model, not {spec.label}", "use --model sd21 (default) or sd15")
+        raise BadInput(
+            f"sid 3d needs an SD 1.x/2.x model, not {spec.label}", "use --model sd21 (default) or sd15"
+        )
     parsed, identities = prepare(cfg.prompt, store, pipe, warn)
     if not identities and warn is not None:
         warn("the prompt names no stored identity: making a plain text-to-3D asset")
@@ -267,7 +312,8 @@ def generate_3d(
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     scene = Scene(cfg.grid, generator).to(device)
-    fused = {"fused": True} if device.split(":")[0] in ("cpu", "cuda") else {}  # one kernel for 8M+ grid values
+    # fused Adam: one kernel over the 8M+ grid values instead of a loop of small ones
+    fused = {"fused": True} if device.split(":")[0] in ("cpu", "cuda") else {}
     optimizer = torch.optim.Adam(scene.param_groups(cfg.lr), betas=(0.9, 0.99), eps=1e-15, **fused)
     first, losses = 0, []
     if resuming:
@@ -290,14 +336,21 @@ def generate_3d(
             views = cams.labels
             shading, jitter, colour, random_bg = step_choices(cfg, step, cfg.batch, generator)
             cams = cams.to(device)
-            light = torch.nn.functional.normalize(cams.eye / cams.radius[:, None] + 0.3 * jitter.to(device), dim=-1)
+            light = torch.nn.functional.normalize(
+                cams.eye / cams.radius[:, None] + 0.3 * jitter.to(device), dim=-1
+            )
             background = colour.to(device) if random_bg else scene.background().expand(cfg.batch, 3)
-            out = render(scene.field, cams, cfg.resolution, cfg.samples, background, bound, generator, shading, light)
+            out = render(
+                scene.field, cams, cfg.resolution, cfg.samples, background, bound, generator, shading, light
+            )
             latents = guide.encode(out.image)  # (B, 4, n/8, n/8)
             grad, _ = guide.gradient(latents, views, generator, guidance, cfg.method)
             loss = gradient_loss(latents, grad) + cfg.orient_weight * out.orientation
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            for p in scene.parameters():  # a rare fp16 overflow in the frozen VAE must not poison the field
+                if p.grad is not None:
+                    p.grad.nan_to_num_(0.0, 0.0, 0.0)
             optimizer.step()
             pending.append((grad.detach() ** 2).mean())
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.iters:
@@ -322,14 +375,24 @@ def generate_3d(
             frames = render_turntable(scene.field, cfg.frames, size, cfg.samples, cfg.orbit)
             write_video(frames, outputs.turntable)
     except torch.OutOfMemoryError as e:
-        raise OutOfMemory(f"out of memory on {device} while making the 3D asset",
-                          "lower --resolution, --samples or --mesh-resolution") from e
+        raise OutOfMemory(
+            f"out of memory on {device} while making the 3D asset",
+            "lower --resolution, --samples or --mesh-resolution",
+        ) from e
     outputs.checkpoint.unlink(missing_ok=True)
     return ThreeDResult(
-        mesh=outputs.mesh, turntable=outputs.turntable, iterations=cfg.iters, start_iteration=first,
-        seconds=round(time.perf_counter() - started, 2), final_loss=_recent(losses),
-        vertices=len(mesh.vertices), faces=len(mesh.faces), identities=[i.name for i in identities],
-        prompt=parsed.text, model=spec.label, device=device,
+        mesh=outputs.mesh,
+        turntable=outputs.turntable,
+        iterations=cfg.iters,
+        start_iteration=first,
+        seconds=round(time.perf_counter() - started, 2),
+        final_loss=_recent(losses),
+        vertices=len(mesh.vertices),
+        faces=len(mesh.faces),
+        identities=[i.name for i in identities],
+        prompt=parsed.text,
+        model=spec.label,
+        device=device,
     )
 
 

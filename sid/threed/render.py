@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
+import torch  # noqa: TID253 - only imported by the heavy commands
+import torch.nn.functional as F  # noqa: TID253 - only imported by the heavy commands
 
 from sid.threed.cameras import Cameras, camera_rays
 
@@ -132,8 +132,17 @@ def render(
     o, d = origins.reshape(-1, 3), dirs.reshape(-1, 3)
     step = chunk or o.shape[0]
     parts = [
-        render_rays(field, o[i : i + step], d[i : i + step], samples, bg[i : i + step], bound, generator, shading,
-                    None if lt is None else lt[i : i + step])
+        render_rays(
+            field,
+            o[i : i + step],
+            d[i : i + step],
+            samples,
+            bg[i : i + step],
+            bound,
+            generator,
+            shading,
+            None if lt is None else lt[i : i + step],
+        )
         for i in range(0, o.shape[0], step)
     ]
     color, opacity, depth = (torch.cat([p[k] for p in parts]) for k in range(3))

@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import torch
-import torch.nn.functional as F
+import torch  # noqa: TID253 - only imported by the heavy commands
+import torch.nn.functional as F  # noqa: TID253 - only imported by the heavy commands
 
 from sid.threed.cameras import VIEWS
 
@@ -57,8 +57,9 @@ def encode_views(pipe: Any, text: str, negative: str = "", device: Any = None) -
 
 
 # -- the pure gradients -----------------------------------------------------------------------------
-def sample_timesteps(batch: int, num_train_timesteps: int, generator: torch.Generator,
-                     t_range: tuple[float, float] = T_RANGE) -> torch.Tensor:
+def sample_timesteps(
+    batch: int, num_train_timesteps: int, generator: torch.Generator, t_range: tuple[float, float] = T_RANGE
+) -> torch.Tensor:
     low, high = int(t_range[0] * num_train_timesteps), int(t_range[1] * num_train_timesteps)
     return torch.randint(low, high + 1, (batch,), generator=generator)
 
@@ -67,8 +68,14 @@ def _abar(alphas_cumprod: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return alphas_cumprod.to(t.device)[t].float().view(-1, 1, 1, 1)
 
 
-def sds_gradient(latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor,
-                 predict: Predictor, guidance: float) -> torch.Tensor:
+def sds_gradient(
+    latents: torch.Tensor,
+    noise: torch.Tensor,
+    t: torch.Tensor,
+    alphas_cumprod: torch.Tensor,
+    predict: Predictor,
+    guidance: float,
+) -> torch.Tensor:
     """``w(t) * (eps_hat - noise)`` for latents (B, 4, h, w); no gradient flows through it."""
     with torch.no_grad():
         a = _abar(alphas_cumprod, t)
@@ -77,8 +84,14 @@ def sds_gradient(latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, al
         return (1.0 - a) * (eps_hat - noise)
 
 
-def ddim_invert(x: torch.Tensor, start: torch.Tensor, end: torch.Tensor, alphas_cumprod: torch.Tensor,
-                predict: Predictor, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
+def ddim_invert(
+    x: torch.Tensor,
+    start: torch.Tensor,
+    end: torch.Tensor,
+    alphas_cumprod: torch.Tensor,
+    predict: Predictor,
+    stride: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Deterministic DDIM (eta = 0) from step ``start`` up to ``end`` (both (B,)), unconditional,
     in steps of at most ``stride``. Returns x_end and the noise predicted at the last point left."""
     eps = torch.zeros_like(x)
@@ -94,9 +107,16 @@ def ddim_invert(x: torch.Tensor, start: torch.Tensor, end: torch.Tensor, alphas_
     return x, eps
 
 
-def ism_gradient(latents: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor, predict: Predictor,
-                 guidance: float, delta_t: int = ISM_DELTA_T, stride: int = ISM_INVERSION_STRIDE) -> torch.Tensor:
-    """Interval score matching: ``w(t) * (eps_hat(x_t, t) - eps_uncond(x_s, s))``, x_s and x_t by DDIM inversion."""
+def ism_gradient(
+    latents: torch.Tensor,
+    t: torch.Tensor,
+    alphas_cumprod: torch.Tensor,
+    predict: Predictor,
+    guidance: float,
+    delta_t: int = ISM_DELTA_T,
+    stride: int = ISM_INVERSION_STRIDE,
+) -> torch.Tensor:
+    """Interval score matching: ``w(t) * (eps_hat(x_t, t) - eps_uncond(x_s, s))``, with DDIM inversion."""
     with torch.no_grad():
         x0 = latents.detach().float()
         s = (t - delta_t).clamp(min=0)
@@ -119,7 +139,9 @@ def gradient_loss(latents: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
 
 
 # -- the frozen model --------------------------------------------------------------------------------
-def to_epsilon(pred: torch.Tensor, x_t: torch.Tensor, abar: torch.Tensor, prediction_type: str) -> torch.Tensor:
+def to_epsilon(
+    pred: torch.Tensor, x_t: torch.Tensor, abar: torch.Tensor, prediction_type: str
+) -> torch.Tensor:
     if prediction_type == "epsilon":
         return pred
     if prediction_type == "v_prediction":
@@ -164,9 +186,15 @@ class Guide:
                 x_in, t_in, ctx = x_t, t, uncond
             else:
                 x_in, t_in, ctx = torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([uncond, cond])
-            pred = self.unet(x_in.to(self.unet.dtype), t_in, encoder_hidden_states=ctx.to(self.unet.dtype)).sample
-            pred = to_epsilon(pred.float(), x_in.float(), torch.cat([abar] * (x_in.shape[0] // x_t.shape[0])),
-                              self.prediction_type)
+            pred = self.unet(
+                x_in.to(self.unet.dtype), t_in, encoder_hidden_states=ctx.to(self.unet.dtype)
+            ).sample
+            pred = to_epsilon(
+                pred.float(),
+                x_in.float(),
+                torch.cat([abar] * (x_in.shape[0] // x_t.shape[0])),
+                self.prediction_type,
+            )
             if guidance is None:
                 return pred
             eps_u, eps_c = pred.chunk(2)
@@ -174,8 +202,14 @@ class Guide:
 
         return predict
 
-    def gradient(self, latents: torch.Tensor, views: list[str], generator: torch.Generator, guidance: float,
-                 method: str = "sds") -> tuple[torch.Tensor, torch.Tensor]:
+    def gradient(
+        self,
+        latents: torch.Tensor,
+        views: list[str],
+        generator: torch.Generator,
+        guidance: float,
+        method: str = "sds",
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(gradient for the latents, timesteps used); random draws come from the CPU ``generator``."""
         t = sample_timesteps(latents.shape[0], self.num_train_timesteps, generator).to(self.device)
         predict = self.predictor(views)
