@@ -187,6 +187,7 @@ def load_from_candidates(spec: ModelSpec, pipeline_class: type | None = None, **
     from diffusers import DiffusionPipeline
 
     cls = pipeline_class or DiffusionPipeline
+    quiet_libraries()
     failures: list[str] = []
     rounds = [True] if offline() else [True, False]
     for local_only in rounds:
@@ -195,7 +196,10 @@ def load_from_candidates(spec: ModelSpec, pipeline_class: type | None = None, **
             if is_folder and not local_only:
                 continue  # a folder was already tried in the first round
             try:
-                return cls.from_pretrained(source, local_files_only=local_only, **kwargs)
+                loaded = cls.from_pretrained(source, local_files_only=local_only, **kwargs)
+                if hasattr(loaded, "set_progress_bar_config"):
+                    loaded.set_progress_bar_config(disable=True)  # sid draws its own progress bars
+                return loaded
             except Exception as e:  # hub, file and config errors all mean "not from here"
                 if not local_only or is_folder or offline():
                     failures.append(f"{source}: {first_line(e)}")
@@ -205,6 +209,16 @@ def load_from_candidates(spec: ModelSpec, pipeline_class: type | None = None, **
         f"could not load model {spec.label!r}: {how}; tried {tried}",
         "download it once online, or pass --model /path/to/a/local/diffusers/folder",
     )
+
+
+def quiet_libraries() -> None:
+    """Silence diffusers'/transformers' loading bars and chatter: sid reports progress itself."""
+    import diffusers
+    import transformers
+
+    for lib in (diffusers, transformers):
+        lib.utils.logging.disable_progress_bar()
+        lib.utils.logging.set_verbosity_error()
 
 
 def family_of(pipe: Any) -> str:

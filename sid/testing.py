@@ -201,12 +201,16 @@ def tiny_sdxl_pipeline(seed: int = 0) -> Any:
 
 
 def tiny_controlnet(pipe: Any, seed: int = 0) -> Any:
-    """A ControlNet shaped for ``pipe``'s UNet (``ControlNetModel.from_unet``)."""
+    """A ControlNet shaped for ``pipe``'s UNet (``ControlNetModel.from_unet``) whose output is not zero."""
     import torch
     from diffusers import ControlNetModel
 
     torch.manual_seed(seed)
-    return ControlNetModel.from_unet(pipe.unet, conditioning_embedding_out_channels=(8, 16, 32, 32))
+    controlnet = ControlNetModel.from_unet(pipe.unet, conditioning_embedding_out_channels=(8, 16, 32, 32))
+    # from_unet starts the output convolutions at zero (no effect yet); a trained ControlNet's are not
+    for conv in [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]:
+        torch.nn.init.normal_(conv.weight, std=0.1)
+    return controlnet
 
 
 def save_tiny(pipe: Any, folder: Path) -> Path:

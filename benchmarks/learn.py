@@ -1,0 +1,256 @@
+"""Time sid's real training loop (``sid.train.learn``) on a random-weight model of a given size.
+
+    python -m benchmarks.learn --arch sd21 --device cuda            # the default recipe's step, 512²
+    python -m benchmarks.learn --arch tiny --method both --device cpu
+
+The model is saved to a folder and learned on with ``--model FOLDER`` semantics, so the timed code is
+the code users run. Per-step times come from the loop's own ``progress`` callback, called every step
+(``log_every=1``; each call follows the loop's host sync), with the first ``--warmup`` steps left out
+of the median. ``floor_ms_median`` is a bare frozen UNet forward + backward with the gradient going
+only into the text conditioning: what any method that trains through the UNet must pay per step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import math
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+from benchmarks.common import (
+    DEFAULT_FACE_MODELS,
+    DEFAULT_PHOTO,
+    Clock,
+    add_common_args,
+    device_name,
+    emit,
+    log,
+    median,
+    model_folder,
+    peak_memory_gb,
+    require_faces,
+    reset_peak_memory,
+    stdout_to_stderr,
+    today,
+    versions,
+)
+
+METHODS = ("stableidentity", "celebbasis")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.learn", description=__doc__.splitlines()[0])
+    add_common_args(p)
+    p.add_argument("--method", default="stableidentity", choices=(*METHODS, "both"))
+    p.add_argument("--steps", type=int, default=30, help="steps to run (the projection uses the recipe's)")
+    p.add_argument("--warmup", type=int, default=2, help="first steps left out of the median")
+    p.add_argument("--dtype", default="auto", help="GPU autocast: auto | bf16 | fp16 | fp32 (CPU is fp32)")
+    p.add_argument("--resolution", type=int, default=None, help="training size (default: the model's native)")
+    p.add_argument("--bank-size", type=int, default=128, help="augmented latents precomputed (sid's default 128)")
+    p.add_argument("--floor-iters", type=int, default=None, help="timed floor iterations (default: as many as steps)")
+    p.add_argument("--photo", type=Path, default=DEFAULT_PHOTO)
+    p.add_argument("--face-models", type=Path, default=DEFAULT_FACE_MODELS)
+    return p
+
+
+def import_heavy() -> float:
+    """Import what ``sid learn`` imports, so that model_load_s is loading only; returns the seconds."""
+    start = time.perf_counter()
+    import cv2  # noqa: F401
+    import insightface  # noqa: F401
+    import onnxruntime  # noqa: F401
+    import torch  # noqa: F401
+    from diffusers import DiffusionPipeline  # noqa: F401
+    from transformers import CLIPTextModel  # noqa: F401
+
+    import sid.train  # noqa: F401
+
+    return time.perf_counter() - start
+
+
+def time_learn(folder: Path, method: str, device: str, photo: Path, face_models: Path, steps: int,
+               warmup: int = 2, dtype: str = "auto", resolution: int | None = None,
+               bank_size: int = 128) -> dict[str, Any]:
+    """Run ``sid.train.learn`` once and time its phases and every step.
+
+    Phases are timed by wrapping the functions ``learn`` calls (extract_face, load_pipeline,
+    build_bank), each followed by a device sync; steps by the ``progress`` callback.
+    """
+    import sid.train as train
+    from sid.store import IdentityStore
+
+    if steps < warmup + 1:
+        raise SystemExit(f"--steps {steps} leaves no step to time after --warmup {warmup}")
+    clock = Clock(device)
+    phases: dict[str, float] = {"faces_s": 0.0, "model_load_s": 0.0, "bank_s": 0.0}
+    marks: dict[str, float] = {}
+
+    def timed(name: str, fn: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            t0 = clock.now()
+            result = fn(*args, **kwargs)
+            t1 = clock.now()
+            phases[name] += t1 - t0
+            marks[f"{name}_end"] = t1
+            return result
+        return wrapper
+
+    stamps: list[float] = []
+
+    def progress(step: int, total: int, loss: float) -> None:
+        stamps.append(time.perf_counter())  # the loop synced (moved losses to the host) just before
+
+    cfg = train.LearnConfig(
+        method=method, model=str(folder), steps=steps, seed=0, device=device, dtype=dtype,
+        resolution=resolution, bank_size=bank_size, face_models=str(face_models), log_every=1,
+        checkpoint_every=0,
+    )
+    with tempfile.TemporaryDirectory(prefix="sid-bench-learn-") as home, ExitStack() as stack:
+        stack.enter_context(mock.patch.object(train, "extract_face", timed("faces_s", train.extract_face)))
+        stack.enter_context(mock.patch.object(train, "load_pipeline", timed("model_load_s", train.load_pipeline)))
+        stack.enter_context(mock.patch.object(train, "build_bank", timed("bank_s", train.build_bank)))
+        reset_peak_memory(device)
+        start = clock.now()
+        result = train.learn([photo], ["bench"], cfg, store=IdentityStore(Path(home) / "identities"), force=True,
+                             progress=progress)
+        end = clock.now()
+        peak_gb, peak_kind = peak_memory_gb(device)
+    if len(stamps) != steps:
+        raise RuntimeError(f"expected {steps} progress calls, got {len(stamps)}")
+    setup_end = marks["bank_s_end"]
+    times = [b - a for a, b in zip([setup_end, *stamps[:-1]], stamps)]
+    step_s = median(times[warmup:])
+    recipe = train.RECIPES[method]
+    setup_s = setup_end - start  # faces, model, prior, mapper, bank
+    warmup_s = stamps[warmup - 1] - setup_end if warmup else 0.0  # first steps, optimizer creation included
+    finish_s = end - stamps[-1]  # final vectors and the store write
+    amp = train._autocast_dtype(device, dtype)
+    return {
+        "method": method,
+        "dtype": dtype_name(amp),
+        "steps_default": recipe.steps,
+        "steps_run": steps,
+        "batch_size": recipe.batch_size,
+        "resolution": result.identities[0].settings["resolution"],
+        "bank_size": bank_size,
+        "step_ms_median": step_s * 1e3,
+        "step_ms_min": min(times[warmup:]) * 1e3,
+        "step_ms_max": max(times[warmup:]) * 1e3,
+        "warmup_steps": warmup,
+        "projected_default_s": setup_s + warmup_s + (recipe.steps - warmup) * step_s + finish_s,
+        "setup_s": setup_s,
+        "faces_s": phases["faces_s"],
+        "model_load_s": phases["model_load_s"],
+        "bank_s": phases["bank_s"],
+        "warmup_s": warmup_s,
+        "finish_s": finish_s,
+        "total_s": end - start,
+        "final_loss": result.identities[0].final_loss,
+        "peak_mem_gb": peak_gb,
+        "peak_mem_kind": peak_kind,
+    }
+
+
+def dtype_name(amp: Any) -> str:
+    """The loop's autocast dtype as sid spells it (None: no autocast, fp32)."""
+    return {"torch.bfloat16": "bf16", "torch.float16": "fp16"}.get(str(amp), "fp32")
+
+
+def floor_ms(folder: Path, device: str, dtype: str, batch: int, resolution: int, iters: int,
+             warmup: int = 2) -> list[float]:
+    """Milliseconds of bare frozen-UNet forward + backward, the gradient only into the text conditioning.
+
+    Same device, weight dtype, autocast, latent size and batch as the loop's step.
+    """
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from sid.train import _autocast_dtype
+
+    amp = _autocast_dtype(device, dtype)
+    unet = UNet2DConditionModel.from_pretrained(str(folder), subfolder="unet").to(device)
+    unet.requires_grad_(False).eval()
+    if amp is not None:
+        unet.to(amp)
+    side = resolution // 8
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(batch, unet.config.in_channels, side, side, generator=g).to(device, unet.dtype)
+    t = torch.randint(0, 1000, (batch,), generator=g).to(device)
+    cond = torch.randn(batch, 77, unet.config.cross_attention_dim, generator=g).to(device).requires_grad_()
+    clock = Clock(device)
+    times = []
+    for _ in range(warmup + iters):
+        t0 = clock.now()
+        with torch.autocast(device.split(":")[0], dtype=amp or torch.float32, enabled=amp is not None):
+            out = unet(z, t, cond.to(unet.dtype)).sample.float()
+        out.square().mean().backward()
+        cond.grad = None
+        times.append((clock.now() - t0) * 1e3)
+    del unet
+    return times[warmup:]
+
+
+def run(args: argparse.Namespace, method: str, folder: Path, device: str, import_s: float) -> dict[str, Any]:
+    log(f"learn: {method} on {args.arch} ({device}), {args.steps} steps")
+    timing = time_learn(folder, method, device, args.photo, args.face_models, args.steps, args.warmup,
+                        args.dtype, args.resolution, args.bank_size)
+    gc.collect()
+    floor = floor_ms(folder, device, args.dtype, timing["batch_size"], timing["resolution"],
+                     args.floor_iters or max(3, args.steps - args.warmup), args.warmup)
+    floor_median = median(floor)
+    result = {
+        "benchmark": "learn",
+        "device": device_name(device),
+        "arch": args.arch,
+        "method": method,
+        "dtype": timing.pop("dtype"),
+        "steps_default": timing.pop("steps_default"),
+        "step_ms_median": timing.pop("step_ms_median"),
+        "projected_default_s": timing.pop("projected_default_s"),
+        "model_load_s": timing.pop("model_load_s"),
+        "floor_ms_median": floor_median,
+        "step_over_floor": None,
+        "peak_mem_gb": timing.pop("peak_mem_gb"),
+        "date": today(),
+    }
+    result["step_over_floor"] = result["step_ms_median"] / floor_median
+    result.update(timing)
+    result["import_s"] = import_s
+    result["projected_cli_s"] = import_s + result["projected_default_s"]
+    result["notes"] = ("projected_default_s = setup_s + warmup_s + (steps_default - warmup_steps) x step_ms_median"
+                       " + finish_s, inside learn(); projected_cli_s adds import_s. Steps are timed with a host "
+                       "sync every step (log_every=1) and no checkpoints (checkpoint_every=0).")
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parser().parse_args(argv)
+    with stdout_to_stderr():
+        from sid.pipelines import pick_device
+
+        args.photo, args.face_models = require_faces(args.photo, args.face_models)
+        if args.arch == "sdxl":
+            raise SystemExit("sid does not learn on SDXL yet (sid.train refuses it); use --arch sd15 or sd21")
+        import_s = import_heavy()
+        device = pick_device(args.device)
+        folder = model_folder(args.arch)
+        methods = METHODS if args.method == "both" else (args.method,)
+        runs = [run(args, m, folder, device, import_s) for m in methods]
+        if len(runs) == 1:
+            result = runs[0]
+        else:
+            result = {"benchmark": "learn", "device": runs[0]["device"], "arch": args.arch, "method": "both",
+                      "date": today(), "runs": runs}
+        result["versions"] = versions()
+    for r in result.get("runs", [result]):
+        assert all(math.isfinite(r[k]) for k in ("step_ms_median", "floor_ms_median")), r
+    return emit(result, args.out)
+
+
+if __name__ == "__main__":
+    main()

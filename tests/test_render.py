@@ -1,0 +1,155 @@
+"""`sid render` on tiny pipelines: exact identity injection, several identities, errors, ControlNet, metadata."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from sid.cli import app
+from sid.store import IdentityStore
+from tests.test_store import make_identity
+
+runner = CliRunner()
+
+
+def render(tiny: Path, out: Path, prompt: str, *extra: str):
+    args = ["render", prompt, "--model", str(tiny), "--device", "cpu", "--steps", "2", "--seed", "1",
+            "--size", "64x64", "-o", str(out), "--json", *extra]
+    return runner.invoke(app, args)
+
+
+def pixels(result) -> list[np.ndarray]:
+    assert result.exit_code == 0, result.output
+    return [np.asarray(Image.open(row["path"])) for row in json.loads(result.stdout)]
+
+
+def parse_a1111(text: str) -> dict[str, str]:
+    """AUTOMATIC1111's `parameters` layout: prompt lines, 'Negative prompt:' lines, then 'Key: value, ...'."""
+    *head, last = text.strip().split("\n")
+    fields = {m.group(1): m.group(2).strip('"') for m in re.finditer(r'([\w ]+): ("[^"]*"|[^,]*)(?:, |$)', last)}
+    negative = next((i for i, line in enumerate(head) if line.startswith("Negative prompt: ")), len(head))
+    fields["Prompt"] = "\n".join(head[:negative])
+    if negative < len(head):
+        fields["Negative prompt"] = "\n".join(head[negative:])[len("Negative prompt: "):]
+    return fields
+
+
+@pytest.fixture
+def alice() -> None:
+    IdentityStore().save(make_identity("alice", width=32, seed=1))
+
+
+def test_identity_changes_image_and_matches_plain_diffusers(tiny_model: Path, tmp_path: Path, alice) -> None:
+    import torch
+    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+
+    (with_id,) = pixels(render(tiny_model, tmp_path / "a", "alice as a knight"))
+    (without,) = pixels(render(tiny_model, tmp_path / "b", "a person as a knight"))
+    assert not np.array_equal(with_id, without)
+    again = pixels(render(tiny_model, tmp_path / "c", "Alice as a knight"))[0]  # case-insensitive name
+    np.testing.assert_array_equal(with_id, again)
+
+    exported = tmp_path / "alice.safetensors"
+    assert runner.invoke(app, ["export", "alice", "--format", "diffusers", "-o", str(exported)]).exit_code == 0
+    pipe = StableDiffusionPipeline.from_pretrained(str(tiny_model))
+    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
+    pipe.load_textual_inversion(str(exported))
+    plain = pipe("<alice> as a knight", num_inference_steps=2, guidance_scale=8.5, width=64, height=64,
+                 generator=torch.Generator("cpu").manual_seed(1)).images[0]
+    np.testing.assert_array_equal(with_id, np.asarray(plain))
+
+
+def test_two_identities_in_one_prompt(tiny_model: Path, tmp_path: Path, alice) -> None:
+    IdentityStore().save(make_identity("bob", width=32, seed=2))
+    (both,) = pixels(render(tiny_model, tmp_path / "a", "alice and bob having dinner"))
+    (one,) = pixels(render(tiny_model, tmp_path / "b", "alice and a man having dinner"))
+    assert not np.array_equal(both, one)
+    meta = Image.open(next((tmp_path / "a").glob("*.png"))).text
+    assert set(json.loads(meta["sid"])["identities"]) == {"alice", "bob"}
+
+
+def test_unknown_at_name_and_incompatible_width(tiny_model: Path, tmp_path: Path, alice) -> None:
+    unknown = render(tiny_model, tmp_path, "@carol on a horse")
+    assert unknown.exit_code == 1 and "@carol names no stored identity (known: alice)" in unknown.output
+    IdentityStore().save(make_identity("wide", width=1024))
+    wrong = render(tiny_model, tmp_path, "wide on a horse")
+    assert wrong.exit_code == 1 and "SD 2.x (OpenCLIP ViT-H, 1024-d)" in wrong.output
+    assert len(wrong.output.strip().splitlines()) == 1
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_prompt_without_identity_warns(tiny_model: Path, tmp_path: Path) -> None:
+    result = render(tiny_model, tmp_path, "a castle")
+    assert result.exit_code == 0 and "names no stored identity" in result.stderr
+
+
+def test_batch_seeds_reproduce_one_by_one(tiny_model: Path, tmp_path: Path, alice) -> None:
+    four = pixels(render(tiny_model, tmp_path / "a", "alice", "-n", "2"))
+    second = pixels(render(tiny_model, tmp_path / "b", "alice", "--seed", "2"))[0]
+    np.testing.assert_array_equal(four[1], second)
+    assert not np.array_equal(four[0], four[1])
+
+
+def test_png_metadata_in_a1111_layout(tiny_model: Path, tmp_path: Path, alice) -> None:
+    result = render(tiny_model, tmp_path, "alice as a knight", "--negative", "blurry, lowres")
+    path = Path(json.loads(result.stdout)[0]["path"])
+    assert path.name == "alice-as-a-knight-00-1.png"
+    text = Image.open(path).text
+    fields = parse_a1111(text["parameters"])
+    assert fields["Prompt"] == "alice as a knight" and fields["Negative prompt"] == "blurry, lowres"
+    assert (fields["Steps"], fields["Sampler"], fields["CFG scale"], fields["Seed"], fields["Size"]) == (
+        "2", "DPM++ 2M", "8.5", "1", "64x64")
+    assert fields["Model"] == str(tiny_model) and fields["TI hashes"].startswith("alice: ")
+    sid = json.loads(text["sid"])
+    assert sid["settings"]["seed"] == 1 and sid["identities"]["alice"] == fields["TI hashes"].split(": ")[1]
+
+
+@pytest.mark.parametrize("bad,needle", [
+    (["--size", "65x64"], "multiples of 8"),
+    (["--scheduler", "magic"], "unknown scheduler"),
+    (["-n", "0"], "-n must be at least 1"),
+    (["--control", "missing.png"], "control image missing.png not found"),
+])
+def test_bad_options(tiny_model: Path, tmp_path: Path, bad: list[str], needle: str) -> None:
+    result = render(tiny_model, tmp_path, "a castle", *bad)
+    assert result.exit_code == 1 and needle in result.output
+
+
+@pytest.fixture(scope="module")
+def tiny_controlnet_dir(tiny_model: Path, tmp_path_factory) -> Path:
+    from diffusers import StableDiffusionPipeline
+
+    from sid.testing import tiny_controlnet
+
+    folder = tmp_path_factory.mktemp("cn") / "controlnet"
+    tiny_controlnet(StableDiffusionPipeline.from_pretrained(str(tiny_model))).save_pretrained(str(folder))
+    return folder
+
+
+@pytest.mark.parametrize("control_type,extra", [("canny", []), ("pose", ["--control-is-map"])])
+def test_controlnet(tiny_model: Path, tiny_controlnet_dir: Path, tmp_path: Path, alice, control_type, extra) -> None:
+    from skimage import data
+
+    control = tmp_path / "control.png"
+    Image.fromarray(data.astronaut()).resize((64, 64)).save(control)
+    args = ["--control", str(control), "--control-type", control_type, "--controlnet", str(tiny_controlnet_dir), *extra]
+    (guided,) = pixels(render(tiny_model, tmp_path / "a", "alice dancing", *args))
+    (plain,) = pixels(render(tiny_model, tmp_path / "b", "alice dancing"))
+    assert guided.shape == (64, 64, 3) and not np.array_equal(guided, plain)
+    meta = parse_a1111(Image.open(next((tmp_path / "a").glob("*.png"))).text["parameters"])
+    assert meta["ControlNet"].startswith(control_type)
+
+
+def test_canny_edges_of_a_square() -> None:
+    from sid.control import canny
+
+    square = np.zeros((64, 64, 3), np.uint8)
+    square[16:48, 16:48] = 255
+    edges = np.asarray(canny(Image.fromarray(square)))[..., 0]
+    assert edges[16:48, 15:18].any() and not edges[24:40, 24:40].any() and not edges[:8, :8].any()
