@@ -24,6 +24,7 @@ from PIL import ImageOps
 
 from sid import __version__
 from sid.augment import augment_batch
+from sid.checkpoints import load_state, save_state
 from sid.errors import BadInput, IdentityExists, OutOfMemory
 from sid.faces import FaceCrop, arcface_embedding, extract_face, load_face_pack, vit_face_embedding
 from sid.methods import RECIPES, build_mapper, noise_loss, two_phase_loss
@@ -159,7 +160,7 @@ def learn(
     ckpt = checkpoint_path(store, run_key(photos, names, cfg))
     first_step, losses = 0, []
     if resume and ckpt.is_file():
-        first_step, losses = load_checkpoint(ckpt, mapper, optimizer, generator)
+        first_step, losses = load_state(ckpt, mapper, optimizer, generator)
     alphas_cumprod = scheduler.alphas_cumprod.to(device)
     num_train_timesteps = scheduler.config.num_train_timesteps
     scaler = torch.amp.GradScaler(enabled=amp_dtype == torch.float16)  # fp16 needs loss scaling, bf16 not
@@ -206,7 +207,7 @@ def learn(
                         progress(step + 1, steps, _smoothed(losses))
                 if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < steps:
                     flush()
-                    save_checkpoint(ckpt, mapper, optimizer, generator, step + 1, losses)
+                    save_state(ckpt, mapper, optimizer, generator, step + 1, losses)
     except torch.OutOfMemoryError as e:
         raise OutOfMemory(f"out of memory on {device} while learning", "pass --batch-size 1 or use a smaller model") from e
 
@@ -297,44 +298,6 @@ def build_bank(crop: FaceCrop, vae: Any, resolution: int, size: int, generator: 
 
 def checkpoint_path(store: IdentityStore, key: str) -> Path:
     return store.root.parent / "partial" / f"learn-{key}.safetensors"
-
-
-def save_checkpoint(path: Path, mapper: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    generator: torch.Generator, step: int, losses: list[float]) -> None:
-    """Mapper, optimizer and RNG state as safetensors (no pickles), written atomically."""
-    from safetensors.torch import save
-
-    from sid.store import atomic_write
-
-    tensors = {f"mapper.{k}": v.detach().cpu().contiguous() for k, v in mapper.state_dict().items()}
-    opt = optimizer.state_dict()
-    for pid, state in opt["state"].items():
-        for k, v in state.items():
-            tensors[f"opt.{pid}.{k}"] = torch.as_tensor(v).cpu().contiguous()
-    tensors["rng"] = generator.get_state()
-    tensors["losses"] = torch.tensor(losses, dtype=torch.float64)
-    meta = {"step": str(step), "param_groups": json.dumps(opt["param_groups"])}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, save(tensors, metadata=meta))
-
-
-def load_checkpoint(path: Path, mapper: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    generator: torch.Generator) -> tuple[int, list[float]]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata()
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    device = next(mapper.parameters()).device
-    mapper.load_state_dict({k[7:]: v for k, v in tensors.items() if k.startswith("mapper.")})
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for k, v in tensors.items():
-        if k.startswith("opt."):
-            _, pid, name = k.split(".", 2)
-            state.setdefault(int(pid), {})[name] = v if name == "step" else v.to(device)
-    optimizer.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
-    generator.set_state(tensors["rng"])
-    return int(meta["step"]), tensors["losses"].tolist()
 
 
 def _smoothed(losses: list[float], window: int = 20) -> float:

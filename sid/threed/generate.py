@@ -20,6 +20,7 @@ from typing import Any
 import torch  # noqa: TID253 - only imported by the heavy commands
 
 from sid.errors import BadInput, OutOfMemory
+from sid.checkpoints import load_state, save_state
 from sid.store import IdentityStore
 from sid.threed.cameras import OrbitRanges, sample_cameras
 from sid.threed.export import MESH_FORMATS, extract_mesh, render_turntable, write_mesh, write_video
@@ -188,36 +189,6 @@ def run_key(cfg: ThreeDConfig, model_label: str) -> str:
 
 
 # -- checkpoints -------------------------------------------------------------------------------------
-def save_checkpoint(
-    path: Path,
-    scene: Scene,
-    optimizer: torch.optim.Optimizer,
-    generator: torch.Generator,
-    step: int,
-    losses: list[float],
-    key: str,
-) -> None:
-    """Scene, optimiser and RNG state as safetensors (no pickles), written atomically."""
-    from safetensors.torch import save
-
-    from sid.store import atomic_write
-
-    tensors = {f"scene.{k}": v.detach().cpu().contiguous() for k, v in scene.state_dict().items()}
-    opt = optimizer.state_dict()
-    for pid, state in opt["state"].items():
-        for k, v in state.items():
-            tensors[f"opt.{pid}.{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
-    tensors["rng"] = generator.get_state()
-    tensors["losses"] = torch.tensor(losses, dtype=torch.float64)
-    meta = {
-        "format": "sid-3d",
-        "step": str(step),
-        "key": key,
-        "param_groups": json.dumps(opt["param_groups"]),
-    }
-    atomic_write(path, save(tensors, metadata=meta))
-
-
 def check_checkpoint(path: Path, key: str) -> int:
     """The step a checkpoint reached; BadInput when it is unreadable or from other settings (header only)."""
     from sid.errors import StoreError
@@ -233,27 +204,6 @@ def check_checkpoint(path: Path, key: str) -> int:
             "run with the same prompt and options, or drop --resume to start over",
         )
     return int(meta.get("step", "0"))
-
-
-def load_checkpoint(
-    path: Path, scene: Scene, optimizer: torch.optim.Optimizer, generator: torch.Generator, key: str
-) -> tuple[int, list[float]]:
-    from safetensors import safe_open
-
-    check_checkpoint(path, key)
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    device = next(scene.parameters()).device
-    scene.load_state_dict({k[6:]: v.to(device) for k, v in tensors.items() if k.startswith("scene.")})
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for k, v in tensors.items():
-        if k.startswith("opt."):
-            _, pid, name = k.split(".", 2)
-            state.setdefault(int(pid), {})[name] = v if name == "step" else v.to(device)
-    optimizer.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
-    generator.set_state(tensors["rng"])
-    return int(meta["step"]), tensors["losses"].tolist()
 
 
 # -- one step's random choices -------------------------------------------------------------------------
@@ -317,7 +267,7 @@ def generate_3d(
     optimizer = torch.optim.Adam(scene.param_groups(cfg.lr), betas=(0.9, 0.99), eps=1e-15, **fused)
     first, losses = 0, []
     if resuming:
-        first, losses = load_checkpoint(outputs.checkpoint, scene, optimizer, generator, key)
+        first, losses = load_state(outputs.checkpoint, scene, optimizer, generator)
     elif resume and warn is not None:
         warn(f"no checkpoint at {outputs.checkpoint}: starting from the beginning")
     bound, guidance = cfg.grid.bound, cfg.guidance_scale
@@ -359,7 +309,8 @@ def generate_3d(
                 progress(step + 1, cfg.iters, _recent(losses))
             if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.iters:
                 flush()
-                save_checkpoint(outputs.checkpoint, scene, optimizer, generator, step + 1, losses, key)
+                save_state(outputs.checkpoint, scene, optimizer, generator, step + 1, losses,
+                           {"format": "sid-3d", "key": key})
         flush()
 
         # 5. mesh and turntable

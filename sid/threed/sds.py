@@ -18,6 +18,7 @@ from typing import Any
 import torch  # noqa: TID253 - only imported by the heavy commands
 import torch.nn.functional as F  # noqa: TID253 - only imported by the heavy commands
 
+from sid.methods import split_prediction
 from sid.threed.cameras import VIEWS
 
 # Predictor: (x_t (B,4,h,w), t (B,), guidance or None) -> predicted noise; None means unconditional only
@@ -139,18 +140,6 @@ def gradient_loss(latents: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
 
 
 # -- the frozen model --------------------------------------------------------------------------------
-def to_epsilon(
-    pred: torch.Tensor, x_t: torch.Tensor, abar: torch.Tensor, prediction_type: str
-) -> torch.Tensor:
-    if prediction_type == "epsilon":
-        return pred
-    if prediction_type == "v_prediction":
-        return abar.sqrt() * pred + (1.0 - abar).sqrt() * x_t
-    if prediction_type == "sample":
-        return (x_t - abar.sqrt() * pred) / (1.0 - abar).sqrt()
-    raise ValueError(f"unknown prediction type {prediction_type!r}")
-
-
 class Guide:
     """The frozen VAE + UNet of a Stable Diffusion pipeline, turned into latents and predictors."""
 
@@ -189,12 +178,8 @@ class Guide:
             pred = self.unet(
                 x_in.to(self.unet.dtype), t_in, encoder_hidden_states=ctx.to(self.unet.dtype)
             ).sample
-            pred = to_epsilon(
-                pred.float(),
-                x_in.float(),
-                torch.cat([abar] * (x_in.shape[0] // x_t.shape[0])),
-                self.prediction_type,
-            )
+            abar_in = torch.cat([abar] * (x_in.shape[0] // x_t.shape[0]))
+            pred, _ = split_prediction(pred.float(), x_in.float(), abar_in, self.prediction_type)
             if guidance is None:
                 return pred
             eps_u, eps_c = pred.chunk(2)

@@ -1,0 +1,51 @@
+"""Resumable optimisation state as safetensors: a module, its optimizer, the RNG and the loss history.
+
+Shared by ``sid learn`` (the mapper) and ``sid 3d`` (the scene). No pickles: the optimizer's tensors
+are flattened to ``opt.<param>.<name>`` and its param groups kept as JSON in the header.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from sid.store import atomic_write
+
+
+def save_state(path: Path, module: torch.nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator,
+               step: int, losses: list[float], meta: dict[str, str] | None = None) -> None:
+    """Write the state atomically; ``meta`` adds header strings (e.g. what run it belongs to)."""
+    from safetensors.torch import save
+
+    tensors = {f"module.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    opt = optimizer.state_dict()
+    for pid, state in opt["state"].items():
+        for k, v in state.items():
+            tensors[f"opt.{pid}.{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
+    tensors["rng"] = generator.get_state()
+    tensors["losses"] = torch.tensor(losses, dtype=torch.float64)
+    header = {**(meta or {}), "step": str(step), "param_groups": json.dumps(opt["param_groups"])}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, save(tensors, metadata=header))
+
+
+def load_state(path: Path, module: torch.nn.Module, optimizer: torch.optim.Optimizer,
+               generator: torch.Generator) -> tuple[int, list[float]]:
+    """Restore what ``save_state`` wrote; returns (step reached, losses so far)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    device = next(module.parameters()).device
+    module.load_state_dict({k[7:]: v.to(device) for k, v in tensors.items() if k.startswith("module.")})
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, pid, name = k.split(".", 2)
+            state.setdefault(int(pid), {})[name] = v if name == "step" else v.to(device)
+    optimizer.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
+    generator.set_state(tensors["rng"])
+    return int(meta["step"]), tensors["losses"].tolist()
