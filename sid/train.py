@@ -86,7 +86,7 @@ def check_inputs(photos: list[Path], names: list[str], cfg: LearnConfig, store: 
             raise IdentityExists(f"an identity named {name!r} already exists", "pick another --name or pass --force")
     if cfg.face_encoder not in ("arcface", "vit"):
         raise BadInput(f"unknown face encoder {cfg.face_encoder!r}", "use arcface or vit")
-    for knob in ("steps", "batch_size"):
+    for knob in ("steps", "batch_size", "bank_size"):
         value = getattr(cfg, knob)
         if value is not None and value < 1:
             raise BadInput(f"--{knob.replace('_', '-')} must be at least 1, not {value}", "pass a positive number")

@@ -28,6 +28,7 @@ def learn(
     device: str = typer.Option("auto", "--device", help="auto | cuda | mps | cpu."),
     dtype: str = typer.Option("auto", "--dtype", help="GPU autocast: auto | bf16 | fp16 | fp32."),
     resolution: int = typer.Option(None, "--resolution", help="Training size (default: the model's native size)."),
+    bank_size: int = typer.Option(128, "--bank-size", help="Augmented latents encoded once and sampled each step."),
     face: int = typer.Option(None, "--face", help="Which face in a group photo, 1 = leftmost (default: largest)."),
     face_encoder: str = typer.Option("arcface", "--face-encoder", help="arcface | vit."),
     face_models: str = typer.Option(None, "--face-models", help="Folder of the insightface pack's .onnx files."),
@@ -53,7 +54,7 @@ def learn(
 
     cfg = LearnConfig(
         method=method, model=model, steps=steps, lr=lr, batch_size=batch_size, seed=seed, device=device,
-        dtype=dtype, resolution=resolution, face_index=face, face_encoder=face_encoder,
+        dtype=dtype, resolution=resolution, bank_size=bank_size, face_index=face, face_encoder=face_encoder,
         face_models=face_models, checkpoint_every=checkpoint_every,
     )
     try:
