@@ -72,7 +72,7 @@ def learn(
     for identity in result.identities:
         out.print(
             f"Learned [bold]{identity.name}[/bold] ({identity.method}, {identity.num_vectors} vectors, "
-            f"loss {identity.final_loss:.4f}) in {result.seconds:.1f} s. Try: sid render \"{identity.name} as a knight\""
+            f"mean loss of the last third {identity.final_loss:.4f}) in {result.seconds:.1f} s. Try: sid render \"{identity.name} as a knight\""
         )
 
 
@@ -95,13 +95,13 @@ def _run_with_progress(photos: list[Path], names: list[str], cfg: LearnConfig, f
     )
     with Progress(*columns, console=err, transient=False) as bar:
         task = bar.add_task("learn", total=None, loss=float("nan"), rate=0.0)
-        since = (time.perf_counter(), 0)  # (time, step) of the first report; a resumed run starts mid-way
+        first: tuple[float, int] | None = None  # (time, step) of the first report, after all set-up
 
         def progress(step: int, total: int, loss: float) -> None:
-            nonlocal since
-            if since[1] == 0:
-                since = (since[0], step - cfg.log_every)
-            rate = (step - since[1]) / max(time.perf_counter() - since[0], 1e-9)
+            nonlocal first
+            now = time.perf_counter()
+            first = first or (now, step)
+            rate = (step - first[1]) / (now - first[0]) if step > first[1] else 0.0
             bar.update(task, completed=step, total=total, loss=loss, rate=rate)
 
         return run(photos, names, cfg, force=force, resume=resume, progress=progress, warn=warn)
