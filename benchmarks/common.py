@@ -265,6 +265,49 @@ class Clock:
         return time.perf_counter()
 
 
+class LoadMeter:
+    """How many cores other processes kept busy, on average, while the block ran (Linux; else None).
+
+    CPU timings on a shared machine are only worth reading when this is near 0: with torch's threads
+    competing for cores, steps can slow down many times over.
+    """
+
+    other_cores: float | None = None
+
+    @staticmethod
+    def _busy_s() -> float:
+        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _own_s() -> float:
+        me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+    def __enter__(self) -> LoadMeter:
+        try:
+            self._start = (time.perf_counter(), self._busy_s(), self._own_s())
+        except (OSError, ValueError, IndexError):
+            self._start = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._start is None:
+            return
+        t0, busy0, own0 = self._start
+        wall = time.perf_counter() - t0
+        other = (self._busy_s() - busy0) - (self._own_s() - own0)
+        self.other_cores = round(max(0.0, other) / wall, 3) if wall > 0 else None
+
+
+def set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def versions() -> dict[str, str]:
     import diffusers
     import torch
@@ -293,6 +336,7 @@ def require_faces(photo: Path, face_models: Path) -> tuple[Path, Path]:
 def add_common_args(parser: argparse.ArgumentParser, arch: str = "tiny") -> None:
     parser.add_argument("--arch", default=arch, choices=ARCHS, help="model architecture (random weights)")
     parser.add_argument("--device", default="auto", help="auto | cuda | mps | cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
 
 

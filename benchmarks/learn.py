@@ -26,6 +26,7 @@ from benchmarks.common import (
     DEFAULT_FACE_MODELS,
     DEFAULT_PHOTO,
     Clock,
+    LoadMeter,
     add_common_args,
     device_name,
     emit,
@@ -35,6 +36,7 @@ from benchmarks.common import (
     peak_memory_gb,
     require_faces,
     reset_peak_memory,
+    set_threads,
     stdout_to_stderr,
     today,
     versions,
@@ -197,11 +199,12 @@ def floor_ms(folder: Path, device: str, dtype: str, batch: int, resolution: int,
 
 def run(args: argparse.Namespace, method: str, folder: Path, device: str, import_s: float) -> dict[str, Any]:
     log(f"learn: {method} on {args.arch} ({device}), {args.steps} steps")
-    timing = time_learn(folder, method, device, args.photo, args.face_models, args.steps, args.warmup,
-                        args.dtype, args.resolution, args.bank_size)
-    gc.collect()
-    floor = floor_ms(folder, device, args.dtype, timing["batch_size"], timing["resolution"],
-                     args.floor_iters or max(3, args.steps - args.warmup), args.warmup)
+    with LoadMeter() as load:
+        timing = time_learn(folder, method, device, args.photo, args.face_models, args.steps, args.warmup,
+                            args.dtype, args.resolution, args.bank_size)
+        gc.collect()
+        floor = floor_ms(folder, device, args.dtype, timing["batch_size"], timing["resolution"],
+                         args.floor_iters or max(3, args.steps - args.warmup), args.warmup)
     floor_median = median(floor)
     result = {
         "benchmark": "learn",
@@ -221,6 +224,7 @@ def run(args: argparse.Namespace, method: str, folder: Path, device: str, import
     result["step_over_floor"] = result["step_ms_median"] / floor_median
     result.update(timing)
     result["import_s"] = import_s
+    result["other_load_cores"] = load.other_cores
     result["projected_cli_s"] = import_s + result["projected_default_s"]
     result["notes"] = ("projected_default_s = setup_s + warmup_s + (steps_default - warmup_steps) x step_ms_median"
                        " + finish_s, inside learn(); projected_cli_s adds import_s. Steps are timed with a host "
@@ -237,6 +241,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.arch == "sdxl":
             raise SystemExit("sid does not learn on SDXL yet (sid.train refuses it); use --arch sd15 or sd21")
         import_s = import_heavy()
+        set_threads(args.threads)
         device = pick_device(args.device)
         folder = model_folder(args.arch)
         methods = METHODS if args.method == "both" else (args.method,)
