@@ -40,8 +40,8 @@ _SD_UNET = {
     "out_channels": 4,
     "layers_per_block": 2,
     "block_out_channels": (320, 640, 1280, 1280),
-    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
     "norm_num_groups": 32,
     "norm_eps": 1e-5,
     "act_fn": "silu",
@@ -82,7 +82,8 @@ _CLIP_TEXT = {"vocab_size": 49408, "max_position_embeddings": 77, "bos_token_id"
 CLIP_VIT_L = {**_CLIP_TEXT, "hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12,
               "num_hidden_layers": 12, "hidden_act": "quick_gelu", "projection_dim": 768}
 OPENCLIP_VIT_H = {**_CLIP_TEXT, "hidden_size": 1024, "intermediate_size": 4096, "num_attention_heads": 16,
-                  "num_hidden_layers": 23, "hidden_act": "gelu", "projection_dim": 512}  # 23 of 24 layers, as SD2 ships
+                  "num_hidden_layers": 23,  # 23 of ViT-H's 24 layers, as diffusers ships SD2's text encoder
+                  "hidden_act": "gelu", "projection_dim": 512}
 OPENCLIP_VIT_BIGG = {**_CLIP_TEXT, "hidden_size": 1280, "intermediate_size": 5120, "num_attention_heads": 20,
                      "num_hidden_layers": 32, "hidden_act": "gelu", "projection_dim": 1280}
 SD_VAE = {
@@ -313,7 +314,8 @@ def versions() -> dict[str, str]:
     import torch
     import transformers
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "diffusers": diffusers.__version__,
             "transformers": transformers.__version__, "cuda": str(torch.version.cuda)}
 
 
@@ -328,8 +330,8 @@ def require_faces(photo: Path, face_models: Path) -> tuple[Path, Path]:
         raise SystemExit(f"benchmark photo {photo} not found: pass --photo, or put the test data at {SHARED} "
                          "(see ../shared/README.md)")
     if not any(Path(face_models).glob("*.onnx")):
-        raise SystemExit(f"no face models (.onnx) in {face_models}: pass --face-models, or put the test data at "
-                         f"{SHARED} (see ../shared/README.md)")
+        raise SystemExit(f"no face models (.onnx) in {face_models}: pass --face-models, or put the test data "
+                         f"at {SHARED} (see ../shared/README.md)")
     return Path(photo), Path(face_models)
 
 

@@ -53,8 +53,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=2, help="first steps left out of the median")
     p.add_argument("--dtype", default="auto", help="GPU autocast: auto | bf16 | fp16 | fp32 (CPU is fp32)")
     p.add_argument("--resolution", type=int, default=None, help="training size (default: the model's native)")
-    p.add_argument("--bank-size", type=int, default=128, help="augmented latents precomputed (sid's default 128)")
-    p.add_argument("--floor-iters", type=int, default=None, help="timed floor iterations (default: as many as steps)")
+    p.add_argument("--bank-size", type=int, default=128, help="augmented latents precomputed (sid's default)")
+    p.add_argument("--floor-iters", type=int, default=None, help="timed floor iterations (default: as steps)")
     p.add_argument("--photo", type=Path, default=DEFAULT_PHOTO)
     p.add_argument("--face-models", type=Path, default=DEFAULT_FACE_MODELS)
     return p
@@ -113,19 +113,19 @@ def time_learn(folder: Path, method: str, device: str, photo: Path, face_models:
         checkpoint_every=0,
     )
     with tempfile.TemporaryDirectory(prefix="sid-bench-learn-") as home, ExitStack() as stack:
-        stack.enter_context(mock.patch.object(train, "extract_face", timed("faces_s", train.extract_face)))
-        stack.enter_context(mock.patch.object(train, "load_pipeline", timed("model_load_s", train.load_pipeline)))
-        stack.enter_context(mock.patch.object(train, "build_bank", timed("bank_s", train.build_bank)))
+        phases_of = {"extract_face": "faces_s", "load_pipeline": "model_load_s", "build_bank": "bank_s"}
+        for name, phase in phases_of.items():
+            stack.enter_context(mock.patch.object(train, name, timed(phase, getattr(train, name))))
         reset_peak_memory(device)
         start = clock.now()
-        result = train.learn([photo], ["bench"], cfg, store=IdentityStore(Path(home) / "identities"), force=True,
-                             progress=progress)
+        store = IdentityStore(Path(home) / "identities")
+        result = train.learn([photo], ["bench"], cfg, store=store, force=True, progress=progress)
         end = clock.now()
         peak_gb, peak_kind = peak_memory_gb(device)
     if len(stamps) != steps:
         raise RuntimeError(f"expected {steps} progress calls, got {len(stamps)}")
     setup_end = marks["bank_s_end"]
-    times = [b - a for a, b in zip([setup_end, *stamps[:-1]], stamps)]
+    times = [b - a for a, b in zip([setup_end, *stamps[:-1]], stamps, strict=True)]
     step_s = median(times[warmup:])
     recipe = train.RECIPES[method]
     setup_s = setup_end - start  # faces, model, prior, mapper, bank
@@ -226,9 +226,10 @@ def run(args: argparse.Namespace, method: str, folder: Path, device: str, import
     result["import_s"] = import_s
     result["other_load_cores"] = load.other_cores
     result["projected_cli_s"] = import_s + result["projected_default_s"]
-    result["notes"] = ("projected_default_s = setup_s + warmup_s + (steps_default - warmup_steps) x step_ms_median"
-                       " + finish_s, inside learn(); projected_cli_s adds import_s. Steps are timed with a host "
-                       "sync every step (log_every=1) and no checkpoints (checkpoint_every=0).")
+    result["notes"] = ("projected_default_s = setup_s + warmup_s + (steps_default - warmup_steps) x "
+                       "step_ms_median + finish_s, inside learn(); projected_cli_s adds import_s. Steps are "
+                       "timed with a host sync every step (log_every=1), without checkpoints "
+                       "(checkpoint_every=0).")
     return result
 
 

@@ -100,7 +100,8 @@ def setup_naive(folder: Path, device: str, photo: Path, face_models: Path, resol
     crop = extract_face(photo, face_models=face_models)
     image = torch.from_numpy(np.asarray(crop.image.resize((resolution, resolution)), np.float32) / 127.5 - 1)
     mask = torch.ones(1, resolution, resolution)
-    images, _, _ = augment_batch(image.permute(2, 0, 1), mask, 8, torch.Generator().manual_seed(0), "stableidentity")
+    generator = torch.Generator().manual_seed(0)
+    images, _, _ = augment_batch(image.permute(2, 0, 1), mask, 8, generator, "stableidentity")
     return Naive(
         unet=pipe.unet, vae=pipe.vae, text_encoder=text_encoder, scheduler=pipe.scheduler,
         optimizer=torch.optim.AdamW(embedding.parameters(), lr=5e-4),
@@ -164,8 +165,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         recipe = RECIPES[args.method]
         with LoadMeter() as load:
             log(f"naive: sid's {args.method} step on {args.arch} ({device}), {args.steps} steps")
-            sid = time_learn(folder, args.method, device, args.photo, args.face_models, args.steps, args.warmup,
-                             resolution=args.resolution, bank_size=args.bank_size)
+            sid = time_learn(folder, args.method, device, args.photo, args.face_models, args.steps,
+                             args.warmup, resolution=args.resolution, bank_size=args.bank_size)
             gc.collect()
             log(f"naive: textual-inversion step, {args.steps} steps")
             naive = setup_naive(folder, device, args.photo, args.face_models, sid["resolution"],

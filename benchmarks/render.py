@@ -15,7 +15,6 @@ Two comparisons, each the median of ``--runs`` interleaved runs after one warm-u
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -85,9 +84,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         from diffusers import DiffusionPipeline
 
         from sid.pipelines import pick_device, pick_dtype
-        from sid.render import RenderConfig, generate, load_render_pipeline, native_size, parse_size, prepare
+        from sid.render import (
+            RenderConfig,
+            generate,
+            load_render_pipeline,
+            native_size,
+            parse_size,
+            prepare,
+            set_scheduler,
+        )
         from sid.render import render as sid_render
-        from sid.render import set_scheduler
 
         set_threads(args.threads)
         device = pick_device(args.device)
@@ -106,8 +112,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             return pipe
 
         def plain_call(pipe: Any, size: tuple[int, int]) -> Any:
-            return pipe(plain_prompt, num_inference_steps=args.steps, guidance_scale=cfg.guidance, width=size[0],
-                        height=size[1], generator=torch.Generator("cpu").manual_seed(0)).images[0]
+            generator = torch.Generator("cpu").manual_seed(0)
+            return pipe(plain_prompt, num_inference_steps=args.steps, guidance_scale=cfg.guidance,
+                        width=size[0], height=size[1], generator=generator).images[0]
 
         def plain_end_to_end() -> None:
             pipe = plain_pipeline()

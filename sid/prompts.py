@@ -141,13 +141,11 @@ def inject_vectors(text_encoder: Any, token_ids: list[int], source: Any) -> Iter
     """
     import torch
 
-    ids = torch.tensor(token_ids)
-
     def hook(module: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
         input_ids = inputs[0]  # (B, L)
         vectors = source().to(output.dtype)  # (B, K, d)
         for k in range(len(token_ids)):
-            here = (input_ids == ids[k].to(input_ids.device)).unsqueeze(-1)  # (B, L, 1)
+            here = (input_ids == token_ids[k]).unsqueeze(-1)  # (B, L, 1); a Python int: no transfer
             output = torch.where(here, vectors[:, k : k + 1, :], output)
         return output
 

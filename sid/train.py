@@ -143,7 +143,7 @@ def learn(
     # 3. prior, placeholder tokens and mapper (the only trainable part)
     torch.manual_seed(cfg.seed)
     prior = build_prior(tokenizer, text_encoder)
-    embeddings = [face_embeddings(c, cfg) for c in crops]  # per identity: (2, f) unflipped, flipped
+    embeddings = [face_embeddings(c, cfg).to(device) for c in crops]  # per identity: (2, f) plain, mirrored
     mapper = build_mapper(cfg.method, embeddings[0].shape[-1], prior).to(device)
     token_ids = add_placeholder_tokens(tokenizer, text_encoder, identity_token("__learn__"), 2)
     text_encoder.to(device)
@@ -158,9 +158,10 @@ def learn(
         mapper.parameters(), lr=lr, betas=recipe.betas, weight_decay=recipe.weight_decay, **_fused(device)
     )
     ckpt = checkpoint_path(store, run_key(photos, names, cfg))
+    step_gen = torch.Generator(device).manual_seed(cfg.seed)  # per-step draws on the device: no host syncs
     first_step, losses = 0, []
     if resume and ckpt.is_file():
-        first_step, losses = load_state(ckpt, mapper, optimizer, generator)
+        first_step, losses = load_state(ckpt, mapper, optimizer, step_gen)
     alphas_cumprod = scheduler.alphas_cumprod.to(device)
     num_train_timesteps = scheduler.config.num_train_timesteps
     scaler = torch.amp.GradScaler(enabled=amp_dtype == torch.float16)  # fp16 needs loss scaling, bf16 not
@@ -178,12 +179,12 @@ def learn(
             for step in range(first_step, steps):
                 who = step % len(crops)  # joint learning alternates identities
                 if not (cfg.overfit and step > first_step):
-                    z0, mask, flip = bank[who].sample(batch, generator)
-                    face = embeddings[who][flip.long()].to(device)  # (B, f): flipped photo -> flipped embedding
-                    t = torch.randint(0, num_train_timesteps, (batch,), generator=generator).to(device)
-                    noise = torch.randn(z0.shape, generator=generator).to(device)
+                    z0, mask, flip = bank[who].sample(batch, step_gen)
+                    face = embeddings[who][flip.long()]  # (B, f): mirrored photo -> mirrored embedding
+                    t = torch.randint(0, num_train_timesteps, (batch,), generator=step_gen, device=device)
+                    noise = torch.randn(z0.shape, generator=step_gen, device=device)
                     z_t = scheduler.add_noise(z0, noise, t)
-                    ids = templates[torch.randint(0, len(templates), (batch,), generator=generator).to(device)]
+                    ids = templates[torch.randint(0, len(templates), (batch,), generator=step_gen, device=device)]
                 with torch.autocast(device.split(":")[0], dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                     vectors_now[:] = [mapper(face)]  # (B, 2, d)
                     cond = text_encoder(ids)[0]  # (B, 77, d)
@@ -207,7 +208,7 @@ def learn(
                         progress(step + 1, steps, _smoothed(losses))
                 if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < steps:
                     flush()
-                    save_state(ckpt, mapper, optimizer, generator, step + 1, losses)
+                    save_state(ckpt, mapper, optimizer, step_gen, step + 1, losses)
     except torch.OutOfMemoryError as e:
         raise OutOfMemory(f"out of memory on {device} while learning", "pass --batch-size 1 or use a smaller model") from e
 
@@ -273,7 +274,7 @@ class Bank:
     flips: torch.Tensor
 
     def sample(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        idx = torch.randint(0, len(self.latents), (batch,), generator=generator).to(self.latents.device)
+        idx = torch.randint(0, len(self.latents), (batch,), generator=generator, device=self.latents.device)
         return self.latents[idx], self.masks[idx], self.flips[idx]
 
 

@@ -14,8 +14,15 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # benchmarks/ is not an installed package
     sys.path.insert(0, str(ROOT))
 
+TINY = ["--arch", "tiny", "--device", "cpu", "--threads", "1"]
 LEARN_KEYS = {"benchmark", "device", "arch", "method", "dtype", "steps_default", "step_ms_median",
-              "projected_default_s", "model_load_s", "floor_ms_median", "step_over_floor", "peak_mem_gb", "date"}
+              "projected_default_s", "model_load_s", "floor_ms_median", "step_over_floor", "peak_mem_gb",
+              "date"}
+KEYS = {
+    "naive": {"arch", "device", "date", "naive_step_ms_median", "sid_step_ms_median", "ratio"},
+    "render": {"device", "arch", "steps", "size", "sid_s_median", "plain_s_median", "ratio", "date"},
+    "cli": {"help_s_median", "ls_s_median", "import_torch_s_median", "identities", "date", "device"},
+}
 POSITIVE = {
     "learn": ("step_ms_median", "projected_default_s", "model_load_s", "floor_ms_median", "step_over_floor",
               "peak_mem_gb", "steps_default"),
@@ -47,13 +54,18 @@ def bench_cache(tmp_path_factory):
         os.environ["SID_BENCH_CACHE"] = old
 
 
-def check(result: dict, name: str, keys: set[str], capsys) -> None:
+def check_numbers(result: dict, name: str) -> None:
+    for key in POSITIVE[name]:
+        value = result[key]
+        assert isinstance(value, (int, float)) and math.isfinite(value) and value > 0, (key, result)
+
+
+def check(result: dict, name: str, capsys) -> None:
     printed = capsys.readouterr().out
     assert json.loads(printed) == json.loads(json.dumps(result, default=str))  # stdout is that one object
     assert result["benchmark"] == name
-    assert keys <= set(result), keys - set(result)
-    for key in POSITIVE[name]:
-        assert isinstance(result[key], (int, float)) and math.isfinite(result[key]) and result[key] > 0, (key, result)
+    assert KEYS[name] <= set(result), KEYS[name] - set(result)
+    check_numbers(result, name)
     assert result["date"] and result["device"]
 
 
@@ -61,43 +73,41 @@ def test_learn_both_methods(facepack, face_photos, tmp_path, capsys):
     from benchmarks import learn
 
     out = tmp_path / "learn.json"
-    result = learn.main(["--arch", "tiny", "--device", "cpu", "--threads", "1", "--method", "both", "--steps", "3", "--warmup", "1",
-                         "--bank-size", "4", "--floor-iters", "2", "--photo", str(face_photos / "obama_1.jpg"),
+    result = learn.main([*TINY, "--method", "both", "--steps", "3", "--warmup", "1", "--bank-size", "4",
+                         "--floor-iters", "2", "--photo", str(face_photos / "obama_1.jpg"),
                          "--face-models", str(facepack), "--out", str(out)])
     assert json.loads(out.read_text())["method"] == "both"
-    printed = capsys.readouterr().out
-    assert json.loads(printed)["runs"][0]["method"] == "stableidentity"
+    assert json.loads(capsys.readouterr().out)["runs"][0]["method"] == "stableidentity"
     assert [r["method"] for r in result["runs"]] == ["stableidentity", "celebbasis"]
     for run in result["runs"]:
         assert LEARN_KEYS <= set(run), LEARN_KEYS - set(run)
-        assert run["arch"] == "tiny" and run["dtype"] == "fp32" and run["steps_run"] == 3
-        for key in POSITIVE["learn"]:
-            assert math.isfinite(run[key]) and run[key] > 0, (key, run)
+        assert run["benchmark"] == "learn" and run["arch"] == "tiny" and run["dtype"] == "fp32"
+        assert run["steps_run"] == 3
+        check_numbers(run, "learn")
 
 
 def test_naive(facepack, face_photos, capsys):
     from benchmarks import naive
 
-    result = naive.main(["--arch", "tiny", "--device", "cpu", "--threads", "1", "--steps", "3", "--warmup", "1", "--bank-size", "4",
+    result = naive.main([*TINY, "--steps", "3", "--warmup", "1", "--bank-size", "4",
                          "--photo", str(face_photos / "obama_1.jpg"), "--face-models", str(facepack)])
-    check(result, "naive", {"arch", "device", "date", "naive_step_ms_median", "sid_step_ms_median", "ratio"}, capsys)
+    check(result, "naive", capsys)
 
 
 def test_render(capsys):
     from benchmarks import render
 
-    result = render.main(["--arch", "tiny", "--device", "cpu", "--threads", "1", "--steps", "2", "--runs", "1"])
-    check(result, "render", {"device", "arch", "steps", "size", "sid_s_median", "plain_s_median", "ratio", "date"},
-          capsys)
+    result = render.main([*TINY, "--steps", "2", "--runs", "1"])
+    check(result, "render", capsys)
     assert result["size"] == "64x64" and "<sid-alice>" in result["identity_tokens"]
+    assert result["warnings"] == []  # the identity's fingerprint matches the model
 
 
 def test_cli(capsys):
     from benchmarks import cli
 
     result = cli.main(["--runs", "1", "--identities", "20"])
-    check(result, "cli", {"help_s_median", "ls_s_median", "import_torch_s_median", "identities", "date", "device"},
-          capsys)
+    check(result, "cli", capsys)
     assert result["identities"] == 20
 
 
