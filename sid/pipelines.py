@@ -229,16 +229,22 @@ def family_of(pipe: Any) -> str:
     return {768: "sd1", 1024: "sd2"}.get(width, f"te{width}")
 
 
-def fingerprint(text_encoder: Any) -> str:
+def fingerprint(text_encoder: Any, rows: int | None = None) -> str:
     """``width:hash`` of a text encoder's token-embedding matrix, independent of the load dtype.
 
-    Identities learned on one text encoder fit any model whose fingerprint matches; a different hash
-    at the same width (a fine-tune) still works, only less exactly.
+    Only the first ``rows`` rows (the base vocabulary) count, so tokens added by textual inversion do
+    not change it; the result is cached on the encoder, whose base rows never change. Identities
+    learned on one text encoder fit any model whose fingerprint matches; a different hash at the same
+    width (a fine-tune) still works, only less exactly.
     """
     import hashlib
 
     import torch
 
+    cache = text_encoder.__dict__.setdefault("_sid_fingerprints", {})
     weight = text_encoder.get_input_embeddings().weight.detach()
-    data = weight.to("cpu", torch.float16).contiguous().numpy().tobytes()
-    return f"{weight.shape[-1]}:{hashlib.sha256(data).hexdigest()[:16]}"
+    rows = rows or weight.shape[0]
+    if rows not in cache:
+        data = weight[:rows].to("cpu", torch.float16).contiguous().numpy().tobytes()
+        cache[rows] = f"{weight.shape[-1]}:{hashlib.sha256(data).hexdigest()[:16]}"
+    return cache[rows]

@@ -86,7 +86,7 @@ def check_compatible(identity: Identity, pipe: Any, warn: Any = None) -> dict[in
 
     by_width = {v.shape[-1]: (slot, v) for slot, v in identity.vectors.items()}
     chosen: dict[int, Any] = {}
-    for index, (_, encoder) in enumerate(text_encoders(pipe)):
+    for index, (tokenizer, encoder) in enumerate(text_encoders(pipe)):
         width = encoder_width(encoder)
         if width not in by_width:
             learned = ", ".join(FAMILY_BY_WIDTH.get(w, f"{w}-d text encoder") for w in sorted(by_width))
@@ -97,7 +97,7 @@ def check_compatible(identity: Identity, pipe: Any, warn: Any = None) -> dict[in
             )
         slot, vectors = by_width[width]
         stored = identity.fingerprints.get(slot)
-        if warn is not None and stored and stored != fingerprint(encoder):
+        if warn is not None and stored and stored != fingerprint(encoder, tokenizer.vocab_size):
             warn(f"{identity.name} was learned on another {width}-d text encoder ({identity.base_model}); "
                  "results may differ")
         chosen[index] = vectors

@@ -136,7 +136,7 @@ def learn(
         unet.to(amp_dtype)
     for module in (unet, vae, text_encoder):
         module.requires_grad_(False).eval()
-    base_fingerprint = fingerprint(text_encoder)  # before placeholder tokens are added
+    base_fingerprint = fingerprint(text_encoder, tokenizer.vocab_size)  # the base vocabulary's rows
     prediction_type = scheduler.config.get("prediction_type", "epsilon")
     resolution = cfg.resolution or unet.config.sample_size * pipe.vae_scale_factor
 

@@ -153,3 +153,21 @@ def test_canny_edges_of_a_square() -> None:
     square[16:48, 16:48] = 255
     edges = np.asarray(canny(Image.fromarray(square)))[..., 0]
     assert edges[16:48, 15:18].any() and not edges[24:40, 24:40].any() and not edges[:8, :8].any()
+
+
+def test_fingerprint_mismatch_only_warns(tiny_model: Path, tmp_path: Path) -> None:
+    from diffusers import StableDiffusionPipeline
+
+    from sid.pipelines import fingerprint
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(tiny_model))
+    real = fingerprint(pipe.text_encoder, pipe.tokenizer.vocab_size)
+    for name, print_ in (("same", real), ("other", "32:0123456789abcdef")):
+        identity = make_identity(name, width=32)
+        identity.fingerprints = {"te32": print_}
+        IdentityStore().save(identity)
+    quiet = render(tiny_model, tmp_path / "a", "same and same again")
+    assert quiet.exit_code == 0 and "learned on another" not in quiet.stderr
+    both = render(tiny_model, tmp_path / "b", "same meets other")  # the first load must not alter the check
+    assert both.exit_code == 0
+    assert both.stderr.count("learned on another") == 1 and "other was learned" in both.stderr
