@@ -557,6 +557,7 @@ class _RunContext:
         image_dir = self.folder / "images" / name
         image_dir.mkdir(parents=True, exist_ok=True)
         stem = f"{p_index:02d}-{render.slug(prompt.template.replace(PLACEHOLDER, name), 40)}"
+        hashes = render.identity_hashes(identities)
         scores, thumbs = [], []
         for j, (image, seed) in enumerate(zip(images, seeds)):
             found = find_faces(image, self.pack)
@@ -566,7 +567,7 @@ class _RunContext:
             if match is not None:
                 score.face_box = found[match[0]].bbox
             path = image_dir / f"{stem}-{j:02d}-{seed}.png"
-            meta = render.png_metadata(cfg, seed, self.size, self.model_label, identities)
+            meta = render.png_metadata(cfg, seed, self.size, self.model_label, hashes)
             render.save_png(image, path, meta)
             score.path = str(path)
             scores.append(score)

@@ -36,8 +36,8 @@ def export_tensors(identity: Identity, fmt: str) -> dict[str, np.ndarray]:
     return {"emb_params": only}
 
 
-def write_export(identity: Identity, fmt: str, path: Path) -> Path:
-    """Write ``identity`` to ``path`` in ``fmt``."""
+def write_export(identity: Identity, fmt: str, path: Path) -> None:
+    """Write ``identity`` to the file ``path`` in ``fmt`` (the caller picks the name: A1111 uses it)."""
     from safetensors.numpy import save
 
     from sid.store import atomic_write
@@ -49,13 +49,9 @@ def write_export(identity: Identity, fmt: str, path: Path) -> Path:
     else:
         meta = {"name": identity.name, "sid_method": identity.method, "sid_base_model": identity.base_model}
         data = save(export_tensors(identity, fmt), metadata=meta)
-    path = path.expanduser()
-    if path.is_dir():
-        path = path / f"{identity.name}.safetensors"
     if not path.parent.is_dir():
         raise BadInput(f"folder {path.parent} does not exist", "create it or pick another -o path")
     atomic_write(path, data)
-    return path
 
 
 @dataclass

@@ -189,13 +189,14 @@ def render(
     # 1. check inputs and the prompt's identities before loading anything heavy
     check_inputs(cfg)
     store = store or IdentityStore()
-    parse_prompt(cfg.prompt, store)  # unknown @names fail fast
+    parsed = parse_prompt(cfg.prompt, store)  # unknown @names fail fast
+    identities = [store.get(name) for name in parsed.names]
     seed = cfg.seed if cfg.seed is not None else secrets.randbelow(2**31)
     seeds = [seed + i for i in range(cfg.count)]
 
     # 2. model, identities, control image
     pipe, spec = load_render_pipeline(cfg)
-    parsed, identities = prepare(cfg.prompt, store, pipe, warn)
+    load_identities(pipe, identities, warn)
     if not identities and warn is not None:
         warn("the prompt names no stored identity: rendering plain text-to-image")
     control = control_image_for(cfg) if cfg.control is not None else None
@@ -205,10 +206,11 @@ def render(
     images = generate(pipe, parsed.text, seeds, cfg.steps, cfg.guidance, cfg.negative, size, control,
                       cfg.control_scale, on_step)
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    hashes = identity_hashes(identities)
     results = []
     for index, (image, s) in enumerate(zip(images, seeds)):
         path = cfg.out_dir / f"{slug(cfg.prompt)}-{index:02d}-{s}.png"
-        meta = png_metadata(cfg, s, size, spec.label, identities)
+        meta = png_metadata(cfg, s, size, spec.label, hashes)
         save_png(image, path, meta)
         results.append(Rendered(path, s, index))
     return results
@@ -218,11 +220,15 @@ def slug(text: str, limit: int = 60) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].rstrip("-") or "render"
 
 
-def png_metadata(cfg: RenderConfig, seed: int, size: tuple[int, int], model: str, identities: list[Identity]) -> dict[str, str]:
-    """The A1111 ``parameters`` text and sid's own JSON for one image."""
+def identity_hashes(identities: list[Identity]) -> dict[str, str]:
+    """Short content hashes of the identities used, for A1111's ``TI hashes`` (computed once per render)."""
     from sid.store import identity_to_bytes
 
-    hashes = {i.name: _short_hash(identity_to_bytes(i)) for i in identities}
+    return {i.name: _short_hash(identity_to_bytes(i)) for i in identities}
+
+
+def png_metadata(cfg: RenderConfig, seed: int, size: tuple[int, int], model: str, hashes: dict[str, str]) -> dict[str, str]:
+    """The A1111 ``parameters`` text and sid's own JSON for one image; ``hashes`` from ``identity_hashes``."""
     fields = [
         f"Steps: {cfg.steps}",
         f"Sampler: {SCHEDULERS[cfg.scheduler][2]}",

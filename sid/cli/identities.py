@@ -107,8 +107,8 @@ def export(
         target = target / f"{identity.name}.safetensors"
     if target.exists() and not force:
         raise BadInput(f"{target} already exists", "pass --force to overwrite it or choose another -o")
-    path = write_export(identity, fmt, target)
-    out.print(f"Wrote {path} ({fmt}).")
+    write_export(identity, fmt, target)
+    out.print(f"Wrote {target} ({fmt}).")
 
 
 @app.command("import")
