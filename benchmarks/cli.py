@@ -47,10 +47,17 @@ def fill_store(home: Path, count: int) -> None:
     rng = np.random.default_rng(0)
     for i in range(count):
         vectors = {"clip_h": rng.standard_normal((2, 1024)).astype(np.float32)}
-        store.save(Identity(name=f"person{i:03d}", vectors=vectors, method="stableidentity",
-                            base_model="sd21",
-                            fingerprints={"clip_h": "1024:0000000000000000"},
-                            settings={"steps": 450, "lr": 5e-5}, final_loss=0.1))
+        store.save(
+            Identity(
+                name=f"person{i:03d}",
+                vectors=vectors,
+                method="stableidentity",
+                base_model="sd21",
+                fingerprints={"clip_h": "1024:0000000000000000"},
+                settings={"steps": 450, "lr": 5e-5},
+                final_loss=0.1,
+            )
+        )
 
 
 def wall(cmd: list[str], env: dict[str, str], runs: int) -> list[float]:

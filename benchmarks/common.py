@@ -77,15 +77,41 @@ SDXL_UNET = {  # stable-diffusion-xl-base-1.0
     "flip_sin_to_cos": True,
     "freq_shift": 0,
 }
-_CLIP_TEXT = {"vocab_size": 49408, "max_position_embeddings": 77, "bos_token_id": 49406,
-              "eos_token_id": 49407, "pad_token_id": 49407, "layer_norm_eps": 1e-5}
-CLIP_VIT_L = {**_CLIP_TEXT, "hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12,
-              "num_hidden_layers": 12, "hidden_act": "quick_gelu", "projection_dim": 768}
-OPENCLIP_VIT_H = {**_CLIP_TEXT, "hidden_size": 1024, "intermediate_size": 4096, "num_attention_heads": 16,
-                  "num_hidden_layers": 23,  # 23 of ViT-H's 24 layers, as diffusers ships SD2's text encoder
-                  "hidden_act": "gelu", "projection_dim": 512}
-OPENCLIP_VIT_BIGG = {**_CLIP_TEXT, "hidden_size": 1280, "intermediate_size": 5120, "num_attention_heads": 20,
-                     "num_hidden_layers": 32, "hidden_act": "gelu", "projection_dim": 1280}
+_CLIP_TEXT = {
+    "vocab_size": 49408,
+    "max_position_embeddings": 77,
+    "bos_token_id": 49406,
+    "eos_token_id": 49407,
+    "pad_token_id": 49407,
+    "layer_norm_eps": 1e-5,
+}
+CLIP_VIT_L = {
+    **_CLIP_TEXT,
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_attention_heads": 12,
+    "num_hidden_layers": 12,
+    "hidden_act": "quick_gelu",
+    "projection_dim": 768,
+}
+OPENCLIP_VIT_H = {
+    **_CLIP_TEXT,
+    "hidden_size": 1024,
+    "intermediate_size": 4096,
+    "num_attention_heads": 16,
+    "num_hidden_layers": 23,  # 23 of ViT-H's 24 layers, as diffusers ships SD2's text encoder
+    "hidden_act": "gelu",
+    "projection_dim": 512,
+}
+OPENCLIP_VIT_BIGG = {
+    **_CLIP_TEXT,
+    "hidden_size": 1280,
+    "intermediate_size": 5120,
+    "num_attention_heads": 20,
+    "num_hidden_layers": 32,
+    "hidden_act": "gelu",
+    "projection_dim": 1280,
+}
 SD_VAE = {
     "in_channels": 3,
     "out_channels": 3,
@@ -100,18 +126,36 @@ SD_VAE = {
     "scaling_factor": 0.18215,
 }
 SDXL_VAE = {**SD_VAE, "sample_size": 1024, "scaling_factor": 0.13025, "force_upcast": True}
-SD_SCHEDULER = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
-                "num_train_timesteps": 1000, "skip_prk_steps": True, "steps_offset": 1,
-                "set_alpha_to_one": False, "prediction_type": "epsilon"}
-SDXL_SCHEDULER = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
-                  "num_train_timesteps": 1000, "steps_offset": 1, "prediction_type": "epsilon",
-                  "timestep_spacing": "leading"}
+SD_SCHEDULER = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "set_alpha_to_one": False,
+    "prediction_type": "epsilon",
+}
+SDXL_SCHEDULER = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000,
+    "steps_offset": 1,
+    "prediction_type": "epsilon",
+    "timestep_spacing": "leading",
+}
 
 FULL_SIZE: dict[str, dict[str, Any]] = {
     "sd15": {"unet": SD15_UNET, "text_encoder": CLIP_VIT_L, "vae": SD_VAE, "scheduler": SD_SCHEDULER},
     "sd21": {"unet": SD21_UNET, "text_encoder": OPENCLIP_VIT_H, "vae": SD_VAE, "scheduler": SD_SCHEDULER},
-    "sdxl": {"unet": SDXL_UNET, "text_encoder": CLIP_VIT_L, "text_encoder_2": OPENCLIP_VIT_BIGG,
-             "vae": SDXL_VAE, "scheduler": SDXL_SCHEDULER},
+    "sdxl": {
+        "unet": SDXL_UNET,
+        "text_encoder": CLIP_VIT_L,
+        "text_encoder_2": OPENCLIP_VIT_BIGG,
+        "vae": SDXL_VAE,
+        "scheduler": SDXL_SCHEDULER,
+    },
 }
 
 
@@ -142,14 +186,22 @@ def build_pipeline(arch: str, seed: int = 0) -> Any:
     text_encoder = CLIPTextModel(CLIPTextConfig(**spec["text_encoder"])).eval()
     if arch == "sdxl":
         return StableDiffusionXLPipeline(
-            unet=unet, vae=vae, text_encoder=text_encoder,
+            unet=unet,
+            vae=vae,
+            text_encoder=text_encoder,
             text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**spec["text_encoder_2"])).eval(),
-            tokenizer=clip_tokenizer(), tokenizer_2=clip_tokenizer(),
+            tokenizer=clip_tokenizer(),
+            tokenizer_2=clip_tokenizer(),
             scheduler=EulerDiscreteScheduler(**spec["scheduler"]),
         )
     return StableDiffusionPipeline(
-        unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=clip_tokenizer(),
-        scheduler=PNDMScheduler(**spec["scheduler"]), safety_checker=None, feature_extractor=None,
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=clip_tokenizer(),
+        scheduler=PNDMScheduler(**spec["scheduler"]),
+        safety_checker=None,
+        feature_extractor=None,
         requires_safety_checker=False,
     )
 
@@ -184,8 +236,13 @@ def model_folder(arch: str) -> Path:
     else:
         log(f"building a random-weight {arch} pipeline into {folder} (once) ...")
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-        subprocess.run([sys.executable, "-m", "benchmarks.common", "save", arch, str(staging)],
-                       check=True, cwd=REPO, env=env, stdout=sys.stderr)
+        subprocess.run(
+            [sys.executable, "-m", "benchmarks.common", "save", arch, str(staging)],
+            check=True,
+            cwd=REPO,
+            env=env,
+            stdout=sys.stderr,
+        )
     try:
         staging.rename(folder)
     except OSError:  # another process finished first
@@ -314,9 +371,13 @@ def versions() -> dict[str, str]:
     import torch
     import transformers
 
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "diffusers": diffusers.__version__,
-            "transformers": transformers.__version__, "cuda": str(torch.version.cuda)}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+        "cuda": str(torch.version.cuda),
+    }
 
 
 def today() -> str:
@@ -327,11 +388,15 @@ def today() -> str:
 def require_faces(photo: Path, face_models: Path) -> tuple[Path, Path]:
     """The photo and face-model pack, or a clear exit when they are missing."""
     if not Path(photo).is_file():
-        raise SystemExit(f"benchmark photo {photo} not found: pass --photo, or put the test data at {SHARED} "
-                         "(see ../shared/README.md)")
+        raise SystemExit(
+            f"benchmark photo {photo} not found: pass --photo, or put the test data at {SHARED} "
+            "(see ../shared/README.md)"
+        )
     if not any(Path(face_models).glob("*.onnx")):
-        raise SystemExit(f"no face models (.onnx) in {face_models}: pass --face-models, or put the test data "
-                         f"at {SHARED} (see ../shared/README.md)")
+        raise SystemExit(
+            f"no face models (.onnx) in {face_models}: pass --face-models, or put the test data "
+            f"at {SHARED} (see ../shared/README.md)"
+        )
     return Path(photo), Path(face_models)
 
 

@@ -75,9 +75,18 @@ def import_heavy() -> float:
     return time.perf_counter() - start
 
 
-def time_learn(folder: Path, method: str, device: str, photo: Path, face_models: Path, steps: int,
-               warmup: int = 2, dtype: str = "auto", resolution: int | None = None,
-               bank_size: int = 128) -> dict[str, Any]:
+def time_learn(
+    folder: Path,
+    method: str,
+    device: str,
+    photo: Path,
+    face_models: Path,
+    steps: int,
+    warmup: int = 2,
+    dtype: str = "auto",
+    resolution: int | None = None,
+    bank_size: int = 128,
+) -> dict[str, Any]:
     """Run ``sid.train.learn`` once and time its phases and every step.
 
     Phases are timed by wrapping the functions ``learn`` calls (extract_face, load_pipeline,
@@ -100,6 +109,7 @@ def time_learn(folder: Path, method: str, device: str, photo: Path, face_models:
             phases[name] += t1 - t0
             marks[f"{name}_end"] = t1
             return result
+
         return wrapper
 
     stamps: list[float] = []
@@ -108,8 +118,16 @@ def time_learn(folder: Path, method: str, device: str, photo: Path, face_models:
         stamps.append(time.perf_counter())  # the loop synced (moved losses to the host) just before
 
     cfg = train.LearnConfig(
-        method=method, model=str(folder), steps=steps, seed=0, device=device, dtype=dtype,
-        resolution=resolution, bank_size=bank_size, face_models=str(face_models), log_every=1,
+        method=method,
+        model=str(folder),
+        steps=steps,
+        seed=0,
+        device=device,
+        dtype=dtype,
+        resolution=resolution,
+        bank_size=bank_size,
+        face_models=str(face_models),
+        log_every=1,
         checkpoint_every=0,
     )
     with tempfile.TemporaryDirectory(prefix="sid-bench-learn-") as home, ExitStack() as stack:
@@ -163,8 +181,9 @@ def dtype_name(amp: Any) -> str:
     return {"torch.bfloat16": "bf16", "torch.float16": "fp16"}.get(str(amp), "fp32")
 
 
-def floor_ms(folder: Path, device: str, dtype: str, batch: int, resolution: int, iters: int,
-             warmup: int = 2) -> list[float]:
+def floor_ms(
+    folder: Path, device: str, dtype: str, batch: int, resolution: int, iters: int, warmup: int = 2
+) -> list[float]:
     """Milliseconds of bare frozen-UNet forward + backward, the gradient only into the text conditioning.
 
     Same device, weight dtype, autocast, latent size and batch as the loop's step.
@@ -200,11 +219,28 @@ def floor_ms(folder: Path, device: str, dtype: str, batch: int, resolution: int,
 def run(args: argparse.Namespace, method: str, folder: Path, device: str, import_s: float) -> dict[str, Any]:
     log(f"learn: {method} on {args.arch} ({device}), {args.steps} steps")
     with LoadMeter() as load:
-        timing = time_learn(folder, method, device, args.photo, args.face_models, args.steps, args.warmup,
-                            args.dtype, args.resolution, args.bank_size)
+        timing = time_learn(
+            folder,
+            method,
+            device,
+            args.photo,
+            args.face_models,
+            args.steps,
+            args.warmup,
+            args.dtype,
+            args.resolution,
+            args.bank_size,
+        )
         gc.collect()
-        floor = floor_ms(folder, device, args.dtype, timing["batch_size"], timing["resolution"],
-                         args.floor_iters or max(3, args.steps - args.warmup), args.warmup)
+        floor = floor_ms(
+            folder,
+            device,
+            args.dtype,
+            timing["batch_size"],
+            timing["resolution"],
+            args.floor_iters or max(3, args.steps - args.warmup),
+            args.warmup,
+        )
     floor_median = median(floor)
     result = {
         "benchmark": "learn",
@@ -226,10 +262,12 @@ def run(args: argparse.Namespace, method: str, folder: Path, device: str, import
     result["import_s"] = import_s
     result["other_load_cores"] = load.other_cores
     result["projected_cli_s"] = import_s + result["projected_default_s"]
-    result["notes"] = ("projected_default_s = setup_s + warmup_s + (steps_default - warmup_steps) x "
-                       "step_ms_median + finish_s, inside learn(); projected_cli_s adds import_s. Steps are "
-                       "timed with a host sync every step (log_every=1), without checkpoints "
-                       "(checkpoint_every=0).")
+    result["notes"] = (
+        "projected_default_s = setup_s + warmup_s + (steps_default - warmup_steps) x "
+        "step_ms_median + finish_s, inside learn(); projected_cli_s adds import_s. Steps are "
+        "timed with a host sync every step (log_every=1), without checkpoints "
+        "(checkpoint_every=0)."
+    )
     return result
 
 
@@ -250,8 +288,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if len(runs) == 1:
             result = runs[0]
         else:
-            result = {"benchmark": "learn", "device": runs[0]["device"], "arch": args.arch, "method": "both",
-                      "date": today(), "runs": runs}
+            result = {
+                "benchmark": "learn",
+                "device": runs[0]["device"],
+                "arch": args.arch,
+                "method": "both",
+                "date": today(),
+                "runs": runs,
+            }
         result["versions"] = versions()
     for r in result.get("runs", [result]):
         assert all(math.isfinite(r[k]) for k in ("step_ms_median", "floor_ms_median")), r

@@ -40,8 +40,12 @@ from benchmarks.common import (
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.naive", description=__doc__.splitlines()[0])
     add_common_args(p)
-    p.add_argument("--method", default="stableidentity", choices=("stableidentity", "celebbasis"),
-                   help="sid's recipe to compare with (its batch size is used for both)")
+    p.add_argument(
+        "--method",
+        default="stableidentity",
+        choices=("stableidentity", "celebbasis"),
+        help="sid's recipe to compare with (its batch size is used for both)",
+    )
     p.add_argument("--steps", type=int, default=12, help="steps of each, warm-up included")
     p.add_argument("--warmup", type=int, default=2, help="first steps of each left out of the median")
     p.add_argument("--resolution", type=int, default=None, help="training size (default: the model's native)")
@@ -67,8 +71,15 @@ class Naive:
     batch: int
 
 
-def setup_naive(folder: Path, device: str, photo: Path, face_models: Path, resolution: int, batch: int,
-                templates: tuple[str, ...]) -> Naive:
+def setup_naive(
+    folder: Path,
+    device: str,
+    photo: Path,
+    face_models: Path,
+    resolution: int,
+    batch: int,
+    templates: tuple[str, ...],
+) -> Naive:
     """Load the model in fp32 and set up textual inversion of two placeholder tokens."""
     import numpy as np
     import torch
@@ -103,11 +114,16 @@ def setup_naive(folder: Path, device: str, photo: Path, face_models: Path, resol
     generator = torch.Generator().manual_seed(0)
     images, _, _ = augment_batch(image.permute(2, 0, 1), mask, 8, generator, "stableidentity")
     return Naive(
-        unet=pipe.unet, vae=pipe.vae, text_encoder=text_encoder, scheduler=pipe.scheduler,
+        unet=pipe.unet,
+        vae=pipe.vae,
+        text_encoder=text_encoder,
+        scheduler=pipe.scheduler,
         optimizer=torch.optim.AdamW(embedding.parameters(), lr=5e-4),
         images=images.to(device),
         ids=tokenize_templates(pipe, tokenizer, templates, "<naive>").to(device),
-        frozen_rows=frozen_rows, original=embedding.weight.detach().clone(), batch=batch,
+        frozen_rows=frozen_rows,
+        original=embedding.weight.detach().clone(),
+        batch=batch,
     )
 
 
@@ -165,12 +181,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         recipe = RECIPES[args.method]
         with LoadMeter() as load:
             log(f"naive: sid's {args.method} step on {args.arch} ({device}), {args.steps} steps")
-            sid = time_learn(folder, args.method, device, args.photo, args.face_models, args.steps,
-                             args.warmup, resolution=args.resolution, bank_size=args.bank_size)
+            sid = time_learn(
+                folder,
+                args.method,
+                device,
+                args.photo,
+                args.face_models,
+                args.steps,
+                args.warmup,
+                resolution=args.resolution,
+                bank_size=args.bank_size,
+            )
             gc.collect()
             log(f"naive: textual-inversion step, {args.steps} steps")
-            naive = setup_naive(folder, device, args.photo, args.face_models, sid["resolution"],
-                                recipe.batch_size, recipe.templates)
+            naive = setup_naive(
+                folder,
+                device,
+                args.photo,
+                args.face_models,
+                sid["resolution"],
+                recipe.batch_size,
+                recipe.templates,
+            )
             naive_ms = median(time_naive(naive, args.steps, device, args.warmup))
         result = {
             "benchmark": "naive",

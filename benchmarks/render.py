@@ -71,8 +71,9 @@ def store_identity(root: Path, folder: Path, name: str = "alice") -> Any:
             fingerprints[slot] = fingerprint(encoder)
             del encoder
     store = IdentityStore(root / "identities")
-    identity = Identity(name=name, vectors=vectors, method="stableidentity", base_model=str(folder),
-                        fingerprints=fingerprints)
+    identity = Identity(
+        name=name, vectors=vectors, method="stableidentity", base_model=str(folder), fingerprints=fingerprints
+    )
     store.save(identity, overwrite=True)
     return store
 
@@ -99,9 +100,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         device = pick_device(args.device)
         folder = model_folder(args.arch)
         store = store_identity(Path(tmp), folder)
-        cfg = RenderConfig(PROMPT.format("alice"), count=1, seed=0, steps=args.steps, size=args.size,
-                           scheduler=args.scheduler, model=str(folder), device=device, dtype=args.dtype,
-                           out_dir=Path(tmp) / "sid")
+        cfg = RenderConfig(
+            PROMPT.format("alice"),
+            count=1,
+            seed=0,
+            steps=args.steps,
+            size=args.size,
+            scheduler=args.scheduler,
+            model=str(folder),
+            device=device,
+            dtype=args.dtype,
+            out_dir=Path(tmp) / "sid",
+        )
         torch_dtype = pick_dtype(device, args.dtype)
         plain_prompt = PROMPT.format("a man")  # a plain word where the identity goes: same 77-token length
 
@@ -113,8 +123,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         def plain_call(pipe: Any, size: tuple[int, int]) -> Any:
             generator = torch.Generator("cpu").manual_seed(0)
-            return pipe(plain_prompt, num_inference_steps=args.steps, guidance_scale=cfg.guidance,
-                        width=size[0], height=size[1], generator=generator).images[0]
+            return pipe(
+                plain_prompt,
+                num_inference_steps=args.steps,
+                guidance_scale=cfg.guidance,
+                width=size[0],
+                height=size[1],
+                generator=generator,
+            ).images[0]
 
         def plain_end_to_end() -> None:
             pipe = plain_pipeline()
@@ -144,8 +160,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         with LoadMeter() as load:
             log(f"render: end to end on {args.arch} ({device}), {args.steps} steps, {args.runs} runs each")
             warnings: list[str] = []  # sid render passes a warn callback: fingerprints get checked
-            sid_times, plain_times = alternate(lambda: sid_render(cfg, store=store, warn=warnings.append),
-                                               plain_end_to_end)
+            sid_times, plain_times = alternate(
+                lambda: sid_render(cfg, store=store, warn=warnings.append), plain_end_to_end
+            )
 
             log("render: generation only")
             sid_pipe, _ = load_render_pipeline(cfg)

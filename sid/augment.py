@@ -22,8 +22,10 @@ def _grey(x: torch.Tensor) -> torch.Tensor:
     return (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]).unsqueeze(0)
 
 
-def colour_jitter(x: torch.Tensor, generator: torch.Generator, strength: float = 0.2, hue: float = 0.01) -> torch.Tensor:
-    """Brightness, contrast and saturation in [1-strength, 1+strength] and a small hue rotation; x in [0, 1]."""
+def colour_jitter(
+    x: torch.Tensor, generator: torch.Generator, strength: float = 0.2, hue: float = 0.01
+) -> torch.Tensor:
+    """Brightness, contrast, saturation in [1-strength, 1+strength], a small hue rotation; x in [0, 1]."""
     x = x * _uniform(1 - strength, 1 + strength, generator)
     x = (x - _grey(x).mean()) * _uniform(1 - strength, 1 + strength, generator) + _grey(x).mean()
     x = (x - _grey(x)) * _uniform(1 - strength, 1 + strength, generator) + _grey(x)
@@ -51,7 +53,9 @@ def _paste_scaled(x: torch.Tensor, scale: float, top: float, left: float) -> tor
     return canvas
 
 
-def augment_one(image: torch.Tensor, mask: torch.Tensor, generator: torch.Generator, method: str) -> tuple[torch.Tensor, torch.Tensor, bool]:
+def augment_one(
+    image: torch.Tensor, mask: torch.Tensor, generator: torch.Generator, method: str
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """One augmented (image [-1, 1], mask [0, 1], flipped) sample of an aligned (3, R, R) photo."""
     x = colour_jitter((image + 1) / 2, generator)
     flip = bool(torch.rand((), generator=generator) < 0.5)
@@ -68,12 +72,18 @@ def augment_one(image: torch.Tensor, mask: torch.Tensor, generator: torch.Genera
             top, left = (int(torch.randint(0, size - crop + 1, (), generator=generator)) for _ in range(2))
             x, mask = _crop_resize(x, top, left, crop, size), _crop_resize(mask, top, left, crop, size)
         elif choice == 2:
-            scale, top, left = _uniform(0.5, 1.0, generator), _uniform(0, 1, generator), _uniform(0, 1, generator)
+            scale, top, left = (
+                _uniform(0.5, 1.0, generator),
+                _uniform(0, 1, generator),
+                _uniform(0, 1, generator),
+            )
             x, mask = _paste_scaled(x, scale, top, left), _paste_scaled(mask, scale, top, left)
     return x * 2 - 1, mask.clamp(0, 1), flip
 
 
-def augment_batch(image: torch.Tensor, mask: torch.Tensor, n: int, generator: torch.Generator, method: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def augment_batch(
+    image: torch.Tensor, mask: torch.Tensor, n: int, generator: torch.Generator, method: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """n augmented samples: images (n, 3, R, R), masks (n, 1, R, R), flip flags (n,) bool."""
     samples = [augment_one(image, mask, generator, method) for _ in range(n)]
     images = torch.stack([s[0] for s in samples])

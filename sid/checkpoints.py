@@ -14,8 +14,15 @@ import torch
 from sid.store import atomic_write
 
 
-def save_state(path: Path, module: torch.nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator,
-               step: int, losses: list[float], meta: dict[str, str] | None = None) -> None:
+def save_state(
+    path: Path,
+    module: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    step: int,
+    losses: list[float],
+    meta: dict[str, str] | None = None,
+) -> None:
     """Write the state atomically; ``meta`` adds header strings (e.g. what run it belongs to)."""
     from safetensors.torch import save
 
@@ -31,8 +38,9 @@ def save_state(path: Path, module: torch.nn.Module, optimizer: torch.optim.Optim
     atomic_write(path, save(tensors, metadata=header))
 
 
-def load_state(path: Path, module: torch.nn.Module, optimizer: torch.optim.Optimizer,
-               generator: torch.Generator) -> tuple[int, list[float]]:
+def load_state(
+    path: Path, module: torch.nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator
+) -> tuple[int, list[float]]:
     """Restore what ``save_state`` wrote; returns (step reached, losses so far)."""
     from safetensors import safe_open
 

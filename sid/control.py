@@ -41,8 +41,14 @@ def with_controlnet(pipe: Any, spec: ModelSpec, control_type: str, controlnet: s
     try:
         model = load_from_candidates(component_spec(source), ControlNetModel, dtype=pipe.unet.dtype)
     except ModelNotFound as e:
-        raise ModelNotFound(e.message, "pass --controlnet with a local ControlNet folder, or go online once") from e
-    cls = StableDiffusionXLControlNetPipeline if family_of(pipe) == "sdxl" else StableDiffusionControlNetPipeline
+        raise ModelNotFound(
+            e.message, "pass --controlnet with a local ControlNet folder, or go online once"
+        ) from e
+    cls = (
+        StableDiffusionXLControlNetPipeline
+        if family_of(pipe) == "sdxl"
+        else StableDiffusionControlNetPipeline
+    )
     return cls.from_pipe(pipe, controlnet=model.to(pipe.device))
 
 
@@ -84,7 +90,10 @@ def _openpose(image: Any) -> Any:
     try:
         detector = OpenposeDetector.from_pretrained(POSE_ANNOTATORS)
     except Exception as e:
-        raise ModelNotFound(f"could not load the OpenPose detector {POSE_ANNOTATORS}", "go online once, or pass a pose map with --control-is-map") from e
+        raise ModelNotFound(
+            f"could not load the OpenPose detector {POSE_ANNOTATORS}",
+            "go online once, or pass a pose map with --control-is-map",
+        ) from e
     return detector(image).resize(image.size)
 
 
@@ -95,6 +104,9 @@ def _depth(image: Any) -> Any:
     try:
         estimator = pipeline("depth-estimation", model=DEPTH_MODEL)
     except Exception as e:
-        raise ModelNotFound(f"could not load the depth model {DEPTH_MODEL}", "go online once, or pass a depth map with --control-is-map") from e
+        raise ModelNotFound(
+            f"could not load the depth model {DEPTH_MODEL}",
+            "go online once, or pass a depth map with --control-is-map",
+        ) from e
     depth = estimator(image)["depth"].convert("L").resize(image.size)
     return Image.merge("RGB", (depth, depth, depth))

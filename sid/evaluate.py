@@ -444,8 +444,16 @@ def check_eval_inputs(cfg: EvalConfig, store: IdentityStore) -> list[EvalPrompt]
     for name in cfg.names:
         store.path(name)  # IdentityNotFound lists the known ones
     prompts = load_prompts(cfg.prompts)
-    check_inputs(RenderConfig(prompt=prompts[0].template, count=cfg.per_prompt, steps=cfg.steps,
-                              guidance=cfg.guidance, size=cfg.size, scheduler=cfg.scheduler))
+    check_inputs(
+        RenderConfig(
+            prompt=prompts[0].template,
+            count=cfg.per_prompt,
+            steps=cfg.steps,
+            guidance=cfg.guidance,
+            size=cfg.size,
+            scheduler=cfg.scheduler,
+        )
+    )
     if len(cfg.photos) not in (0, 1, len(cfg.names)):
         raise BadInput(
             f"{len(cfg.photos)} --photo for {len(cfg.names)} identities",
@@ -493,9 +501,18 @@ def evaluate(
     clip = load_clip(str(cfg.clip_model)) if clip_enabled(cfg) else None
 
     # 2. the pipeline, exactly as sid render loads it
-    base = RenderConfig(prompt=prompts[0].template, count=cfg.per_prompt, seed=seed, steps=cfg.steps,
-                        guidance=cfg.guidance, size=cfg.size, scheduler=cfg.scheduler, model=cfg.model,
-                        device=cfg.device, dtype=cfg.dtype)
+    base = RenderConfig(
+        prompt=prompts[0].template,
+        count=cfg.per_prompt,
+        seed=seed,
+        steps=cfg.steps,
+        guidance=cfg.guidance,
+        size=cfg.size,
+        scheduler=cfg.scheduler,
+        model=cfg.model,
+        device=cfg.device,
+        dtype=cfg.dtype,
+    )
     pipe, spec = load_render_pipeline(base)
     size = parse_size(cfg.size) or native_size(pipe)
     text_embs: list[Any] = [None] * len(prompts)
@@ -551,15 +568,23 @@ class _RunContext:
         cfg = replace(self.base, prompt=prompt.for_identity(name))
         seeds = [cfg.seed + j for j in range(cfg.count)]
         parsed, identities = render.prepare(cfg.prompt, self.store, self.pipe, self.warn)
-        images = render.generate(self.pipe, parsed.text, seeds, cfg.steps, cfg.guidance, cfg.negative,
-                                 self.size, on_step=self.on_step)
+        images = render.generate(
+            self.pipe,
+            parsed.text,
+            seeds,
+            cfg.steps,
+            cfg.guidance,
+            cfg.negative,
+            self.size,
+            on_step=self.on_step,
+        )
         image_embs = self.clip.embed_images(images) if self.clip is not None else [None] * len(images)
         image_dir = self.folder / "images" / name
         image_dir.mkdir(parents=True, exist_ok=True)
         stem = f"{p_index:02d}-{render.slug(prompt.template.replace(PLACEHOLDER, name), 40)}"
         hashes = render.identity_hashes(identities)
         scores, thumbs = [], []
-        for j, (image, seed) in enumerate(zip(images, seeds)):
+        for j, (image, seed) in enumerate(zip(images, seeds, strict=False)):
             found = find_faces(image, self.pack)
             embeddings = [f.embedding for f in found]
             score = score_image(ref.embedding, embeddings, image_embs[j], text_emb, seed=seed)
@@ -603,19 +628,27 @@ def build_report(
     for name in names:
         groups = scores[name]
         categories: dict[str, list[list[ImageScore]]] = {}
-        for prompt, group in zip(prompts, groups):
+        for prompt, group in zip(prompts, groups, strict=True):
             categories.setdefault(prompt.category or "uncategorised", []).append(group)
         identities[name] = {
             "reference": {"source": refs[name].source, "path": refs[name].path},
             "overall": aggregate(groups),
             "categories": {c: aggregate(g) for c, g in categories.items()},
-            "prompts": [_prompt_entry(prompt, name, group) for prompt, group in zip(prompts, groups)],
+            "prompts": [
+                _prompt_entry(prompt, name, group) for prompt, group in zip(prompts, groups, strict=True)
+            ],
         }
     settings = {
-        "prompts": str(cfg.prompts), "per_prompt": cfg.per_prompt, "seed": seed,
+        "prompts": str(cfg.prompts),
+        "per_prompt": cfg.per_prompt,
+        "seed": seed,
         "seeds": [seed + j for j in range(cfg.per_prompt)],
-        "steps": cfg.steps, "guidance": cfg.guidance, "size": list(size), "scheduler": cfg.scheduler,
-        "model": model_label, "clip_model": clip.source if clip is not None else None,
+        "steps": cfg.steps,
+        "guidance": cfg.guidance,
+        "size": list(size),
+        "scheduler": cfg.scheduler,
+        "model": model_label,
+        "clip_model": clip.source if clip is not None else None,
         "clip_text": f"the prompt with {{}} replaced by {NEUTRAL!r}",
         "face_models": str(cfg.face_models or ""),
     }
@@ -632,13 +665,22 @@ def build_report(
 def _prompt_entry(prompt: EvalPrompt, name: str, group: list[ImageScore]) -> dict[str, Any]:
     per_image = [
         {
-            "path": s.path, "seed": s.seed, "faces": s.faces, "identity_similarity": s.identity,
-            "clip_cosine": s.clip, "clip_score": None if s.clip is None else clipscore_100(s.clip),
+            "path": s.path,
+            "seed": s.seed,
+            "faces": s.faces,
+            "identity_similarity": s.identity,
+            "clip_cosine": s.clip,
+            "clip_score": None if s.clip is None else clipscore_100(s.clip),
         }
         for s in group
     ]
-    return {"template": prompt.template, "category": prompt.category, "prompt": prompt.for_identity(name),
-            **summarize(group), "per_image": per_image}
+    return {
+        "template": prompt.template,
+        "category": prompt.category,
+        "prompt": prompt.for_identity(name),
+        **summarize(group),
+        "per_image": per_image,
+    }
 
 
 def _json_safe(value: Any) -> Any:
@@ -714,7 +756,9 @@ def contact_sheet(
         _wrap(draw, prompt.template, (6, y + 4), label_w - 12, font)
         for k, name in enumerate(names):
             x0 = label_w + k * (block_w + gap)
-            for j, (thumb, score) in enumerate(zip(thumbs[name][p_index], scores[name][p_index])):
+            for j, (thumb, score) in enumerate(
+                zip(thumbs[name][p_index], scores[name][p_index], strict=True)
+            ):
                 sheet.paste(thumb, (x0 + j * cell_w, y))
                 colour = (170, 0, 0) if score.identity is None else (0, 0, 0)
                 draw.text((x0 + j * cell_w + 3, y + cell_h + 4), _caption(score), fill=colour, font=small)

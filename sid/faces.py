@@ -271,7 +271,7 @@ def detect_faces(bgr: np.ndarray, pack: FacePack) -> list[Detection]:
                 f"the face detector in {pack.folder} gives no keypoints, so faces cannot be aligned",
                 "use a detector with keypoints (SCRFD '*kps' or a buffalo pack's det_*.onnx)",
             )
-        for box, points in zip(boxes, kps if len(boxes) else []):
+        for box, points in zip(boxes, kps if len(boxes) else [], strict=False):
             if all(_iou(box, other.bbox) < 0.4 for other in faces):
                 faces.append(Detection(np.float32(box[:4]), np.float32(points), float(box[4])))
     return sorted(faces, key=lambda f: float(f.bbox[0] + f.bbox[2]))

@@ -139,7 +139,9 @@ def _from_tensors(tensors: dict, path: Path, name: str | None) -> Imported:
         token, tensor = next(iter(arrays.items()))
         return Imported(_one_slot(tensor), name or token.strip("<>"), "diffusers")
     keys = ", ".join(sorted(arrays)[:5])
-    raise BadInput(f"{path.name}: unrecognised embedding layout (keys: {keys})", "export it from its tool again")
+    raise BadInput(
+        f"{path.name}: unrecognised embedding layout (keys: {keys})", "export it from its tool again"
+    )
 
 
 def _to_numpy(value: object) -> np.ndarray:
@@ -162,7 +164,9 @@ def _validate(vectors: dict[str, np.ndarray], path: Path) -> None:
     counts = set()
     for slot, v in vectors.items():
         if v.ndim != 2 or not 1 <= v.shape[0] <= MAX_VECTORS or v.shape[1] < 8:
-            raise BadInput(f"{path.name}: slot {slot} has shape {tuple(v.shape)}, not (vectors, width)", "check the file")
+            raise BadInput(
+                f"{path.name}: slot {slot} has shape {tuple(v.shape)}, not (vectors, width)", "check the file"
+            )
         if not np.isfinite(v).all():
             raise BadInput(f"{path.name}: slot {slot} holds NaN or infinite values", "re-export it")
         counts.add(v.shape[0])
@@ -176,4 +180,3 @@ def infer_name(imported: Imported, path: Path) -> str | None:
         if candidate and NAME_RE.match(candidate):
             return candidate
     return None
-

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch  # noqa: TID253 - only imported by the heavy commands
-import torch.nn.functional as F  # noqa: TID253
-from torch import nn  # noqa: TID253
+import torch
+import torch.nn.functional as F
+from torch import nn
 
 from sid.errors import BadInput
 from sid.priors import CelebPrior

@@ -14,7 +14,7 @@ from functools import cached_property
 from importlib import resources
 from typing import Any
 
-import torch  # noqa: TID253 - only imported by the heavy commands
+import torch
 
 from sid.errors import BadInput
 

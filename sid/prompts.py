@@ -93,13 +93,16 @@ def check_compatible(identity: Identity, pipe: Any, warn: Any = None) -> dict[in
             raise IncompatibleIdentity(
                 f"identity {identity.name!r} was learned for {learned}; this model's text encoder is "
                 f"{FAMILY_BY_WIDTH.get(width, f'{width}-d')}",
-                f"use a model of the identity's family (base: {identity.base_model or 'unknown'}) or re-learn it",
+                "use a model of the identity's family "
+                f"(base: {identity.base_model or 'unknown'}) or re-learn it",
             )
         slot, vectors = by_width[width]
         stored = identity.fingerprints.get(slot)
         if warn is not None and stored and stored != fingerprint(encoder, tokenizer.vocab_size):
-            warn(f"{identity.name} was learned on another {width}-d text encoder ({identity.base_model}); "
-                 "results may differ")
+            warn(
+                f"{identity.name} was learned on another {width}-d text encoder ({identity.base_model}); "
+                "results may differ"
+            )
         chosen[index] = vectors
     return chosen
 

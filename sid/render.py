@@ -95,7 +95,9 @@ def check_inputs(cfg: RenderConfig) -> None:
     parse_size(cfg.size)
     if cfg.control is not None:
         if cfg.control_type not in CONTROL_TYPES:
-            raise BadInput(f"unknown control type {cfg.control_type!r}", f"use one of: {', '.join(CONTROL_TYPES)}")
+            raise BadInput(
+                f"unknown control type {cfg.control_type!r}", f"use one of: {', '.join(CONTROL_TYPES)}"
+            )
         if not cfg.control.is_file():
             raise BadInput(f"control image {cfg.control} not found", "check the path")
 
@@ -140,7 +142,10 @@ def generate(
     width, height = size or native_size(pipe)
     extra: dict[str, Any] = {}
     if control_image is not None:
-        extra = {"image": control_image.resize((width, height)), "controlnet_conditioning_scale": control_scale}
+        extra = {
+            "image": control_image.resize((width, height)),
+            "controlnet_conditioning_scale": control_scale,
+        }
     if on_step is not None:
         extra["callback_on_step_end"] = lambda p, i, t, kw: (on_step(1), kw)[1]
     images = []
@@ -203,12 +208,22 @@ def render(
     size = parse_size(cfg.size) or native_size(pipe)
 
     # 3. generate and write
-    images = generate(pipe, parsed.text, seeds, cfg.steps, cfg.guidance, cfg.negative, size, control,
-                      cfg.control_scale, on_step)
+    images = generate(
+        pipe,
+        parsed.text,
+        seeds,
+        cfg.steps,
+        cfg.guidance,
+        cfg.negative,
+        size,
+        control,
+        cfg.control_scale,
+        on_step,
+    )
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     hashes = identity_hashes(identities)
     results = []
-    for index, (image, s) in enumerate(zip(images, seeds)):
+    for index, (image, s) in enumerate(zip(images, seeds, strict=False)):
         path = cfg.out_dir / f"{slug(cfg.prompt)}-{index:02d}-{s}.png"
         meta = png_metadata(cfg, s, size, spec.label, hashes)
         save_png(image, path, meta)
@@ -227,7 +242,9 @@ def identity_hashes(identities: list[Identity]) -> dict[str, str]:
     return {i.name: _short_hash(identity_to_bytes(i)) for i in identities}
 
 
-def png_metadata(cfg: RenderConfig, seed: int, size: tuple[int, int], model: str, hashes: dict[str, str]) -> dict[str, str]:
+def png_metadata(
+    cfg: RenderConfig, seed: int, size: tuple[int, int], model: str, hashes: dict[str, str]
+) -> dict[str, str]:
     """The A1111 ``parameters`` text and sid's own JSON for one image; ``hashes`` from ``identity_hashes``."""
     fields = [
         f"Steps: {cfg.steps}",
@@ -238,7 +255,7 @@ def png_metadata(cfg: RenderConfig, seed: int, size: tuple[int, int], model: str
         f"Model: {model}",
     ]
     if cfg.control is not None:
-        fields.append(f"ControlNet: \"{cfg.control_type}, weight: {cfg.control_scale}\"")
+        fields.append(f'ControlNet: "{cfg.control_type}, weight: {cfg.control_scale}"')
     if hashes:
         fields.append('TI hashes: "' + ", ".join(f"{n}: {h}" for n, h in hashes.items()) + '"')
     fields.append("Version: sid")
@@ -247,7 +264,12 @@ def png_metadata(cfg: RenderConfig, seed: int, size: tuple[int, int], model: str
         lines.append(f"Negative prompt: {cfg.negative}")
     lines.append(", ".join(fields))
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
-    sid_json = {"settings": {**settings, "seed": seed}, "size": list(size), "model": model, "identities": hashes}
+    sid_json = {
+        "settings": {**settings, "seed": seed},
+        "size": list(size),
+        "model": model,
+        "identities": hashes,
+    }
     return {"parameters": "\n".join(lines), "sid": json.dumps(sid_json, sort_keys=True)}
 
 
@@ -264,4 +286,3 @@ def _short_hash(data: bytes) -> str:
     import hashlib
 
     return hashlib.sha256(data).hexdigest()[:10]
-

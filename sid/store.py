@@ -326,7 +326,9 @@ def _check_vectors(vectors: dict[str, np.ndarray]) -> None:
     counts = set()
     for slot, v in vectors.items():
         if v.ndim != 2 or not np.isfinite(v).all():
-            raise StoreError(f"vectors of slot {slot!r} must be a finite (K, d) array", "re-learn the identity")
+            raise StoreError(
+                f"vectors of slot {slot!r} must be a finite (K, d) array", "re-learn the identity"
+            )
         counts.add(v.shape[0])
     if len(counts) != 1:
         raise StoreError("every slot must hold the same number of vectors", "re-learn the identity")

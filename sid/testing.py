@@ -41,7 +41,7 @@ def _bytes_to_unicode() -> dict[int, str]:
             printable.append(b)
             chars.append(256 + extra)
             extra += 1
-    return dict(zip(printable, map(chr, chars)))
+    return dict(zip(printable, map(chr, chars), strict=False))
 
 
 def write_clip_tokenizer(folder: Path, bpe_path: Path | None = None) -> Path:

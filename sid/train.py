@@ -50,7 +50,9 @@ class LearnConfig:
     dtype: str = "auto"  # autocast dtype on GPU: auto (bf16 if supported) | fp16 | bf16 | fp32
     resolution: int | None = None  # training image size (None: the model's native size)
     bank_size: int = 128  # augmented latents precomputed per identity (VAE encodes once)
-    overfit: bool = False  # reuse one latent, noise, timestep and template every step: a check that loss can fall
+    overfit: bool = (
+        False  # reuse one latent, noise, timestep and template every step: a check that loss can fall
+    )
     face_index: int | None = None  # which face of a group photo (1-based, left to right)
     face_encoder: str = "arcface"  # arcface | vit
     face_models: str | None = None  # folder of the insightface pack
@@ -67,7 +69,9 @@ class LearnResult:
 
 
 # -- inputs ------------------------------------------------------------------------------------------
-def check_inputs(photos: list[Path], names: list[str], cfg: LearnConfig, store: IdentityStore, force: bool) -> None:
+def check_inputs(
+    photos: list[Path], names: list[str], cfg: LearnConfig, store: IdentityStore, force: bool
+) -> None:
     """All validation before anything heavy loads, with messages that say the fix."""
     if cfg.method not in RECIPES:
         raise BadInput(f"unknown method {cfg.method!r}", f"use one of: {', '.join(RECIPES)}")
@@ -83,13 +87,17 @@ def check_inputs(photos: list[Path], names: list[str], cfg: LearnConfig, store: 
     for name in names:
         validate_name(name)
         if store.exists(name) and not force:
-            raise IdentityExists(f"an identity named {name!r} already exists", "pick another --name or pass --force")
+            raise IdentityExists(
+                f"an identity named {name!r} already exists", "pick another --name or pass --force"
+            )
     if cfg.face_encoder not in ("arcface", "vit"):
         raise BadInput(f"unknown face encoder {cfg.face_encoder!r}", "use arcface or vit")
     for knob in ("steps", "batch_size", "bank_size"):
         value = getattr(cfg, knob)
         if value is not None and value < 1:
-            raise BadInput(f"--{knob.replace('_', '-')} must be at least 1, not {value}", "pass a positive number")
+            raise BadInput(
+                f"--{knob.replace('_', '-')} must be at least 1, not {value}", "pass a positive number"
+            )
     if cfg.lr is not None and not cfg.lr > 0:
         raise BadInput(f"--lr must be positive, not {cfg.lr}", "try the default")
 
@@ -123,14 +131,22 @@ def learn(
     start_time = time.perf_counter()
 
     # 1. faces: one aligned crop, embedding and mask per photo
-    crops = [extract_face(p, face_index=cfg.face_index, face_models=cfg.face_models, warn=warn) for p in photos]
+    crops = [
+        extract_face(p, face_index=cfg.face_index, face_models=cfg.face_models, warn=warn) for p in photos
+    ]
 
     # 2. frozen model
     device = pick_device(cfg.device)
     pipe, spec = load_pipeline(cfg.model, device=device, dtype="fp32")  # fp32 weights; autocast below
     if family_of(pipe) == "sdxl":
         raise BadInput("learning on SDXL is not supported yet", "learn on sd21 (default) or sd15")
-    unet, vae, text_encoder, tokenizer, scheduler = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler
+    unet, vae, text_encoder, tokenizer, scheduler = (
+        pipe.unet,
+        pipe.vae,
+        pipe.text_encoder,
+        pipe.tokenizer,
+        pipe.scheduler,
+    )
     amp_dtype = _autocast_dtype(device, cfg.dtype)
     if amp_dtype is not None:  # frozen weights in half precision: half the memory traffic
         unet.to(amp_dtype)
@@ -174,6 +190,7 @@ def learn(
         if pending:
             losses.extend(torch.stack(pending).cpu().tolist())
             pending.clear()
+
     try:
         with inject_vectors(text_encoder, token_ids, lambda: vectors_now[0]):
             for step in range(first_step, steps):
@@ -184,14 +201,27 @@ def learn(
                     t = torch.randint(0, num_train_timesteps, (batch,), generator=step_gen, device=device)
                     noise = torch.randn(z0.shape, generator=step_gen, device=device)
                     z_t = scheduler.add_noise(z0, noise, t)
-                    ids = templates[torch.randint(0, len(templates), (batch,), generator=step_gen, device=device)]
-                with torch.autocast(device.split(":")[0], dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                    ids = templates[
+                        torch.randint(0, len(templates), (batch,), generator=step_gen, device=device)
+                    ]
+                with torch.autocast(
+                    device.split(":")[0], dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
+                ):
                     vectors_now[:] = [mapper(face)]  # (B, 2, d)
                     cond = text_encoder(ids)[0]  # (B, 77, d)
                     pred = unet(z_t.to(unet.dtype), t, cond.to(unet.dtype)).sample.float()
                 if cfg.method == "stableidentity":
-                    loss = two_phase_loss(pred, noise, z_t, z0, t, alphas_cumprod, mask, prediction_type,
-                                          vae_scaling_factor=vae.config.scaling_factor)
+                    loss = two_phase_loss(
+                        pred,
+                        noise,
+                        z_t,
+                        z0,
+                        t,
+                        alphas_cumprod,
+                        mask,
+                        prediction_type,
+                        vae_scaling_factor=vae.config.scaling_factor,
+                    )
                 else:
                     loss = noise_loss(pred, noise, z_t, z0, t, alphas_cumprod, prediction_type)
                 optimizer.zero_grad(set_to_none=True)
@@ -210,16 +240,25 @@ def learn(
                     flush()
                     save_state(ckpt, mapper, optimizer, step_gen, step + 1, losses)
     except torch.OutOfMemoryError as e:
-        raise OutOfMemory(f"out of memory on {device} while learning", "pass --batch-size 1 or use a smaller model") from e
+        raise OutOfMemory(
+            f"out of memory on {device} while learning", "pass --batch-size 1 or use a smaller model"
+        ) from e
 
     # 7. final vectors from the unaugmented face embedding, stored atomically
     mapper.eval()
     with torch.no_grad():
         final = [mapper(e[:1].to(device)).float().cpu().numpy()[0] for e in embeddings]  # each (2, d)
     slot = slot_for_width(final[0].shape[-1])
-    settings = {**asdict(cfg), "steps": steps, "batch_size": batch, "lr": lr, "resolution": resolution,
-                "prior_names": len(prior.names), "prediction_type": prediction_type}
-    tail = losses[-max(1, len(losses) // 3):]
+    settings = {
+        **asdict(cfg),
+        "steps": steps,
+        "batch_size": batch,
+        "lr": lr,
+        "resolution": resolution,
+        "prior_names": len(prior.names),
+        "prediction_type": prediction_type,
+    }
+    tail = losses[-max(1, len(losses) // 3) :]
     identities = [
         Identity(
             name=name,
@@ -233,9 +272,9 @@ def learn(
             final_loss=float(np.mean(tail)) if tail else None,
             sid_version=__version__,
         )
-        for name, vec, crop in zip(names, final, crops)
+        for name, vec, crop in zip(names, final, crops, strict=False)
     ]
-    for identity, crop in zip(identities, crops):
+    for identity, crop in zip(identities, crops, strict=False):
         store.save(identity, overwrite=force, thumbnail_png=crop.thumbnail_png())
     ckpt.unlink(missing_ok=True)
     return LearnResult(identities, losses, time.perf_counter() - start_time, first_step)
@@ -261,8 +300,13 @@ def face_embeddings(crop: FaceCrop, cfg: LearnConfig) -> torch.Tensor:
 def tokenize_templates(pipe: Any, tokenizer: Any, templates: tuple[str, ...], token: str) -> torch.Tensor:
     """(T, 77) ids of every prompt template with the identity token where the name goes."""
     texts = [pipe.maybe_convert_prompt(t.format(token), tokenizer) for t in templates]
-    return tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length,
-                     truncation=True, return_tensors="pt").input_ids
+    return tokenizer(
+        texts,
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
 
 
 @dataclass
@@ -273,14 +317,17 @@ class Bank:
     masks: torch.Tensor
     flips: torch.Tensor
 
-    def sample(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def sample(
+        self, batch: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         idx = torch.randint(0, len(self.latents), (batch,), generator=generator, device=self.latents.device)
         return self.latents[idx], self.masks[idx], self.flips[idx]
 
 
 @torch.no_grad()
-def build_bank(crop: FaceCrop, vae: Any, resolution: int, size: int, generator: torch.Generator,
-               method: str, device: str) -> Bank:
+def build_bank(
+    crop: FaceCrop, vae: Any, resolution: int, size: int, generator: torch.Generator, method: str, device: str
+) -> Bank:
     """Augment the aligned photo ``size`` times and VAE-encode it once; the VAE is frozen."""
     image = torch.from_numpy(np.asarray(crop.image.resize((resolution, resolution)), np.float32) / 127.5 - 1)
     image = image.permute(2, 0, 1)  # (3, R, R) in [-1, 1]

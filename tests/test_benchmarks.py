@@ -15,17 +15,36 @@ if str(ROOT) not in sys.path:  # benchmarks/ is not an installed package
     sys.path.insert(0, str(ROOT))
 
 TINY = ["--arch", "tiny", "--device", "cpu", "--threads", "1"]
-LEARN_KEYS = {"benchmark", "device", "arch", "method", "dtype", "steps_default", "step_ms_median",
-              "projected_default_s", "model_load_s", "floor_ms_median", "step_over_floor", "peak_mem_gb",
-              "date"}
+LEARN_KEYS = {
+    "benchmark",
+    "device",
+    "arch",
+    "method",
+    "dtype",
+    "steps_default",
+    "step_ms_median",
+    "projected_default_s",
+    "model_load_s",
+    "floor_ms_median",
+    "step_over_floor",
+    "peak_mem_gb",
+    "date",
+}
 KEYS = {
     "naive": {"arch", "device", "date", "naive_step_ms_median", "sid_step_ms_median", "ratio"},
     "render": {"device", "arch", "steps", "size", "sid_s_median", "plain_s_median", "ratio", "date"},
     "cli": {"help_s_median", "ls_s_median", "import_torch_s_median", "identities", "date", "device"},
 }
 POSITIVE = {
-    "learn": ("step_ms_median", "projected_default_s", "model_load_s", "floor_ms_median", "step_over_floor",
-              "peak_mem_gb", "steps_default"),
+    "learn": (
+        "step_ms_median",
+        "projected_default_s",
+        "model_load_s",
+        "floor_ms_median",
+        "step_over_floor",
+        "peak_mem_gb",
+        "steps_default",
+    ),
     "naive": ("naive_step_ms_median", "sid_step_ms_median", "ratio"),
     "render": ("sid_s_median", "plain_s_median", "ratio", "sid_generate_s_median", "plain_generate_s_median"),
     "cli": ("help_s_median", "ls_s_median", "import_torch_s_median", "identities"),
@@ -73,9 +92,27 @@ def test_learn_both_methods(facepack, face_photos, tmp_path, capsys):
     from benchmarks import learn
 
     out = tmp_path / "learn.json"
-    result = learn.main([*TINY, "--method", "both", "--steps", "3", "--warmup", "1", "--bank-size", "4",
-                         "--floor-iters", "2", "--photo", str(face_photos / "obama_1.jpg"),
-                         "--face-models", str(facepack), "--out", str(out)])
+    result = learn.main(
+        [
+            *TINY,
+            "--method",
+            "both",
+            "--steps",
+            "3",
+            "--warmup",
+            "1",
+            "--bank-size",
+            "4",
+            "--floor-iters",
+            "2",
+            "--photo",
+            str(face_photos / "obama_1.jpg"),
+            "--face-models",
+            str(facepack),
+            "--out",
+            str(out),
+        ]
+    )
     assert json.loads(out.read_text())["method"] == "both"
     assert json.loads(capsys.readouterr().out)["runs"][0]["method"] == "stableidentity"
     assert [r["method"] for r in result["runs"]] == ["stableidentity", "celebbasis"]
@@ -89,8 +126,21 @@ def test_learn_both_methods(facepack, face_photos, tmp_path, capsys):
 def test_naive(facepack, face_photos, capsys):
     from benchmarks import naive
 
-    result = naive.main([*TINY, "--steps", "3", "--warmup", "1", "--bank-size", "4",
-                         "--photo", str(face_photos / "obama_1.jpg"), "--face-models", str(facepack)])
+    result = naive.main(
+        [
+            *TINY,
+            "--steps",
+            "3",
+            "--warmup",
+            "1",
+            "--bank-size",
+            "4",
+            "--photo",
+            str(face_photos / "obama_1.jpg"),
+            "--face-models",
+            str(facepack),
+        ]
+    )
     check(result, "naive", capsys)
 
 

@@ -80,10 +80,14 @@ def test_miss_rate_counting() -> None:
 def test_score_and_aggregate() -> None:
     ref = E[0]
     text = E[5]
-    a = [score_image(ref, [E[1], E[0]], image_emb=E[5], text_emb=text, seed=0),  # two faces, one matches
-         score_image(ref, [], image_emb=E[6], text_emb=text, seed=1)]  # miss
-    b = [score_image(ref, [E[1]], image_emb=E[5], text_emb=text, seed=0),
-         score_image(ref, [E[2]], image_emb=E[5], text_emb=text, seed=1)]
+    a = [
+        score_image(ref, [E[1], E[0]], image_emb=E[5], text_emb=text, seed=0),  # two faces, one matches
+        score_image(ref, [], image_emb=E[6], text_emb=text, seed=1),
+    ]  # miss
+    b = [
+        score_image(ref, [E[1]], image_emb=E[5], text_emb=text, seed=0),
+        score_image(ref, [E[2]], image_emb=E[5], text_emb=text, seed=1),
+    ]
     assert (a[0].faces, a[0].identity, a[1].identity, a[1].faces) == (2, pytest.approx(1.0), None, 0)
     first = summarize(a)
     assert first["miss_rate"] == 0.5 and first["identity_similarity"] == pytest.approx(1.0)
@@ -113,7 +117,8 @@ def test_builtin_prompts() -> None:
 
 def test_prompts_file_rules(tmp_path: Path) -> None:
     assert parse_prompts("# style\n{} as an oil painting\n\n{} on the beach\n") == [
-        EvalPrompt("{} as an oil painting", "style"), EvalPrompt("{} on the beach", "style"),
+        EvalPrompt("{} as an oil painting", "style"),
+        EvalPrompt("{} on the beach", "style"),
     ]
     with pytest.raises(BadInput, match="line 2"):
         parse_prompts("{} ok\na beach without anyone\n")
@@ -136,8 +141,14 @@ def tiny_clip(tmp_path_factory) -> Path:
 
     torch.manual_seed(0)
     common = dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=2)
-    text = dict(common, vocab_size=49408, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407,
-                pad_token_id=49407)
+    text = dict(
+        common,
+        vocab_size=49408,
+        max_position_embeddings=77,
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=49407,
+    )
     vision = dict(common, image_size=32, patch_size=8)
     folder = tmp_path_factory.mktemp("clip") / "tiny-clip"
     CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(folder)
@@ -178,18 +189,46 @@ def test_eval_end_to_end(
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("# style\n{} as an oil painting\n# two-person\n{} and Barack Obama shaking hands\n")
     out_dir = tmp_path / "eval"
-    result = runner.invoke(app, [
-        "eval", "alice", "bob", "--prompts", str(prompts), "-n", "1", "--seed", "3", "--size", "64x64",
-        "--steps", "2", "--model", str(tiny_model), "--clip-model", str(tiny_clip),
-        "--face-models", str(facepack), "--photo", str(face_photos / "obama_1.jpg"), "--device", "cpu",
-        "--scheduler", "ddim", "-o", str(out_dir), "--json",
-    ])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "alice",
+            "bob",
+            "--prompts",
+            str(prompts),
+            "-n",
+            "1",
+            "--seed",
+            "3",
+            "--size",
+            "64x64",
+            "--steps",
+            "2",
+            "--model",
+            str(tiny_model),
+            "--clip-model",
+            str(tiny_clip),
+            "--face-models",
+            str(facepack),
+            "--photo",
+            str(face_photos / "obama_1.jpg"),
+            "--device",
+            "cpu",
+            "--scheduler",
+            "ddim",
+            "-o",
+            str(out_dir),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report == json.loads((out_dir / "eval.json").read_text())
     assert report["settings"]["seeds"] == [3] and report["settings"]["size"] == [64, 64]
     assert [p["clip_text"] for p in report["prompts"]] == [
-        "a person as an oil painting", "a person and Barack Obama shaking hands",
+        "a person as an oil painting",
+        "a person and Barack Obama shaking hands",
     ]
     for name in ("alice", "bob"):
         ident = report["identities"][name]
@@ -214,13 +253,36 @@ def test_eval_end_to_end(
     # the table, with the stored thumbnail as the reference (no --photo), CLIP skipped
     from sid.faces import extract_face
 
-    store.save(make_identity("carol", width=32, seed=2),
-               thumbnail_png=extract_face(face_photos / "obama_2.jpg", face_models=facepack).thumbnail_png())
-    table = runner.invoke(app, [
-        "eval", "carol", "--prompts", str(prompts), "-n", "1", "--size", "64x64", "--steps", "1",
-        "--model", str(tiny_model), "--clip-model", "none", "--face-models", str(facepack), "--device", "cpu",
-        "-o", str(tmp_path / "carol"), "-q",
-    ])
+    store.save(
+        make_identity("carol", width=32, seed=2),
+        thumbnail_png=extract_face(face_photos / "obama_2.jpg", face_models=facepack).thumbnail_png(),
+    )
+    table = runner.invoke(
+        app,
+        [
+            "eval",
+            "carol",
+            "--prompts",
+            str(prompts),
+            "-n",
+            "1",
+            "--size",
+            "64x64",
+            "--steps",
+            "1",
+            "--model",
+            str(tiny_model),
+            "--clip-model",
+            "none",
+            "--face-models",
+            str(facepack),
+            "--device",
+            "cpu",
+            "-o",
+            str(tmp_path / "carol"),
+            "-q",
+        ],
+    )
     assert table.exit_code == 0, table.output
     assert "overall" in table.output and "stored thumbnail" in table.output and "100%" in table.output
     carol = json.loads((tmp_path / "carol" / "eval.json").read_text())
@@ -258,15 +320,19 @@ def test_eval_input_errors(tiny_model: Path, tmp_path: Path) -> None:
     assert no_ref.exit_code == 1 and "Traceback" not in no_ref.output
 
 
-def test_runner_scores_faces_in_renders(tiny_model: Path, facepack: Path, face_photos: Path, tmp_path: Path,
-                                        monkeypatch) -> None:
+def test_runner_scores_faces_in_renders(
+    tiny_model: Path, facepack: Path, face_photos: Path, tmp_path: Path, monkeypatch
+) -> None:
     """The runner's scoring path with faces present: renders replaced by real photos (seed -> photo)."""
     import sid.render
     from sid.evaluate import EvalConfig, evaluate
     from sid.faces import load_photo
 
-    photos = {0: load_photo(face_photos / "obama_2.jpg"), 1: load_photo(face_photos / "obama_3.jpg"),
-              2: load_photo(face_photos / "biden_2.jpg")}
+    photos = {
+        0: load_photo(face_photos / "obama_2.jpg"),
+        1: load_photo(face_photos / "obama_3.jpg"),
+        2: load_photo(face_photos / "biden_2.jpg"),
+    }
 
     def fake_generate(pipe, prompt, seeds, *args, **kwargs):
         return [photos[s].resize((256, round(256 * photos[s].height / photos[s].width))) for s in seeds]
@@ -275,11 +341,21 @@ def test_runner_scores_faces_in_renders(tiny_model: Path, facepack: Path, face_p
     IdentityStore().save(make_identity("alice", width=32))
     prompts = tmp_path / "p.txt"
     prompts.write_text("{} on the beach\n")
-    report = evaluate(EvalConfig(
-        names=["alice"], prompts=str(prompts), per_prompt=3, seed=0, steps=1, model=str(tiny_model),
-        device="cpu", clip_model="none", face_models=str(facepack), photos=[face_photos / "obama_1.jpg"],
-        out_dir=tmp_path / "out",
-    ))
+    report = evaluate(
+        EvalConfig(
+            names=["alice"],
+            prompts=str(prompts),
+            per_prompt=3,
+            seed=0,
+            steps=1,
+            model=str(tiny_model),
+            device="cpu",
+            clip_model="none",
+            face_models=str(facepack),
+            photos=[face_photos / "obama_1.jpg"],
+            out_dir=tmp_path / "out",
+        )
+    )
     row = report["identities"]["alice"]["prompts"][0]
     sims = [image["identity_similarity"] for image in row["per_image"]]
     assert sims[0] > 0.5 and sims[1] > 0.5 and sims[2] < 0.3  # Obama, Obama, Biden against Obama

@@ -18,10 +18,14 @@ runner = CliRunner()
 
 def sdxl_identity(name: str = "xl") -> Identity:
     rng = np.random.default_rng(5)
-    return Identity(name=name, method="imported", vectors={
-        "clip_l": rng.standard_normal((2, 768)).astype(np.float32),
-        "clip_g": rng.standard_normal((2, 1280)).astype(np.float32),
-    })
+    return Identity(
+        name=name,
+        method="imported",
+        vectors={
+            "clip_l": rng.standard_normal((2, 768)).astype(np.float32),
+            "clip_g": rng.standard_normal((2, 1280)).astype(np.float32),
+        },
+    )
 
 
 @pytest.mark.parametrize("fmt", ["sid", "diffusers", "a1111", "comfyui"])
@@ -47,8 +51,12 @@ def test_export_layouts(tmp_path: Path) -> None:
 
     IdentityStore().save(make_identity("alice", width=768))
     IdentityStore().save(sdxl_identity("xl"))
-    for name, fmt, keys in [("alice", "diffusers", {"<alice>"}), ("alice", "a1111", {"emb_params"}),
-                            ("xl", "comfyui", {"clip_l", "clip_g"}), ("xl", "diffusers", {"clip_l", "clip_g"})]:
+    for name, fmt, keys in [
+        ("alice", "diffusers", {"<alice>"}),
+        ("alice", "a1111", {"emb_params"}),
+        ("xl", "comfyui", {"clip_l", "clip_g"}),
+        ("xl", "diffusers", {"clip_l", "clip_g"}),
+    ]:
         path = tmp_path / f"{name}-{fmt}.safetensors"
         assert runner.invoke(app, ["export", name, "--format", fmt, "-o", str(path)]).exit_code == 0
         tensors = load_file(str(path))
@@ -78,8 +86,10 @@ def test_legacy_a1111_pt_import(tmp_path: Path) -> None:
 
     vectors = torch.randn(3, 768)
     path = tmp_path / "charturner.pt"
-    torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": vectors}, "name": "charturner",
-                "step": 100}, path)
+    torch.save(
+        {"string_to_token": {"*": 265}, "string_to_param": {"*": vectors}, "name": "charturner", "step": 100},
+        path,
+    )
     result = runner.invoke(app, ["import", str(path)])
     assert result.exit_code == 0, result.output
     np.testing.assert_array_equal(IdentityStore().get("charturner").vectors["clip_l"], vectors.numpy())
@@ -99,7 +109,9 @@ def test_pickle_that_runs_code_is_refused(tmp_path: Path) -> None:
     raw.write_bytes(pickle.dumps(Boom()))
     for file in (path, raw):
         result = runner.invoke(app, ["import", str(file), "--name", "evil"])
-        assert result.exit_code == 1 and ("pickled code" in result.output or "not a readable" in result.output)
+        assert result.exit_code == 1 and (
+            "pickled code" in result.output or "not a readable" in result.output
+        )
     assert not (Path(__file__).parent / "PWNED").exists()
     assert IdentityStore().names() == []
 
@@ -110,8 +122,10 @@ def test_malformed_embeddings_refused(tmp_path: Path) -> None:
     cases = {
         "nan.safetensors": ({"emb_params": np.full((2, 768), np.nan, np.float32)}, "NaN"),
         "flat.safetensors": ({"emb_params": np.zeros((2, 3, 768), np.float32)}, "not (vectors, width)"),
-        "many.safetensors": ({"a": np.zeros((2, 768), np.float32), "b": np.zeros((2, 768), np.float32)},
-                             "unrecognised embedding layout"),
+        "many.safetensors": (
+            {"a": np.zeros((2, 768), np.float32), "b": np.zeros((2, 768), np.float32)},
+            "unrecognised embedding layout",
+        ),
     }
     for file, (tensors, needle) in cases.items():
         save_file(tensors, str(tmp_path / file))

@@ -47,14 +47,26 @@ def test_learn_both_methods(face_photos: Path, learn_args: list[str]) -> None:
     assert not np.allclose(vectors["stableidentity"], vectors["celebbasis"], atol=1e-3)
 
 
-def test_loss_falls_in_an_easy_deterministic_setting(face_photos: Path, tiny_model: Path, facepack: Path) -> None:
+def test_loss_falls_in_an_easy_deterministic_setting(
+    face_photos: Path, tiny_model: Path, facepack: Path
+) -> None:
     """One latent, noise, timestep and template every step: the mapper can only lower the loss."""
     from sid.train import LearnConfig
     from sid.train import learn as run
 
     for method, lr in (("stableidentity", 1e-3), ("celebbasis", 1e-2)):
-        cfg = LearnConfig(method=method, model=str(tiny_model), steps=30, lr=lr, batch_size=1, bank_size=1,
-                          device="cpu", face_models=str(facepack), overfit=True, seed=1)
+        cfg = LearnConfig(
+            method=method,
+            model=str(tiny_model),
+            steps=30,
+            lr=lr,
+            batch_size=1,
+            bank_size=1,
+            device="cpu",
+            face_models=str(facepack),
+            overfit=True,
+            seed=1,
+        )
         losses = np.array(run([face_photos / "obama_1.jpg"], [f"o_{method[:2]}"], cfg).losses)
         assert len(losses) == 30
         assert losses[-10:].mean() < losses[:10].mean(), (method, losses)
@@ -65,8 +77,9 @@ def test_same_seed_same_identity(face_photos: Path, tiny_model: Path, facepack: 
     from sid.train import learn as run
 
     def vectors(seed: int, name: str) -> np.ndarray:
-        cfg = LearnConfig(model=str(tiny_model), steps=6, device="cpu", face_models=str(facepack), seed=seed,
-                          bank_size=4)
+        cfg = LearnConfig(
+            model=str(tiny_model), steps=6, device="cpu", face_models=str(facepack), seed=seed, bank_size=4
+        )
         return run([face_photos / "obama_2.jpg"], [name], cfg).identities[0].vectors["te32"]
 
     a, b, c = vectors(3, "a"), vectors(3, "b"), vectors(4, "c")
@@ -75,8 +88,20 @@ def test_same_seed_same_identity(face_photos: Path, tiny_model: Path, facepack: 
 
 
 def test_joint_learning_stores_both(face_photos: Path, learn_args: list[str]) -> None:
-    result = learn(str(face_photos / "obama_1.jpg"), str(face_photos / "biden_2.jpg"), "--name", "obama",
-                   "--name", "biden", "--method", "celebbasis", "--steps", "8", "--quiet", *learn_args)
+    result = learn(
+        str(face_photos / "obama_1.jpg"),
+        str(face_photos / "biden_2.jpg"),
+        "--name",
+        "obama",
+        "--name",
+        "biden",
+        "--method",
+        "celebbasis",
+        "--steps",
+        "8",
+        "--quiet",
+        *learn_args,
+    )
     assert result.exit_code == 0, result.output
     store = IdentityStore()
     assert store.names() == ["biden", "obama"]
@@ -85,7 +110,9 @@ def test_joint_learning_stores_both(face_photos: Path, learn_args: list[str]) ->
     assert a.photo_sha256 != b.photo_sha256
 
 
-def test_bad_input_is_refused_and_store_untouched(face_photos: Path, learn_args: list[str], tmp_path: Path) -> None:
+def test_bad_input_is_refused_and_store_untouched(
+    face_photos: Path, learn_args: list[str], tmp_path: Path
+) -> None:
     photo = str(face_photos / "obama_1.jpg")
     assert learn(photo, "--name", "alice", "--steps", "2", "--quiet", *learn_args).exit_code == 0
     before = IdentityStore().get("alice").vectors["te32"].copy()
@@ -100,8 +127,8 @@ def test_bad_input_is_refused_and_store_untouched(face_photos: Path, learn_args:
     for needle, args in cases.items():
         result = learn(*args, "--quiet", *learn_args)
         assert result.exit_code == 1 and needle in result.output, (needle, result.output)
-    from skimage import data
     from PIL import Image
+    from skimage import data
 
     cat = tmp_path / "cat.png"
     Image.fromarray(data.chelsea()).save(cat)
@@ -113,10 +140,24 @@ def test_bad_input_is_refused_and_store_untouched(face_photos: Path, learn_args:
     assert forced.exit_code == 0 and not np.array_equal(IdentityStore().get("alice").vectors["te32"], before)
 
 
-def test_killed_run_leaves_store_unchanged_and_resumes(face_photos: Path, learn_args: list[str],
-                                                      isolated_home: Path) -> None:
-    args = [sys.executable, "-m", "sid", "learn", str(face_photos / "obama_1.jpg"), "--name", "alice",
-            "--steps", "400", "--checkpoint-every", "5", "--quiet", *learn_args]
+def test_killed_run_leaves_store_unchanged_and_resumes(
+    face_photos: Path, learn_args: list[str], isolated_home: Path
+) -> None:
+    args = [
+        sys.executable,
+        "-m",
+        "sid",
+        "learn",
+        str(face_photos / "obama_1.jpg"),
+        "--name",
+        "alice",
+        "--steps",
+        "400",
+        "--checkpoint-every",
+        "5",
+        "--quiet",
+        *learn_args,
+    ]
     proc = subprocess.Popen(args, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     partial = isolated_home / "partial"
     deadline = time.time() + 240
@@ -128,7 +169,9 @@ def test_killed_run_leaves_store_unchanged_and_resumes(face_photos: Path, learn_
     proc.wait(timeout=30)
     assert IdentityStore().names() == []
     assert not [p for p in (isolated_home / "identities").glob("*") if p.name != ".lock"]
-    resumed = subprocess.run(args + ["--resume"], env=dict(os.environ), capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        args + ["--resume"], env=dict(os.environ), capture_output=True, text=True, timeout=600
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     match = [line for line in resumed.stderr.splitlines() if line.startswith("Resumed from step")]
     assert match and int(match[0].split()[-1].rstrip(".")) >= 5

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-import torch  # noqa: TID253
-import torch.nn.functional as F  # noqa: TID253
+import torch
+import torch.nn.functional as F
 
 from sid.errors import BadInput
 from sid.methods import (

@@ -73,8 +73,14 @@ def test_tiny_pipeline_loads_and_generates(tiny_model: Path) -> None:
     tok = pipe.tokenizer("tom hanks", add_special_tokens=False).input_ids
     assert len(tok) == 2 and len(pipe.tokenizer) == 49408
     images = [
-        pipe("a photo of tom hanks", num_inference_steps=2, height=64, width=64, output_type="np",
-             generator=torch.Generator().manual_seed(s)).images
+        pipe(
+            "a photo of tom hanks",
+            num_inference_steps=2,
+            height=64,
+            width=64,
+            output_type="np",
+            generator=torch.Generator().manual_seed(s),
+        ).images
         for s in (0, 0, 1)
     ]
     assert images[0].shape == (1, 64, 64, 3) and np.isfinite(images[0]).all()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch  # noqa: TID253
+import torch
 
 from sid.errors import BadInput
 from sid.priors import (

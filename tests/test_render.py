@@ -1,4 +1,4 @@
-"""`sid render` on tiny pipelines: exact identity injection, several identities, errors, ControlNet, metadata."""
+"""`sid render` on tiny pipelines: exact injection, several identities, errors, ControlNet, metadata."""
 
 from __future__ import annotations
 
@@ -19,8 +19,24 @@ runner = CliRunner()
 
 
 def render(tiny: Path, out: Path, prompt: str, *extra: str):
-    args = ["render", prompt, "--model", str(tiny), "--device", "cpu", "--steps", "2", "--seed", "1",
-            "--size", "64x64", "-o", str(out), "--json", *extra]
+    args = [
+        "render",
+        prompt,
+        "--model",
+        str(tiny),
+        "--device",
+        "cpu",
+        "--steps",
+        "2",
+        "--seed",
+        "1",
+        "--size",
+        "64x64",
+        "-o",
+        str(out),
+        "--json",
+        *extra,
+    ]
     return runner.invoke(app, args)
 
 
@@ -32,11 +48,13 @@ def pixels(result) -> list[np.ndarray]:
 def parse_a1111(text: str) -> dict[str, str]:
     """AUTOMATIC1111's `parameters` layout: prompt lines, 'Negative prompt:' lines, then 'Key: value, ...'."""
     *head, last = text.strip().split("\n")
-    fields = {m.group(1): m.group(2).strip('"') for m in re.finditer(r'([\w ]+): ("[^"]*"|[^,]*)(?:, |$)', last)}
+    fields = {
+        m.group(1): m.group(2).strip('"') for m in re.finditer(r'([\w ]+): ("[^"]*"|[^,]*)(?:, |$)', last)
+    }
     negative = next((i for i, line in enumerate(head) if line.startswith("Negative prompt: ")), len(head))
     fields["Prompt"] = "\n".join(head[:negative])
     if negative < len(head):
-        fields["Negative prompt"] = "\n".join(head[negative:])[len("Negative prompt: "):]
+        fields["Negative prompt"] = "\n".join(head[negative:])[len("Negative prompt: ") :]
     return fields
 
 
@@ -56,12 +74,20 @@ def test_identity_changes_image_and_matches_plain_diffusers(tiny_model: Path, tm
     np.testing.assert_array_equal(with_id, again)
 
     exported = tmp_path / "alice.safetensors"
-    assert runner.invoke(app, ["export", "alice", "--format", "diffusers", "-o", str(exported)]).exit_code == 0
+    assert (
+        runner.invoke(app, ["export", "alice", "--format", "diffusers", "-o", str(exported)]).exit_code == 0
+    )
     pipe = StableDiffusionPipeline.from_pretrained(str(tiny_model))
     pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
     pipe.load_textual_inversion(str(exported))
-    plain = pipe("<alice> as a knight", num_inference_steps=2, guidance_scale=8.5, width=64, height=64,
-                 generator=torch.Generator("cpu").manual_seed(1)).images[0]
+    plain = pipe(
+        "<alice> as a knight",
+        num_inference_steps=2,
+        guidance_scale=8.5,
+        width=64,
+        height=64,
+        generator=torch.Generator("cpu").manual_seed(1),
+    ).images[0]
     np.testing.assert_array_equal(with_id, np.asarray(plain))
 
 
@@ -104,18 +130,26 @@ def test_png_metadata_in_a1111_layout(tiny_model: Path, tmp_path: Path, alice) -
     fields = parse_a1111(text["parameters"])
     assert fields["Prompt"] == "alice as a knight" and fields["Negative prompt"] == "blurry, lowres"
     assert (fields["Steps"], fields["Sampler"], fields["CFG scale"], fields["Seed"], fields["Size"]) == (
-        "2", "DPM++ 2M", "8.5", "1", "64x64")
+        "2",
+        "DPM++ 2M",
+        "8.5",
+        "1",
+        "64x64",
+    )
     assert fields["Model"] == str(tiny_model) and fields["TI hashes"].startswith("alice: ")
     sid = json.loads(text["sid"])
     assert sid["settings"]["seed"] == 1 and sid["identities"]["alice"] == fields["TI hashes"].split(": ")[1]
 
 
-@pytest.mark.parametrize("bad,needle", [
-    (["--size", "65x64"], "multiples of 8"),
-    (["--scheduler", "magic"], "unknown scheduler"),
-    (["-n", "0"], "-n must be at least 1"),
-    (["--control", "missing.png"], "control image missing.png not found"),
-])
+@pytest.mark.parametrize(
+    "bad,needle",
+    [
+        (["--size", "65x64"], "multiples of 8"),
+        (["--scheduler", "magic"], "unknown scheduler"),
+        (["-n", "0"], "-n must be at least 1"),
+        (["--control", "missing.png"], "control image missing.png not found"),
+    ],
+)
 def test_bad_options(tiny_model: Path, tmp_path: Path, bad: list[str], needle: str) -> None:
     result = render(tiny_model, tmp_path, "a castle", *bad)
     assert result.exit_code == 1 and needle in result.output
@@ -133,12 +167,22 @@ def tiny_controlnet_dir(tiny_model: Path, tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("control_type,extra", [("canny", []), ("pose", ["--control-is-map"])])
-def test_controlnet(tiny_model: Path, tiny_controlnet_dir: Path, tmp_path: Path, alice, control_type, extra) -> None:
+def test_controlnet(
+    tiny_model: Path, tiny_controlnet_dir: Path, tmp_path: Path, alice, control_type, extra
+) -> None:
     from skimage import data
 
     control = tmp_path / "control.png"
     Image.fromarray(data.astronaut()).resize((64, 64)).save(control)
-    args = ["--control", str(control), "--control-type", control_type, "--controlnet", str(tiny_controlnet_dir), *extra]
+    args = [
+        "--control",
+        str(control),
+        "--control-type",
+        control_type,
+        "--controlnet",
+        str(tiny_controlnet_dir),
+        *extra,
+    ]
     (guided,) = pixels(render(tiny_model, tmp_path / "a", "alice dancing", *args))
     (plain,) = pixels(render(tiny_model, tmp_path / "b", "alice dancing"))
     assert guided.shape == (64, 64, 3) and not np.array_equal(guided, plain)

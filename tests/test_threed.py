@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch  # noqa: TID253 - only imported by the heavy commands
+import torch
 from typer.testing import CliRunner
 
 from sid.cli import app

@@ -56,13 +56,24 @@ def collect() -> dict[str, Any]:
         "packages": {p: _version_of(p) for p in PACKAGES},
         "devices": _devices(),
         "home": str(home()),
-        "store": {"path": str(store.root), "identities": len(store.names()), "bytes": _folder_size(store.root)},
+        "store": {
+            "path": str(store.root),
+            "identities": len(store.names()),
+            "bytes": _folder_size(store.root),
+        },
         "config": {"path": str(config_path()), "exists": config_path().is_file()},
         "default_model": {"label": model.label, "candidates": list(model.candidates)},
         "hf_cache": str(constants.HF_HUB_CACHE),
         "hf_offline": offline(),
-        "face_models": {"path": str(faces), "present": any(faces.glob("*.onnx")) if faces.is_dir() else False},
-        "env": {k: os.environ[k] for k in ("SID_HOME", "SID_MODEL", "SID_FACE_MODELS", "HF_HOME") if k in os.environ},
+        "face_models": {
+            "path": str(faces),
+            "present": any(faces.glob("*.onnx")) if faces.is_dir() else False,
+        },
+        "env": {
+            k: os.environ[k]
+            for k in ("SID_HOME", "SID_MODEL", "SID_FACE_MODELS", "HF_HOME")
+            if k in os.environ
+        },
     }
 
 
@@ -85,10 +96,17 @@ def doctor(json_: bool = typer.Option(False, "--json", help="Print JSON.")) -> N
     table.add_row("devices", f"cuda: {cuda} · mps: {'yes' if devices.get('mps') else 'no'} · cpu: yes")
     st = info["store"]
     table.add_row("identities", f"{st['identities']} in {st['path']} ({st['bytes'] / 1e6:.2f} MB)")
-    table.add_row("config", f"{info['config']['path']} ({'present' if info['config']['exists'] else 'absent'})")
-    table.add_row("default model", f"{info['default_model']['label']}: {', '.join(info['default_model']['candidates'])}")
+    table.add_row(
+        "config", f"{info['config']['path']} ({'present' if info['config']['exists'] else 'absent'})"
+    )
+    table.add_row(
+        "default model", f"{info['default_model']['label']}: {', '.join(info['default_model']['candidates'])}"
+    )
     table.add_row("HF cache", info["hf_cache"])
     table.add_row("HF offline", "yes" if info["hf_offline"] else "no")
     fm = info["face_models"]
-    table.add_row("face models", f"{fm['path']} ({'found' if fm['present'] else 'missing: downloaded on first sid learn'})")
+    table.add_row(
+        "face models",
+        f"{fm['path']} ({'found' if fm['present'] else 'missing: downloaded on first sid learn'})",
+    )
     out.print(table)

@@ -53,9 +53,21 @@ def eval_(
     from sid.evaluate import EvalConfig, evaluate, load_prompts
 
     cfg = EvalConfig(
-        names=list(names), prompts=prompts, per_prompt=per_prompt, seed=seed, steps=steps, guidance=guidance,
-        size=size, scheduler=scheduler, model=model, device=device, dtype=dtype, clip_model=clip_model,
-        face_models=face_models, photos=list(photo or []), out_dir=out_dir,
+        names=list(names),
+        prompts=prompts,
+        per_prompt=per_prompt,
+        seed=seed,
+        steps=steps,
+        guidance=guidance,
+        size=size,
+        scheduler=scheduler,
+        model=model,
+        device=device,
+        dtype=dtype,
+        clip_model=clip_model,
+        face_models=face_models,
+        photos=list(photo or []),
+        out_dir=out_dir,
     )
     if quiet or json_:
         report = evaluate(cfg, warn=warn)
@@ -84,7 +96,9 @@ def print_report(report: dict[str, Any]) -> None:
 
     table = Table(
         title="ID: identity similarity ↑ · miss: no face found ↓ · CLIP: CLIPScore ↑ · div: face diversity",
-        title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1),
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1),
     )
     table.add_column("prompt", overflow="ellipsis", no_wrap=True, min_width=16, max_width=48)
     for name in names:
@@ -96,8 +110,10 @@ def print_report(report: dict[str, Any]) -> None:
 
     def cells(row: dict[str, Any]) -> list[str]:
         return [
-            _num(row["identity_similarity"]), _num(row["miss_rate"], "{:.0%}"),
-            _num(row["clip_score"], "{:.1f}"), _num(row["face_diversity"]),
+            _num(row["identity_similarity"]),
+            _num(row["miss_rate"], "{:.0%}"),
+            _num(row["clip_score"], "{:.1f}"),
+            _num(row["face_diversity"]),
         ]
 
     for p_index, prompt in enumerate(report["prompts"]):

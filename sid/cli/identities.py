@@ -72,7 +72,9 @@ def rm(
 
 
 @app.command("mv")
-def mv(old: str = typer.Argument(..., help="Current name."), new: str = typer.Argument(..., help="New name.")) -> None:
+def mv(
+    old: str = typer.Argument(..., help="Current name."), new: str = typer.Argument(..., help="New name.")
+) -> None:
     """Rename an identity.
 
     [bold]Example[/bold]: sid mv alice alice_2023
@@ -84,7 +86,9 @@ def mv(old: str = typer.Argument(..., help="Current name."), new: str = typer.Ar
 @app.command("export")
 def export(
     name: str = typer.Argument(..., help="Identity name."),
-    output: Path = typer.Option(None, "-o", "--output", help="File or folder to write (default ./NAME.safetensors)."),
+    output: Path = typer.Option(
+        None, "-o", "--output", help="File or folder to write (default ./NAME.safetensors)."
+    ),
     fmt: str = typer.Option("sid", "--format", "-f", help="sid | diffusers | a1111 | comfyui."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
 ) -> None:
@@ -113,7 +117,9 @@ def export(
 
 @app.command("import")
 def import_(
-    file: Path = typer.Argument(..., help="A .safetensors file (sid, diffusers, A1111, ComfyUI) or legacy .pt/.bin."),
+    file: Path = typer.Argument(
+        ..., help="A .safetensors file (sid, diffusers, A1111, ComfyUI) or legacy .pt/.bin."
+    ),
     name: str = typer.Option(None, "--name", help="Name to store it under (default: from the file)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing identity of that name."),
     json_: bool = typer.Option(False, "--json", help="Print the stored identity's metadata as JSON."),

@@ -17,23 +17,39 @@ if TYPE_CHECKING:
 
 @app.command("learn")
 def learn(
-    photos: list[Path] = typer.Argument(..., help="Photo(s) of the person; several only with --method celebbasis."),
+    photos: list[Path] = typer.Argument(
+        ..., help="Photo(s) of the person; several only with --method celebbasis."
+    ),
     name: list[str] = typer.Option(..., "--name", "-n", help="Identity name (one per photo)."),
     method: str = typer.Option("stableidentity", "--method", help="stableidentity | celebbasis."),
-    model: str = typer.Option(None, "--model", "-m", help="Preset (sd21, sd15), hub id or local diffusers folder."),
+    model: str = typer.Option(
+        None, "--model", "-m", help="Preset (sd21, sd15), hub id or local diffusers folder."
+    ),
     steps: int = typer.Option(None, "--steps", help="Training steps (default: the method's recipe)."),
     lr: float = typer.Option(None, "--lr", help="Learning rate (default: the method's recipe)."),
     batch_size: int = typer.Option(None, "--batch-size", help="Images per step (default: recipe)."),
     seed: int = typer.Option(0, "--seed", help="Random seed; same seed, same device -> same identity."),
     device: str = typer.Option("auto", "--device", help="auto | cuda | mps | cpu."),
     dtype: str = typer.Option("auto", "--dtype", help="GPU autocast: auto | bf16 | fp16 | fp32."),
-    resolution: int = typer.Option(None, "--resolution", help="Training size (default: the model's native size)."),
-    bank_size: int = typer.Option(128, "--bank-size", help="Augmented latents encoded once and sampled each step."),
-    face: int = typer.Option(None, "--face", help="Which face in a group photo, 1 = leftmost (default: largest)."),
+    resolution: int = typer.Option(
+        None, "--resolution", help="Training size (default: the model's native size)."
+    ),
+    bank_size: int = typer.Option(
+        128, "--bank-size", help="Augmented latents encoded once and sampled each step."
+    ),
+    face: int = typer.Option(
+        None, "--face", help="Which face in a group photo, 1 = leftmost (default: largest)."
+    ),
     face_encoder: str = typer.Option("arcface", "--face-encoder", help="arcface | vit."),
-    face_models: str = typer.Option(None, "--face-models", help="Folder of the insightface pack's .onnx files."),
-    checkpoint_every: int = typer.Option(50, "--checkpoint-every", help="Steps between resumable checkpoints."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run with the same arguments."),
+    face_models: str = typer.Option(
+        None, "--face-models", help="Folder of the insightface pack's .onnx files."
+    ),
+    checkpoint_every: int = typer.Option(
+        50, "--checkpoint-every", help="Steps between resumable checkpoints."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue an interrupted run with the same arguments."
+    ),
     force: bool = typer.Option(False, "--force", help="Replace an existing identity of the same name."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     json_: bool = typer.Option(False, "--json", help="Print the stored identity's metadata as JSON."),
@@ -53,14 +69,27 @@ def learn(
     from sid.train import LearnConfig
 
     cfg = LearnConfig(
-        method=method, model=model, steps=steps, lr=lr, batch_size=batch_size, seed=seed, device=device,
-        dtype=dtype, resolution=resolution, bank_size=bank_size, face_index=face, face_encoder=face_encoder,
-        face_models=face_models, checkpoint_every=checkpoint_every,
+        method=method,
+        model=model,
+        steps=steps,
+        lr=lr,
+        batch_size=batch_size,
+        seed=seed,
+        device=device,
+        dtype=dtype,
+        resolution=resolution,
+        bank_size=bank_size,
+        face_index=face,
+        face_encoder=face_encoder,
+        face_models=face_models,
+        checkpoint_every=checkpoint_every,
     )
     try:
         result = _run_with_progress(photos, name, cfg, force, resume, quiet or json_)
     except KeyboardInterrupt:
-        raise Interrupted("interrupted; the store is unchanged", "run the same command with --resume to continue") from None
+        raise Interrupted(
+            "interrupted; the store is unchanged", "run the same command with --resume to continue"
+        ) from None
     if result.resumed_from:
         err.print(f"Resumed from step {result.resumed_from}.")
     if json_:
@@ -72,7 +101,8 @@ def learn(
     for identity in result.identities:
         out.print(
             f"Learned [bold]{identity.name}[/bold] ({identity.method}, {identity.num_vectors} vectors, "
-            f"mean loss of the last third {identity.final_loss:.4f}) in {result.seconds:.1f} s. Try: sid render \"{identity.name} as a knight\""
+            f"mean loss of the last third {identity.final_loss:.4f}) in {result.seconds:.1f} s. "
+            f'Try: sid render "{identity.name} as a knight"'
         )
 
 
@@ -80,7 +110,9 @@ class Interrupted(SidError):
     exit_code = 130
 
 
-def _run_with_progress(photos: list[Path], names: list[str], cfg: LearnConfig, force: bool, resume: bool, quiet: bool) -> LearnResult:
+def _run_with_progress(
+    photos: list[Path], names: list[str], cfg: LearnConfig, force: bool, resume: bool, quiet: bool
+) -> LearnResult:
     """Run training, with a rich progress bar (step, smoothed loss, it/s, ETA) unless quiet."""
     from sid.train import learn as run
 
@@ -89,9 +121,14 @@ def _run_with_progress(photos: list[Path], names: list[str], cfg: LearnConfig, f
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     columns = (
-        TextColumn("learning"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:.2f} it/s"),
-        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+        TextColumn("learning"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("{task.fields[rate]:.2f} it/s"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
     )
     with Progress(*columns, console=err, transient=False) as bar:
         task = bar.add_task("learn", total=None, loss=float("nan"), rate=0.0)

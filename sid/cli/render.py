@@ -12,23 +12,33 @@ from sid.cli import app, err, out, print_json, warn
 
 @app.command("render")
 def render(
-    prompt: str = typer.Argument(..., help='Prompt naming identities, e.g. "alice as a knight" or "@alice ...".'),
+    prompt: str = typer.Argument(
+        ..., help='Prompt naming identities, e.g. "alice as a knight" or "@alice ...".'
+    ),
     count: int = typer.Option(1, "-n", "--count", help="Number of images."),
     seed: int = typer.Option(None, "--seed", help="First seed (image i uses seed + i); random if omitted."),
     steps: int = typer.Option(30, "--steps", help="Denoising steps."),
     guidance: float = typer.Option(8.5, "--guidance", "-g", help="Classifier-free guidance scale."),
     negative: str = typer.Option("", "--negative", help="Negative prompt."),
     size: str = typer.Option(None, "--size", help="WIDTHxHEIGHT (default: the model's native size)."),
-    scheduler: str = typer.Option("dpm++", "--scheduler", help="dpm++ | dpm++-karras | ddim | euler | euler-a | unipc | pndm | heun | lms."),
+    scheduler: str = typer.Option(
+        "dpm++",
+        "--scheduler",
+        help="dpm++ | dpm++-karras | ddim | euler | euler-a | unipc | pndm | heun | lms.",
+    ),
     model: str = typer.Option(None, "--model", "-m", help="Preset, hub id or local diffusers folder."),
     device: str = typer.Option("auto", "--device", help="auto | cuda | mps | cpu."),
     dtype: str = typer.Option("auto", "--dtype", help="auto | fp16 | bf16 | fp32."),
     out_dir: Path = typer.Option(Path("sid-renders"), "-o", "--out", help="Output folder."),
     control: Path = typer.Option(None, "--control", help="Control image for a ControlNet."),
     control_type: str = typer.Option("canny", "--control-type", help="canny | pose | depth."),
-    controlnet: str = typer.Option(None, "--controlnet", help="ControlNet hub id or folder (default: the preset's)."),
+    controlnet: str = typer.Option(
+        None, "--controlnet", help="ControlNet hub id or folder (default: the preset's)."
+    ),
     control_scale: float = typer.Option(1.0, "--control-scale", help="ControlNet conditioning scale."),
-    control_is_map: bool = typer.Option(False, "--control-is-map", help="The control image already is a pose/depth map."),
+    control_is_map: bool = typer.Option(
+        False, "--control-is-map", help="The control image already is a pose/depth map."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     json_: bool = typer.Option(False, "--json", help="Print the written files and seeds as JSON."),
 ) -> None:
@@ -46,9 +56,23 @@ def render(
     from sid.render import render as run
 
     cfg = RenderConfig(
-        prompt=prompt, count=count, seed=seed, steps=steps, guidance=guidance, negative=negative, size=size,
-        scheduler=scheduler, model=model, device=device, dtype=dtype, out_dir=out_dir, control=control,
-        control_type=control_type, controlnet=controlnet, control_scale=control_scale, control_is_map=control_is_map,
+        prompt=prompt,
+        count=count,
+        seed=seed,
+        steps=steps,
+        guidance=guidance,
+        negative=negative,
+        size=size,
+        scheduler=scheduler,
+        model=model,
+        device=device,
+        dtype=dtype,
+        out_dir=out_dir,
+        control=control,
+        control_type=control_type,
+        controlnet=controlnet,
+        control_scale=control_scale,
+        control_is_map=control_is_map,
     )
     if quiet or json_:
         results = run(cfg, warn=warn)

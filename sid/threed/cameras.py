@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch  # noqa: TID253 - only imported by the heavy commands
+import torch
 
 FRONT_HALF_ANGLE = 45.0  # |azimuth| below this is a front view
 BACK_HALF_ANGLE = 45.0  # |azimuth| above 180 minus this is a back view; between them, side views

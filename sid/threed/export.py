@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch  # noqa: TID253 - only imported by the heavy commands
+import torch
 
 from sid.threed.cameras import ORBIT, OrbitRanges, turntable_cameras
 from sid.threed.render import render

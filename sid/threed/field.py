@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch  # noqa: TID253 - only imported by the heavy commands
-from torch import nn  # noqa: TID253 - only imported by the heavy commands
+import torch
+from torch import nn
 
 MAX_LOGIT = 15.0  # exp is clamped here in the backward pass (and at MAX_LOGIT + 5 in the forward)
 

@@ -17,10 +17,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch  # noqa: TID253 - only imported by the heavy commands
+import torch
 
-from sid.errors import BadInput, OutOfMemory
 from sid.checkpoints import load_state, save_state
+from sid.errors import BadInput, OutOfMemory
 from sid.store import IdentityStore
 from sid.threed.cameras import OrbitRanges, sample_cameras
 from sid.threed.export import MESH_FORMATS, extract_mesh, render_turntable, write_mesh, write_video
@@ -309,8 +309,15 @@ def generate_3d(
                 progress(step + 1, cfg.iters, _recent(losses))
             if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.iters:
                 flush()
-                save_state(outputs.checkpoint, scene, optimizer, generator, step + 1, losses,
-                           {"format": "sid-3d", "key": key})
+                save_state(
+                    outputs.checkpoint,
+                    scene,
+                    optimizer,
+                    generator,
+                    step + 1,
+                    losses,
+                    {"format": "sid-3d", "key": key},
+                )
         flush()
 
         # 5. mesh and turntable

@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch  # noqa: TID253 - only imported by the heavy commands
-import torch.nn.functional as F  # noqa: TID253 - only imported by the heavy commands
+import torch
+import torch.nn.functional as F
 
 from sid.threed.cameras import Cameras, camera_rays
 

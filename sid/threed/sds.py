@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import torch  # noqa: TID253 - only imported by the heavy commands
-import torch.nn.functional as F  # noqa: TID253 - only imported by the heavy commands
+import torch
+import torch.nn.functional as F
 
 from sid.methods import split_prediction
 from sid.threed.cameras import VIEWS
