@@ -17,7 +17,7 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from sid import __version__
-from sid.errors import SidError
+from sid.errors import Interrupted, SidError
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -34,6 +34,11 @@ class SidGroup(TyperGroup):
                 raise
             report(e)
             raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:  # commands that finish work in parts say what they kept themselves
+            if os.environ.get("SID_DEBUG"):
+                raise
+            report(Interrupted("interrupted"))
+            raise typer.Exit(Interrupted.exit_code) from None
 
 
 def report(e: SidError) -> None:

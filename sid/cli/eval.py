@@ -29,6 +29,7 @@ def eval_(
     ),
     face_models: str = typer.Option(None, "--face-models", help="Folder of insightface .onnx files."),
     out_dir: Path = typer.Option(None, "-o", "--out", help="Output folder (default: sid-eval/NAME)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite the files of an earlier run in the folder."),
     steps: int = typer.Option(30, "--steps", help="Denoising steps."),
     size: str = typer.Option(None, "--size", help="WIDTHxHEIGHT (default: the model's native size)."),
     guidance: float = typer.Option(8.5, "--guidance", "-g", help="Classifier-free guidance scale."),
@@ -41,6 +42,7 @@ def eval_(
     """Score identities: face similarity to the photo, CLIP prompt consistency, face diversity.
 
     Renders each prompt n times per identity (same seeds); writes eval.json, renders, contact_sheet.png.
+    Each render is written as soon as it is done; Ctrl-C keeps them (the report needs the whole run).
 
     [bold]Examples[/bold]
 
@@ -68,6 +70,7 @@ def eval_(
         face_models=face_models,
         photos=list(photo or []),
         out_dir=out_dir,
+        force=force,
     )
     if quiet or json_:
         report = evaluate(cfg, warn=warn)
