@@ -281,7 +281,7 @@ def png_metadata(
     if cfg.negative:
         lines.append(f"Negative prompt: {cfg.negative}")
     lines.append(", ".join(fields))
-    settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items() if k != "force"}
     sid_json = {
         "settings": {**settings, "seed": seed},
         "size": list(size),

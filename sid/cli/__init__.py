@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -48,6 +50,26 @@ def report(e: SidError) -> None:
 
 def warn(message: str) -> None:
     err.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+
+
+@contextmanager
+def step_bar(description: str, total: int, quiet: bool) -> Iterator[Callable[[int], None] | None]:
+    """An ``on_step`` callback feeding a progress bar that appears with the first step, so that an error
+    found before any work stands alone; None when quiet."""
+    if quiet:
+        yield None
+        return
+    from rich.progress import Progress
+
+    with Progress(console=err) as bar:
+        task: list[Any] = []
+
+        def advance(n: int) -> None:
+            if not task:
+                task.append(bar.add_task(description, total=total))
+            bar.advance(task[0], n)
+
+        yield advance
 
 
 def print_json(data: Any) -> None:

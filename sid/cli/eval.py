@@ -9,7 +9,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from sid.cli import app, err, out, print_json, warn
+from sid.cli import app, out, print_json, step_bar, warn
 
 
 @app.command("eval")
@@ -72,15 +72,9 @@ def eval_(
         out_dir=out_dir,
         force=force,
     )
-    if quiet or json_:
-        report = evaluate(cfg, warn=warn)
-    else:
-        from rich.progress import Progress
-
-        total = len(load_prompts(prompts)) * len(names) * per_prompt * steps
-        with Progress(console=err) as bar:
-            task = bar.add_task("rendering", total=total)
-            report = evaluate(cfg, warn=warn, on_step=lambda n: bar.advance(task, n))
+    total = len(load_prompts(prompts)) * len(names) * per_prompt * steps
+    with step_bar("rendering", total, quiet or json_) as on_step:
+        report = evaluate(cfg, warn=warn, on_step=on_step)
     if json_:
         print_json(report)
         return

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from sid.cli import app, err, out, print_json, warn
+from sid.cli import app, out, print_json, step_bar, warn
 
 
 @app.command("render")
@@ -78,14 +78,8 @@ def render(
         control_is_map=control_is_map,
         force=force,
     )
-    if quiet or json_:
-        results = run(cfg, warn=warn)
-    else:
-        from rich.progress import Progress
-
-        with Progress(console=err) as bar:
-            task = bar.add_task("rendering", total=count * steps)
-            results = run(cfg, warn=warn, on_step=lambda n: bar.advance(task, n))
+    with step_bar("rendering", count * steps, quiet or json_) as on_step:
+        results = run(cfg, warn=warn, on_step=on_step)
     rows = [{"path": str(r.path), "seed": r.seed, "index": r.index} for r in results]
     if json_:
         print_json(rows)
