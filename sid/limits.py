@@ -24,8 +24,13 @@ class Limit:
 
     def describe(self) -> str:
         """'between 1 and 1000', or 'a multiple of 8 between 64 and 2048'."""
-        span = f"between {self.low:g} and {self.high:g}"
+        span = f"between {_number(self.low)} and {_number(self.high)}"
         return f"a multiple of {self.multiple} {span}" if self.multiple > 1 else span
+
+
+def _number(value: float) -> str:
+    """4294967295, not 4.29497e+09; 0.5 as 0.5."""
+    return str(int(value)) if math.isfinite(value) and value == int(value) else f"{value:g}"
 
 
 SEED_MAX = 2**32 - 1  # seeds are 32-bit, as in A1111; image i of a render uses seed + i
@@ -53,7 +58,7 @@ LIMITS: dict[str, dict[str, Limit]] = {
         "samples": Limit("--samples", 8, 1024, "96"),
         "mesh_resolution": Limit("--mesh-resolution", 16, 512, "128"),
         "frames": Limit("--frames", 2, 720, "72"),
-        "batch": Limit("--batch", 1, 16, "1"),
+        "batch": Limit("batch (ThreeDConfig, no flag)", 1, 16, "1"),
         "checkpoint_every": Limit("--checkpoint-every", 0, 100_000, "200"),
         "seed": Limit("--seed", 0, SEED_MAX, "0"),
     },
@@ -82,7 +87,7 @@ def check(command: str, knob: str, value: float | None) -> None:
     limit = LIMITS[command][knob]
     finite = isinstance(value, int) or math.isfinite(value)  # ints of any size; floats but NaN and inf
     if not (finite and limit.low <= value <= limit.high and value % limit.multiple == 0):
-        shown = value if isinstance(value, int) else f"{value:g}"
+        shown = value if isinstance(value, int) else _number(value)
         raise BadInput(f"{limit.flag} must be {limit.describe()}, not {shown}", f"try {limit.example}")
 
 

@@ -61,15 +61,20 @@ def step_bar(description: str, total: int, quiet: bool) -> Iterator[Callable[[in
         return
     from rich.progress import Progress
 
-    with Progress(console=err) as bar:
-        task: list[Any] = []
+    bar = Progress(console=err)
+    task: list[Any] = []
 
-        def advance(n: int) -> None:
-            if not task:
-                task.append(bar.add_task(description, total=total))
-            bar.advance(task[0], n)
+    def advance(n: int) -> None:
+        if not task:
+            bar.start()
+            task.append(bar.add_task(description, total=total))
+        bar.advance(task[0], n)
 
+    try:
         yield advance
+    finally:
+        if task:
+            bar.stop()
 
 
 def print_json(data: Any) -> None:
