@@ -81,18 +81,7 @@ def test_video_interrupted_while_writing_keeps_the_old_clip(
         raise KeyboardInterrupt  # ... when Ctrl-C arrives
 
     monkeypatch.setattr(sid.video, "_write_gif", half_then_ctrl_c)
-    args = [
-        "video",
-        "alice dancing",
-        "--video-model",
-        tiny_t2v,
-        "--frames",
-        2,
-        "--size",
-        "64x64",
-        "--steps",
-        1,
-    ]
+    args = ["video", "alice dancing", "--video-model", tiny_t2v, *"--frames 2 --size 64x64 --steps 1".split()]
     result = invoke(*args, "-o", clip, "--force", "--quiet")
     assert result.exit_code == 130 and "it was not written" in result.output, result.output
     assert clip.read_bytes() == b"the clip from yesterday" and hidden(tmp_path) == []
