@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             device=device,
             dtype=args.dtype,
             out_dir=Path(tmp) / "sid",
+            force=True,  # every timed run writes the same image again
         )
         torch_dtype = pick_dtype(device, args.dtype)
         plain_prompt = PROMPT.format("a man")  # a plain word where the identity goes: same 77-token length

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from sid.store import atomic_write
+from sid.files import atomic_write
 
 
 def save_state(

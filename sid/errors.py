@@ -60,3 +60,14 @@ def first_line(e: BaseException, limit: int = 200) -> str:
     """The first line of an exception's message, for one-line error reports."""
     lines = str(e).strip().splitlines()
     return lines[0][:limit] if lines else type(e).__name__
+
+
+class WriteError(SidError, OSError):
+    """A file could not be written (full disk, read-only folder, missing permission). Still an OSError,
+    so code that handles the operating system's error keeps handling it."""
+
+
+class Interrupted(SidError):
+    """Ctrl-C: what was finished is kept, and the message says what."""
+
+    exit_code = 130

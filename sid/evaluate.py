@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sid.errors import BadInput, ModelNotFound, first_line
+from sid import limits
+from sid.errors import BadInput, Interrupted, ModelNotFound, first_line
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -42,6 +43,7 @@ PLACEHOLDER = "{}"
 NEUTRAL = "a person"  # what stands in for the identity in the CLIP text
 DEFAULT_PER_PROMPT = 4
 DEFAULT_SEED = 0
+REPORT, SHEET = "eval.json", "contact_sheet.png"  # in the output folder, beside images/NAME/
 CELL = 192  # contact-sheet thumbnail width in pixels
 THUMB_UPSCALE, THUMB_PAD = 256, 64  # how a stored 128 px thumbnail is shown to the face detector
 # Where FFHQ alignment (sid.faces.ffhq_matrix) puts the 5 keypoints, as fractions of the crop side:
@@ -222,11 +224,14 @@ def load_prompts(source: str | Path | None = None) -> list[EvalPrompt]:
         raise BadInput(
             f"prompts file {path} not found", "pass a text file with one prompt per line, or builtin"
         )
+    limits.check("eval", "prompts_bytes", path.stat().st_size)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise BadInput(f"could not read prompts file {path}: {first_line(e)}", "save it as UTF-8 text") from e
-    return parse_prompts(text, str(path))
+    prompts = parse_prompts(text, str(path))
+    limits.check("eval", "prompts", len(prompts))
+    return prompts
 
 
 # ---------------------------------------------------------------- faces
@@ -426,15 +431,17 @@ class EvalConfig:
     clip_model: str | None = DEFAULT_CLIP_MODEL  # None or "none": skip the CLIP score
     face_models: str | None = None
     photos: list[Path] = field(default_factory=list)  # none, one for all names, or one per name
-    out_dir: Path | None = None  # default: sid-eval/NAME (or sid-eval/A+B for several)
+    out_dir: str | Path | None = None  # default: sid-eval/NAME (or sid-eval/A+B for several)
+    force: bool = False  # overwrite the files of an earlier run in out_dir
 
     def output_folder(self) -> Path:
-        return self.out_dir if self.out_dir is not None else Path("sid-eval") / "+".join(self.names)
+        return Path(self.out_dir) if self.out_dir is not None else Path("sid-eval") / "+".join(self.names)
 
 
 def check_eval_inputs(cfg: EvalConfig, store: IdentityStore) -> list[EvalPrompt]:
     """Every option checked before anything heavy loads; returns the prompts."""
-    from sid.render import RenderConfig, check_inputs
+    from sid.files import output_folder
+    from sid.render import RenderConfig, check_inputs, parse_size
 
     if not cfg.names:
         raise BadInput("no identity to evaluate", "pass one or more names, e.g. sid eval alice")
@@ -444,6 +451,9 @@ def check_eval_inputs(cfg: EvalConfig, store: IdentityStore) -> list[EvalPrompt]
     for name in cfg.names:
         store.path(name)  # IdentityNotFound lists the known ones
     prompts = load_prompts(cfg.prompts)
+    knobs = {"per_prompt": cfg.per_prompt, "steps": cfg.steps, "seed": cfg.seed}
+    limits.check_all("eval", knobs)
+    parse_size(cfg.size, "eval")
     check_inputs(
         RenderConfig(
             prompt=prompts[0].template,
@@ -452,6 +462,7 @@ def check_eval_inputs(cfg: EvalConfig, store: IdentityStore) -> list[EvalPrompt]
             guidance=cfg.guidance,
             size=cfg.size,
             scheduler=cfg.scheduler,
+            out_dir=output_folder(cfg.output_folder()),
         )
     )
     if len(cfg.photos) not in (0, 1, len(cfg.names)):
@@ -486,6 +497,7 @@ def evaluate(
     Returns the report: JSON-ready, with NaN written as null.
     """
     from sid.faces import load_face_pack
+    from sid.files import atomic_path, atomic_write, check_output_target
     from sid.render import RenderConfig, load_render_pipeline, native_size, parse_size
     from sid.store import IdentityStore
 
@@ -496,6 +508,15 @@ def evaluate(
     prompts = check_eval_inputs(cfg, store)
     names = [store.path(n).stem for n in cfg.names]  # as stored
     seed = cfg.seed if cfg.seed is not None else secrets.randbelow(2**31)
+    folder = cfg.output_folder()
+    planned = [folder / REPORT, folder / SHEET] + [
+        image_path(folder, p_index, prompt, name, j, seed + j)
+        for p_index, prompt in enumerate(prompts)
+        for name in names
+        for j in range(cfg.per_prompt)
+    ]
+    for path in planned:  # an earlier run's files need --force
+        check_output_target(path, cfg.force)
     pack = load_face_pack(cfg.face_models)
     refs = {n: reference_for(n, store, photo_for(cfg, i), cfg.face_models, warn) for i, n in enumerate(names)}
     clip = load_clip(str(cfg.clip_model)) if clip_enabled(cfg) else None
@@ -520,26 +541,43 @@ def evaluate(
         clip.to(pipe.device)
         text_embs = list(clip.embed_texts([p.clip_text for p in prompts]))
 
-    # 3. render and score, prompt by prompt, every identity with the same seeds
-    folder = cfg.output_folder()
+    # 3. render and score, prompt by prompt, every identity with the same seeds; each image is written
+    # as soon as it is decoded, so Ctrl-C keeps the finished ones
     scores: dict[str, list[list[ImageScore]]] = {n: [] for n in names}
     thumbs: dict[str, list[list[Image.Image]]] = {n: [] for n in names}
     context = _RunContext(base, store, pipe, spec.label, size, pack, clip, folder, warn, on_step)
-    for p_index, prompt in enumerate(prompts):
-        for name in names:
-            row, row_thumbs = context.render_and_score(p_index, prompt, name, refs[name], text_embs[p_index])
-            scores[name].append(row)
-            thumbs[name].append(row_thumbs)
+    try:
+        for p_index, prompt in enumerate(prompts):
+            for name in names:
+                row, row_thumbs = context.render_and_score(
+                    p_index, prompt, name, refs[name], text_embs[p_index]
+                )
+                scores[name].append(row)
+                thumbs[name].append(row_thumbs)
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"interrupted after {context.written} of {len(planned) - 2} images; no report was written",
+            f"the finished images are in {folder / 'images'}",
+        ) from None
 
     # 4. report, contact sheet, JSON
     report = build_report(cfg, prompts, names, refs, scores, seed, size, spec.label, clip)
     report["settings"]["face_models"] = str(pack.folder)
-    sheet = folder / "contact_sheet.png"
-    contact_sheet(prompts, names, scores, thumbs).save(sheet)
+    sheet = folder / SHEET
+    with atomic_path(sheet) as tmp:
+        contact_sheet(prompts, names, scores, thumbs).save(tmp)
     report["contact_sheet"] = str(sheet)
-    report["json"] = str(folder / "eval.json")
-    (folder / "eval.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    report["json"] = str(folder / REPORT)
+    atomic_write(folder / REPORT, (json.dumps(report, indent=2) + "\n").encode("utf-8"))
     return report
+
+
+def image_path(folder: Path, p_index: int, prompt: EvalPrompt, name: str, j: int, seed: int) -> Path:
+    """Where image ``j`` of one prompt and identity goes."""
+    from sid.render import slug
+
+    stem = f"{p_index:02d}-{slug(prompt.template.replace(PLACEHOLDER, name), 40)}"
+    return folder / "images" / name / f"{stem}-{j:02d}-{seed}.png"
 
 
 @dataclass
@@ -556,6 +594,7 @@ class _RunContext:
     folder: Path
     warn: Warn
     on_step: Callable[[int], None] | None
+    written: int = 0  # images written so far
 
     def render_and_score(
         self, p_index: int, prompt: EvalPrompt, name: str, ref: Reference, text_emb: Any
@@ -568,32 +607,33 @@ class _RunContext:
         cfg = replace(self.base, prompt=prompt.for_identity(name))
         seeds = [cfg.seed + j for j in range(cfg.count)]
         parsed, identities = render.prepare(cfg.prompt, self.store, self.pipe, self.warn)
-        images = render.generate(
-            self.pipe,
-            parsed.text,
-            seeds,
-            cfg.steps,
-            cfg.guidance,
-            cfg.negative,
-            self.size,
-            on_step=self.on_step,
-        )
-        image_embs = self.clip.embed_images(images) if self.clip is not None else [None] * len(images)
-        image_dir = self.folder / "images" / name
-        image_dir.mkdir(parents=True, exist_ok=True)
-        stem = f"{p_index:02d}-{render.slug(prompt.template.replace(PLACEHOLDER, name), 40)}"
         hashes = render.identity_hashes(identities)
+        images, paths = [], []
+        for j, seed in enumerate(seeds):  # each PNG is written as soon as it is decoded
+            (image,) = render.generate(
+                self.pipe,
+                parsed.text,
+                [seed],
+                cfg.steps,
+                cfg.guidance,
+                cfg.negative,
+                self.size,
+                on_step=self.on_step,
+            )
+            path = image_path(self.folder, p_index, prompt, name, j, seed)
+            render.save_png(image, path, render.png_metadata(cfg, seed, self.size, self.model_label, hashes))
+            self.written += 1
+            images.append(image)
+            paths.append(path)
+        image_embs = self.clip.embed_images(images) if self.clip is not None else [None] * len(images)
         scores, thumbs = [], []
-        for j, (image, seed) in enumerate(zip(images, seeds, strict=False)):
+        for image, seed, path, image_emb in zip(images, seeds, paths, image_embs, strict=True):
             found = find_faces(image, self.pack)
             embeddings = [f.embedding for f in found]
-            score = score_image(ref.embedding, embeddings, image_embs[j], text_emb, seed=seed)
+            score = score_image(ref.embedding, embeddings, image_emb, text_emb, seed=seed)
             match = best_match(ref.embedding, embeddings)
             if match is not None:
                 score.face_box = found[match[0]].bbox
-            path = image_dir / f"{stem}-{j:02d}-{seed}.png"
-            meta = render.png_metadata(cfg, seed, self.size, self.model_label, hashes)
-            render.save_png(image, path, meta)
             score.path = str(path)
             scores.append(score)
             thumbs.append(_thumbnail(image, score))

@@ -37,10 +37,11 @@ def export_tensors(identity: Identity, fmt: str) -> dict[str, np.ndarray]:
 
 
 def write_export(identity: Identity, fmt: str, path: Path) -> None:
-    """Write ``identity`` to the file ``path`` in ``fmt`` (the caller picks the name: A1111 uses it)."""
+    """Write ``identity`` to the file ``path`` in ``fmt``, whole or not at all. The caller picks and checks
+    the path (``sid.files.output_file``): A1111 takes the trigger word from the file name."""
     from safetensors.numpy import save
 
-    from sid.store import atomic_write
+    from sid.files import atomic_write
 
     if fmt not in FORMATS:
         raise BadInput(f"unknown export format {fmt!r}", f"use one of: {', '.join(FORMATS)}")
@@ -49,8 +50,6 @@ def write_export(identity: Identity, fmt: str, path: Path) -> None:
     else:
         meta = {"name": identity.name, "sid_method": identity.method, "sid_base_model": identity.base_model}
         data = save(export_tensors(identity, fmt), metadata=meta)
-    if not path.parent.is_dir():
-        raise BadInput(f"folder {path.parent} does not exist", "create it or pick another -o path")
     atomic_write(path, data)
 
 

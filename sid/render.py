@@ -2,7 +2,8 @@
 
 Defaults follow StableIdentity's inference (DPM-Solver multistep, guidance 8.5), at 30 steps and
 the model's native size. Each image i uses seed + i with its own generator, so one image of a
-batch can be reproduced alone. Every PNG carries an AUTOMATIC1111 ``parameters`` chunk and a
+batch can be reproduced alone, and is written as soon as it is decoded (Ctrl-C keeps the finished
+ones; nothing holds all of them). Every PNG carries an AUTOMATIC1111 ``parameters`` chunk and a
 ``sid`` chunk with the full settings as JSON.
 """
 
@@ -16,7 +17,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sid.errors import BadInput
+from sid import limits
+from sid.errors import BadInput, Interrupted
+from sid.files import atomic_path, check_output_target, output_folder
 from sid.prompts import ParsedPrompt, load_identities, parse_prompt
 from sid.store import Identity, IdentityStore
 
@@ -59,6 +62,7 @@ class RenderConfig:
     controlnet: str | None = None  # hub id or folder (default: the preset's for control_type)
     control_scale: float = 1.0
     control_is_map: bool = False
+    force: bool = False  # overwrite images of the same name in out_dir
 
 
 @dataclass
@@ -68,15 +72,19 @@ class Rendered:
     index: int
 
 
-def parse_size(size: str | None) -> tuple[int, int] | None:
+def parse_size(size: str | None, command: str = "render") -> tuple[int, int] | None:
+    """``WIDTHxHEIGHT`` -> (width, height) within ``command``'s size limit; None when not given."""
     if size is None:
         return None
     match = re.fullmatch(r"(\d+)[xX](\d+)", size.strip())
     if not match:
         raise BadInput(f"--size {size!r} is not WIDTHxHEIGHT", "write it like 512x512")
     width, height = int(match.group(1)), int(match.group(2))
-    if width % 8 or height % 8 or not (64 <= width <= 4096 and 64 <= height <= 4096):
-        raise BadInput(f"--size {width}x{height} must be multiples of 8 between 64 and 4096", "try 512x512")
+    limit = limits.LIMITS[command]["side"]
+    if not all(limit.low <= side <= limit.high and side % limit.multiple == 0 for side in (width, height)):
+        raise BadInput(
+            f"--size {width}x{height}: each side must be {limit.describe()}", f"try {limit.example}"
+        )
     return width, height
 
 
@@ -84,15 +92,13 @@ def check_inputs(cfg: RenderConfig) -> None:
     """Every option checked before the model loads."""
     if not cfg.prompt.strip():
         raise BadInput("the prompt is empty", 'pass a prompt like "alice as a knight"')
-    if cfg.count < 1:
-        raise BadInput(f"-n must be at least 1, not {cfg.count}", "pass -n 1 or more")
-    if cfg.steps < 1:
-        raise BadInput(f"--steps must be at least 1, not {cfg.steps}", "try 30")
+    limits.check_all("render", {"count": cfg.count, "steps": cfg.steps, "seed": cfg.seed})
     if cfg.guidance < 0:
         raise BadInput(f"--guidance must not be negative, not {cfg.guidance}", "try 7.5")
     if cfg.scheduler not in SCHEDULERS:
         raise BadInput(f"unknown scheduler {cfg.scheduler!r}", f"use one of: {', '.join(SCHEDULERS)}")
     parse_size(cfg.size)
+    output_folder(cfg.out_dir)
     if cfg.control is not None:
         if cfg.control_type not in CONTROL_TYPES:
             raise BadInput(
@@ -190,14 +196,19 @@ def render(
     warn: Callable[[str], None] | None = None,
     on_step: StepProgress | None = None,
 ) -> list[Rendered]:
-    """Render ``cfg.count`` images and write them as PNGs with metadata."""
-    # 1. check inputs and the prompt's identities before loading anything heavy
+    """Render ``cfg.count`` images, writing each PNG (with metadata) as soon as it is decoded.
+
+    Ctrl-C keeps the images already written and raises Interrupted saying how many."""
+    # 1. check inputs, output files and the prompt's identities before loading anything heavy
     check_inputs(cfg)
     store = store or IdentityStore()
     parsed = parse_prompt(cfg.prompt, store)  # unknown @names fail fast
     identities = [store.get(name) for name in parsed.names]
     seed = cfg.seed if cfg.seed is not None else secrets.randbelow(2**31)
-    seeds = [seed + i for i in range(cfg.count)]
+    folder = output_folder(cfg.out_dir)
+    targets = [
+        check_output_target(folder / image_name(cfg.prompt, i, seed + i), cfg.force) for i in range(cfg.count)
+    ]
 
     # 2. model, identities, control image
     pipe, spec = load_render_pipeline(cfg)
@@ -207,28 +218,35 @@ def render(
     control = control_image_for(cfg) if cfg.control is not None else None
     size = parse_size(cfg.size) or native_size(pipe)
 
-    # 3. generate and write
-    images = generate(
-        pipe,
-        parsed.text,
-        seeds,
-        cfg.steps,
-        cfg.guidance,
-        cfg.negative,
-        size,
-        control,
-        cfg.control_scale,
-        on_step,
-    )
-    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    # 3. generate and write, one image at a time
     hashes = identity_hashes(identities)
-    results = []
-    for index, (image, s) in enumerate(zip(images, seeds, strict=False)):
-        path = cfg.out_dir / f"{slug(cfg.prompt)}-{index:02d}-{s}.png"
-        meta = png_metadata(cfg, s, size, spec.label, hashes)
-        save_png(image, path, meta)
-        results.append(Rendered(path, s, index))
+    results: list[Rendered] = []
+    try:
+        for index, path in enumerate(targets):
+            s = seed + index
+            (image,) = generate(
+                pipe,
+                parsed.text,
+                [s],
+                cfg.steps,
+                cfg.guidance,
+                cfg.negative,
+                size,
+                control,
+                cfg.control_scale,
+                on_step,
+            )
+            save_png(image, path, png_metadata(cfg, s, size, spec.label, hashes))
+            results.append(Rendered(path, s, index))
+    except KeyboardInterrupt:
+        kept = f"the {len(results)} finished are in {folder}" if results else "no image was finished"
+        raise Interrupted(f"interrupted after {len(results)} of {cfg.count} images", kept) from None
     return results
+
+
+def image_name(prompt: str, index: int, seed: int) -> str:
+    """``PROMPT-SLUG-INDEX-SEED.png``."""
+    return f"{slug(prompt)}-{index:02d}-{seed}.png"
 
 
 def slug(text: str, limit: int = 60) -> str:
@@ -263,7 +281,7 @@ def png_metadata(
     if cfg.negative:
         lines.append(f"Negative prompt: {cfg.negative}")
     lines.append(", ".join(fields))
-    settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items() if k != "force"}
     sid_json = {
         "settings": {**settings, "seed": seed},
         "size": list(size),
@@ -274,12 +292,14 @@ def png_metadata(
 
 
 def save_png(image: Any, path: Path, text: dict[str, str]) -> None:
+    """A PNG with ``text`` chunks, whole or not at all (temporary name, fsync, rename)."""
     from PIL.PngImagePlugin import PngInfo
 
     info = PngInfo()
     for key, value in text.items():
         info.add_text(key, value)
-    image.save(path, pnginfo=info)
+    with atomic_path(path) as tmp:
+        image.save(tmp, pnginfo=info)
 
 
 def _short_hash(data: bytes) -> str:

@@ -92,12 +92,10 @@ def check_inputs(
             )
     if cfg.face_encoder not in ("arcface", "vit"):
         raise BadInput(f"unknown face encoder {cfg.face_encoder!r}", "use arcface or vit")
-    for knob in ("steps", "batch_size", "bank_size"):
-        value = getattr(cfg, knob)
-        if value is not None and value < 1:
-            raise BadInput(
-                f"--{knob.replace('_', '-')} must be at least 1, not {value}", "pass a positive number"
-            )
+    from sid import limits
+
+    knobs = ("steps", "batch_size", "bank_size", "resolution", "seed")
+    limits.check_all("learn", {knob: getattr(cfg, knob) for knob in knobs})  # sizes, before any model loads
     if cfg.lr is not None and not cfg.lr > 0:
         raise BadInput(f"--lr must be positive, not {cfg.lr}", "try the default")
 

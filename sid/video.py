@@ -9,22 +9,24 @@ The backend follows the text encoder the prompt's identities were learned for:
 
 Identities are loaded into the video pipeline's text encoder exactly as ``sid render`` loads them
 (``sid.render.prepare``). Frames are written as mp4 (h264) or webm (vp9) through the ffmpeg binary that
-imageio-ffmpeg ships, or as an animated gif with Pillow.
+imageio-ffmpeg ships, or as an animated gif with Pillow; ``write_video`` is also ``sid 3d``'s turntable
+writer. Files appear whole or not at all (``sid.files.atomic_path``).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from sid.errors import BadInput, IncompatibleIdentity, OutOfMemory, first_line
+from sid import limits
+from sid.errors import BadInput, IncompatibleIdentity, Interrupted, OutOfMemory, WriteError, first_line
+from sid.files import atomic_path, is_folder, output_file
 from sid.pipelines import ModelSpec, component_spec
 from sid.prompts import FAMILY_BY_WIDTH, check_compatible, parse_prompt
 from sid.render import StepProgress, parse_size, slug
@@ -45,6 +47,7 @@ class VideoPreset:
     backend: str  # T2V | ANIMATEDIFF
     candidates: tuple[str, ...]  # hub ids, tried in order
     size: tuple[int, int]  # native (width, height)
+    max_frames: int | None = None  # frames the model handles at most, if it has a limit
 
 
 # Every hub id `sid video` knows, in one place.
@@ -57,10 +60,10 @@ VIDEO_PRESETS: dict[str, VideoPreset] = {
     ),
     "zeroscope": VideoPreset("zeroscope", T2V, ("cerspense/zeroscope_v2_576w",), (576, 320)),
     "animatediff": VideoPreset(
-        "animatediff", ANIMATEDIFF, ("guoyww/animatediff-motion-adapter-v1-5-2",), (512, 512)
+        "animatediff", ANIMATEDIFF, ("guoyww/animatediff-motion-adapter-v1-5-2",), (512, 512), 32
     ),
     "animatediff-v3": VideoPreset(
-        "animatediff-v3", ANIMATEDIFF, ("guoyww/animatediff-motion-adapter-v1-5-3",), (512, 512)
+        "animatediff-v3", ANIMATEDIFF, ("guoyww/animatediff-motion-adapter-v1-5-3",), (512, 512), 32
     ),
 }
 DEFAULT_VIDEO = {T2V: "text-to-video-ms", ANIMATEDIFF: "animatediff"}
@@ -87,7 +90,7 @@ class VideoConfig:
     video_model: str | None = None  # preset, hub id or folder of a t2v pipeline or a motion adapter
     device: str = "auto"
     dtype: str = "auto"
-    output: Path | None = None  # file (or folder); None: <prompt-slug>-<seed>.<format> here
+    output: str | Path | None = None  # file or folder (a str ending in "/" is one); None: here
     format: str | None = None  # mp4 | gif | webm; None: from the output's suffix, else mp4
     force: bool = False
     low_vram: bool = False
@@ -101,6 +104,7 @@ class VideoPlan:
     video: ModelSpec  # the t2v pipeline, or the motion adapter
     base: str | None = None  # AnimateDiff: the base model for resolve_model
     size: tuple[int, int] | None = None  # the preset's native size, if known
+    max_frames: int | None = None  # the preset's frame limit, if known
 
 
 @dataclass
@@ -132,9 +136,8 @@ class VideoResult:
 
 def output_format(cfg: VideoConfig) -> str:
     """--format, else the output file's suffix, else mp4."""
-    suffix = (
-        cfg.output.suffix.lower().lstrip(".") if cfg.output is not None and not cfg.output.is_dir() else ""
-    )
+    given = None if cfg.output is None or is_folder(cfg.output) else Path(cfg.output)
+    suffix = given.suffix.lower().lstrip(".") if given is not None else ""
     fmt = (cfg.format or suffix or DEFAULT_FORMAT).lower().lstrip(".")
     if fmt not in FORMATS:
         raise BadInput(f"unknown video format {fmt!r}", f"use --format {' | '.join(FORMATS)}")
@@ -144,33 +147,36 @@ def output_format(cfg: VideoConfig) -> str:
 
 
 def output_path(cfg: VideoConfig, fmt: str, seed: int) -> Path:
-    """Where the clip goes; an existing file is refused unless --force."""
+    """Where the clip goes (checked by ``sid.files.output_file``: an existing file needs --force)."""
     name = f"{slug(cfg.prompt)}-{seed}.{fmt}"
-    if cfg.output is None:
-        path = Path.cwd() / name
-    elif cfg.output.is_dir():
-        path = cfg.output / name
-    else:
-        path = cfg.output if cfg.output.suffix else cfg.output.with_suffix(f".{fmt}")
-    if path.exists() and not cfg.force:
-        raise BadInput(f"{path} already exists", "pass --force to overwrite it, or -o another file")
-    return path
+    return output_file(cfg.output if cfg.output is not None else Path.cwd(), name, cfg.force, f".{fmt}")
 
 
 def check_inputs(cfg: VideoConfig) -> str:
     """Every option checked before a model loads; returns the output format."""
     if not cfg.prompt.strip():
         raise BadInput("the prompt is empty", 'pass a prompt like "alice dancing in the rain"')
-    if cfg.frames < 1:
-        raise BadInput(f"--frames must be at least 1, not {cfg.frames}", f"try {DEFAULT_FRAMES}")
-    if not cfg.fps > 0:
-        raise BadInput(f"--fps must be above 0, not {cfg.fps}", f"try {DEFAULT_FPS:g}")
-    if cfg.steps < 1:
-        raise BadInput(f"--steps must be at least 1, not {cfg.steps}", f"try {DEFAULT_STEPS}")
+    knobs = {"frames": cfg.frames, "fps": cfg.fps, "steps": cfg.steps, "seed": cfg.seed}
+    limits.check_all("video", knobs)
     if cfg.guidance is not None and cfg.guidance < 0:
         raise BadInput(f"--guidance must not be negative, not {cfg.guidance}", "try 7.5")
-    parse_size(cfg.size)
+    check_budget(cfg.frames, parse_size(cfg.size, "video"))
     return output_format(cfg)
+
+
+def check_budget(frames: int, size: tuple[int, int] | None) -> None:
+    """Frames x pixels within the limit (clips are decoded as float32 in memory); None: size unknown yet."""
+    if size is not None:
+        limits.check("video", "pixels", frames * size[0] * size[1])
+
+
+def check_frames(frames: int, most: int | None) -> None:
+    """--frames within what the model handles (a motion adapter's sequence length), when it has a limit."""
+    if most is not None and frames > most:
+        raise BadInput(
+            f"--frames {frames} is more than this video model handles ({most})",
+            f"pass --frames {most} or fewer",
+        )
 
 
 # -- which backend ----------------------------------------------------------------------------------
@@ -314,7 +320,7 @@ def plan_video(
             )
         if identities and spec.label in VIDEO_PRESETS:
             check_family(identities, BACKEND_FAMILY[T2V])
-        return VideoPlan(T2V, spec, None, size)
+        return VideoPlan(T2V, spec, None, size, preset_max_frames(spec))
 
     base = cfg.model or DEFAULT_BASE
     family = base_family(base)
@@ -323,7 +329,12 @@ def plan_video(
             f"AnimateDiff needs an SD 1.5 base model, and --model {base} is SDXL", "pass --model sd15"
         )
     check_family(identities, family)
-    return VideoPlan(ANIMATEDIFF, spec, base, size)
+    return VideoPlan(ANIMATEDIFF, spec, base, size, preset_max_frames(spec))
+
+
+def preset_max_frames(spec: ModelSpec) -> int | None:
+    preset = VIDEO_PRESETS.get(spec.label)
+    return preset.max_frames if preset is not None else None
 
 
 # -- loading ----------------------------------------------------------------------------------------
@@ -479,29 +490,29 @@ def video_frames(
     return (video * 255).round().clip(0, 255).astype(np.uint8)
 
 
-def write_video(frames: Any, path: Path, fps: float, fmt: str, comment: str = "") -> None:
-    """Write (F, H, W, 3) uint8 frames; the file appears whole or not at all."""
+def write_video(frames: Sequence[Any], path: Path, fps: float, fmt: str, comment: str = "") -> None:
+    """Write (H, W, 3) uint8 frames as mp4, webm or gif; the file appears whole or not at all.
+
+    The one video writer: ``sid video``'s clips and ``sid 3d``'s turntables."""
     if fmt not in FORMATS:
         raise BadInput(f"unknown video format {fmt!r}", f"use one of: {', '.join(FORMATS)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
-    try:
-        if fmt == "gif":
-            _write_gif(frames, partial, fps, comment)
-        else:
-            _write_ffmpeg(frames, partial, fps, fmt, comment)
-        os.replace(partial, path)
-    except (OSError, RuntimeError) as e:
-        raise BadInput(f"could not write {path}: {first_line(e)}", "check the folder and free space") from e
-    finally:
-        partial.unlink(missing_ok=True)
+    with atomic_path(path) as tmp:
+        try:
+            if fmt == "gif":
+                _write_gif(frames, tmp, fps, comment)
+            else:
+                _write_ffmpeg(frames, tmp, fps, fmt, comment)
+        except RuntimeError as e:  # ffmpeg's own failures; OSError (full disk) becomes WriteError
+            raise WriteError(
+                f"could not write {path}: {first_line(e)}", "check the folder and free space"
+            ) from e
 
 
 def _write_ffmpeg(frames: Any, path: Path, fps: float, fmt: str, comment: str) -> None:
     import numpy as np
     from imageio_ffmpeg import write_frames
 
-    height, width = frames.shape[1:3]
+    height, width = np.asarray(frames[0]).shape[:2]
     if fmt == "mp4":  # h264 in yuv420p plays everywhere; it needs even sizes (ours are multiples of 8)
         codec, params = "libx264", ["-crf", "18", "-preset", "medium", "-movflags", "+faststart"]
     else:  # webm: vp9 at constant quality
@@ -573,6 +584,8 @@ def plan_job(
     seed = cfg.seed if cfg.seed is not None else secrets.randbelow(2**31)
     path = output_path(cfg, fmt, seed)
     plan = plan_video(cfg, identities, warn)
+    check_frames(cfg.frames, plan.max_frames)
+    check_budget(cfg.frames, parse_size(cfg.size, "video") or plan.size)
     if not identities and warn is not None:
         warn("the prompt names no stored identity: making a plain text-to-video clip")
     return VideoJob(cfg, store, fmt, path, seed, plan)
@@ -588,18 +601,17 @@ def run_job(
     pipe = load_video_pipeline(plan, cfg.device, cfg.dtype, cfg.low_vram, warn)
     with _quiet_loading():  # sid's own warnings still reach `warn`
         parsed, identities = prepare(cfg.prompt, job.store, pipe, warn)
-    limit = max_frames(pipe)
-    if limit is not None and cfg.frames > limit:
-        raise BadInput(
-            f"--frames {cfg.frames} is more than this motion adapter handles ({limit})",
-            f"pass --frames {limit} or fewer",
-        )
-    size = parse_size(cfg.size) or plan.size or native_size(pipe)
+    check_frames(cfg.frames, max_frames(pipe))
+    size = parse_size(cfg.size, "video") or plan.size or native_size(pipe)
+    check_budget(cfg.frames, size)
     guidance = cfg.guidance if cfg.guidance is not None else DEFAULT_GUIDANCE[plan.backend]
 
-    frames = video_frames(
-        pipe, parsed.text, seed, cfg.frames, cfg.steps, guidance, cfg.negative, size, on_step
-    )
+    try:
+        frames = video_frames(
+            pipe, parsed.text, seed, cfg.frames, cfg.steps, guidance, cfg.negative, size, on_step
+        )
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted while making the clip; no file was written", "run it again") from None
     names = [i.name for i in identities]
     settings = {
         "prompt": cfg.prompt,
@@ -615,7 +627,13 @@ def run_job(
         "base": plan.base,
         "identities": names,
     }
-    write_video(frames, job.path, cfg.fps, job.format, comment=json.dumps({"sid": settings}, sort_keys=True))
+    comment = json.dumps({"sid": settings}, sort_keys=True)
+    try:
+        write_video(frames, job.path, cfg.fps, job.format, comment)
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"interrupted while writing {job.path}; it was not written", "run it again"
+        ) from None
     height, width = int(frames.shape[1]), int(frames.shape[2])
     return VideoResult(
         job.path, int(frames.shape[0]), cfg.fps, seed, (width, height), plan.backend, plan.video.label, names

@@ -122,7 +122,7 @@ def test_bad_input_is_refused_and_store_untouched(
         "not found": [str(tmp_path / "missing.jpg"), "--name", "y"],
         "invalid identity name": [photo, "--name", "../y"],
         "unknown method": [photo, "--name", "y", "--method", "dreambooth"],
-        "--steps must be at least 1": [photo, "--name", "y", "--steps", "0"],
+        "--steps must be between 1 and 100000, not 0": [photo, "--name", "y", "--steps", "0"],
     }
     for needle, args in cases.items():
         result = learn(*args, "--quiet", *learn_args)

@@ -144,9 +144,9 @@ def test_png_metadata_in_a1111_layout(tiny_model: Path, tmp_path: Path, alice) -
 @pytest.mark.parametrize(
     "bad,needle",
     [
-        (["--size", "65x64"], "multiples of 8"),
+        (["--size", "65x64"], "each side must be a multiple of 8 between 64 and 2048"),
         (["--scheduler", "magic"], "unknown scheduler"),
-        (["-n", "0"], "-n must be at least 1"),
+        (["-n", "0"], "-n must be between 1 and 10000, not 0"),
         (["--control", "missing.png"], "control image missing.png not found"),
     ],
 )

@@ -334,9 +334,9 @@ def test_other_formats_and_turntable_path(tiny_model: Path, tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--iters", "0"), "--iters must be at least 1"),
-        (("--resolution", "20"), "multiple of 8"),
-        (("--resolution", "8"), "at least 16"),
+        (("--iters", "0"), "--iters must be between 1 and 100000, not 0"),
+        (("--resolution", "20"), "a multiple of 8 between 16 and 1024, not 20"),
+        (("--resolution", "8"), "between 16 and 1024, not 8"),
         (("--format", "stl"), "unknown mesh format 'stl'"),
         (("-o", "nowhere/bust.glb"), "does not exist"),
         (("-o", "bust.glb", "--format", "obj"), "does not end in .obj"),

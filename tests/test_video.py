@@ -186,10 +186,10 @@ def test_unsupported_family_lists_what_is_supported(tmp_path: Path) -> None:
         (["--format", "avi"], "unknown video format 'avi'"),
         (["-o", "clip.avi"], "unknown video format 'avi'"),
         (["--format", "gif", "-o", "clip.mp4"], "does not end in .gif"),
-        (["--frames", "0"], "--frames must be at least 1"),
-        (["--fps", "0"], "--fps must be above 0"),
-        (["--size", "60x60"], "multiples of 8"),
-        (["--steps", "0"], "--steps must be at least 1"),
+        (["--frames", "0"], "--frames must be between 1 and 256, not 0"),
+        (["--fps", "0"], "--fps must be between 1 and 120, not 0"),
+        (["--size", "60x60"], "a multiple of 8"),
+        (["--steps", "0"], "--steps must be between 1 and 1000, not 0"),
     ],
 )
 def test_bad_options_fail_before_loading(args: list[str], message: str, tmp_path: Path, monkeypatch) -> None:

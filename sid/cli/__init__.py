@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -17,7 +19,7 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from sid import __version__
-from sid.errors import SidError
+from sid.errors import Interrupted, SidError
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -34,6 +36,11 @@ class SidGroup(TyperGroup):
                 raise
             report(e)
             raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:  # commands that finish work in parts say what they kept themselves
+            if os.environ.get("SID_DEBUG"):
+                raise
+            report(Interrupted("interrupted"))
+            raise typer.Exit(Interrupted.exit_code) from None
 
 
 def report(e: SidError) -> None:
@@ -43,6 +50,31 @@ def report(e: SidError) -> None:
 
 def warn(message: str) -> None:
     err.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+
+
+@contextmanager
+def step_bar(description: str, total: int, quiet: bool) -> Iterator[Callable[[int], None] | None]:
+    """An ``on_step`` callback feeding a progress bar that appears with the first step, so that an error
+    found before any work stands alone; None when quiet."""
+    if quiet:
+        yield None
+        return
+    from rich.progress import Progress
+
+    bar = Progress(console=err)
+    task: list[Any] = []
+
+    def advance(n: int) -> None:
+        if not task:
+            bar.start()
+            task.append(bar.add_task(description, total=total))
+        bar.advance(task[0], n)
+
+    try:
+        yield advance
+    finally:
+        if task:
+            bar.stop()
 
 
 def print_json(data: Any) -> None:

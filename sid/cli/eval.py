@@ -9,7 +9,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from sid.cli import app, err, out, print_json, warn
+from sid.cli import app, out, print_json, step_bar, warn
 
 
 @app.command("eval")
@@ -29,6 +29,7 @@ def eval_(
     ),
     face_models: str = typer.Option(None, "--face-models", help="Folder of insightface .onnx files."),
     out_dir: Path = typer.Option(None, "-o", "--out", help="Output folder (default: sid-eval/NAME)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite the files of an earlier run in the folder."),
     steps: int = typer.Option(30, "--steps", help="Denoising steps."),
     size: str = typer.Option(None, "--size", help="WIDTHxHEIGHT (default: the model's native size)."),
     guidance: float = typer.Option(8.5, "--guidance", "-g", help="Classifier-free guidance scale."),
@@ -41,6 +42,7 @@ def eval_(
     """Score identities: face similarity to the photo, CLIP prompt consistency, face diversity.
 
     Renders each prompt n times per identity (same seeds); writes eval.json, renders, contact_sheet.png.
+    Each render is written as soon as it is done; Ctrl-C keeps them (the report needs the whole run).
 
     [bold]Examples[/bold]
 
@@ -68,16 +70,11 @@ def eval_(
         face_models=face_models,
         photos=list(photo or []),
         out_dir=out_dir,
+        force=force,
     )
-    if quiet or json_:
-        report = evaluate(cfg, warn=warn)
-    else:
-        from rich.progress import Progress
-
-        total = len(load_prompts(prompts)) * len(names) * per_prompt * steps
-        with Progress(console=err) as bar:
-            task = bar.add_task("rendering", total=total)
-            report = evaluate(cfg, warn=warn, on_step=lambda n: bar.advance(task, n))
+    total = len(load_prompts(prompts)) * len(names) * per_prompt * steps
+    with step_bar("rendering", total, quiet or json_) as on_step:
+        report = evaluate(cfg, warn=warn, on_step=on_step)
     if json_:
         print_json(report)
         return

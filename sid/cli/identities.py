@@ -86,8 +86,11 @@ def mv(
 @app.command("export")
 def export(
     name: str = typer.Argument(..., help="Identity name."),
-    output: Path = typer.Option(
-        None, "-o", "--output", help="File or folder to write (default ./NAME.safetensors)."
+    output: str = typer.Option(
+        None,
+        "-o",
+        "--output",
+        help="File or folder to write (default ./NAME.safetensors); a trailing / means a folder.",
     ),
     fmt: str = typer.Option("sid", "--format", "-f", help="sid | diffusers | a1111 | comfyui."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
@@ -103,14 +106,11 @@ def export(
     diffusers: pipe.load_textual_inversion("alice.safetensors") then prompt with "<alice>".
     A1111 / ComfyUI: the file name is the trigger word ("embedding:alice" in ComfyUI).
     """
+    from sid.files import output_file
     from sid.formats import write_export
 
     identity = IdentityStore().get(name)
-    target = (output or Path(f"{identity.name}.safetensors")).expanduser()
-    if target.is_dir():
-        target = target / f"{identity.name}.safetensors"
-    if target.exists() and not force:
-        raise BadInput(f"{target} already exists", "pass --force to overwrite it or choose another -o")
+    target = output_file(output, f"{identity.name}.safetensors", force)
     write_export(identity, fmt, target)
     out.print(f"Wrote {target} ({fmt}).")
 

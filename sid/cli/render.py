@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from sid.cli import app, err, out, print_json, warn
+from sid.cli import app, out, print_json, step_bar, warn
 
 
 @app.command("render")
@@ -29,7 +29,8 @@ def render(
     model: str = typer.Option(None, "--model", "-m", help="Preset, hub id or local diffusers folder."),
     device: str = typer.Option("auto", "--device", help="auto | cuda | mps | cpu."),
     dtype: str = typer.Option("auto", "--dtype", help="auto | fp16 | bf16 | fp32."),
-    out_dir: Path = typer.Option(Path("sid-renders"), "-o", "--out", help="Output folder."),
+    out_dir: Path = typer.Option(Path("sid-renders"), "-o", "--out", help="Output folder (made if missing)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite images of the same name in the folder."),
     control: Path = typer.Option(None, "--control", help="Control image for a ControlNet."),
     control_type: str = typer.Option("canny", "--control-type", help="canny | pose | depth."),
     controlnet: str = typer.Option(
@@ -51,6 +52,8 @@ def render(
       sid render "alice and bob having dinner"
 
       sid render "alice dancing" --control pose.png --control-type pose --control-is-map
+
+    Each image is written as soon as it is done; Ctrl-C keeps the finished ones.
     """
     from sid.render import RenderConfig
     from sid.render import render as run
@@ -73,15 +76,10 @@ def render(
         controlnet=controlnet,
         control_scale=control_scale,
         control_is_map=control_is_map,
+        force=force,
     )
-    if quiet or json_:
-        results = run(cfg, warn=warn)
-    else:
-        from rich.progress import Progress
-
-        with Progress(console=err) as bar:
-            task = bar.add_task("rendering", total=count * steps)
-            results = run(cfg, warn=warn, on_step=lambda n: bar.advance(task, n))
+    with step_bar("rendering", count * steps, quiet or json_) as on_step:
+        results = run(cfg, warn=warn, on_step=on_step)
     rows = [{"path": str(r.path), "seed": r.seed, "index": r.index} for r in results]
     if json_:
         print_json(rows)

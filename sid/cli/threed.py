@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import typer
 
@@ -27,9 +26,15 @@ def threed(
     ),
     device: str = typer.Option("auto", "--device", help="auto | cuda | mps | cpu."),
     dtype: str = typer.Option("auto", "--dtype", help="Frozen model dtype: auto | fp16 | bf16 | fp32."),
-    output: Path = typer.Option(None, "-o", "--output", help="Mesh file (default: ./<prompt>.glb)."),  # noqa: B008
+    output: str = typer.Option(
+        None,
+        "-o",
+        "--output",
+        help="Mesh file or folder (default: ./<prompt>.glb); a trailing / means a folder.",
+    ),
     fmt: str = typer.Option(None, "--format", help="glb | ply | obj (default: from -o, else glb)."),
-    turntable: Path = typer.Option(None, "--turntable", help="Turntable mp4 (default: beside the mesh)."),  # noqa: B008
+    turntable: str = typer.Option(None, "--turntable", help="Turntable mp4 (default: beside the mesh)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing mesh or turntable."),
     no_turntable: bool = typer.Option(False, "--no-turntable", help="Skip the turntable video."),
     samples: int = typer.Option(96, "--samples", help="Samples per ray."),
     mesh_resolution: int = typer.Option(128, "--mesh-resolution", help="Marching-cubes lattice size."),
@@ -74,6 +79,7 @@ def threed(
         format=fmt,
         turntable=turntable,
         make_turntable=not no_turntable,
+        force=force,
         samples=samples,
         mesh_resolution=mesh_resolution,
         frames=frames,
@@ -81,41 +87,33 @@ def threed(
     )
     check_inputs(cfg)  # before any progress bar shows
     stage = None if quiet or json_ else (lambda text: err.print(f"[dim]{text}…[/dim]", highlight=False))
-    try:
-        if quiet or json_:
-            result = generate_3d(cfg, resume=resume, warn=warn)
-        else:
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    if quiet or json_:
+        result = generate_3d(cfg, resume=resume, warn=warn)
+    else:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-            columns = (
-                TextColumn("distilling"),
-                BarColumn(),
-                TextColumn("{task.completed}/{task.total}"),
-                TextColumn("loss {task.fields[loss]:.4f}"),
-                TextColumn("{task.fields[rate]:.2f} it/s"),
-                TimeElapsedColumn(),
-                TextColumn("eta"),
-                TimeRemainingColumn(),
-            )
-            with Progress(*columns, console=err, transient=False) as bar:
-                task = bar.add_task("3d", total=iters, loss=float("nan"), rate=0.0)
-                begun: list[tuple[int, float]] = []
-
-                def progress(step: int, total: int, loss: float) -> None:
-                    if not begun:
-                        begun.append((step - 1, time.perf_counter()))
-                    first, t0 = begun[0]
-                    rate = (step - first) / max(time.perf_counter() - t0, 1e-9)
-                    bar.update(task, completed=step, total=total, loss=loss, rate=rate)
-
-                result = generate_3d(cfg, resume=resume, progress=progress, warn=warn, stage=stage)
-    except KeyboardInterrupt:
-        err.print(
-            "[yellow]interrupted[/yellow]: run the same command with --resume to continue from the last "
-            "checkpoint",
-            highlight=False,
+        columns = (
+            TextColumn("distilling"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("loss {task.fields[loss]:.4f}"),
+            TextColumn("{task.fields[rate]:.2f} it/s"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
         )
-        raise typer.Exit(130) from None
+        with Progress(*columns, console=err, transient=False) as bar:
+            task = bar.add_task("3d", total=iters, loss=float("nan"), rate=0.0)
+            begun: list[tuple[int, float]] = []
+
+            def progress(step: int, total: int, loss: float) -> None:
+                if not begun:
+                    begun.append((step - 1, time.perf_counter()))
+                first, t0 = begun[0]
+                rate = (step - first) / max(time.perf_counter() - t0, 1e-9)
+                bar.update(task, completed=step, total=total, loss=loss, rate=rate)
+
+            result = generate_3d(cfg, resume=resume, progress=progress, warn=warn, stage=stage)
     if json_:
         print_json(result.summary())
         return

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 from rich.table import Table
 
@@ -35,8 +33,11 @@ def video(
     ),
     device: str = typer.Option("auto", "--device", help="auto | cuda | mps | cpu."),
     dtype: str = typer.Option("auto", "--dtype", help="auto | fp16 | bf16 | fp32."),
-    output: Path = typer.Option(  # noqa: B008 (typer's idiom)
-        None, "-o", "--output", help="Output file or folder (default: <prompt>-<seed>.<format> here)."
+    output: str = typer.Option(
+        None,
+        "-o",
+        "--output",
+        help="Output file or folder (default: <prompt>-<seed>.<format> here); a trailing / means a folder.",
     ),
     format_: str = typer.Option(None, "--format", help="mp4 | gif | webm (default: from -o, else mp4)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
@@ -57,6 +58,8 @@ def video(
       sid video "bob surfing" --frames 24 --fps 12 --format gif
 
       sid video "carol waving" --video-model zeroscope --low-vram
+
+    Ctrl-C writes nothing; the file appears only when it is complete.
     """
     from sid.video import VideoConfig, plan_job, run_job
 

@@ -1,4 +1,5 @@
-"""From a trained field to files: a vertex-coloured mesh (marching cubes) and a turntable video."""
+"""From a trained field to files: a vertex-coloured mesh (marching cubes) and turntable frames
+(written by ``sid.video.write_video``)."""
 
 from __future__ import annotations
 
@@ -75,7 +76,8 @@ def largest_pieces(mesh: Any, share: float = MIN_COMPONENT) -> Any:
 
 
 def write_mesh(mesh: Any, path: Path, fmt: str) -> None:
-    from sid.store import atomic_write
+    """The mesh as ``fmt`` bytes, written whole or not at all."""
+    from sid.files import atomic_write
 
     data = mesh.export(file_type=fmt)
     atomic_write(path, data if isinstance(data, bytes) else data.encode("utf-8"))
@@ -108,20 +110,3 @@ def render_turntable(
         if on_frame is not None:
             on_frame()
     return images
-
-
-def write_video(frames: list[np.ndarray], path: Path, fps: int = 24) -> None:
-    """An H.264 mp4 (imageio-ffmpeg), written to a temporary name first and then moved into place."""
-    import os
-
-    import imageio.v2 as imageio
-
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    try:
-        writer = imageio.get_writer(str(tmp), fps=fps, codec="libx264", quality=8, macro_block_size=16)
-        with writer:
-            for frame in frames:
-                writer.append_data(frame)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -19,17 +19,20 @@ from typing import Any
 
 import torch
 
+from sid import limits
 from sid.checkpoints import load_state, save_state
-from sid.errors import BadInput, OutOfMemory
+from sid.errors import BadInput, Interrupted, OutOfMemory
+from sid.files import is_folder, output_file
 from sid.store import IdentityStore
 from sid.threed.cameras import OrbitRanges, sample_cameras
-from sid.threed.export import MESH_FORMATS, extract_mesh, render_turntable, write_mesh, write_video
+from sid.threed.export import MESH_FORMATS, extract_mesh, render_turntable, write_mesh
 from sid.threed.field import FieldConfig, Scene
 from sid.threed.render import render
 from sid.threed.sds import DEFAULT_GUIDANCE, Guide, encode_views, gradient_loss
 
 Progress = Callable[[int, int, float], None]  # (steps done, total, recent SDS loss)
 METHODS = ("sds", "ism")
+TURNTABLE_FPS = 24
 
 
 @dataclass
@@ -47,10 +50,11 @@ class ThreeDConfig:
     model: str | None = None  # preset, hub id or diffusers folder
     device: str = "auto"
     dtype: str = "auto"  # frozen UNet/VAE dtype (auto: fp16 on GPU, fp32 on CPU)
-    output: Path | None = None  # mesh file (default: ./<prompt slug>.<format>)
+    output: str | Path | None = None  # mesh file or folder (default: ./<prompt slug>.<format>)
     format: str | None = None  # glb | ply | obj (default: output's suffix, else glb)
-    turntable: Path | None = None  # mp4 path (default: the mesh path with .mp4)
+    turntable: str | Path | None = None  # mp4 path or folder (default: the mesh path with .mp4)
     make_turntable: bool = True
+    force: bool = False  # overwrite an existing mesh or turntable
     samples: int = 96  # samples per ray
     batch: int = 1  # views per step
     checkpoint_every: int = 200  # steps between resumable checkpoints (0: never)
@@ -102,18 +106,17 @@ def outputs_for(cfg: ThreeDConfig) -> Outputs:
     """Mesh path and format, turntable path and checkpoint path, from the options."""
     from sid.render import slug
 
-    suffix = cfg.output.suffix.lower().lstrip(".") if cfg.output is not None else ""
+    given = None if cfg.output is None or is_folder(cfg.output) else Path(cfg.output)
+    suffix = given.suffix.lower().lstrip(".") if given is not None else ""
     fmt = (cfg.format or suffix or "glb").lower()
     if fmt not in MESH_FORMATS:
         raise BadInput(f"unknown mesh format {fmt!r}", f"use one of: {', '.join(MESH_FORMATS)}")
-    if cfg.output is not None and suffix and suffix != fmt:
+    if given is not None and suffix and suffix != fmt:
         raise BadInput(f"-o {cfg.output} does not end in .{fmt}", f"name it .{fmt} or drop --format")
-    mesh = (
-        cfg.output if cfg.output is not None and suffix else Path(f"{cfg.output or slug(cfg.prompt)}.{fmt}")
-    )
+    mesh = output_file(cfg.output, f"{slug(cfg.prompt)}.{fmt}", cfg.force, f".{fmt}")
     turntable = None
     if cfg.make_turntable:
-        turntable = cfg.turntable or mesh.with_suffix(".mp4")
+        turntable = output_file(cfg.turntable or mesh.with_suffix(".mp4"), f"{mesh.stem}.mp4", cfg.force)
     return Outputs(mesh, fmt, turntable, mesh.with_name(f"{mesh.stem}.partial.safetensors"))
 
 
@@ -121,40 +124,24 @@ def check_inputs(cfg: ThreeDConfig) -> Outputs:
     """Every option checked before the model loads."""
     if not cfg.prompt.strip():
         raise BadInput("the prompt is empty", 'pass a prompt like "a bust of alice, marble"')
-    if cfg.iters < 1:
-        raise BadInput(f"--iters must be at least 1, not {cfg.iters}", "try 2500")
-    if cfg.resolution < 16 or cfg.resolution % 8:
-        raise BadInput(
-            f"--resolution must be a multiple of 8 and at least 16, not {cfg.resolution}", "try 64"
-        )
-    if cfg.resolution > 1024:
-        raise BadInput(
-            f"--resolution {cfg.resolution} is more than 1024", "try 64 (it is resized for the VAE)"
-        )
+    knobs = (
+        "iters",
+        "resolution",
+        "samples",
+        "batch",
+        "checkpoint_every",
+        "mesh_resolution",
+        "frames",
+        "seed",
+    )
+    limits.check_all("3d", {knob: getattr(cfg, knob) for knob in knobs})
     if cfg.guidance is not None and (cfg.guidance < 0 or not math.isfinite(cfg.guidance)):
         raise BadInput(f"--guidance must be a non-negative number, not {cfg.guidance}", "try 100 for sds")
     if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
         raise BadInput(f"--lr must be positive, not {cfg.lr}", "try 0.01")
     if cfg.method not in METHODS:
         raise BadInput(f"unknown method {cfg.method!r}", f"use one of: {', '.join(METHODS)}")
-    if cfg.samples < 8:
-        raise BadInput(f"--samples must be at least 8, not {cfg.samples}", "try 96")
-    if cfg.batch < 1:
-        raise BadInput(f"--batch must be at least 1, not {cfg.batch}", "try 1")
-    if cfg.checkpoint_every < 0:
-        raise BadInput(
-            f"--checkpoint-every must not be negative, not {cfg.checkpoint_every}", "0 turns it off"
-        )
-    if not 16 <= cfg.mesh_resolution <= 512:
-        raise BadInput(f"--mesh-resolution must be between 16 and 512, not {cfg.mesh_resolution}", "try 128")
-    if cfg.frames < 2:
-        raise BadInput(f"--frames must be at least 2, not {cfg.frames}", "try 72")
     outputs = outputs_for(cfg)
-    for what, path in (("output", outputs.mesh), ("turntable", outputs.turntable)):
-        if path is not None and not path.parent.is_dir():
-            raise BadInput(
-                f"the {what} folder {path.parent} does not exist", "create it first or pick another path"
-            )
     if outputs.turntable is not None and outputs.turntable.suffix.lower() != ".mp4":
         raise BadInput(f"--turntable {outputs.turntable} is not an .mp4 file", "name it something.mp4")
     if outputs.turntable is not None and outputs.turntable.resolve() == outputs.mesh.resolve():
@@ -174,6 +161,7 @@ def run_key(cfg: ThreeDConfig, model_label: str) -> str:
             "format",
             "turntable",
             "make_turntable",
+            "force",
             "checkpoint_every",
             "mesh_resolution",
             "mesh_threshold",
@@ -235,6 +223,7 @@ def generate_3d(
     from sid.pipelines import family_of, load_pipeline, pick_device, resolve_model
     from sid.prompts import parse_prompt
     from sid.render import prepare
+    from sid.video import write_video
 
     # 1. check inputs and the prompt's identities before loading anything heavy
     outputs = check_inputs(cfg)
@@ -274,6 +263,7 @@ def generate_3d(
 
     # 4. score distillation
     pending: list[torch.Tensor] = []
+    mesh_written = False
 
     def flush() -> None:  # the only host sync: logged losses off the device
         if pending:
@@ -320,18 +310,31 @@ def generate_3d(
                 )
         flush()
 
-        # 5. mesh and turntable
+        # 5. mesh and turntable, both made before either is written (Ctrl-C in between writes neither)
         scene.eval()
         if stage is not None:
             stage("extracting the mesh")
         mesh = extract_mesh(scene.field, cfg.mesh_resolution, cfg.mesh_threshold, warn)
-        write_mesh(mesh, outputs.mesh, outputs.format)
+        frames = None
         if outputs.turntable is not None:
             if stage is not None:
                 stage("rendering the turntable")
             size = cfg.turntable_size or min(512, max(64, 4 * cfg.resolution))
             frames = render_turntable(scene.field, cfg.frames, size, cfg.samples, cfg.orbit)
-            write_video(frames, outputs.turntable)
+        write_mesh(mesh, outputs.mesh, outputs.format)
+        mesh_written = True
+        if outputs.turntable is not None:
+            write_video(frames, outputs.turntable, TURNTABLE_FPS, "mp4")
+    except KeyboardInterrupt:
+        if mesh_written:
+            raise Interrupted(
+                f"interrupted after writing {outputs.mesh}; the turntable was not written",
+                "run the same command with --resume --force to finish it",
+            ) from None
+        raise Interrupted(
+            "interrupted; nothing was written",
+            "run the same command with --resume to continue from the last checkpoint",
+        ) from None
     except torch.OutOfMemoryError as e:
         raise OutOfMemory(
             f"out of memory on {device} while making the 3D asset",
