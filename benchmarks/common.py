@@ -452,8 +452,10 @@ def require_faces(photo: Path, face_models: Path) -> tuple[Path, Path]:
     return Path(photo), Path(face_models)
 
 
-def add_common_args(parser: argparse.ArgumentParser, arch: str = "tiny") -> None:
-    parser.add_argument("--arch", default=arch, choices=ARCHS, help="model architecture (random weights)")
+def add_common_args(
+    parser: argparse.ArgumentParser, arch: str = "tiny", archs: tuple[str, ...] = ARCHS
+) -> None:
+    parser.add_argument("--arch", default=arch, choices=archs, help="model architecture (random weights)")
     parser.add_argument("--device", default="auto", help="auto | cuda | mps | cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")

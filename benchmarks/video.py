@@ -20,6 +20,7 @@ from benchmarks.common import (
     Clock,
     LoadMeter,
     StepTimer,
+    add_common_args,
     device_name,
     emit,
     log,
@@ -37,10 +38,7 @@ from benchmarks.render import store_identity
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.video", description=__doc__.splitlines()[0])
-    p.add_argument("--arch", default="tiny-t2v", choices=VIDEO_ARCHS, help="video model (random weights)")
-    p.add_argument("--device", default="auto", help="auto | cuda | mps | cpu")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
+    add_common_args(p, "tiny-t2v", VIDEO_ARCHS)
     p.add_argument("--frames", type=int, default=8, help="frames per clip")
     p.add_argument("--steps", type=int, default=10, help="denoising steps")
     p.add_argument("--runs", type=int, default=1, help="timed runs, after one warm-up run")
