@@ -29,9 +29,14 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SID_TEST_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-DEFAULT_PHOTO = SHARED / "faces" / "obama_1.jpg"
-DEFAULT_FACE_MODELS = SHARED / "models" / "facepack"
-ARCHS = ("tiny", "sd15", "sd21", "sdxl")
+BUNDLE = REPO / ".gpu-bundle"  # what ``python -m benchmarks.bundle`` prepares for a GPU machine (git-ignored)
+SHARED_PHOTO, SHARED_FACES = SHARED / "faces" / "obama_1.jpg", SHARED / "models" / "facepack"
+# ../shared where it exists (this machine), else the bundle's copy (a GPU machine, where ../shared is absent)
+DEFAULT_PHOTO = SHARED_PHOTO if SHARED_PHOTO.is_file() else BUNDLE / "photo.jpg"
+DEFAULT_FACE_MODELS = SHARED_FACES if SHARED_FACES.is_dir() else BUNDLE / "facepack"
+ARCHS = ("tiny", "sd15", "sd21", "sdxl")  # image models a benchmark's --arch names
+VIDEO_ARCHS = ("tiny-t2v", "ms")  # text-to-video pipelines: tiny, and ModelScope's 1.7b layout
+MODELS = (*ARCHS, "tiny-sdxl", *VIDEO_ARCHS)  # everything model_folder builds
 
 # -- full-size architectures (the published diffusers configs, minus weights) -------------------------
 _SD_UNET = {
@@ -125,6 +130,22 @@ SD_VAE = {
     "sample_size": 512,
     "scaling_factor": 0.18215,
 }
+MS_UNET = {  # text-to-video-ms-1.7b's UNet3DConditionModel (about 1.4B parameters)
+    "sample_size": 32,
+    "in_channels": 4,
+    "out_channels": 4,
+    "down_block_types": ("CrossAttnDownBlock3D",) * 3 + ("DownBlock3D",),
+    "up_block_types": ("UpBlock3D",) + ("CrossAttnUpBlock3D",) * 3,
+    "block_out_channels": (320, 640, 1280, 1280),
+    "layers_per_block": 2,
+    "downsample_padding": 1,
+    "mid_block_scale_factor": 1,
+    "act_fn": "silu",
+    "norm_num_groups": 32,
+    "norm_eps": 1e-5,
+    "cross_attention_dim": 1024,
+    "attention_head_dim": 64,
+}
 SDXL_VAE = {**SD_VAE, "sample_size": 1024, "scaling_factor": 0.13025, "force_upcast": True}
 SD_SCHEDULER = {
     "beta_start": 0.00085,
@@ -149,6 +170,7 @@ SDXL_SCHEDULER = {
 FULL_SIZE: dict[str, dict[str, Any]] = {
     "sd15": {"unet": SD15_UNET, "text_encoder": CLIP_VIT_L, "vae": SD_VAE, "scheduler": SD_SCHEDULER},
     "sd21": {"unet": SD21_UNET, "text_encoder": OPENCLIP_VIT_H, "vae": SD_VAE, "scheduler": SD_SCHEDULER},
+    "ms": {"unet": MS_UNET, "text_encoder": OPENCLIP_VIT_H, "vae": SD_VAE, "scheduler": SD_SCHEDULER},
     "sdxl": {
         "unet": SDXL_UNET,
         "text_encoder": CLIP_VIT_L,
@@ -163,27 +185,41 @@ def build_pipeline(arch: str, seed: int = 0) -> Any:
     """A diffusers pipeline of ``arch`` with random weights and the real CLIP tokenizer."""
     import torch
 
-    from sid.testing import clip_tokenizer, tiny_sd_pipeline
+    from sid.testing import clip_tokenizer, tiny_sd_pipeline, tiny_sdxl_pipeline, tiny_t2v_pipeline
 
-    if arch == "tiny":
-        return tiny_sd_pipeline(text_width=32, seed=seed)
+    tiny = {
+        "tiny": lambda: tiny_sd_pipeline(text_width=32, seed=seed),
+        "tiny-sdxl": lambda: tiny_sdxl_pipeline(seed=seed),
+        "tiny-t2v": lambda: tiny_t2v_pipeline(text_width=64, seed=seed),
+    }
+    if arch in tiny:
+        return tiny[arch]()
     if arch not in FULL_SIZE:
-        raise ValueError(f"unknown arch {arch!r}; use one of {', '.join(ARCHS)}")
+        raise ValueError(f"unknown arch {arch!r}; use one of {', '.join(MODELS)}")
     from diffusers import (
         AutoencoderKL,
+        DDIMScheduler,
         EulerDiscreteScheduler,
         PNDMScheduler,
         StableDiffusionPipeline,
         StableDiffusionXLPipeline,
+        TextToVideoSDPipeline,
         UNet2DConditionModel,
+        UNet3DConditionModel,
     )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     spec = FULL_SIZE[arch]
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(**spec["unet"])
+    unet = (UNet3DConditionModel if arch == "ms" else UNet2DConditionModel)(**spec["unet"])
     vae = AutoencoderKL(**spec["vae"])
     text_encoder = CLIPTextModel(CLIPTextConfig(**spec["text_encoder"])).eval()
+    if arch == "ms":
+        ddim = {k: v for k, v in spec["scheduler"].items() if k != "skip_prk_steps"}
+        scheduler = DDIMScheduler(**ddim, clip_sample=False)  # as ModelScope's scheduler config
+        return TextToVideoSDPipeline(
+            unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=clip_tokenizer(), scheduler=scheduler
+        )
     if arch == "sdxl":
         return StableDiffusionXLPipeline(
             unet=unet,
@@ -224,14 +260,14 @@ def model_folder(arch: str) -> Path:
 
     Full-size models are built in a child process (several GB of fp32 weights), tiny ones in-process.
     """
-    if arch not in ARCHS:
-        raise SystemExit(f"unknown --arch {arch!r}; use one of {', '.join(ARCHS)}")
+    if arch not in MODELS:
+        raise SystemExit(f"unknown --arch {arch!r}; use one of {', '.join(MODELS)}")
     folder = cache_root() / _cache_key(arch)
     if (folder / "model_index.json").is_file():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{arch}-", dir=folder.parent))
-    if arch == "tiny":
+    if arch not in FULL_SIZE:
         build_pipeline(arch).save_pretrained(str(staging))
     else:
         log(f"building a random-weight {arch} pipeline into {folder} (once) ...")
@@ -323,6 +359,22 @@ class Clock:
         return time.perf_counter()
 
 
+class StepTimer:
+    """A progress callback that stamps every call (after a device sync): per-step times of a loop."""
+
+    def __init__(self, device: str) -> None:
+        self.clock = Clock(device)
+        self.stamps: list[float] = []
+
+    def __call__(self, *_: object) -> None:
+        self.stamps.append(self.clock.now())
+
+    def step_ms(self, start: float, warmup: int) -> list[float]:
+        """Milliseconds of each step after the first ``warmup`` ones; ``start`` stamps the loop's start."""
+        marks = [start, *self.stamps]
+        return [(b - a) * 1e3 for a, b in zip(marks[:-1], marks[1:], strict=True)][warmup:]
+
+
 class LoadMeter:
     """How many cores other processes kept busy, on average, while the block ran (Linux; else None).
 
@@ -400,8 +452,10 @@ def require_faces(photo: Path, face_models: Path) -> tuple[Path, Path]:
     return Path(photo), Path(face_models)
 
 
-def add_common_args(parser: argparse.ArgumentParser, arch: str = "tiny") -> None:
-    parser.add_argument("--arch", default=arch, choices=ARCHS, help="model architecture (random weights)")
+def add_common_args(
+    parser: argparse.ArgumentParser, arch: str = "tiny", archs: tuple[str, ...] = ARCHS
+) -> None:
+    parser.add_argument("--arch", default=arch, choices=archs, help="model architecture (random weights)")
     parser.add_argument("--device", default="auto", help="auto | cuda | mps | cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
@@ -433,13 +487,18 @@ def _main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.common")
     sub = parser.add_subparsers(dest="command", required=True)
     save = sub.add_parser("save", help="build ARCH with random weights and save it to FOLDER")
-    save.add_argument("arch", choices=ARCHS)
+    save.add_argument("arch", choices=MODELS)
     save.add_argument("folder", type=Path)
     build = sub.add_parser("build", help="build ARCH into the cache (once) and print its folder")
-    build.add_argument("arch", choices=ARCHS)
+    build.add_argument("arch", choices=MODELS)
     args = parser.parse_args(argv)
     if args.command == "save":
-        build_pipeline(args.arch).save_pretrained(str(args.folder))
+        import torch
+
+        # random initialisation of ~1B parameters takes seconds on a GPU, minutes on a CPU
+        with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+            pipe = build_pipeline(args.arch)
+        pipe.to("cpu").save_pretrained(str(args.folder))
     else:
         print(model_folder(args.arch))
 

@@ -2,12 +2,17 @@
 
     python -m benchmarks.learn --arch sd21 --device cuda            # the default recipe's step, 512²
     python -m benchmarks.learn --arch tiny --method both --device cpu
+    python -m benchmarks.learn --arch sd21 --speed eager --speed channels_last --speed attention=flash
 
 The model is saved to a folder and learned on with ``--model FOLDER`` semantics, so the timed code is
 the code users run. Per-step times come from the loop's own ``progress`` callback, called every step
 (``log_every=1``; each call follows the loop's host sync), with the first ``--warmup`` steps left out
 of the median. ``floor_ms_median`` is a bare frozen UNet forward + backward with the gradient going
 only into the text conditioning: what any method that trains through the UNet must pay per step.
+Each ``--speed`` (``sid.speed.Speedups``, e.g. ``channels_last,compile=default``) is one more run in
+this process, floor included; ``--bank-sizes`` also times building the latent bank (VAE encodes) at
+those sizes. ``--arch sdxl`` first asks ``sid.train.learn`` (on a tiny SDXL model) whether it learns
+on SDXL, and records the refusal as ``skipped`` when it does not.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from unittest import mock
 
 from benchmarks.common import (
@@ -42,6 +47,9 @@ from benchmarks.common import (
     versions,
 )
 
+if TYPE_CHECKING:
+    from sid.speed import Speedups
+
 METHODS = ("stableidentity", "celebbasis")
 
 
@@ -55,6 +63,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=int, default=None, help="training size (default: the model's native)")
     p.add_argument("--bank-size", type=int, default=128, help="augmented latents precomputed (sid's default)")
     p.add_argument("--floor-iters", type=int, default=None, help="timed floor iterations (default: as steps)")
+    p.add_argument(
+        "--speed",
+        action="append",
+        default=None,
+        help="UNet speed knobs for one run, e.g. channels_last,attention=flash (repeatable; default eager)",
+    )
+    p.add_argument("--bank-sizes", default="", help="also time building banks of these sizes: 32,128,512")
     p.add_argument("--photo", type=Path, default=DEFAULT_PHOTO)
     p.add_argument("--face-models", type=Path, default=DEFAULT_FACE_MODELS)
     return p
@@ -86,6 +101,7 @@ def time_learn(
     dtype: str = "auto",
     resolution: int | None = None,
     bank_size: int = 128,
+    speed: Speedups | None = None,
 ) -> dict[str, Any]:
     """Run ``sid.train.learn`` once and time its phases and every step.
 
@@ -93,6 +109,7 @@ def time_learn(
     build_bank), each followed by a device sync; steps by the ``progress`` callback.
     """
     import sid.train as train
+    from sid.speed import Speedups
     from sid.store import IdentityStore
 
     if steps < warmup + 1:
@@ -129,6 +146,7 @@ def time_learn(
         face_models=str(face_models),
         log_every=1,
         checkpoint_every=0,
+        speed=speed or Speedups(),
     )
     with tempfile.TemporaryDirectory(prefix="sid-bench-learn-") as home, ExitStack() as stack:
         phases_of = {"extract_face": "faces_s", "load_pipeline": "model_load_s", "build_bank": "bank_s"}
@@ -182,15 +200,23 @@ def dtype_name(amp: Any) -> str:
 
 
 def floor_ms(
-    folder: Path, device: str, dtype: str, batch: int, resolution: int, iters: int, warmup: int = 2
+    folder: Path,
+    device: str,
+    dtype: str,
+    batch: int,
+    resolution: int,
+    iters: int,
+    warmup: int = 2,
+    speed: Speedups | None = None,
 ) -> list[float]:
     """Milliseconds of bare frozen-UNet forward + backward, the gradient only into the text conditioning.
 
-    Same device, weight dtype, autocast, latent size and batch as the loop's step.
+    Same device, weight dtype, autocast, latent size, batch and speed knobs as the loop's step.
     """
     import torch
     from diffusers import UNet2DConditionModel
 
+    from sid.speed import Speedups, unet_step
     from sid.train import _autocast_dtype
 
     amp = _autocast_dtype(device, dtype)
@@ -198,6 +224,7 @@ def floor_ms(
     unet.requires_grad_(False).eval()
     if amp is not None:
         unet.to(amp)
+    denoise = unet_step(unet, speed or Speedups(), device, amp)
     side = resolution // 8
     g = torch.Generator().manual_seed(0)
     z = torch.randn(batch, unet.config.in_channels, side, side, generator=g).to(device, unet.dtype)
@@ -208,16 +235,62 @@ def floor_ms(
     for _ in range(warmup + iters):
         t0 = clock.now()
         with torch.autocast(device.split(":")[0], dtype=amp or torch.float32, enabled=amp is not None):
-            out = unet(z, t, cond.to(unet.dtype)).sample.float()
+            out = denoise(z, t, cond.to(unet.dtype)).float()
         out.square().mean().backward()
         cond.grad = None
         times.append((clock.now() - t0) * 1e3)
-    del unet
+    del unet, denoise
     return times[warmup:]
 
 
-def run(args: argparse.Namespace, method: str, folder: Path, device: str, import_s: float) -> dict[str, Any]:
-    log(f"learn: {method} on {args.arch} ({device}), {args.steps} steps")
+def bank_build_s(
+    folder: Path, device: str, photo: Path, face_models: Path, resolution: int, sizes: list[int]
+) -> dict[str, float]:
+    """Seconds to build the latent bank (augment + VAE-encode) at each size, after one warm-up build."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    from sid.faces import extract_face
+    from sid.train import build_bank
+
+    vae = AutoencoderKL.from_pretrained(str(folder), subfolder="vae").to(device)  # fp32, as learn loads it
+    vae.requires_grad_(False).eval()
+    crop = extract_face(photo, face_models=str(face_models))
+    clock = Clock(device)
+    seconds = {}
+    for size in [min(sizes), *sizes]:  # the first build warms up
+        t0 = clock.now()
+        build_bank(crop, vae, resolution, size, torch.Generator().manual_seed(0), "stableidentity", device)
+        seconds[str(size)] = clock.now() - t0
+    return seconds
+
+
+def sdxl_refusal(photo: Path, face_models: Path) -> str | None:
+    """Why ``sid.train.learn`` refuses SDXL (tried on a tiny SDXL model, one step), or None if it learns."""
+    import sid.train as train
+    from sid.errors import BadInput
+    from sid.store import IdentityStore
+
+    cfg = train.LearnConfig(
+        model=str(model_folder("tiny-sdxl")),
+        steps=1,
+        device="cpu",
+        bank_size=1,
+        face_models=str(face_models),
+        checkpoint_every=0,
+    )
+    with tempfile.TemporaryDirectory(prefix="sid-bench-sdxl-") as home:
+        try:
+            train.learn([photo], ["probe"], cfg, store=IdentityStore(Path(home) / "identities"), force=True)
+        except BadInput as e:
+            return e.message
+    return None
+
+
+def run(
+    args: argparse.Namespace, method: str, speed: Speedups, folder: Path, device: str, import_s: float
+) -> dict[str, Any]:
+    log(f"learn: {method} on {args.arch} ({device}), {args.steps} steps, speed {speed.label()}")
     with LoadMeter() as load:
         timing = time_learn(
             folder,
@@ -230,6 +303,7 @@ def run(args: argparse.Namespace, method: str, folder: Path, device: str, import
             args.dtype,
             args.resolution,
             args.bank_size,
+            speed,
         )
         gc.collect()
         floor = floor_ms(
@@ -240,6 +314,7 @@ def run(args: argparse.Namespace, method: str, folder: Path, device: str, import
             timing["resolution"],
             args.floor_iters or max(3, args.steps - args.warmup),
             args.warmup,
+            speed,
         )
     floor_median = median(floor)
     result = {
@@ -247,6 +322,7 @@ def run(args: argparse.Namespace, method: str, folder: Path, device: str, import
         "device": device_name(device),
         "arch": args.arch,
         "method": method,
+        "speed": speed.label(),
         "dtype": timing.pop("dtype"),
         "steps_default": timing.pop("steps_default"),
         "step_ms_median": timing.pop("step_ms_median"),
@@ -275,16 +351,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser().parse_args(argv)
     with stdout_to_stderr():
         from sid.pipelines import pick_device
+        from sid.speed import parse_speedups
 
         args.photo, args.face_models = require_faces(args.photo, args.face_models)
-        if args.arch == "sdxl":
-            raise SystemExit("sid does not learn on SDXL yet (sid.train refuses it); use --arch sd15 or sd21")
+        speeds = [parse_speedups(s) for s in args.speed or ["eager"]]
+        sizes = [int(s) for s in args.bank_sizes.split(",") if s.strip()]
         import_s = import_heavy()
         set_threads(args.threads)
         device = pick_device(args.device)
+        if args.arch == "sdxl" and (refusal := sdxl_refusal(args.photo, args.face_models)):
+            result = {"benchmark": "learn", "arch": "sdxl", "skipped": refusal, "date": today()}
+            return emit(result, args.out)
         folder = model_folder(args.arch)
         methods = METHODS if args.method == "both" else (args.method,)
-        runs = [run(args, m, folder, device, import_s) for m in methods]
+        runs = [run(args, m, s, folder, device, import_s) for m in methods for s in speeds]
         if len(runs) == 1:
             result = runs[0]
         else:
@@ -292,10 +372,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "benchmark": "learn",
                 "device": runs[0]["device"],
                 "arch": args.arch,
-                "method": "both",
+                "method": args.method,
                 "date": today(),
                 "runs": runs,
             }
+        if sizes:
+            resolution = runs[0]["resolution"]
+            result["bank_build_s"] = bank_build_s(
+                folder, device, args.photo, args.face_models, resolution, sizes
+            )
         result["versions"] = versions()
     for r in result.get("runs", [result]):
         assert all(math.isfinite(r[k]) for k in ("step_ms_median", "floor_ms_median")), r

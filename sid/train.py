@@ -31,6 +31,7 @@ from sid.methods import RECIPES, build_mapper, noise_loss, two_phase_loss
 from sid.pipelines import family_of, fingerprint, load_pipeline, pick_device
 from sid.priors import build_prior
 from sid.prompts import add_placeholder_tokens, identity_token, inject_vectors
+from sid.speed import Speedups, unet_step
 from sid.store import Identity, IdentityStore, now_iso, slot_for_width, validate_name
 
 Progress = Callable[[int, int, float], None]  # (step, total, smoothed loss)
@@ -58,6 +59,7 @@ class LearnConfig:
     face_models: str | None = None  # folder of the insightface pack
     checkpoint_every: int = 50  # steps between resumable checkpoints
     log_every: int = 10  # steps between progress updates (each one syncs the GPU)
+    speed: Speedups = field(default_factory=Speedups)  # frozen-UNet speed knobs (sid.speed)
 
 
 @dataclass
@@ -150,6 +152,7 @@ def learn(
         unet.to(amp_dtype)
     for module in (unet, vae, text_encoder):
         module.requires_grad_(False).eval()
+    denoise = unet_step(unet, cfg.speed, device, amp_dtype)
     base_fingerprint = fingerprint(text_encoder, tokenizer.vocab_size)  # the base vocabulary's rows
     prediction_type = scheduler.config.get("prediction_type", "epsilon")
     resolution = cfg.resolution or unet.config.sample_size * pipe.vae_scale_factor
@@ -207,7 +210,7 @@ def learn(
                 ):
                     vectors_now[:] = [mapper(face)]  # (B, 2, d)
                     cond = text_encoder(ids)[0]  # (B, 77, d)
-                    pred = unet(z_t.to(unet.dtype), t, cond.to(unet.dtype)).sample.float()
+                    pred = denoise(z_t.to(unet.dtype), t, cond.to(unet.dtype)).float()
                 if cfg.method == "stableidentity":
                     loss = two_phase_loss(
                         pred,

@@ -34,6 +34,8 @@ KEYS = {
     "naive": {"arch", "device", "date", "naive_step_ms_median", "sid_step_ms_median", "ratio"},
     "render": {"device", "arch", "steps", "size", "sid_s_median", "plain_s_median", "ratio", "date"},
     "cli": {"help_s_median", "ls_s_median", "import_torch_s_median", "identities", "date", "device"},
+    "video": {"device", "arch", "frames", "size", "steps", "total_s_median", "step_ms_median", "peak_mem_gb"},
+    "3d": {"device", "arch", "iters", "iter_ms_median", "projected_default_s", "total_s", "peak_mem_gb"},
 }
 POSITIVE = {
     "learn": (
@@ -48,6 +50,8 @@ POSITIVE = {
     "naive": ("naive_step_ms_median", "sid_step_ms_median", "ratio"),
     "render": ("sid_s_median", "plain_s_median", "ratio", "sid_generate_s_median", "plain_generate_s_median"),
     "cli": ("help_s_median", "ls_s_median", "import_torch_s_median", "identities"),
+    "video": ("total_s_median", "step_ms_median", "peak_mem_gb"),
+    "3d": ("iter_ms_median", "projected_default_s", "total_s", "peak_mem_gb"),
 }
 
 
@@ -105,6 +109,8 @@ def test_learn_both_methods(facepack, face_photos, tmp_path, capsys):
             "4",
             "--floor-iters",
             "2",
+            "--bank-sizes",
+            "4,8",
             "--photo",
             str(face_photos / "obama_1.jpg"),
             "--face-models",
@@ -114,6 +120,7 @@ def test_learn_both_methods(facepack, face_photos, tmp_path, capsys):
         ]
     )
     assert json.loads(out.read_text())["method"] == "both"
+    assert set(result["bank_build_s"]) == {"4", "8"} and all(v > 0 for v in result["bank_build_s"].values())
     assert json.loads(capsys.readouterr().out)["runs"][0]["method"] == "stableidentity"
     assert [r["method"] for r in result["runs"]] == ["stableidentity", "celebbasis"]
     for run in result["runs"]:
@@ -166,3 +173,85 @@ def test_missing_photo_fails_clearly(tmp_path):
 
     with pytest.raises(SystemExit, match="photo .* not found"):
         learn.main(["--arch", "tiny", "--photo", str(tmp_path / "nope.jpg")])
+
+
+def test_video(capsys):
+    from benchmarks import video
+
+    result = video.main(
+        ["--arch", "tiny-t2v", "--device", "cpu", "--threads", "1", "--frames", "2", "--steps", "2"]
+    )
+    check(result, "video", capsys)
+    assert (
+        result["frames"] == 2 and result["identities"] == ["alice"] and result["backend"] == "text-to-video"
+    )
+
+
+def test_threed(capsys):
+    from benchmarks import threed
+
+    result = threed.main([*TINY, "--iters", "3", "--warmup", "1", "--resolution", "16"])
+    check(result, "3d", capsys)
+    assert result["identities"] == ["alice"] and result["mesh_faces"] > 0
+    assert result["projected_default_s"] == pytest.approx(
+        result["default_iters"] * result["iter_ms_median"] / 1e3
+    )
+
+
+def test_gpu_dry_run(facepack, face_photos, tmp_path, capsys):
+    """The one-command GPU suite on CPU: every part of a selection runs as its own process, the speed
+    variants are merged into one file, GPU-only parts are skipped with a reason, SDXL is probed."""
+    import tarfile
+
+    from benchmarks import gpu
+
+    archive = tmp_path / "run.tgz"
+    code = gpu.main(
+        [
+            "--dry-run",
+            "--parts",
+            "speed,learn-sdxl",
+            "--out-dir",
+            str(tmp_path / "out"),
+            "--archive",
+            str(archive),
+            "--budget",
+            "900",
+        ]
+    )
+    table = capsys.readouterr().out
+    assert code == 0, table
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["gpu-run-cpu.json", "speed-tiny-cpu.json"]
+    record = {p["part"]: p for p in json.loads((out / "gpu-run-cpu.json").read_text())["parts"]}
+    assert record["speed-eager"]["status"] == "ok" and "learn-sd21" not in record
+    assert record["speed-graphs"]["status"] == "skipped" and "CUDA" in record["speed-graphs"]["reason"]
+    assert record["speed-compile"]["status"] == "skipped" and "compile" in record["speed-compile"]["reason"]
+    assert record["learn-sdxl"] == {**record["learn-sdxl"], "status": "skipped"}
+    assert "SDXL" in record["learn-sdxl"]["reason"]  # sid.train's own refusal, found by the probe
+    speed = json.loads((out / "speed-tiny-cpu.json").read_text())
+    labels = [v.get("speed") for v in speed["variants"] if "speed" in v]
+    assert labels == ["eager", "channels_last", "attention=flash", "attention=math", "attention=classic"]
+    for run in (v for v in speed["variants"] if "speed" in v):
+        check_numbers(run, "learn")
+    skipped = {v["part"] for v in speed["variants"] if v.get("status") == "skipped"}
+    assert skipped == {"speed-graphs", "speed-compile", "speed-compile-graphs", "speed-autotune"}
+    assert "step_over_floor" in table and "speed-eager" in table and "target learn-sd21" in table
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+    assert {"results/speed-tiny-cpu.json", "logs/speed-eager.log", "logs/check.log"} <= names
+
+
+def test_gpu_part_failure_and_timeout_are_recorded(tmp_path):
+    from benchmarks import gpu
+
+    (tmp_path / "logs").mkdir()
+    broken = gpu.Part("broken-x", "no_such_benchmark", "sd21", (), (), 60)
+    outcome = gpu.run_part(broken, True, tmp_path, 60)
+    assert outcome.status.startswith("failed") and "no_such_benchmark" in outcome.reason
+    status, seconds = gpu.run_child(
+        [sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "s.log", 1
+    )
+    assert status == "timeout" and seconds < 30
+    late = gpu.run_part(broken, True, tmp_path, gpu.MIN_PART_S - 1)
+    assert late.status == "skipped" and "budget" in late.reason

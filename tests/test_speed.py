@@ -1,0 +1,62 @@
+"""sid.speed: the learn step's UNet knobs give the same prediction and gradient as the eager UNet."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sid.errors import BadInput
+from sid.speed import Speedups, parse_speedups, unet_step
+
+
+def test_labels_read_back():
+    for text in ("eager", "channels_last", "attention=flash,channels_last", "compile=reduce-overhead"):
+        speed = parse_speedups(text)
+        assert parse_speedups(speed.label()) == speed
+    assert parse_speedups("channels_last,attention=math") == Speedups(channels_last=True, attention="math")
+    assert Speedups().label() == "eager" and Speedups(cuda_graphs=True).label() == "cuda_graphs"
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("turbo", "unknown speed knob"),
+        ("channels_last=yes", "takes no value"),
+        ("attention=fast", "attention"),
+    ],
+)
+def test_bad_knobs_are_refused(text, match):
+    with pytest.raises(BadInput, match=match):
+        parse_speedups(text).check("cpu")
+
+
+def test_impossible_combinations_are_refused_before_any_work():
+    with pytest.raises(BadInput, match="CUDA device"):
+        Speedups(cuda_graphs=True).check("cpu")
+    with pytest.raises(BadInput, match="both capture"):
+        Speedups(cuda_graphs=True, compile="default").check("cuda")
+    with pytest.raises(BadInput, match="compile mode"):
+        Speedups(compile="fastest").check("cpu")
+
+
+@pytest.mark.parametrize("text", ["channels_last", "attention=flash", "attention=math", "attention=classic"])
+def test_cpu_knobs_match_the_eager_unet(text):
+    from sid.testing import tiny_unet
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(2, 4, 8, 8, generator=g)
+    t = torch.tensor([10, 500])
+    cond = torch.randn(2, 77, 32, generator=g)
+
+    def prediction_and_grad(speed: Speedups) -> tuple[torch.Tensor, torch.Tensor]:
+        unet = tiny_unet(32).requires_grad_(False).eval()
+        leaf = cond.clone().requires_grad_()
+        out = unet_step(unet, speed, "cpu", None)(z, t, leaf)
+        out.square().mean().backward()
+        return out.detach(), leaf.grad
+
+    eager_out, eager_grad = prediction_and_grad(Speedups())
+    out, grad = prediction_and_grad(parse_speedups(text))
+    assert eager_grad.abs().sum() > 0  # the gradient reaches the conditioning
+    torch.testing.assert_close(out, eager_out, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(grad, eager_grad, rtol=1e-3, atol=1e-6)
