@@ -34,6 +34,7 @@ KEYS = {
     "naive": {"arch", "device", "date", "naive_step_ms_median", "sid_step_ms_median", "ratio"},
     "render": {"device", "arch", "steps", "size", "sid_s_median", "plain_s_median", "ratio", "date"},
     "cli": {"help_s_median", "ls_s_median", "import_torch_s_median", "identities", "date", "device"},
+    "faces": {"device", "arch", "vit_ms_median", "parser_ms_median", "vit_first_s", "parser_first_s", "date"},
 }
 POSITIVE = {
     "learn": (
@@ -48,6 +49,7 @@ POSITIVE = {
     "naive": ("naive_step_ms_median", "sid_step_ms_median", "ratio"),
     "render": ("sid_s_median", "plain_s_median", "ratio", "sid_generate_s_median", "plain_generate_s_median"),
     "cli": ("help_s_median", "ls_s_median", "import_torch_s_median", "identities"),
+    "faces": ("vit_ms_median", "parser_ms_median", "vit_first_s", "parser_first_s"),
 }
 
 
@@ -166,3 +168,11 @@ def test_missing_photo_fails_clearly(tmp_path):
 
     with pytest.raises(SystemExit, match="photo .* not found"):
         learn.main(["--arch", "tiny", "--photo", str(tmp_path / "nope.jpg")])
+
+
+def test_faces(capsys):
+    from benchmarks import faces
+
+    result = faces.main([*TINY, "--runs", "2"])
+    check(result, "faces", capsys)
+    assert result["arch"] == "tiny" and result["runs"] == 2
