@@ -32,6 +32,18 @@ def learn(*args: str):
     return runner.invoke(app, ["learn", *args])
 
 
+@pytest.fixture
+def tiny_config(tiny_model: Path, facepack: Path, tiny_vit: Path, tiny_parser: Path):
+    """LearnConfig(**knobs) on the tiny model, CPU, the real face pack and the tiny ViT and parser."""
+    from sid.train import LearnConfig
+
+    def make(**knobs):
+        models = {"vit_model": str(tiny_vit), "face_parser": str(tiny_parser)}
+        return LearnConfig(model=str(tiny_model), device="cpu", face_models=str(facepack), **models, **knobs)
+
+    return make
+
+
 def test_learn_both_methods(
     face_photos: Path, learn_args: list[str], tiny_vit: Path, tiny_parser: Path
 ) -> None:
@@ -64,50 +76,22 @@ def test_learn_both_methods(
     assert not np.allclose(vectors["stableidentity"], vectors["celebbasis"], atol=1e-3)
 
 
-def test_loss_falls_in_an_easy_deterministic_setting(
-    face_photos: Path, tiny_model: Path, facepack: Path, tiny_vit: Path, tiny_parser: Path
-) -> None:
+def test_loss_falls_in_an_easy_deterministic_setting(face_photos: Path, tiny_config) -> None:
     """One latent, noise, timestep and template every step: the mapper can only lower the loss."""
-    from sid.train import LearnConfig
     from sid.train import learn as run
 
     for method, lr in (("stableidentity", 1e-3), ("celebbasis", 1e-2)):
-        cfg = LearnConfig(
-            method=method,
-            model=str(tiny_model),
-            steps=30,
-            lr=lr,
-            batch_size=1,
-            bank_size=1,
-            device="cpu",
-            face_models=str(facepack),
-            vit_model=str(tiny_vit),
-            face_parser=str(tiny_parser),
-            overfit=True,
-            seed=1,
-        )
+        cfg = tiny_config(method=method, steps=30, lr=lr, batch_size=1, bank_size=1, overfit=True, seed=1)
         losses = np.array(run([face_photos / "obama_1.jpg"], [f"o_{method[:2]}"], cfg).losses)
         assert len(losses) == 30
         assert losses[-10:].mean() < losses[:10].mean(), (method, losses)
 
 
-def test_same_seed_same_identity(
-    face_photos: Path, tiny_model: Path, facepack: Path, tiny_vit: Path, tiny_parser: Path
-) -> None:
-    from sid.train import LearnConfig
+def test_same_seed_same_identity(face_photos: Path, tiny_config) -> None:
     from sid.train import learn as run
 
     def vectors(seed: int, name: str) -> np.ndarray:
-        cfg = LearnConfig(
-            model=str(tiny_model),
-            steps=6,
-            device="cpu",
-            face_models=str(facepack),
-            vit_model=str(tiny_vit),
-            face_parser=str(tiny_parser),
-            seed=seed,
-            bank_size=4,
-        )
+        cfg = tiny_config(steps=6, seed=seed, bank_size=4)
         return run([face_photos / "obama_2.jpg"], [name], cfg).identities[0].vectors["te32"]
 
     a, b, c = vectors(3, "a"), vectors(3, "b"), vectors(4, "c")
