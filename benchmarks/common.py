@@ -288,6 +288,63 @@ def model_folder(arch: str) -> Path:
     return folder
 
 
+# -- face encoder and face parser (random weights) ------------------------------------------------------
+VIT_BASE: dict[str, Any] = {}  # ViTConfig's defaults are ViT-B/16 at 224², the paper's face encoder's size
+SEGFORMER_B5 = {  # jonathandinu/face-parsing is a SegFormer-b5 (nvidia/mit-b5 encoder)
+    "depths": [3, 6, 40, 3],
+    "hidden_sizes": [64, 128, 320, 512],
+    "num_attention_heads": [1, 2, 5, 8],
+    "decoder_hidden_size": 768,
+}
+
+
+def face_model_folders(arch: str) -> tuple[Path, Path]:
+    """(ViT face encoder, face parser) folders: tiny ones for ``tiny``, else full size; built once."""
+    import transformers
+
+    size = "tiny" if arch == "tiny" else "full"
+    folder = cache_root() / f"faces-{size}-{transformers.__version__}"
+    if not (folder / "parser" / "preprocessor_config.json").is_file():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".faces-{size}-", dir=folder.parent))
+        log(f"building random-weight {size} face encoder and parser into {folder} (once) ...")
+        save_face_models(size == "tiny", staging)
+        try:
+            staging.rename(folder)
+        except OSError:  # another process finished first
+            import shutil
+
+            shutil.rmtree(staging, ignore_errors=True)
+    return folder / "vit", folder / "parser"
+
+
+def save_face_models(tiny: bool, folder: Path) -> None:
+    """A ViT face encoder and a SegFormer face parser (CelebAMask-HQ labels) with random weights."""
+    from sid.testing import FACE_PARSING_LABELS, save_tiny_face_parser, save_tiny_vit
+
+    if tiny:
+        save_tiny_vit(folder / "vit")
+        save_tiny_face_parser(folder / "parser")
+        return
+    import torch
+    from transformers import (
+        SegformerConfig,
+        SegformerForSemanticSegmentation,
+        SegformerImageProcessor,
+        ViTConfig,
+        ViTImageProcessor,
+        ViTModel,
+    )
+
+    torch.manual_seed(0)
+    ViTModel(ViTConfig(**VIT_BASE)).eval().save_pretrained(folder / "vit")
+    ViTImageProcessor(size={"height": 224, "width": 224}).save_pretrained(folder / "vit")
+    labels = dict(enumerate(FACE_PARSING_LABELS))
+    config = SegformerConfig(**SEGFORMER_B5, id2label=labels, label2id={v: k for k, v in labels.items()})
+    SegformerForSemanticSegmentation(config).eval().save_pretrained(folder / "parser")
+    SegformerImageProcessor(size={"height": 512, "width": 512}).save_pretrained(folder / "parser")
+
+
 # -- machine, timing, memory ---------------------------------------------------------------------------
 def cpu_name() -> str:
     try:

@@ -35,6 +35,7 @@ from benchmarks.common import (
     add_common_args,
     device_name,
     emit,
+    face_model_folders,
     log,
     median,
     model_folder,
@@ -102,11 +103,14 @@ def time_learn(
     resolution: int | None = None,
     bank_size: int = 128,
     speed: Speedups | None = None,
+    vit_model: Path | None = None,
+    face_parser: Path | None = None,
 ) -> dict[str, Any]:
     """Run ``sid.train.learn`` once and time its phases and every step.
 
-    Phases are timed by wrapping the functions ``learn`` calls (extract_face, load_pipeline,
-    build_bank), each followed by a device sync; steps by the ``progress`` callback.
+    Phases are timed by wrapping the functions ``learn`` calls (extract_face and face_embeddings:
+    faces_s, load_pipeline, build_bank), each followed by a device sync; steps by the ``progress``
+    callback. ``vit_model`` and ``face_parser`` are folders (None: sid's own resolution).
     """
     import sid.train as train
     from sid.speed import Speedups
@@ -144,12 +148,19 @@ def time_learn(
         resolution=resolution,
         bank_size=bank_size,
         face_models=str(face_models),
+        vit_model=str(vit_model) if vit_model else None,
+        face_parser=str(face_parser) if face_parser else None,
         log_every=1,
         checkpoint_every=0,
         speed=speed or Speedups(),
     )
     with tempfile.TemporaryDirectory(prefix="sid-bench-learn-") as home, ExitStack() as stack:
-        phases_of = {"extract_face": "faces_s", "load_pipeline": "model_load_s", "build_bank": "bank_s"}
+        phases_of = {
+            "extract_face": "faces_s",
+            "face_embeddings": "faces_s",
+            "load_pipeline": "model_load_s",
+            "build_bank": "bank_s",
+        }
         for name, phase in phases_of.items():
             stack.enter_context(mock.patch.object(train, name, timed(phase, getattr(train, name))))
         reset_peak_memory(device)
@@ -304,6 +315,7 @@ def run(
             args.resolution,
             args.bank_size,
             speed,
+            *face_model_folders(args.arch),  # the paper's ViT and parser sizes (tiny ones for tiny)
         )
         gc.collect()
         floor = floor_ms(

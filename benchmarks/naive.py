@@ -26,6 +26,7 @@ from benchmarks.common import (
     add_common_args,
     device_name,
     emit,
+    face_model_folders,
     log,
     median,
     model_folder,
@@ -178,6 +179,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         set_threads(args.threads)
         device = pick_device(args.device)
         folder = model_folder(args.arch)
+        vit, face_parser = face_model_folders(args.arch)  # the paper's ViT and parser sizes
         recipe = RECIPES[args.method]
         with LoadMeter() as load:
             log(f"naive: sid's {args.method} step on {args.arch} ({device}), {args.steps} steps")
@@ -191,6 +193,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 args.warmup,
                 resolution=args.resolution,
                 bank_size=args.bank_size,
+                vit_model=vit,
+                face_parser=face_parser,
             )
             gc.collect()
             log(f"naive: textual-inversion step, {args.steps} steps")

@@ -52,3 +52,11 @@ def load_config() -> dict[str, Any]:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise BadInput(f"config file {path} is not valid TOML: {e}", "fix or delete the file") from e
+
+
+def setting(flag: str | None, env: str, key: str, default: str) -> str:
+    """A user choice, first match wins: the command-line flag, $``env``, config key ``key``, ``default``.
+
+    One precedence rule for every "where does this model come from" setting, so they all behave alike.
+    """
+    return flag or os.environ.get(env) or load_config().get(key) or default

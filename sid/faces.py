@@ -4,7 +4,8 @@ The heavy libraries (insightface, onnxruntime, OpenCV, transformers) are importe
 functions that need them, so that ``sid --help`` stays fast. Face models come from an insightface
 model pack (a folder of ``.onnx`` files, by default ``~/.insightface/models/buffalo_l``); each file is
 routed by the task insightface recognises in it, so any pack with a detector and a recognizer works
-and the embedding width is whatever the recognizer outputs. See docs/faces.md.
+and the embedding width is whatever the recognizer outputs. StableIdentity's ViT face encoder and the
+face parser behind the training mask are transformers models (hub id or local folder). See docs/faces.md.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import functools
 import hashlib
 import io
 import os
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sid.config import setting
 from sid.errors import BadInput, ModelNotFound, NoFaceFound, first_line
 
 if TYPE_CHECKING:
@@ -36,6 +39,22 @@ SMALL_FACE = 64  # face boxes narrower than this give poor identities
 ALIGNED_SIZE = 512
 VIT_FACE_MODEL = "jayanta/vit-base-patch16-224-in21k-face-recognition"
 VIT_FACE_BOX = (64, 70, 440, 446)  # StableIdentity's face box inside the 512 FFHQ crop
+FACE_PARSER = "jonathandinu/face-parsing"  # SegFormer trained on CelebAMask-HQ
+# Parser classes by name (CelebAMask-HQ's, and the spellings other parsers use), never by index: parsers
+# number them differently. The face is StableIdentity's: skin, brows, eyes, glasses, ears, nose, mouth,
+# lips; not earrings ("ear_r"), neck, necklace, cloth, hat or hair.
+FACE_CLASSES = frozenset(
+    {
+        *("skin", "face"),
+        *("l_brow", "r_brow", "brow", "brows", "eyebrow", "eyebrows", "left_eyebrow", "right_eyebrow"),
+        *("l_eye", "r_eye", "eye", "eyes", "left_eye", "right_eye"),
+        *("eye_g", "eyeglass", "eyeglasses", "glasses"),
+        *("l_ear", "r_ear", "ear", "ears", "left_ear", "right_ear"),
+        *("nose", "mouth", "inner_mouth"),
+        *("u_lip", "l_lip", "lip", "lips", "upper_lip", "lower_lip"),
+    }
+)
+HAIR_CLASSES = frozenset({"hair"})
 FOREHEAD, CHIN = 1.1, 0.8  # face-mask reach beyond the eyes and the mouth, in eye-to-mouth distances
 
 Warn = Callable[[str], None]
@@ -395,24 +414,24 @@ def arcface_embedding(crop_rgb: np.ndarray, pack: FacePack) -> np.ndarray:
 def face_mask(
     aligned_keypoints: np.ndarray, size: int = ALIGNED_SIZE, outline: np.ndarray | None = None
 ) -> np.ndarray:
-    """Soft face mask (float32 in [0, 1], size x size) on the aligned crop, for the masked training loss.
+    """The landmark face mask (float32 in [0, 1], size x size) on the aligned crop, when no parser is used.
 
-    With ``outline`` (dense landmarks, e.g. insightface's 106 points, in aligned coordinates) it is their
-    convex hull (face outline and brows), dilated a little; otherwise an ellipse derived from the 5
-    keypoints that reaches from the forehead to the chin. Either way the edge is feathered.
+    The union of an ellipse derived from the 5 keypoints, which reaches from the forehead to the chin,
+    and, with ``outline`` (dense landmarks, e.g. insightface's 106 points, in aligned coordinates),
+    their convex hull (face outline and brows) dilated a little: the hull follows the jaw and cheeks,
+    the ellipse adds the forehead the hull leaves out. The edge is feathered.
     """
     import cv2
 
     hard = np.zeros((size, size), np.uint8)
+    center, axes, angle = _face_ellipse(np.asarray(aligned_keypoints, np.float64))
+    cv2.ellipse(hard, center, axes, angle, 0, 360, 1, thickness=-1)
     if outline is not None:
         # the hull of all dense points is that of the outline and brows: eyes, nose and mouth lie inside
-        hull = cv2.convexHull(np.round(outline).astype(np.int32))
-        cv2.fillConvexPoly(hard, hull, 1)
+        hull = np.zeros_like(hard)
+        cv2.fillConvexPoly(hull, cv2.convexHull(np.round(outline).astype(np.int32)), 1)
         grow = max(1, int(0.03 * size))
-        hard = cv2.dilate(hard, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
-    else:
-        center, axes, angle = _face_ellipse(np.asarray(aligned_keypoints, np.float64))
-        cv2.ellipse(hard, center, axes, angle, 0, 360, 1, thickness=-1)
+        hard |= cv2.dilate(hull, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
     soft = cv2.GaussianBlur(hard.astype(np.float32), (0, 0), sigmaX=0.02 * size)
     return np.clip(soft, 0.0, 1.0).astype(np.float32)
 
@@ -434,21 +453,71 @@ def _face_ellipse(kps: np.ndarray) -> tuple[tuple[int, int], tuple[int, int], fl
     return centre_px, (int(round(half_width)), int(round(half_height))), angle
 
 
-def latent_mask(mask: np.ndarray, size: int = 64) -> np.ndarray:
-    """The mask area-averaged down to the latent grid (size x size), still in [0, 1]."""
-    import cv2
-
-    small = cv2.resize(np.asarray(mask, np.float32), (size, size), interpolation=cv2.INTER_AREA)
-    return np.clip(small, 0.0, 1.0).astype(np.float32)
+# ---------------------------------------------------------------- transformers face models
 
 
-def vit_face_embedding(
-    image512: Image.Image | np.ndarray, model_id: str = VIT_FACE_MODEL, local_files_only: bool | None = None
+def vit_model_source(choice: str | None = None) -> str:
+    """The ViT face encoder: ``--vit-model`` > $SID_VIT_MODEL > config ``vit_model`` > the paper's model."""
+    return _model_source(setting(choice, "SID_VIT_MODEL", "vit_model", VIT_FACE_MODEL))
+
+
+def face_parser_source(choice: str | None = None) -> str:
+    """The face parser: ``--face-parser`` > $SID_FACE_PARSER > config ``face_parser`` > FACE_PARSER."""
+    return _model_source(setting(choice, "SID_FACE_PARSER", "face_parser", FACE_PARSER))
+
+
+def _model_source(choice: str) -> str:
+    """A local folder as an absolute path (so metadata can find it again), anything else as a hub id."""
+    folder = Path(choice).expanduser()
+    return str(folder.resolve()) if folder.is_dir() else choice
+
+
+@functools.lru_cache(maxsize=4)
+def _pretrained(source: str, role: str, local_files_only: bool) -> tuple[Any, Any]:
+    """(image processor, model in eval mode) of a transformers vision model; ``role`` picks the class.
+
+    The processor is the PIL one, as the papers' code ran it (transformers would otherwise pick the
+    torchvision one where installed, whose resize differs slightly).
+    """
+    import transformers
+
+    from sid.pipelines import quiet_libraries
+
+    quiet_libraries()  # no loading bars or load reports (the paper's ViT checkpoint has no pooler)
+    auto = transformers.AutoModelForSemanticSegmentation if role == "face parser" else transformers.AutoModel
+    flag = "--face-parser" if role == "face parser" else "--vit-model"
+    try:
+        processor = transformers.AutoImageProcessor.from_pretrained(
+            source, local_files_only=local_files_only, backend="pil"
+        )
+        model = auto.from_pretrained(source, local_files_only=local_files_only)
+    except Exception as e:  # hub, file and config errors all mean "not loadable from here"
+        why = "sid is offline and it is not in the local cache" if local_files_only else first_line(e)
+        raise ModelNotFound(
+            f"could not load the {role} {source!r}: {why}",
+            f"download it once online, or point {flag} at a local folder saved with save_pretrained "
+            "(config.json, weights, preprocessor_config.json)",
+        ) from e
+    return processor, model.eval()
+
+
+def _local_only(local_files_only: bool | None) -> bool:
+    return _offline() if local_files_only is None else local_files_only
+
+
+def vit_face_embeddings(
+    image512: Image.Image | np.ndarray,
+    model: str = VIT_FACE_MODEL,
+    local_files_only: bool | None = None,
+    device: str = "cpu",
 ) -> np.ndarray:
-    """StableIdentity's face feature: the ViT face model's CLS token on the central face box of the 512 crop.
+    """(2, D) StableIdentity face features: of the aligned face and of its mirror image, in one batch.
 
-    ``model_id`` is a hub id or a local folder (config, weights and preprocessor_config.json);
-    ``local_files_only`` defaults to "offline?" (HF_HUB_OFFLINE / SID_OFFLINE).
+    As its code: the FFHQ 512 crop is cut to VIT_FACE_BOX, run through the model's own image processor,
+    and the CLS token of the last hidden state is the feature (768 wide for the paper's model), not
+    normalised. The mirror flips the processed input, as its only augmentation of this input does.
+    ``model`` is a hub id or a local folder; ``local_files_only`` defaults to "is sid offline";
+    ``device`` is where the model runs (it stays there for the next call).
     """
     import torch
     from PIL import Image
@@ -457,30 +526,83 @@ def vit_face_embedding(
     img = img.convert("RGB")
     scale = img.width / ALIGNED_SIZE
     face = img.crop(tuple(int(round(v * scale)) for v in VIT_FACE_BOX))
-    local = _offline() if local_files_only is None else local_files_only
-    processor, model = _vit_face_model(model_id, local)
-    inputs = processor(images=face, return_tensors="pt")
+    processor, vit = _pretrained(model, "face encoder", _local_only(local_files_only))
+    pixels = processor(images=face, return_tensors="pt")["pixel_values"]
+    pixels = torch.cat([pixels, pixels.flip(-1)]).to(device, vit.dtype)
     with torch.inference_mode():
-        hidden = model(pixel_values=inputs["pixel_values"].to(model.dtype)).last_hidden_state
-    return hidden[0, 0].float().numpy().astype(np.float32)
+        hidden = vit.to(device)(pixel_values=pixels).last_hidden_state
+    return hidden[:, 0].float().cpu().numpy().astype(np.float32)
 
 
-@functools.lru_cache(maxsize=2)
-def _vit_face_model(model_id: str, local_files_only: bool) -> tuple[Any, Any]:
-    from transformers import AutoImageProcessor, AutoModel
+@dataclass(frozen=True)
+class FaceParser:
+    """A loaded face-parsing model and which of its classes are the face and the hair."""
 
-    source = str(Path(model_id).expanduser()) if Path(model_id).expanduser().is_dir() else model_id
-    try:
-        processor = AutoImageProcessor.from_pretrained(source, local_files_only=local_files_only)
-        model = AutoModel.from_pretrained(source, local_files_only=local_files_only)
-    except Exception as e:  # hub, file and config errors all mean "not loadable from here"
-        why = "sid is offline and it is not in the local cache" if local_files_only else first_line(e)
+    source: str  # hub id or absolute folder
+    processor: Any
+    model: Any  # transformers AutoModelForSemanticSegmentation
+    face_ids: tuple[int, ...]
+    hair_ids: tuple[int, ...]  # empty when the parser has no hair class
+
+
+def parser_classes(id2label: dict[Any, str], source: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(face ids, hair ids) of a parser's classes, chosen by label name (FACE_CLASSES, HAIR_CLASSES)."""
+    names = {int(i): re.sub(r"[\s\-]+", "_", str(label).strip().lower()) for i, label in id2label.items()}
+    face = tuple(sorted(i for i, n in names.items() if n in FACE_CLASSES))
+    hair = tuple(sorted(i for i, n in names.items() if n in HAIR_CLASSES))
+    if not face:
         raise ModelNotFound(
-            f"could not load the face encoder {model_id!r}: {why}",
-            "download it once online, or pass a local folder holding its config.json, weights and "
-            "preprocessor_config.json",
-        ) from e
-    return processor, model.eval()
+            f"the face parser {source!r} has no face classes (its labels: {', '.join(names.values())})",
+            f"use a CelebAMask-HQ face parser such as {FACE_PARSER}, or pass --mask landmarks",
+        )
+    return face, hair
+
+
+def part_masks(
+    labels: np.ndarray, face_ids: tuple[int, ...], hair_ids: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Binary float32 face and hair masks of a label map (None for hair when the parser has none)."""
+    face = np.isin(labels, face_ids).astype(np.float32)
+    return face, (np.isin(labels, hair_ids).astype(np.float32) if hair_ids else None)
+
+
+def load_face_parser(
+    choice: str | None = None, warn: Warn | None = None, local_files_only: bool | None = None
+) -> FaceParser | None:
+    """The face parser ``face_parser_source(choice)`` names, or None when it is the default one and
+    cannot be had (offline and not cached, or unreachable): then ``warn`` says the landmark mask is
+    used instead. A parser the user chose that cannot be loaded is a ModelNotFound."""
+    source = face_parser_source(choice)
+    try:
+        processor, model = _pretrained(source, "face parser", _local_only(local_files_only))
+    except ModelNotFound as e:
+        if source != FACE_PARSER:
+            raise
+        (warn or (lambda _message: None))(
+            f"{e.message}; masking the training loss with face landmarks instead (no hair term). "
+            f"To use the parser: {e.hint}; or pass --mask landmarks to silence this"
+        )
+        return None
+    face_ids, hair_ids = parser_classes(model.config.id2label, source)
+    return FaceParser(source, processor, model, face_ids, hair_ids)
+
+
+def parse_face(
+    image512: Image.Image, parser: FaceParser, device: str = "cpu"
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Face and hair masks (float32 0/1 on ``image512``) from the parser's per-pixel classes.
+
+    Logits are resized to the image (bilinear) before the argmax, as the parser's own post-processing.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    pixels = parser.processor(images=image512.convert("RGB"), return_tensors="pt")["pixel_values"]
+    with torch.inference_mode():
+        logits = parser.model.to(device)(pixel_values=pixels.to(device, parser.model.dtype)).logits
+    size = (image512.height, image512.width)
+    logits = F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
+    return part_masks(logits.argmax(1)[0].cpu().numpy(), parser.face_ids, parser.hair_ids)
 
 
 # ---------------------------------------------------------------- entry point
@@ -493,7 +615,9 @@ class FaceCrop:
     image: Image.Image  # RGB, 512x512, FFHQ-aligned
     arcface_crop: np.ndarray  # uint8 (112, 112, 3) RGB, ArcFace-aligned
     embedding: np.ndarray  # float32 (D,), unit length; D from the recognizer
-    mask: np.ndarray  # float32 (512, 512) in [0, 1], on ``image``
+    mask: np.ndarray  # float32 (512, 512) in [0, 1], on ``image``: the face the loss looks at
+    hair_mask: np.ndarray | None  # float32 (512, 512) 0/1 from the parser; None with the landmark mask
+    mask_source: str  # the parser's hub id or folder, or "landmarks"
     bbox: tuple[float, float, float, float]  # x1, y1, x2, y2 in the (upright) photo
     keypoints: np.ndarray  # float32 (5, 2) in the (upright) photo
     score: float
@@ -515,8 +639,14 @@ def extract_face(
     face_index: int | None = None,
     face_models: str | Path | None = None,
     warn: Warn | None = None,
+    parser: FaceParser | None = None,
+    device: str = "cpu",
 ) -> FaceCrop:
-    """Photo file -> the chosen face, aligned (FFHQ 512 and ArcFace 112), embedded and masked."""
+    """Photo file -> the chosen face, aligned (FFHQ 512 and ArcFace 112), embedded and masked.
+
+    The mask comes from ``parser`` (run on ``device``) when given and it finds a face, else from the
+    landmarks.
+    """
     import cv2
     from insightface.utils import face_align
     from PIL import Image
@@ -542,20 +672,37 @@ def extract_face(
     arcface_crop = cv2.cvtColor(crop_bgr, cv2.COLOR_BGR2RGB)
     matrix = ffhq_matrix(face.keypoints)
     aligned = warp_aligned(rgb, matrix)
-    outline = None
-    if pack.landmark106 is not None:
-        from insightface.app.common import Face
-
-        points = pack.landmark106.get(bgr, Face(bbox=face.bbox, kps=face.keypoints))
-        outline = transform_points(points[:, :2], matrix)
+    image = Image.fromarray(aligned)
+    mask, hair, source = None, None, "landmarks"
+    if parser:
+        mask, hair = parse_face(image, parser, device)
+        if mask.any():
+            source = parser.source
+        else:
+            warn(f"the face parser found no face in {path}; masking with face landmarks instead")
+    if source == "landmarks":
+        mask, hair = _landmark_mask(bgr, face, pack, matrix), None
     return FaceCrop(
-        image=Image.fromarray(aligned),
+        image=image,
         arcface_crop=np.ascontiguousarray(arcface_crop),
         embedding=arcface_embedding(arcface_crop, pack),
-        mask=face_mask(transform_points(face.keypoints, matrix), outline=outline),
+        mask=mask,
+        hair_mask=hair,
+        mask_source=source,
         bbox=tuple(float(v) for v in face.bbox),
         keypoints=face.keypoints.astype(np.float32),
         score=face.score,
         num_faces=len(faces),
         photo_sha256=hashlib.sha256(data).hexdigest(),
     )
+
+
+def _landmark_mask(bgr: np.ndarray, face: Detection, pack: FacePack, matrix: np.ndarray) -> np.ndarray:
+    """``face_mask`` on the aligned crop, with the pack's 106-point landmarks when it has them."""
+    outline = None
+    if pack.landmark106 is not None:
+        from insightface.app.common import Face
+
+        points = pack.landmark106.get(bgr, Face(bbox=face.bbox, kps=face.keypoints))
+        outline = transform_points(points[:, :2], matrix)
+    return face_mask(transform_points(face.keypoints, matrix), outline=outline)

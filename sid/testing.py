@@ -267,3 +267,59 @@ def tiny_motion_adapter(seed: int = 0) -> Any:
         motion_max_seq_length=32,
         use_motion_mid_block=True,
     )
+
+
+# jonathandinu/face-parsing's class names, in its order (CelebAMask-HQ's classes, numbered its own way)
+FACE_PARSING_LABELS = (
+    *("background", "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear", "r_ear"),
+    *("mouth", "u_lip", "l_lip", "hair", "hat", "ear_r", "neck_l", "neck", "cloth"),
+)
+
+
+def save_tiny_vit(folder: Path, seed: int = 0) -> Path:
+    """A tiny random ViTModel and its ViTImageProcessor (224², as the paper's face encoder) in ``folder``."""
+    import torch
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    torch.manual_seed(seed)
+    config = ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=37,
+        image_size=224,
+        patch_size=16,
+    )
+    ViTModel(config).eval().save_pretrained(folder)
+    ViTImageProcessor(size={"height": 224, "width": 224}).save_pretrained(folder)
+    return folder
+
+
+def save_tiny_face_parser(folder: Path, labels: tuple[str, ...] = FACE_PARSING_LABELS, seed: int = 3) -> Path:
+    """A tiny random SegFormer with ``labels`` as its classes and its image processor (64²) in ``folder``.
+
+    With the default seed its label map of a face photo has background, face classes and hair.
+    """
+    import torch
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerImageProcessor
+
+    torch.manual_seed(seed)
+    config = SegformerConfig(
+        num_encoder_blocks=2,
+        depths=[1, 1],
+        sr_ratios=[2, 1],
+        hidden_sizes=[8, 16],
+        patch_sizes=[7, 3],
+        strides=[4, 2],
+        num_attention_heads=[1, 2],
+        mlp_ratios=[2, 2],
+        decoder_hidden_size=16,
+        id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
+    )
+    model = SegformerForSemanticSegmentation(config).eval()
+    # a random head gives every pixel the same class; stronger weights give a varied map, hair included
+    torch.nn.init.normal_(model.decode_head.classifier.weight, std=3.0)
+    model.save_pretrained(folder)
+    SegformerImageProcessor(size={"height": 64, "width": 64}).save_pretrained(folder)
+    return folder

@@ -13,20 +13,28 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import ImageOps
 
 from sid import __version__
 from sid.augment import augment_batch
 from sid.checkpoints import load_state, save_state
 from sid.errors import BadInput, IdentityExists, OutOfMemory
-from sid.faces import FaceCrop, arcface_embedding, extract_face, load_face_pack, vit_face_embedding
+from sid.faces import (
+    FaceCrop,
+    arcface_embedding,
+    extract_face,
+    face_parser_source,
+    load_face_pack,
+    load_face_parser,
+    vit_face_embeddings,
+    vit_model_source,
+)
 from sid.methods import RECIPES, build_mapper, noise_loss, two_phase_loss
 from sid.pipelines import family_of, fingerprint, load_pipeline, pick_device
 from sid.priors import build_prior
@@ -35,6 +43,11 @@ from sid.speed import Speedups, unet_step
 from sid.store import Identity, IdentityStore, now_iso, slot_for_width, validate_name
 
 Progress = Callable[[int, int, float], None]  # (step, total, smoothed loss)
+# "auto" face encoder: each paper's own. StableIdentity's mapper (init, lr) was tuned on its ViT's
+# features; Celeb Basis used an insightface-family recogniser.
+FACE_ENCODERS = {"stableidentity": "vit", "celebbasis": "arcface"}
+MASKS = ("parser", "landmarks")
+MASKED_METHODS = ("stableidentity",)  # methods whose loss uses the face (and hair) mask
 
 
 @dataclass
@@ -55,7 +68,10 @@ class LearnConfig:
         False  # reuse one latent, noise, timestep and template every step: a check that loss can fall
     )
     face_index: int | None = None  # which face of a group photo (1-based, left to right)
-    face_encoder: str = "arcface"  # arcface | vit
+    face_encoder: str = "auto"  # auto (by method, FACE_ENCODERS) | arcface | vit
+    vit_model: str | None = None  # hub id or folder (None: SID_VIT_MODEL/config/VIT_FACE_MODEL)
+    mask: str = "parser"  # parser | landmarks: where the loss mask comes from
+    face_parser: str | None = None  # hub id or folder (None: SID_FACE_PARSER/config/FACE_PARSER)
     face_models: str | None = None  # folder of the insightface pack
     checkpoint_every: int = 50  # steps between resumable checkpoints
     log_every: int = 10  # steps between progress updates (each one syncs the GPU)
@@ -92,14 +108,29 @@ def check_inputs(
             raise IdentityExists(
                 f"an identity named {name!r} already exists", "pick another --name or pass --force"
             )
-    if cfg.face_encoder not in ("arcface", "vit"):
-        raise BadInput(f"unknown face encoder {cfg.face_encoder!r}", "use arcface or vit")
+    if cfg.face_encoder not in ("auto", "arcface", "vit"):
+        raise BadInput(f"unknown face encoder {cfg.face_encoder!r}", "use auto, arcface or vit")
+    if cfg.mask not in MASKS:
+        raise BadInput(f"unknown mask {cfg.mask!r}", f"use {' or '.join(MASKS)}")
     from sid import limits
 
     knobs = ("steps", "batch_size", "bank_size", "resolution", "seed")
     limits.check_all("learn", {knob: getattr(cfg, knob) for knob in knobs})  # sizes, before any model loads
     if cfg.lr is not None and not cfg.lr > 0:
         raise BadInput(f"--lr must be positive, not {cfg.lr}", "try the default")
+
+
+def resolved(cfg: LearnConfig) -> LearnConfig:
+    """``cfg`` with the face choices made concrete (encoder by method, model sources by flag > env >
+    config > default), so the checkpoint key and the metadata name what was actually used."""
+    encoder = FACE_ENCODERS[cfg.method] if cfg.face_encoder == "auto" else cfg.face_encoder
+    parsed = cfg.mask == "parser" and cfg.method in MASKED_METHODS
+    return replace(
+        cfg,
+        face_encoder=encoder,
+        vit_model=vit_model_source(cfg.vit_model) if encoder == "vit" else None,
+        face_parser=face_parser_source(cfg.face_parser) if parsed else None,
+    )
 
 
 def run_key(photos: list[Path], names: list[str], cfg: LearnConfig) -> str:
@@ -124,19 +155,25 @@ def learn(
 ) -> LearnResult:
     store = store or IdentityStore()
     check_inputs(photos, names, cfg, store, force)
+    cfg = resolved(cfg)
     recipe = RECIPES[cfg.method]
     steps = cfg.steps or recipe.steps
     batch = cfg.batch_size or recipe.batch_size
     lr = cfg.lr or recipe.lr
     start_time = time.perf_counter()
 
-    # 1. faces: one aligned crop, embedding and mask per photo
+    # 1. faces: one aligned crop, mask and face embedding (plain, mirrored) per photo
+    device = pick_device(cfg.device)
+    parser = load_face_parser(cfg.face_parser, warn) if cfg.face_parser else None
     crops = [
-        extract_face(p, face_index=cfg.face_index, face_models=cfg.face_models, warn=warn) for p in photos
+        extract_face(
+            p, face_index=cfg.face_index, face_models=cfg.face_models, warn=warn, parser=parser, device=device
+        )
+        for p in photos
     ]
+    embeddings = [face_embeddings(c, cfg, device) for c in crops]  # per identity: (2, f)
 
     # 2. frozen model
-    device = pick_device(cfg.device)
     pipe, spec = load_pipeline(cfg.model, device=device, dtype="fp32")  # fp32 weights; autocast below
     if family_of(pipe) == "sdxl":
         raise BadInput("learning on SDXL is not supported yet", "learn on sd21 (default) or sd15")
@@ -160,7 +197,7 @@ def learn(
     # 3. prior, placeholder tokens and mapper (the only trainable part)
     torch.manual_seed(cfg.seed)
     prior = build_prior(tokenizer, text_encoder)
-    embeddings = [face_embeddings(c, cfg).to(device) for c in crops]  # per identity: (2, f) plain, mirrored
+    embeddings = [e.to(device) for e in embeddings]
     mapper = build_mapper(cfg.method, embeddings[0].shape[-1], prior).to(device)
     token_ids = add_placeholder_tokens(tokenizer, text_encoder, identity_token("__learn__"), 2)
     text_encoder.to(device)
@@ -197,7 +234,7 @@ def learn(
             for step in range(first_step, steps):
                 who = step % len(crops)  # joint learning alternates identities
                 if not (cfg.overfit and step > first_step):
-                    z0, mask, flip = bank[who].sample(batch, step_gen)
+                    z0, mask, hair_mask, flip = bank[who].sample(batch, step_gen)
                     face = embeddings[who][flip.long()]  # (B, f): mirrored photo -> mirrored embedding
                     t = torch.randint(0, num_train_timesteps, (batch,), generator=step_gen, device=device)
                     noise = torch.randn(z0.shape, generator=step_gen, device=device)
@@ -211,7 +248,7 @@ def learn(
                     vectors_now[:] = [mapper(face)]  # (B, 2, d)
                     cond = text_encoder(ids)[0]  # (B, 77, d)
                     pred = denoise(z_t.to(unet.dtype), t, cond.to(unet.dtype)).float()
-                if cfg.method == "stableidentity":
+                if cfg.method in MASKED_METHODS:
                     loss = two_phase_loss(
                         pred,
                         noise,
@@ -221,6 +258,7 @@ def learn(
                         alphas_cumprod,
                         mask,
                         prediction_type,
+                        hair_mask=hair_mask,
                         vae_scaling_factor=vae.config.scaling_factor,
                     )
                 else:
@@ -269,7 +307,7 @@ def learn(
             fingerprints={slot: base_fingerprint},
             created=now_iso(),
             photo_sha256=crop.photo_sha256,
-            settings=settings,
+            settings={**settings, "mask_source": crop.mask_source if cfg.method in MASKED_METHODS else None},
             final_loss=float(np.mean(tail)) if tail else None,
             sid_version=__version__,
         )
@@ -282,15 +320,16 @@ def learn(
 
 
 # -- helpers -----------------------------------------------------------------------------------------
-def face_embeddings(crop: FaceCrop, cfg: LearnConfig) -> torch.Tensor:
+def face_embeddings(crop: FaceCrop, cfg: LearnConfig, device: str = "cpu") -> torch.Tensor:
     """(2, f): the face embedding of the aligned photo and of its mirror image (flip augmentation).
 
-    ArcFace embeddings are unit length, so their entries are ~1/sqrt(f); they are scaled by sqrt(f) to
-    entries of order 1, like the ViT features StableIdentity's mapper was designed for (otherwise its
-    first LayerNorm sees a variance below its eps and barely trains).
+    ViT features are used as they come (the paper's). ArcFace embeddings are unit length, so their
+    entries are ~1/sqrt(f); sid scales them by sqrt(f) to entries of order 1, like the ViT features
+    StableIdentity's mapper was designed for (otherwise its first LayerNorm sees a variance below its
+    eps and barely trains).
     """
     if cfg.face_encoder == "vit":
-        pair = [vit_face_embedding(crop.image), vit_face_embedding(ImageOps.mirror(crop.image))]
+        pair = list(vit_face_embeddings(crop.image, cfg.vit_model, device=device))
     else:
         mirrored = np.ascontiguousarray(crop.arcface_crop[:, ::-1])
         pair = [crop.embedding, arcface_embedding(mirrored, load_face_pack(cfg.face_models))]
@@ -312,27 +351,34 @@ def tokenize_templates(pipe: Any, tokenizer: Any, templates: tuple[str, ...], to
 
 @dataclass
 class Bank:
-    """Augmented latents (N, 4, h, w), latent masks (N, 1, h, w) and flip flags (N,) on the device."""
+    """Augmented latents (N, 4, h, w), 0/1 latent face and hair masks (N, 1, h, w) and flip flags (N,),
+    on the device; no hair masks with the landmark mask."""
 
     latents: torch.Tensor
     masks: torch.Tensor
+    hair_masks: torch.Tensor | None
     flips: torch.Tensor
 
     def sample(
         self, batch: int, generator: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
         idx = torch.randint(0, len(self.latents), (batch,), generator=generator, device=self.latents.device)
-        return self.latents[idx], self.masks[idx], self.flips[idx]
+        hair = self.hair_masks[idx] if self.hair_masks is not None else None
+        return self.latents[idx], self.masks[idx], hair, self.flips[idx]
 
 
 @torch.no_grad()
 def build_bank(
     crop: FaceCrop, vae: Any, resolution: int, size: int, generator: torch.Generator, method: str, device: str
 ) -> Bank:
-    """Augment the aligned photo ``size`` times and VAE-encode it once; the VAE is frozen."""
+    """Augment the aligned photo ``size`` times and VAE-encode it once; the VAE is frozen.
+
+    The face and hair masks go through the same augmentation as two channels of one mask.
+    """
     image = torch.from_numpy(np.asarray(crop.image.resize((resolution, resolution)), np.float32) / 127.5 - 1)
     image = image.permute(2, 0, 1)  # (3, R, R) in [-1, 1]
-    mask = torch.from_numpy(np.asarray(crop.mask, np.float32))[None, None]
+    planes = [crop.mask] + ([crop.hair_mask] if crop.hair_mask is not None else [])
+    mask = torch.from_numpy(np.stack(planes).astype(np.float32))[None]  # (1, 1 or 2, 512, 512)
     mask = F.interpolate(mask, size=(resolution, resolution), mode="bilinear", align_corners=False)[0]
     images, masks, flips = augment_batch(image, mask, size, generator, method)
     vae.to(device)
@@ -341,8 +387,16 @@ def build_bank(
         dist = vae.encode(chunk.to(device, vae.dtype)).latent_dist
         latents.append(dist.sample(generator=generator) * vae.config.scaling_factor)
     latents = torch.cat(latents).float()
-    latent_masks = F.interpolate(masks, size=latents.shape[-2:], mode="area").to(device)
-    return Bank(latents, latent_masks, flips.to(device))
+    latent_masks = binary_latent_masks(masks, latents.shape[-2:]).to(device)
+    hair = latent_masks[:, 1:] if crop.hair_mask is not None else None
+    return Bank(latents, latent_masks[:, :1], hair, flips.to(device))
+
+
+def binary_latent_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(N, C, R, R) masks -> (N, C, h, w) of 0/1 at latent size, as StableIdentity's code makes them:
+    bicubic resize (align_corners=True), then >= 0.5."""
+    small = F.interpolate(masks.float(), size=tuple(size), mode="bicubic", align_corners=True)
+    return (small >= 0.5).float()
 
 
 def checkpoint_path(store: IdentityStore, key: str) -> Path:

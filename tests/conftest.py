@@ -21,7 +21,8 @@ def isolated_home(tmp_path_factory, monkeypatch) -> Path:
     monkeypatch.setenv("SID_CONFIG", str(home / "config.toml"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("SID_MODEL", raising=False)
-    monkeypatch.delenv("SID_FACE_MODELS", raising=False)
+    for name in ("SID_FACE_MODELS", "SID_VIT_MODEL", "SID_FACE_PARSER"):
+        monkeypatch.delenv(name, raising=False)
     return home
 
 
@@ -48,6 +49,22 @@ def tiny_model_wide(tmp_path_factory) -> Path:
     from sid.testing import save_tiny, tiny_sd_pipeline
 
     return save_tiny(tiny_sd_pipeline(text_width=64, seed=1), tmp_path_factory.mktemp("tiny") / "sd64")
+
+
+@pytest.fixture(scope="session")
+def tiny_vit(tmp_path_factory) -> Path:
+    """A saved tiny random ViT face encoder (model + image processor), loadable with --vit-model PATH."""
+    from sid.testing import save_tiny_vit
+
+    return save_tiny_vit(tmp_path_factory.mktemp("tiny") / "vit")
+
+
+@pytest.fixture(scope="session")
+def tiny_parser(tmp_path_factory) -> Path:
+    """A saved tiny random SegFormer face parser (CelebAMask-HQ labels), loadable with --face-parser PATH."""
+    from sid.testing import save_tiny_face_parser
+
+    return save_tiny_face_parser(tmp_path_factory.mktemp("tiny") / "parser")
 
 
 @pytest.fixture(scope="session")

@@ -36,6 +36,7 @@ KEYS = {
     "cli": {"help_s_median", "ls_s_median", "import_torch_s_median", "identities", "date", "device"},
     "video": {"device", "arch", "frames", "size", "steps", "total_s_median", "step_ms_median", "peak_mem_gb"},
     "3d": {"device", "arch", "iters", "iter_ms_median", "projected_default_s", "total_s", "peak_mem_gb"},
+    "faces": {"device", "arch", "vit_ms_median", "parser_ms_median", "vit_first_s", "parser_first_s", "date"},
 }
 POSITIVE = {
     "learn": (
@@ -52,6 +53,7 @@ POSITIVE = {
     "cli": ("help_s_median", "ls_s_median", "import_torch_s_median", "identities"),
     "video": ("total_s_median", "step_ms_median", "peak_mem_gb"),
     "3d": ("iter_ms_median", "projected_default_s", "total_s", "peak_mem_gb"),
+    "faces": ("vit_ms_median", "parser_ms_median", "vit_first_s", "parser_first_s"),
 }
 
 
@@ -255,3 +257,11 @@ def test_gpu_part_failure_and_timeout_are_recorded(tmp_path):
     assert status == "timeout" and seconds < 30
     late = gpu.run_part(broken, True, tmp_path, gpu.MIN_PART_S - 1)
     assert late.status == "skipped" and "budget" in late.reason
+
+
+def test_faces(capsys):
+    from benchmarks import faces
+
+    result = faces.main([*TINY, "--runs", "2"])
+    check(result, "faces", capsys)
+    assert result["arch"] == "tiny" and result["runs"] == 2

@@ -116,6 +116,18 @@ def test_doctor_json(isolated_home: Path) -> None:
     assert info["store"]["path"].startswith(str(isolated_home))
     assert info["hf_offline"] is True and info["packages"]["torch"] != "not installed"
     assert info["default_model"]["label"] == "sd21"
+    assert info["vit_model"] == "jayanta/vit-base-patch16-224-in21k-face-recognition"
+    assert info["face_parser"] == "jonathandinu/face-parsing"
+
+
+def test_doctor_shows_the_configured_face_models(isolated_home: Path, monkeypatch, tmp_path: Path) -> None:
+    (isolated_home / "config.toml").write_text(f'face_parser = "{tmp_path}"\n')
+    monkeypatch.setenv("SID_VIT_MODEL", "me/my-vit")
+    info = json.loads(invoke("doctor", "--json").stdout)
+    assert info["vit_model"] == "me/my-vit" and info["face_parser"] == str(tmp_path)
+    assert info["env"]["SID_VIT_MODEL"] == "me/my-vit"
+    table = invoke("doctor")
+    assert table.exit_code == 0 and "me/my-vit" in table.output and "face parser" in table.output
 
 
 HEAVY = ("torch", "diffusers", "transformers", "insightface", "onnxruntime", "cv2")

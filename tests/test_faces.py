@@ -12,7 +12,7 @@ from PIL import Image
 
 from sid import faces
 from sid.errors import BadInput, ModelNotFound, NoFaceFound, SidError
-from sid.faces import extract_face, face_models_dir, ffhq_matrix, latent_mask, load_face_pack, load_photo
+from sid.faces import extract_face, face_models_dir, ffhq_matrix, load_face_pack, load_photo
 
 EXIF_ORIENTATION = 0x0112
 
@@ -209,14 +209,6 @@ def test_mask_covers_the_face(obama):
     assert len(np.unique(np.round(mask, 3))) > 10  # feathered, not a hard edge
 
 
-def test_latent_mask_downsamples_any_size(obama):
-    small = latent_mask(obama.mask)
-    assert small.shape == (64, 64) and small.dtype == np.float32
-    assert abs(small.mean() - obama.mask.mean()) < 0.01
-    assert latent_mask(np.ones((768, 768), np.float32), size=96).shape == (96, 96)
-    assert latent_mask(obama.mask, size=128).max() <= 1.0
-
-
 def test_thumbnail_png(obama):
     thumb = Image.open(io.BytesIO(obama.thumbnail_png()))
     assert thumb.format == "PNG" and thumb.size == (128, 128)
@@ -363,59 +355,163 @@ def test_pack_with_106_landmarks_masks_their_hull(tmp_path, facepack, face_photo
     pytest.importorskip("onnx")
     for model in facepack.glob("*.onnx"):
         (tmp_path / model.name).symlink_to(model)
-    # a "landmark model" that always answers a circle of radius 0.4 around the crop centre
+    # a "landmark model" that always answers a circle of radius 0.6 around the crop centre: wider
+    # than the face, so its hull reaches beyond the 5-point ellipse
     turn = np.linspace(0, 2 * np.pi, 106, endpoint=False)
-    circle = np.stack([0.4 * np.cos(turn), 0.4 * np.sin(turn)], axis=1).reshape(-1)
+    circle = np.stack([0.6 * np.cos(turn), 0.6 * np.sin(turn)], axis=1).reshape(-1)
     _onnx_model(tmp_path / "2d106det.onnx", 192, 212, bias=circle)
     pack = load_face_pack(tmp_path)
     assert pack.landmark106 is not None and pack.landmark106.taskname == "landmark_2d_106"
     crop = extract_face(face_photos / "obama_1.jpg", face_models=tmp_path)
     plain = extract_face(face_photos / "obama_1.jpg", face_models=facepack)
     assert crop.mask.shape == (512, 512) and 0.0 <= crop.mask.min() and crop.mask.max() <= 1.0
-    assert np.abs(crop.mask - plain.mask).mean() > 0.01  # the hull, not the 5-point ellipse
-    # the circle sits on the box centre with radius 0.4 * 1.5 * box side / 2
-    centre = faces.transform_points(
-        np.array([[(crop.bbox[0] + crop.bbox[2]) / 2, (crop.bbox[1] + crop.bbox[3]) / 2]]),
-        ffhq_matrix(crop.keypoints),
-    )[0]
-    assert crop.mask[int(centre[1]), int(centre[0])] > 0.99
-    ys, xs = np.nonzero(crop.mask > 0.5)
-    assert abs(xs.mean() - centre[0]) < 6 and abs(ys.mean() - centre[1]) < 6
+    assert crop.mask_source == plain.mask_source == "landmarks" and crop.hair_mask is None
+    # the union of the hull and the 5-point ellipse: all of the ellipse, and more
+    assert (crop.mask >= plain.mask - 1e-6).all() and crop.mask.sum() > 1.02 * plain.mask.sum()
+    # the circle sits on the box centre with radius 0.6 * 1.5 * box side / 2 (in photo pixels)
+    side = max(crop.bbox[2] - crop.bbox[0], crop.bbox[3] - crop.bbox[1])
+    centre = np.array([(crop.bbox[0] + crop.bbox[2]) / 2, (crop.bbox[1] + crop.bbox[3]) / 2])
+    inner = centre + 0.9 * 0.45 * side * np.stack([np.cos(turn), np.sin(turn)], axis=1)
+    for x, y in faces.transform_points(inner, ffhq_matrix(crop.keypoints)):
+        assert crop.mask[int(round(y)), int(round(x))] > 0.9
 
 
 # ---------------------------------------------------------------- StableIdentity's ViT face encoder
 
 
-@pytest.fixture(scope="module")
-def tiny_vit(tmp_path_factory) -> Path:
-    from transformers import ViTConfig, ViTImageProcessor, ViTModel
-
-    folder = tmp_path_factory.mktemp("vit")
-    config = ViTConfig(
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=37,
-        image_size=224,
-        patch_size=16,
-    )
-    ViTModel(config).save_pretrained(folder)
-    ViTImageProcessor(size={"height": 224, "width": 224}).save_pretrained(folder)
-    return folder
-
-
-def test_vit_face_embedding_from_a_local_folder(tiny_vit, obama):
-    first = faces.vit_face_embedding(obama.image, str(tiny_vit))
-    assert first.shape == (32,) and first.dtype == np.float32 and np.isfinite(first).all()
-    again = faces.vit_face_embedding(np.asarray(obama.image), str(tiny_vit), local_files_only=True)
+def test_vit_face_embeddings_from_a_local_folder(tiny_vit, obama):
+    first = faces.vit_face_embeddings(obama.image, str(tiny_vit))
+    assert first.shape == (2, 32) and first.dtype == np.float32 and np.isfinite(first).all()
+    again = faces.vit_face_embeddings(np.asarray(obama.image), str(tiny_vit), local_files_only=True)
     np.testing.assert_allclose(first, again, atol=1e-5)
-    other = faces.vit_face_embedding(Image.new("RGB", (512, 512), (90, 30, 200)), str(tiny_vit))
+    assert np.abs(first[0] - first[1]).max() > 1e-3  # a face is not its own mirror image
+    other = faces.vit_face_embeddings(Image.new("RGB", (512, 512), (90, 30, 200)), str(tiny_vit))
     assert np.abs(first - other).max() > 1e-3
 
 
-def test_vit_face_embedding_missing_model_is_clear(tmp_path, obama):
+def test_vit_mirror_flips_the_face_box_not_the_photo(tiny_vit):
+    """StableIdentity flips the ViT's cropped input: a box that is symmetric gives the same feature twice,
+    although the whole 512 image (the box is not centred in it) is not symmetric."""
+    x0, _, x1, _ = faces.VIT_FACE_BOX
+    xs = np.abs(np.arange(512) - (x0 + x1 - 1) / 2)  # symmetric about the box's centre column
+    ramp = np.broadcast_to((np.sin(xs / 9.0) * 100 + 120)[None, :, None], (512, 512, 3)).astype(np.uint8)
+    ramp = np.ascontiguousarray(ramp)
+    ramp[: 512 // 3, :, 1] = 30  # top third differs in colour: the feature depends on the content
+    pair = faces.vit_face_embeddings(ramp, str(tiny_vit))
+    np.testing.assert_allclose(pair[0], pair[1], atol=1e-4)
+    assert not np.allclose(ramp, ramp[:, ::-1])  # mirroring the photo first would crop another region
+
+
+def test_vit_face_embeddings_missing_model_is_clear(tmp_path, obama):
     with pytest.raises(ModelNotFound) as info:
-        faces.vit_face_embedding(obama.image, "nobody/no-such-face-model")
-    assert "nobody/no-such-face-model" in info.value.message and "local folder" in info.value.hint
+        faces.vit_face_embeddings(obama.image, "nobody/no-such-face-model")
+    assert "nobody/no-such-face-model" in info.value.message and "--vit-model" in info.value.hint
     with pytest.raises(ModelNotFound):
-        faces.vit_face_embedding(obama.image, str(tmp_path))
+        faces.vit_face_embeddings(obama.image, str(tmp_path))
+
+
+def test_model_sources_follow_flag_env_config_default(tmp_path, monkeypatch, isolated_home):
+    assert faces.vit_model_source() == faces.VIT_FACE_MODEL
+    assert faces.face_parser_source() == faces.FACE_PARSER
+    (isolated_home / "config.toml").write_text('vit_model = "cfg/vit"\nface_parser = "cfg/parser"\n')
+    assert (faces.vit_model_source(), faces.face_parser_source()) == ("cfg/vit", "cfg/parser")
+    monkeypatch.setenv("SID_VIT_MODEL", "env/vit")
+    monkeypatch.setenv("SID_FACE_PARSER", "env/parser")
+    assert (faces.vit_model_source(), faces.face_parser_source()) == ("env/vit", "env/parser")
+    assert faces.vit_model_source("flag/vit") == "flag/vit"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "parser").mkdir()
+    assert faces.face_parser_source("parser") == str(tmp_path / "parser")  # folders become absolute
+
+
+# ---------------------------------------------------------------- the face-parsing mask
+
+# the BiSeNet parser StableIdentity's code used: the same names as jonathandinu/face-parsing, other ids
+BISENET_LABELS = (
+    *("background", "skin", "l_brow", "r_brow", "l_eye", "r_eye", "eye_g", "l_ear", "r_ear", "ear_r"),
+    *("nose", "mouth", "u_lip", "l_lip", "neck", "neck_l", "cloth", "hair", "hat"),
+)
+
+
+def test_parser_classes_are_chosen_by_name():
+    from sid.testing import FACE_PARSING_LABELS
+
+    face, hair = faces.parser_classes(dict(enumerate(BISENET_LABELS)), "bisenet")
+    assert face == (1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13) and hair == (17,)  # StableIdentity's own ids
+    face, hair = faces.parser_classes(dict(enumerate(FACE_PARSING_LABELS)), "segformer")
+    assert [FACE_PARSING_LABELS[i] for i in face] == [
+        *("skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear", "r_ear"),
+        *("mouth", "u_lip", "l_lip"),
+    ]
+    assert hair == (13,)
+    other = {
+        "0": "Background",
+        "1": "Face",
+        "2": "Left-Eyebrow",
+        "3": "upper lip",
+        "4": "Hair",
+        "5": "earring",
+    }
+    assert faces.parser_classes(other, "other") == ((1, 2, 3), (4,))
+    assert faces.parser_classes({0: "background", 1: "skin"}, "x") == ((1,), ())
+    with pytest.raises(ModelNotFound) as info:
+        faces.parser_classes({0: "sky", 1: "car", 2: "ear_r"}, "city/parser")
+    assert "city/parser" in info.value.message and "no face classes" in info.value.message
+    assert "--mask landmarks" in info.value.hint
+
+
+def test_part_masks_of_a_label_map():
+    labels = np.array([[0, 1, 17], [9, 13, 17], [14, 10, 16]])  # BiSeNet ids
+    face, hair = faces.part_masks(labels, (1, 10, 13), (17,))
+    np.testing.assert_array_equal(face, [[0, 1, 0], [0, 1, 0], [0, 1, 0]])
+    np.testing.assert_array_equal(hair, [[0, 0, 1], [0, 0, 1], [0, 0, 0]])
+    assert face.dtype == hair.dtype == np.float32
+    assert faces.part_masks(labels, (1,), ())[1] is None
+
+
+def test_parser_mask_from_a_saved_segformer(tiny_parser, facepack, face_photos):
+    parser = faces.load_face_parser(str(tiny_parser))
+    assert parser.source == str(tiny_parser.resolve()) and parser.hair_ids == (13,)
+    assert len(parser.face_ids) == 12 and 0 not in parser.face_ids  # by name: background is no face
+    crop = extract_face(face_photos / "obama_1.jpg", face_models=facepack, parser=parser)
+    assert crop.mask_source == parser.source
+    assert crop.mask.shape == crop.hair_mask.shape == (512, 512)
+    assert set(np.unique(crop.mask)) == {0.0, 1.0} and set(np.unique(crop.hair_mask)) == {0.0, 1.0}
+    assert not (crop.mask * crop.hair_mask).any()  # a pixel has one class
+
+
+def test_parser_that_finds_no_face_falls_back_to_landmarks(tiny_parser, facepack, face_photos):
+    import dataclasses
+
+    parser = dataclasses.replace(faces.load_face_parser(str(tiny_parser)), face_ids=(99,))  # never predicted
+    warnings: list[str] = []
+    crop = extract_face(
+        face_photos / "obama_1.jpg", face_models=facepack, parser=parser, warn=warnings.append
+    )
+    assert crop.mask_source == "landmarks" and crop.hair_mask is None and crop.mask.max() > 0.9
+    assert len(warnings) == 1 and "found no face" in warnings[0]
+
+
+def test_default_parser_offline_falls_back_once(tmp_path):
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(faces.FACE_PARSER, "config.json"), str):
+        pytest.skip(f"{faces.FACE_PARSER} is in this machine's Hugging Face cache")
+    warnings: list[str] = []
+    assert faces.load_face_parser(None, warnings.append) is None
+    (message,) = warnings
+    assert faces.FACE_PARSER in message and "landmarks" in message and "--face-parser" in message
+    with pytest.raises(ModelNotFound) as info:  # a parser the user chose is never replaced silently
+        faces.load_face_parser("nobody/no-such-parser", warnings.append)
+    assert "nobody/no-such-parser" in info.value.message and len(warnings) == 1
+    with pytest.raises(ModelNotFound):
+        faces.load_face_parser(str(tmp_path))
+
+
+def test_parser_without_face_classes_is_refused(tmp_path):
+    from sid.testing import save_tiny_face_parser
+
+    save_tiny_face_parser(tmp_path / "city", labels=("road", "sky", "car"))
+    with pytest.raises(ModelNotFound) as info:
+        faces.load_face_parser(str(tmp_path / "city"))
+    assert "no face classes" in info.value.message and "road, sky, car" in info.value.message

@@ -21,17 +21,40 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def learn_args(tiny_model: Path, facepack: Path) -> list[str]:
-    return ["--model", str(tiny_model), "--face-models", str(facepack), "--device", "cpu"]
+def learn_args(tiny_model: Path, facepack: Path, tiny_vit: Path, tiny_parser: Path) -> list[str]:
+    return [
+        *("--model", str(tiny_model), "--face-models", str(facepack), "--device", "cpu"),
+        *("--vit-model", str(tiny_vit), "--face-parser", str(tiny_parser)),
+    ]
 
 
 def learn(*args: str):
     return runner.invoke(app, ["learn", *args])
 
 
-def test_learn_both_methods(face_photos: Path, learn_args: list[str]) -> None:
+@pytest.fixture
+def tiny_config(tiny_model: Path, facepack: Path, tiny_vit: Path, tiny_parser: Path):
+    """LearnConfig(**knobs) on the tiny model, CPU, the real face pack and the tiny ViT and parser."""
+    from sid.train import LearnConfig
+
+    def make(**knobs):
+        models = {"vit_model": str(tiny_vit), "face_parser": str(tiny_parser)}
+        return LearnConfig(model=str(tiny_model), device="cpu", face_models=str(facepack), **models, **knobs)
+
+    return make
+
+
+def test_learn_both_methods(
+    face_photos: Path, learn_args: list[str], tiny_vit: Path, tiny_parser: Path
+) -> None:
     photo = str(face_photos / "obama_1.jpg")
     vectors = {}
+    # each paper's own face encoder and mask: the ViT and the parser's mask for StableIdentity,
+    # ArcFace and no mask (its loss has none) for Celeb Basis
+    faces_used = {
+        "stableidentity": ("vit", str(tiny_vit.resolve()), str(tiny_parser.resolve())),
+        "celebbasis": ("arcface", None, None),
+    }
     for method in ("stableidentity", "celebbasis"):
         name = f"alice_{method[:2]}"
         result = learn(photo, "--name", name, "--method", method, "--steps", "30", "--json", *learn_args)
@@ -39,6 +62,12 @@ def test_learn_both_methods(face_photos: Path, learn_args: list[str]) -> None:
         (info,) = json.loads(result.stdout)
         assert info["slots"] == {"te32": 32} and info["num_vectors"] == 2  # the tiny text encoder's width
         assert info["method"] == method and info["settings"]["steps"] == 30
+        used = (
+            info["settings"]["face_encoder"],
+            info["settings"]["vit_model"],
+            info["settings"]["mask_source"],
+        )
+        assert used == faces_used[method]
         assert info["settings"]["seed"] == 0 and np.isfinite(info["final_loss"])
         assert info["thumbnail"] and Path(info["thumbnail"]).is_file()
         assert len(info["photo_sha256"]) == 64
@@ -47,39 +76,22 @@ def test_learn_both_methods(face_photos: Path, learn_args: list[str]) -> None:
     assert not np.allclose(vectors["stableidentity"], vectors["celebbasis"], atol=1e-3)
 
 
-def test_loss_falls_in_an_easy_deterministic_setting(
-    face_photos: Path, tiny_model: Path, facepack: Path
-) -> None:
+def test_loss_falls_in_an_easy_deterministic_setting(face_photos: Path, tiny_config) -> None:
     """One latent, noise, timestep and template every step: the mapper can only lower the loss."""
-    from sid.train import LearnConfig
     from sid.train import learn as run
 
     for method, lr in (("stableidentity", 1e-3), ("celebbasis", 1e-2)):
-        cfg = LearnConfig(
-            method=method,
-            model=str(tiny_model),
-            steps=30,
-            lr=lr,
-            batch_size=1,
-            bank_size=1,
-            device="cpu",
-            face_models=str(facepack),
-            overfit=True,
-            seed=1,
-        )
+        cfg = tiny_config(method=method, steps=30, lr=lr, batch_size=1, bank_size=1, overfit=True, seed=1)
         losses = np.array(run([face_photos / "obama_1.jpg"], [f"o_{method[:2]}"], cfg).losses)
         assert len(losses) == 30
         assert losses[-10:].mean() < losses[:10].mean(), (method, losses)
 
 
-def test_same_seed_same_identity(face_photos: Path, tiny_model: Path, facepack: Path) -> None:
-    from sid.train import LearnConfig
+def test_same_seed_same_identity(face_photos: Path, tiny_config) -> None:
     from sid.train import learn as run
 
     def vectors(seed: int, name: str) -> np.ndarray:
-        cfg = LearnConfig(
-            model=str(tiny_model), steps=6, device="cpu", face_models=str(facepack), seed=seed, bank_size=4
-        )
+        cfg = tiny_config(steps=6, seed=seed, bank_size=4)
         return run([face_photos / "obama_2.jpg"], [name], cfg).identities[0].vectors["te32"]
 
     a, b, c = vectors(3, "a"), vectors(3, "b"), vectors(4, "c")
@@ -123,10 +135,17 @@ def test_bad_input_is_refused_and_store_untouched(
         "invalid identity name": [photo, "--name", "../y"],
         "unknown method": [photo, "--name", "y", "--method", "dreambooth"],
         "--steps must be between 1 and 100000, not 0": [photo, "--name", "y", "--steps", "0"],
+        "unknown mask 'hull'": [photo, "--name", "y", "--mask", "hull"],
+        "unknown face encoder": [photo, "--name", "y", "--face-encoder", "clip"],
     }
     for needle, args in cases.items():
         result = learn(*args, "--quiet", *learn_args)
         assert result.exit_code == 1 and needle in result.output, (needle, result.output)
+    for flag, role in (("--vit-model", "face encoder"), ("--face-parser", "face parser")):  # after learn_args
+        result = learn(photo, "--name", "y", "--quiet", "--steps", "2", *learn_args, flag, "nobody/x")
+        assert result.exit_code == 1 and f"could not load the {role} 'nobody/x'" in result.output, (
+            result.output
+        )
     from PIL import Image
     from skimage import data
 
@@ -178,3 +197,101 @@ def test_killed_run_leaves_store_unchanged_and_resumes(
     assert IdentityStore().names() == ["alice"]
     assert IdentityStore().get("alice").settings["steps"] == 400
     assert not list(partial.glob("*.safetensors"))  # the checkpoint is gone once the identity is stored
+
+
+def test_landmark_mask_and_arcface_are_opt_ins(face_photos: Path, learn_args: list[str]) -> None:
+    photo = str(face_photos / "obama_1.jpg")
+    args = ["--steps", "2", "--json", "--mask", "landmarks", "--face-encoder", "arcface", *learn_args]
+    result = learn(photo, "--name", "alice", *args)
+    assert result.exit_code == 0, result.output
+    (info,) = json.loads(result.stdout)
+    settings = info["settings"]
+    assert settings["face_encoder"] == "arcface" and settings["vit_model"] is None
+    assert settings["mask"] == "landmarks" and settings["face_parser"] is None
+    assert settings["mask_source"] == "landmarks"
+
+
+def test_unavailable_default_parser_falls_back_to_landmarks_once(
+    face_photos: Path, tiny_model: Path, facepack: Path, tiny_vit: Path, monkeypatch
+) -> None:
+    """Offline, with the default parser not cached: one warning, the landmark mask, and the ViT found
+    through $SID_VIT_MODEL."""
+    from huggingface_hub import try_to_load_from_cache
+
+    from sid.faces import FACE_PARSER
+
+    if isinstance(try_to_load_from_cache(FACE_PARSER, "config.json"), str):
+        pytest.skip(f"{FACE_PARSER} is in this machine's Hugging Face cache")
+    monkeypatch.setenv("SID_VIT_MODEL", str(tiny_vit))
+    args = ["--model", str(tiny_model), "--face-models", str(facepack), "--device", "cpu", "--steps", "2"]
+    result = learn(str(face_photos / "obama_1.jpg"), "--name", "alice", "--quiet", *args)
+    assert result.exit_code == 0, result.output
+    assert result.output.count(f"could not load the face parser '{FACE_PARSER}'") == 1
+    assert "face landmarks instead" in result.output
+    settings = IdentityStore().get("alice").settings
+    assert settings["face_parser"] == FACE_PARSER and settings["mask_source"] == "landmarks"
+    assert settings["vit_model"] == str(tiny_vit.resolve())
+
+
+def test_bank_carries_binary_face_and_hair_masks_through_one_augmentation() -> None:
+    """The hair mask takes the same geometry as the face mask; both are 0/1 at latent size."""
+    import torch
+    from PIL import Image
+
+    from sid.faces import FaceCrop
+    from sid.testing import tiny_vae
+    from sid.train import build_bank
+
+    face = np.zeros((512, 512), np.float32)
+    face[128:448, 64:256] = 1  # left half of the lower face
+    hair = np.zeros((512, 512), np.float32)
+    hair[:96, 64:256] = 1  # the band above it
+    rgb = np.zeros((512, 512, 3), np.uint8)
+    crop = FaceCrop(
+        image=Image.fromarray(rgb),
+        arcface_crop=np.zeros((112, 112, 3), np.uint8),
+        embedding=np.ones(8, np.float32),
+        mask=face,
+        hair_mask=hair,
+        mask_source="parser",
+        bbox=(0.0, 0.0, 1.0, 1.0),
+        keypoints=np.zeros((5, 2), np.float32),
+        score=1.0,
+        num_faces=1,
+        photo_sha256="0" * 64,
+    )
+    bank = build_bank(crop, tiny_vae(), 64, 16, torch.Generator().manual_seed(0), "stableidentity", "cpu")
+    assert bank.latents.shape == (16, 4, 8, 8)
+    assert bank.masks.shape == bank.hair_masks.shape == (16, 1, 8, 8)
+    for masks in (bank.masks, bank.hair_masks):
+        assert set(masks.unique().tolist()) <= {0.0, 1.0} and masks.sum() > 0
+    assert not (bank.masks * bank.hair_masks).any()  # disjoint before, disjoint after
+    for m, h in zip(bank.masks, bank.hair_masks, strict=True):
+        if m.any() and h.any():  # the hair stays above the face, over the same columns (flipped or not)
+            assert h.nonzero()[:, 1].float().mean() < m.nonzero()[:, 1].float().mean()
+            assert abs(h.nonzero()[:, 2].float().mean() - m.nonzero()[:, 2].float().mean()) < 1
+    assert bank.flips.any() and not bank.flips.all()
+    no_hair = build_bank(
+        FaceCrop(**{**crop.__dict__, "hair_mask": None}),
+        tiny_vae(),
+        64,
+        2,
+        torch.Generator(),
+        "stableidentity",
+        "cpu",
+    )
+    assert no_hair.hair_masks is None and no_hair.sample(3, torch.Generator())[2] is None
+
+
+def test_binary_latent_masks() -> None:
+    import torch
+
+    from sid.train import binary_latent_masks
+
+    masks = torch.zeros(1, 2, 512, 512)
+    masks[0, 0, 128:384, 128:384] = 1
+    masks[0, 1, :, :256] = 0.4  # under the threshold everywhere
+    small = binary_latent_masks(masks, (64, 64))
+    assert small.shape == (1, 2, 64, 64) and set(small.unique().tolist()) == {0.0, 1.0}
+    assert abs(small[0, 0].sum().item() - 32 * 32) <= 2 * 32  # the square, to within an edge row
+    assert small[0, 1].sum() == 0

@@ -44,7 +44,7 @@ def collect() -> dict[str, Any]:
     from huggingface_hub import constants
 
     from sid.config import config_path, home
-    from sid.faces import face_models_dir
+    from sid.faces import face_models_dir, face_parser_source, vit_model_source
     from sid.pipelines import offline, resolve_model
     from sid.store import IdentityStore
 
@@ -69,9 +69,18 @@ def collect() -> dict[str, Any]:
             "path": str(faces),
             "present": any(faces.glob("*.onnx")) if faces.is_dir() else False,
         },
+        "vit_model": vit_model_source(),  # StableIdentity's face encoder
+        "face_parser": face_parser_source(),  # the training mask's parser
         "env": {
             k: os.environ[k]
-            for k in ("SID_HOME", "SID_MODEL", "SID_FACE_MODELS", "HF_HOME")
+            for k in (
+                "SID_HOME",
+                "SID_MODEL",
+                "SID_FACE_MODELS",
+                "SID_VIT_MODEL",
+                "SID_FACE_PARSER",
+                "HF_HOME",
+            )
             if k in os.environ
         },
     }
@@ -109,4 +118,6 @@ def doctor(json_: bool = typer.Option(False, "--json", help="Print JSON.")) -> N
         "face models",
         f"{fm['path']} ({'found' if fm['present'] else 'missing: downloaded on first sid learn'})",
     )
+    table.add_row("ViT face encoder", info["vit_model"])
+    table.add_row("face parser", info["face_parser"])
     out.print(table)

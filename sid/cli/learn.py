@@ -40,7 +40,26 @@ def learn(
     face: int = typer.Option(
         None, "--face", help="Which face in a group photo, 1 = leftmost (default: largest)."
     ),
-    face_encoder: str = typer.Option("arcface", "--face-encoder", help="arcface | vit."),
+    face_encoder: str = typer.Option(
+        "auto",
+        "--face-encoder",
+        help="auto (each paper's: vit for stableidentity, arcface for celebbasis) | arcface | vit.",
+    ),
+    vit_model: str = typer.Option(
+        None,
+        "--vit-model",
+        help="ViT face encoder: hub id or local folder (default: $SID_VIT_MODEL, config vit_model, "
+        "the paper's jayanta/vit-base-patch16-224-in21k-face-recognition).",
+    ),
+    mask: str = typer.Option(
+        "parser", "--mask", help="Loss mask: parser (face parsing, with a hair term) | landmarks."
+    ),
+    face_parser: str = typer.Option(
+        None,
+        "--face-parser",
+        help="Face parser: hub id or local folder (default: $SID_FACE_PARSER, config face_parser, "
+        "jonathandinu/face-parsing).",
+    ),
     face_models: str = typer.Option(
         None, "--face-models", help="Folder of the insightface pack's .onnx files."
     ),
@@ -64,6 +83,8 @@ def learn(
 
       sid learn a.jpg b.jpg --name alice --name bob --method celebbasis
 
+      sid learn alice.jpg --name alice --vit-model ./vit-face --face-parser ./face-parsing
+
     Ctrl-C leaves the store untouched; run the same command with --resume to continue.
     """
     from sid.train import LearnConfig
@@ -81,6 +102,9 @@ def learn(
         bank_size=bank_size,
         face_index=face,
         face_encoder=face_encoder,
+        vit_model=vit_model,
+        mask=mask,
+        face_parser=face_parser,
         face_models=face_models,
         checkpoint_every=checkpoint_every,
     )
