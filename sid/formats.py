@@ -115,13 +115,16 @@ def _read_safetensors(path: Path) -> Imported:
 
 def _read_torch(path: Path) -> Imported:
     import pickle
+    import warnings
 
     import torch
 
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols on the way to refusing them
+            warnings.simplefilter("ignore")
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "Weights only load failed" not in str(e):  # torch's own refusal; anything else is just garbage
+        if not _is_pickle(path):  # torch fails on garbage with the same error it refuses code with
             raise _not_torch(path) from e
         raise BadInput(
             f"{path.name} holds pickled code or objects, which sid refuses to load",
@@ -145,6 +148,22 @@ def _read_torch(path: Path) -> Imported:
     raise BadInput(f"{path.name}: no embedding found in this file", "import a textual-inversion embedding")
 
 
+def _is_pickle(path: Path) -> bool:
+    """True for a torch zip archive or a well-formed pickle stream, read without running any of it."""
+    import io
+    import pickletools
+    import zipfile
+
+    if zipfile.is_zipfile(path):
+        return True
+    try:
+        for _ in pickletools.genops(io.BytesIO(path.read_bytes())):
+            pass
+    except Exception:  # pickletools raises ValueError and friends on anything that is not a pickle
+        return False
+    return True
+
+
 def _not_torch(path: Path) -> BadInput:
     return BadInput(
         f"{path.name} is not a PyTorch embedding file (not a torch checkpoint at all)",
@@ -155,13 +174,13 @@ def _not_torch(path: Path) -> BadInput:
 def _from_tensors(tensors: dict, path: Path, name: str | None) -> Imported:
     arrays = {k: _to_numpy(v, path) for k, v in tensors.items()}
     if {"clip_l", "clip_g"} <= set(arrays):
-        vectors = {slot_for_width(arrays[k].shape[-1]): arrays[k] for k in ("clip_l", "clip_g")}
-        return Imported(vectors, name, "a1111-sdxl")
+        matrices = [_matrix(arrays[k], path) for k in ("clip_l", "clip_g")]
+        return Imported({slot_for_width(m.shape[-1]): m for m in matrices}, name, "a1111-sdxl")
     if "emb_params" in arrays:
-        return Imported(_one_slot(arrays["emb_params"]), name, "a1111")
+        return Imported(_one_slot(arrays["emb_params"], path), name, "a1111")
     if len(arrays) == 1:
         token, tensor = next(iter(arrays.items()))
-        return Imported(_one_slot(tensor), name or token.strip("<>"), "diffusers")
+        return Imported(_one_slot(tensor, path), name or token.strip("<>"), "diffusers")
     keys = ", ".join(sorted(arrays)[:5])
     raise BadInput(
         f"{path.name}: unrecognised embedding layout (keys: {keys})", "export it from its tool again"
@@ -183,10 +202,19 @@ def _to_numpy(value: object, path: Path) -> np.ndarray:
     raise BadInput(f"{path.name} holds a non-tensor value", "export it from its tool again")
 
 
-def _one_slot(tensor: np.ndarray) -> dict[str, np.ndarray]:
-    if tensor.ndim == 1:
-        tensor = tensor[None]
-    return {slot_for_width(tensor.shape[-1]): tensor}
+def _matrix(tensor: np.ndarray, path: Path) -> np.ndarray:
+    """(K, d) from a (d,) or (K, d) embedding; any other shape is refused here, before slots are named."""
+    matrix = tensor[None] if tensor.ndim == 1 else tensor
+    if matrix.ndim != 2:
+        raise BadInput(
+            f"{path.name}: embedding of shape {tuple(tensor.shape)}, not (vectors, width)", "check the file"
+        )
+    return matrix
+
+
+def _one_slot(tensor: np.ndarray, path: Path) -> dict[str, np.ndarray]:
+    matrix = _matrix(tensor, path)
+    return {slot_for_width(matrix.shape[-1]): matrix}
 
 
 def infer_name(imported: Imported, path: Path) -> str | None:

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sid.checks import check_guidance
 from sid.errors import BadInput
 from sid.prompts import ParsedPrompt, load_identities, parse_prompt
 from sid.store import Identity, IdentityStore
@@ -88,8 +89,7 @@ def check_inputs(cfg: RenderConfig) -> None:
         raise BadInput(f"-n must be at least 1, not {cfg.count}", "pass -n 1 or more")
     if cfg.steps < 1:
         raise BadInput(f"--steps must be at least 1, not {cfg.steps}", "try 30")
-    if cfg.guidance < 0:
-        raise BadInput(f"--guidance must not be negative, not {cfg.guidance}", "try 7.5")
+    check_guidance(cfg.guidance, cfg.control_scale)
     if cfg.scheduler not in SCHEDULERS:
         raise BadInput(f"unknown scheduler {cfg.scheduler!r}", f"use one of: {', '.join(SCHEDULERS)}")
     parse_size(cfg.size)

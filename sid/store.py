@@ -411,7 +411,7 @@ class IdentityStore:
             if p.suffix != SUFFIX or p.name.startswith("."):
                 continue
             if not NAME_RE.match(p.stem):
-                bad.append(BadFile(str(p), "the file name is not a valid identity name: rename the file"))
+                bad.append(BadFile(str(p), f"{p} is not named like an identity: rename the file"))
                 continue
             found.setdefault(p.stem.lower(), []).append(p)
         return found, bad
@@ -430,7 +430,7 @@ class IdentityStore:
                 f"no identity named {name!r} (known: {known})", "see `sid ls`, or learn one with `sid learn`"
             )
         if len(found) > 1:
-            raise StoreError(_clash_message(found), f"rename or remove all but one of them in {self.root}")
+            raise StoreError(_clash_message(found), "rename or remove all but one of those files")
         return found[0]
 
     def exists(self, name: str) -> bool:
@@ -559,7 +559,7 @@ def _writing(doing: str) -> Iterator[None]:
 
 def _clash_message(paths: list[Path]) -> str:
     names = " and ".join(p.name for p in paths)
-    return f"{names} differ only in case: sid cannot tell these identities apart"
+    return f"{names} in {paths[0].parent} differ only in case: sid cannot tell these identities apart"
 
 
 def _holder_info() -> dict[str, Any]:

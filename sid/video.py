@@ -24,6 +24,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from sid.checks import check_guidance
 from sid.errors import BadInput, IncompatibleIdentity, OutOfMemory, first_line
 from sid.pipelines import ModelSpec, component_spec
 from sid.prompts import FAMILY_BY_WIDTH, check_compatible, parse_prompt
@@ -167,8 +168,7 @@ def check_inputs(cfg: VideoConfig) -> str:
         raise BadInput(f"--fps must be above 0, not {cfg.fps}", f"try {DEFAULT_FPS:g}")
     if cfg.steps < 1:
         raise BadInput(f"--steps must be at least 1, not {cfg.steps}", f"try {DEFAULT_STEPS}")
-    if cfg.guidance is not None and cfg.guidance < 0:
-        raise BadInput(f"--guidance must not be negative, not {cfg.guidance}", "try 7.5")
+    check_guidance(cfg.guidance)
     parse_size(cfg.size)
     return output_format(cfg)
 

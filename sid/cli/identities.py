@@ -25,7 +25,7 @@ def ls(json_: bool = typer.Option(False, "--json", help="Print JSON instead of a
         print_json({"identities": listing.identities, "errors": [asdict(e) for e in listing.errors]})
         return
     for bad in listing.errors:
-        warn(f"skipped {bad.file}: {bad.error}")
+        warn(f"skipped: {bad.error}")
     if not listing.identities:
         out.print(f"No identities yet in {store.root}. Learn one with: sid learn PHOTO --name NAME")
         return
