@@ -39,10 +39,10 @@ class SidGroup(TyperGroup):
     def invoke(self, ctx: click.Context) -> Any:
         args = [*getattr(ctx, "_protected_args", []), *ctx.args]
         try:
-            with quiet_libraries(any(a in QUIET_FLAGS for a in args)):
+            with quiet_output(any(a in QUIET_FLAGS for a in args)):
                 return super().invoke(ctx)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
-            raise
+        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise  # exits a command chose, and click's own usage errors
         except KeyboardInterrupt:
             if os.environ.get("SID_DEBUG"):
                 raise
@@ -57,7 +57,7 @@ class SidGroup(TyperGroup):
 
 
 @contextmanager
-def quiet_libraries(quiet: bool) -> Iterator[None]:
+def quiet_output(quiet: bool) -> Iterator[None]:
     """While a -q/--json command runs: no Hub download bars and no library warnings around its output."""
     if not quiet:
         yield
