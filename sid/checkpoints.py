@@ -11,7 +11,9 @@ from pathlib import Path
 
 import torch
 
+from sid.errors import StoreError
 from sid.files import atomic_write
+from sid.store import read_header
 
 
 def save_state(
@@ -57,3 +59,14 @@ def load_state(
     optimizer.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
     generator.set_state(tensors["rng"])
     return int(meta["step"]), tensors["losses"].tolist()
+
+
+def find_checkpoints(folder: Path, pattern: str) -> list[tuple[Path, dict[str, str]]]:
+    """Readable checkpoints in ``folder`` matching ``pattern``, with their header metadata, oldest first."""
+    found = []
+    for path in sorted(folder.glob(pattern), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []:
+        try:
+            found.append((path, read_header(path)[0]))
+        except StoreError:
+            continue  # a damaged checkpoint is no one's to resume; a new run overwrites its own
+    return found

@@ -13,6 +13,8 @@ from typing import Any
 
 from sid.errors import BadInput
 
+DEFAULT_LOCK_TIMEOUT = 60.0  # seconds a writer waits for another process's store lock
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised only on Python 3.10
@@ -60,3 +62,33 @@ def setting(flag: str | None, env: str, key: str, default: str) -> str:
     One precedence rule for every "where does this model come from" setting, so they all behave alike.
     """
     return flag or os.environ.get(env) or load_config().get(key) or default
+
+
+def config_value(key: str, kind: type | tuple[type, ...]) -> Any:
+    """The config file's value at dotted ``key`` (``presets.sd21.candidates``), None when absent.
+
+    A value of another type is a BadInput naming the key, never a crash further on.
+    """
+    value: Any = load_config()
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    if value is not None and (not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool)):
+        want = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise BadInput(
+            f"config file {config_path()}: {key} = {value!r} is not a {want}", "fix or delete that line"
+        )
+    return value
+
+
+def lock_timeout() -> float:
+    """Seconds to wait for another sid's store lock: $SID_LOCK_TIMEOUT, else 60."""
+    env = os.environ.get("SID_LOCK_TIMEOUT")
+    if not env:
+        return DEFAULT_LOCK_TIMEOUT
+    try:
+        value = float(env)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise BadInput(f"SID_LOCK_TIMEOUT={env!r} is not a number of seconds", "unset it or set e.g. 60")
+    return value

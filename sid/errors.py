@@ -57,9 +57,51 @@ class OutOfMemory(SidError):
 
 
 def first_line(e: BaseException, limit: int = 200) -> str:
-    """The first line of an exception's message, for one-line error reports."""
+    """The first line of an exception's message, for one-line error reports, cut at a word boundary."""
     lines = str(e).strip().splitlines()
-    return lines[0][:limit] if lines else type(e).__name__
+    if not lines:
+        return type(e).__name__
+    line = lines[0]
+    if len(line) <= limit:
+        return line
+    cut = line[:limit].rsplit(" ", 1)[0]  # never mid-word: a cut hub error must stay readable
+    return cut.rstrip(" ,;:") + " …"
+
+
+def os_error(e: OSError, doing: str) -> SidError:
+    """A StoreError for a failed read or write, with the fix for the usual causes (space, permissions)."""
+    import errno
+
+    hints = {
+        errno.ENOSPC: "free some disk space and try again",
+        errno.EDQUOT: "free some disk space (you are over quota) and try again",
+        errno.EROFS: "the file system is read-only: set SID_HOME to a writable folder",
+        errno.EACCES: "check the folder's permissions, or set SID_HOME to a writable folder",
+        errno.EPERM: "check the folder's permissions, or set SID_HOME to a writable folder",
+        errno.ENOTDIR: "a file stands where a folder should be: move it away, or set SID_HOME elsewhere",
+        errno.EEXIST: "a file stands where a folder should be: move it away, or set SID_HOME elsewhere",
+        errno.EFBIG: "the file system refused a file this large: free space or raise the limit",
+    }
+    reason = e.strerror or first_line(e)
+    where = f" ({e.filename})" if e.filename else ""
+    return StoreError(
+        f"could not {doing}: {reason}{where}", hints.get(e.errno or 0, "check the disk and folder")
+    )
+
+
+def as_sid_error(e: Exception) -> SidError:
+    """The one-line report for an exception sid did not expect: no failure ever ends in a traceback."""
+    text = first_line(e)
+    if isinstance(e, OverflowError) or "overflow" in text.lower():
+        return BadInput(f"a number is out of range: {text}", "use smaller values (seeds below 2**63)")
+    if isinstance(e, OSError):
+        return os_error(e, "read or write a file")
+    if isinstance(e, MemoryError):
+        return OutOfMemory("out of memory", "use smaller sizes or fewer images")
+    return SidError(
+        f"unexpected {type(e).__name__}: {text}",
+        "this is a bug in sid: run again with SID_DEBUG=1 and report the traceback",
+    )
 
 
 class WriteError(SidError, OSError):

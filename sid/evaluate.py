@@ -320,10 +320,13 @@ def reference_for(
             f"no --photo given and identity {name!r} has no stored face thumbnail to compare with",
             "pass --photo with the photo it was learned from",
         )
-    from sid.faces import load_photo
+    import io
 
-    embedding = embed_aligned_thumbnail(load_photo(thumb), load_face_pack(face_models))
-    return Reference(embedding, "thumbnail", str(thumb))
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(thumb)).convert("RGB")
+    embedding = embed_aligned_thumbnail(image, load_face_pack(face_models))
+    return Reference(embedding, "thumbnail", str(store.path(name)))
 
 
 # ---------------------------------------------------------------- CLIP

@@ -18,10 +18,17 @@ from pathlib import Path
 import numpy as np
 
 from sid.errors import BadInput, StoreError, first_line
-from sid.store import NAME_RE, Identity, identity_from_file, identity_to_bytes, read_header, slot_for_width
+from sid.store import (
+    NAME_RE,
+    Identity,
+    check_vectors,
+    identity_from_file,
+    identity_to_bytes,
+    read_header,
+    slot_for_width,
+)
 
 FORMATS = ("sid", "diffusers", "a1111", "comfyui")
-MAX_VECTORS = 75  # more than fits in one CLIP prompt is not an embedding
 
 
 def export_tensors(identity: Identity, fmt: str) -> dict[str, np.ndarray]:
@@ -66,6 +73,8 @@ class Imported:
 def read_import(path: Path) -> Imported:
     """Read any supported embedding file, validating shapes and values."""
     path = path.expanduser()
+    if path.is_dir():
+        raise BadInput(f"{path} is a folder, not an embedding file", "give the path of one file")
     if not path.is_file():
         raise BadInput(f"file {path} not found", "check the path")
     suffix = path.suffix.lower()
@@ -78,7 +87,7 @@ def read_import(path: Path) -> Imported:
             f"{path.name}: unsupported file type {suffix or '(none)'}",
             "import a .safetensors file (or a legacy .pt/.bin embedding)",
         )
-    _validate(result.vectors, path)
+    check_vectors(result.vectors, path.name, BadInput)
     return result
 
 
@@ -88,9 +97,13 @@ def _read_safetensors(path: Path) -> Imported:
     try:
         meta, _ = read_header(path)
     except StoreError as e:
-        raise BadInput(f"{path.name} is not a valid safetensors file", "check the file") from e
+        reason = first_line(e.__cause__) if e.__cause__ else e.message
+        raise BadInput(f"{path.name} is not a valid safetensors file: {reason}", "check the file") from e
     if meta.get("format") == "sid":
-        identity = identity_from_file(path)
+        try:
+            identity = identity_from_file(path)
+        except StoreError as e:
+            raise BadInput(e.message, "check the file") from e
         return Imported(identity.vectors, identity.name, "sid", identity)
     try:
         tensors = load_file(str(path))
@@ -101,18 +114,25 @@ def _read_safetensors(path: Path) -> Imported:
 
 def _read_torch(path: Path) -> Imported:
     import pickle
+    import warnings
 
     import torch
 
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols on the way to refusing them
+            warnings.simplefilter("ignore")
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        if not _is_pickle(path):  # torch fails on garbage with the same error it refuses code with
+            raise _not_torch(path) from e
         raise BadInput(
             f"{path.name} holds pickled code or objects, which sid refuses to load",
             "convert it to .safetensors with a tool you trust",
         ) from e
-    except Exception as e:
-        raise BadInput(f"{path.name} is not a readable torch file: {first_line(e)}", "check the file") from e
+    except OSError as e:
+        raise BadInput(f"could not read {path.name}: {first_line(e)}", "check the file") from e
+    except Exception as e:  # torch raises assorted errors (IndexError, KeyError, RuntimeError) on garbage
+        raise _not_torch(path) from e
     if isinstance(obj, dict) and "string_to_param" in obj:  # A1111 legacy .pt
         params = obj["string_to_param"]
         if not isinstance(params, dict) or len(params) != 1:
@@ -127,50 +147,73 @@ def _read_torch(path: Path) -> Imported:
     raise BadInput(f"{path.name}: no embedding found in this file", "import a textual-inversion embedding")
 
 
+def _is_pickle(path: Path) -> bool:
+    """True for a torch zip archive or a well-formed pickle stream, read without running any of it."""
+    import io
+    import pickletools
+    import zipfile
+
+    if zipfile.is_zipfile(path):
+        return True
+    try:
+        for _ in pickletools.genops(io.BytesIO(path.read_bytes())):
+            pass
+    except Exception:  # pickletools raises ValueError and friends on anything that is not a pickle
+        return False
+    return True
+
+
+def _not_torch(path: Path) -> BadInput:
+    return BadInput(
+        f"{path.name} is not a PyTorch embedding file (not a torch checkpoint at all)",
+        "check the file: sid imports .safetensors embeddings and legacy textual-inversion .pt/.bin files",
+    )
+
+
 def _from_tensors(tensors: dict, path: Path, name: str | None) -> Imported:
-    arrays = {k: _to_numpy(v) for k, v in tensors.items()}
+    arrays = {k: _to_numpy(v, path) for k, v in tensors.items()}
     if {"clip_l", "clip_g"} <= set(arrays):
-        vectors = {slot_for_width(arrays[k].shape[-1]): arrays[k] for k in ("clip_l", "clip_g")}
-        return Imported(vectors, name, "a1111-sdxl")
+        matrices = [_matrix(arrays[k], path) for k in ("clip_l", "clip_g")]
+        return Imported({slot_for_width(m.shape[-1]): m for m in matrices}, name, "a1111-sdxl")
     if "emb_params" in arrays:
-        return Imported(_one_slot(arrays["emb_params"]), name, "a1111")
+        return Imported(_one_slot(arrays["emb_params"], path), name, "a1111")
     if len(arrays) == 1:
         token, tensor = next(iter(arrays.items()))
-        return Imported(_one_slot(tensor), name or token.strip("<>"), "diffusers")
+        return Imported(_one_slot(tensor, path), name or token.strip("<>"), "diffusers")
     keys = ", ".join(sorted(arrays)[:5])
     raise BadInput(
         f"{path.name}: unrecognised embedding layout (keys: {keys})", "export it from its tool again"
     )
 
 
-def _to_numpy(value: object) -> np.ndarray:
+def _to_numpy(value: object, path: Path) -> np.ndarray:
+    """float32 numpy of a float tensor; integer or boolean tensors are not embeddings."""
     if isinstance(value, np.ndarray):
+        if not np.issubdtype(value.dtype, np.floating):
+            raise BadInput(f"{path.name} holds {value.dtype} values, not floats", "check the file")
         return value.astype(np.float32)
     import torch
 
     if isinstance(value, torch.Tensor):
+        if not value.is_floating_point():
+            raise BadInput(f"{path.name} holds {value.dtype} values, not floats", "check the file")
         return value.detach().to("cpu", torch.float32).numpy()
-    raise BadInput("embedding file holds a non-tensor value", "export it from its tool again")
+    raise BadInput(f"{path.name} holds a non-tensor value", "export it from its tool again")
 
 
-def _one_slot(tensor: np.ndarray) -> dict[str, np.ndarray]:
-    if tensor.ndim == 1:
-        tensor = tensor[None]
-    return {slot_for_width(tensor.shape[-1]): tensor}
+def _matrix(tensor: np.ndarray, path: Path) -> np.ndarray:
+    """(K, d) from a (d,) or (K, d) embedding; any other shape is refused here, before slots are named."""
+    matrix = tensor[None] if tensor.ndim == 1 else tensor
+    if matrix.ndim != 2:
+        raise BadInput(
+            f"{path.name}: embedding of shape {tuple(tensor.shape)}, not (vectors, width)", "check the file"
+        )
+    return matrix
 
 
-def _validate(vectors: dict[str, np.ndarray], path: Path) -> None:
-    counts = set()
-    for slot, v in vectors.items():
-        if v.ndim != 2 or not 1 <= v.shape[0] <= MAX_VECTORS or v.shape[1] < 8:
-            raise BadInput(
-                f"{path.name}: slot {slot} has shape {tuple(v.shape)}, not (vectors, width)", "check the file"
-            )
-        if not np.isfinite(v).all():
-            raise BadInput(f"{path.name}: slot {slot} holds NaN or infinite values", "re-export it")
-        counts.add(v.shape[0])
-    if len(counts) != 1:
-        raise BadInput(f"{path.name}: slots hold different numbers of vectors", "check the file")
+def _one_slot(tensor: np.ndarray, path: Path) -> dict[str, np.ndarray]:
+    matrix = _matrix(tensor, path)
+    return {slot_for_width(matrix.shape[-1]): matrix}
 
 
 def infer_name(imported: Imported, path: Path) -> str | None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sid.config import config_path, load_config
+from sid.config import config_path, config_value
 from sid.errors import BadInput, ModelNotFound, first_line
 
 if TYPE_CHECKING:
@@ -85,26 +85,35 @@ class ModelSpec:
 
 
 def presets() -> dict[str, Preset]:
-    """Built-in presets with the config file's overrides applied."""
+    """Built-in presets with the config file's overrides applied (every value checked for its type)."""
     table = dict(PRESETS)
-    for name, over in (load_config().get("presets") or {}).items():
+    for name in config_value("presets", dict) or {}:
+        key = f"presets.{name}"
+        config_value(key, dict)
         base = table.get(name)
-        cands = tuple(over.get("candidates") or (base.candidates if base else ()))
+        cands = tuple(config_value(f"{key}.candidates", list) or (base.candidates if base else ()))
         if not cands:
             raise BadInput(f"preset {name!r} in {config_path()} has no candidates", "add candidates = [...]")
+        if not all(isinstance(c, str) and c for c in cands):
+            raise BadInput(
+                f"config file {config_path()}: {key}.candidates must list hub ids or folders as strings",
+                'write it like candidates = ["owner/name"]',
+            )
         if base is None:
-            base = Preset(name, over.get("family", "sd1"), cands, int(over.get("resolution", 512)))
+            family = config_value(f"{key}.family", str) or "sd1"
+            resolution = config_value(f"{key}.resolution", int) or 512
+            base = Preset(name, family, cands, resolution)
         table[name] = replace(
             base,
             candidates=cands,
-            controlnets={**base.controlnets, **(over.get("controlnets") or {})},
+            controlnets={**base.controlnets, **(config_value(f"{key}.controlnets", dict) or {})},
         )
     return table
 
 
 def resolve_model(model: str | None = None) -> ModelSpec:
     """``--model`` (or SID_MODEL, or the config's ``model``, or sd21) -> candidate sources."""
-    choice = model or os.environ.get("SID_MODEL") or load_config().get("model") or DEFAULT_PRESET
+    choice = model or os.environ.get("SID_MODEL") or config_value("model", str) or DEFAULT_PRESET
     table = presets()
     if choice in table:
         p = table[choice]
@@ -155,14 +164,22 @@ def pick_device(device: str = "auto") -> str:
     return device
 
 
+DTYPES = ("auto", "fp32", "fp16", "bf16")
+
+
+def check_dtype(dtype: str) -> str:
+    """``dtype`` if it is one sid knows (checked before anything loads), else BadInput."""
+    if dtype not in DTYPES:
+        raise BadInput(f"unknown dtype {dtype!r}", f"use one of: {', '.join(DTYPES)}")
+    return dtype
+
+
 def pick_dtype(device: str, dtype: str = "auto") -> torch.dtype:
     """fp16 on CUDA/MPS unless bf16 is asked for; fp32 on CPU."""
     import torch
 
     table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-    if dtype != "auto":
-        if dtype not in table:
-            raise BadInput(f"unknown dtype {dtype!r}", "use auto, fp32, fp16 or bf16")
+    if check_dtype(dtype) != "auto":
         return table[dtype]
     return torch.float32 if device.startswith("cpu") else torch.float16
 
@@ -183,7 +200,11 @@ def load_pipeline(
 
 
 def load_from_candidates(spec: ModelSpec, pipeline_class: type | None = None, **kwargs: Any) -> Any:
-    """Try each candidate: first from the local cache only, then (if online) from the Hub."""
+    """Try each candidate: first from the local cache only, then (if online) from the Hub.
+
+    Without ``pipeline_class`` the result must be a text-to-image pipeline (what learn and render
+    drive); another kind, such as a text-to-video folder, is a BadInput saying so.
+    """
     from diffusers import DiffusionPipeline
 
     cls = pipeline_class or DiffusionPipeline
@@ -197,13 +218,21 @@ def load_from_candidates(spec: ModelSpec, pipeline_class: type | None = None, **
                 continue  # a folder was already tried in the first round
             try:
                 loaded = cls.from_pretrained(source, local_files_only=local_only, **kwargs)
-                if hasattr(loaded, "set_progress_bar_config"):
-                    loaded.set_progress_bar_config(disable=True)  # sid draws its own progress bars
-                return loaded
             except Exception as e:  # hub, file and config errors all mean "not from here"
                 if not local_only or is_folder or offline():
                     failures.append(f"{source}: {first_line(e)}")
+                continue
+            if pipeline_class is None:
+                check_text_to_image(loaded, spec.label)
+            if hasattr(loaded, "set_progress_bar_config"):
+                loaded.set_progress_bar_config(disable=True)  # sid draws its own progress bars
+            return loaded
     tried = "; ".join(failures) or ", ".join(spec.candidates)
+    if all(Path(c).exists() for c in spec.candidates):  # only local folders: not a Hub problem
+        raise ModelNotFound(
+            f"could not load the model folder {spec.label!r}: {tried}",
+            "the folder is incomplete or damaged: save it again with save_pretrained or pass another --model",
+        )
     how = "you are offline (HF_HUB_OFFLINE=1)" if offline() else "none could be downloaded"
     raise ModelNotFound(
         f"could not load model {spec.label!r}: {how}; tried {tried}",
@@ -211,14 +240,32 @@ def load_from_candidates(spec: ModelSpec, pipeline_class: type | None = None, **
     )
 
 
+def check_text_to_image(pipe: Any, label: str) -> None:
+    """BadInput unless ``pipe`` is an image pipeline with a 2D UNet and a text encoder (SD 1.x/2.x/XL)."""
+    unet = getattr(pipe, "unet", None)
+    if type(unet).__name__ != "UNet2DConditionModel" or getattr(pipe, "text_encoder", None) is None:
+        raise BadInput(
+            f"model {label!r} is a {type(pipe).__name__}, not a text-to-image Stable Diffusion pipeline",
+            "pass an SD 1.x, SD 2.x or SDXL model (a text-to-video model goes to `sid video --video-model`)",
+        )
+
+
 def quiet_libraries() -> None:
-    """Silence diffusers'/transformers' loading bars and chatter: sid reports progress itself."""
+    """Silence diffusers'/transformers' loading bars and chatter: sid reports progress itself.
+
+    The Hub's download bars stay on (a first run downloads gigabytes) unless the command is quiet
+    (``-q``/``--json``), which switches them off before anything loads.
+    """
     import diffusers
     import transformers
+    from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
 
+    downloads_hidden = are_progress_bars_disabled()
     for lib in (diffusers, transformers):
-        lib.utils.logging.disable_progress_bar()
+        lib.utils.logging.disable_progress_bar()  # transformers' also switches off the Hub's bars
         lib.utils.logging.set_verbosity_error()
+    if not downloads_hidden:
+        enable_progress_bars()
 
 
 def family_of(pipe: Any) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sid import limits
+from sid.checks import check_guidance
 from sid.errors import BadInput, Interrupted
 from sid.files import atomic_path, check_output_target, output_folder
 from sid.prompts import ParsedPrompt, load_identities, parse_prompt
@@ -93,8 +94,7 @@ def check_inputs(cfg: RenderConfig) -> None:
     if not cfg.prompt.strip():
         raise BadInput("the prompt is empty", 'pass a prompt like "alice as a knight"')
     limits.check_all("render", {"count": cfg.count, "steps": cfg.steps, "seed": cfg.seed})
-    if cfg.guidance < 0:
-        raise BadInput(f"--guidance must not be negative, not {cfg.guidance}", "try 7.5")
+    check_guidance(cfg.guidance, cfg.control_scale)
     if cfg.scheduler not in SCHEDULERS:
         raise BadInput(f"unknown scheduler {cfg.scheduler!r}", f"use one of: {', '.join(SCHEDULERS)}")
     parse_size(cfg.size)

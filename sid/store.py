@@ -1,28 +1,39 @@
 """The identity store: one safetensors file per identity, written atomically under a lock.
 
 An identity file holds its token vectors keyed by text-encoder slot (``clip_l``, ``clip_h``,
-``clip_g``; see ``slot_for_width``) and string metadata in the safetensors header. Only numpy and
-the safetensors header parser are used here, so listing the store never imports torch.
+``clip_g``; see ``slot_for_width``) and string metadata in the safetensors header, including the
+face thumbnail (base64 PNG): one file per identity, so an identity and its face change together or
+not at all. Files written before sid kept the thumbnail inside are still read with their ``.png``.
+Only numpy and the safetensors header parser are used here, so listing the store never imports torch.
+
+Every file is checked when read: one corrupt or foreign file is reported by name and never hides
+the others (``IdentityStore.list`` returns the good rows and the problems).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
+import shutil
+import socket
 import struct
-from collections.abc import Iterator
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sid import __version__
-from sid.config import store_dir
-from sid.errors import IdentityExists, IdentityNotFound, InvalidName, StoreError
+from sid.config import lock_timeout, store_dir
+from sid.errors import IdentityExists, IdentityNotFound, InvalidName, SidError, StoreError, os_error
 from sid.files import atomic_write
 
 SUFFIX = ".safetensors"
@@ -30,6 +41,12 @@ THUMB_SUFFIX = ".png"
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,39}$")
 MAX_HEADER = 100 * 1024 * 1024  # a safetensors header larger than this is not one of ours
 KNOWN_SLOTS = {768: "clip_l", 1024: "clip_h", 1280: "clip_g"}
+MAX_VECTORS = 75  # more than fits in one CLIP prompt is not an embedding
+MIN_WIDTH = 8  # narrower rows are not token embeddings
+THUMB_KEY = "thumbnail"  # header key of the base64 PNG face thumbnail ("" = none; absent = older file)
+LOCK_FILE, LOCK_INFO = ".lock", ".lock.info"
+MIN_FREE_BYTES = 64 * 1024 * 1024  # checkpoints and the identity of one learn run fit easily
+RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])$", re.IGNORECASE)  # Windows device names
 
 
 def slot_for_width(width: int) -> str:
@@ -37,8 +54,8 @@ def slot_for_width(width: int) -> str:
     return KNOWN_SLOTS.get(width, f"te{width}")
 
 
-def validate_name(name: str) -> str:
-    """Return ``name`` if it is a legal identity name, else raise InvalidName."""
+def check_name_syntax(name: str) -> str:
+    """Return ``name`` if it can name a stored identity's file, else raise InvalidName (lookups use this)."""
     if not isinstance(name, str) or not NAME_RE.match(name):
         shown = name if isinstance(name, str) and len(name) <= 60 else f"{str(name)[:57]}..."
         raise InvalidName(
@@ -46,6 +63,34 @@ def validate_name(name: str) -> str:
             "use 1-40 letters, digits, '_' or '-', starting with a letter",
         )
     return name
+
+
+def validate_name(name: str) -> str:
+    """Return ``name`` if a new identity may take it, else raise InvalidName.
+
+    Beyond the syntax: every prompt word that names an identity becomes that person, so common prompt
+    words (``a``, ``photo``, ``man``; sid/data/stopwords.txt) are refused, and so are Windows device
+    names (``con``, ``nul``, ``com1``), which cannot be files there.
+    """
+    check_name_syntax(name)
+    if RESERVED.match(name):
+        raise InvalidName(f"{name!r} is a reserved device name on Windows", "pick another name")
+    if name.lower() in stop_words():
+        raise InvalidName(
+            f"{name!r} is a common prompt word: it would turn every prompt using it into this person",
+            "pick a distinctive name, like alice or bob_smith",
+        )
+    return name
+
+
+@lru_cache(maxsize=1)
+def stop_words() -> frozenset[str]:
+    """The packaged list of prompt words that cannot be identity names."""
+    from importlib import resources
+
+    text = resources.files("sid").joinpath("data/stopwords.txt").read_text(encoding="utf-8")
+    words = (line.strip().lower() for line in text.splitlines())
+    return frozenset(w for w in words if w and not w.startswith("#"))
 
 
 @dataclass
@@ -62,6 +107,7 @@ class Identity:
     settings: dict[str, Any] = field(default_factory=dict)
     final_loss: float | None = None
     sid_version: str = __version__
+    thumbnail_png: bytes | None = field(default=None, repr=False)  # the aligned face it was learned from
 
     @property
     def num_vectors(self) -> int:
@@ -85,6 +131,7 @@ class Identity:
             "settings": json.dumps(self.settings, sort_keys=True),
             "final_loss": "" if self.final_loss is None else repr(float(self.final_loss)),
             "sid_version": self.sid_version,
+            THUMB_KEY: base64.b64encode(self.thumbnail_png).decode("ascii") if self.thumbnail_png else "",
         }
 
     def summary(self) -> dict[str, Any]:
@@ -104,12 +151,12 @@ class Identity:
         }
 
 
-def _parse_header(meta: dict[str, str], name: str, shapes: dict[str, list[int]]) -> dict[str, Any]:
-    """Turn a stored ``__metadata__`` back into Identity fields (minus vectors)."""
+def _parse_header(meta: dict[str, str], path: Path) -> dict[str, Any]:
+    """Turn a stored ``__metadata__`` back into Identity fields (minus vectors and thumbnail)."""
     loss = meta.get("final_loss", "")
     try:
-        return {
-            "name": meta.get("name") or name,
+        fields = {
+            "name": meta.get("name") or path.stem,
             "method": meta.get("method", ""),
             "base_model": meta.get("base_model", ""),
             "fingerprints": json.loads(meta.get("fingerprints") or "{}"),
@@ -119,12 +166,21 @@ def _parse_header(meta: dict[str, str], name: str, shapes: dict[str, list[int]])
             "final_loss": float(loss) if loss else None,
             "sid_version": meta.get("sid_version", ""),
         }
-    except (json.JSONDecodeError, ValueError) as e:
-        raise StoreError(f"identity {name!r} has corrupt metadata: {e}", "re-import or re-learn it") from e
+    except ValueError as e:  # json.JSONDecodeError is a ValueError
+        raise StoreError(f"{path} has corrupt metadata: {e}", "re-import or re-learn it") from e
+    if not isinstance(fields["fingerprints"], dict) or not isinstance(fields["settings"], dict):
+        raise StoreError(
+            f"{path} has corrupt metadata (fingerprints or settings)", "re-import or re-learn it"
+        )
+    return fields
 
 
 def read_header(path: Path) -> tuple[dict[str, str], dict[str, list[int]]]:
-    """Read a safetensors file's ``__metadata__`` and tensor shapes without loading tensors."""
+    """Read a safetensors file's ``__metadata__`` and tensor shapes without loading tensors.
+
+    The header is checked as safetensors defines it (string metadata, a dtype, shape and offsets per
+    tensor), so a malformed file is one StoreError naming it, never a crash further on.
+    """
     try:
         with open(path, "rb") as f:
             raw = f.read(8)
@@ -134,11 +190,55 @@ def read_header(path: Path) -> tuple[dict[str, str], dict[str, list[int]]]:
             if n > MAX_HEADER:
                 raise ValueError("header too large")
             header = json.loads(f.read(n))
-    except (OSError, ValueError) as e:
+        meta, shapes = _check_header(header)
+    except (OSError, ValueError, UnicodeDecodeError) as e:
         raise StoreError(f"{path} is not a readable safetensors file: {e}", "check the file") from e
-    meta = header.pop("__metadata__", None) or {}
-    shapes = {k: v["shape"] for k, v in header.items()}
     return meta, shapes
+
+
+def _check_header(header: Any) -> tuple[dict[str, str], dict[str, list[int]]]:
+    """(metadata, shapes) of a parsed header, or ValueError saying what is malformed."""
+    if not isinstance(header, dict):
+        raise ValueError(f"the header is a JSON {type(header).__name__}, not an object")
+    meta = header.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise ValueError("metadata must map names to strings")
+    shapes = {}
+    for key, entry in header.items():
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if (
+            not isinstance(shape, list)
+            or not all(isinstance(d, int) and d >= 0 for d in shape)
+            or not isinstance(entry.get("dtype"), str)
+            or not (isinstance(offsets, list) and len(offsets) == 2)
+        ):
+            raise ValueError(f"malformed entry for tensor {key!r}")
+        shapes[key] = shape
+    return meta, shapes
+
+
+def check_vectors(vectors: dict[str, np.ndarray], source: str, error: type[SidError] = StoreError) -> None:
+    """Every slot a finite float (K, d) array with the same K: what an identity must hold.
+
+    ``source`` names the file or identity in the message; ``error`` picks the error class (BadInput
+    for a file being imported, StoreError for the store).
+    """
+    if not vectors:
+        raise error(f"{source} holds no vectors", "check the file")
+    counts = set()
+    for slot, v in vectors.items():
+        if not np.issubdtype(v.dtype, np.floating):
+            raise error(f"{source}: slot {slot} holds {v.dtype} values, not floats", "check the file")
+        if v.ndim != 2 or not 1 <= v.shape[0] <= MAX_VECTORS or v.shape[1] < MIN_WIDTH:
+            raise error(
+                f"{source}: slot {slot} has shape {tuple(v.shape)}, not (vectors, width)", "check the file"
+            )
+        if not np.isfinite(v).all():
+            raise error(f"{source}: slot {slot} holds NaN or infinite values", "re-learn or re-export it")
+        counts.add(v.shape[0])
+    if len(counts) != 1:
+        raise error(f"{source}: slots hold different numbers of vectors", "check the file")
 
 
 def identity_to_bytes(identity: Identity) -> bytes:
@@ -148,63 +248,175 @@ def identity_to_bytes(identity: Identity) -> bytes:
     return save(tensors, metadata=identity.header())
 
 
-def identity_from_file(path: Path, fallback_name: str = "") -> Identity:
-    """Load a sid-format identity file (vectors and metadata)."""
+def identity_from_file(path: Path, name: str = "") -> Identity:
+    """Load a sid-format identity file (vectors, metadata and thumbnail), checking every part.
+
+    ``name`` overrides the header's: in the store the file name is the identity's name.
+    """
     from safetensors.numpy import load_file
 
-    meta, shapes = read_header(path)
+    meta, _ = read_header(path)
     try:
         vectors = load_file(str(path))
     except Exception as e:  # safetensors raises its own error types
         raise StoreError(f"{path} could not be read: {e}", "re-import or re-learn it") from e
-    fields = _parse_header(meta, fallback_name or path.stem, shapes)
-    return Identity(vectors=vectors, **fields)
+    check_vectors(vectors, str(path))
+    fields = _parse_header(meta, path)
+    if name:
+        fields["name"] = name
+    vectors = {k: v.astype(np.float32) for k, v in vectors.items()}
+    return Identity(vectors=vectors, thumbnail_png=_thumbnail_of(path, meta), **fields)
+
+
+def _thumbnail_of(path: Path, meta: dict[str, str]) -> bytes | None:
+    """The embedded thumbnail; for files from before sid embedded it, the ``.png`` beside the file."""
+    if THUMB_KEY in meta:
+        try:
+            return base64.b64decode(meta[THUMB_KEY], validate=True) or None
+        except ValueError as e:
+            raise StoreError(f"{path} has a corrupt thumbnail", "re-learn or re-import it") from e
+    legacy = path.with_suffix(THUMB_SUFFIX)
+    return legacy.read_bytes() if legacy.is_file() else None
 
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
 
 
+@dataclass
+class BadFile:
+    """A file in the store that cannot be used, and why (listed, never hiding the good ones)."""
+
+    file: str
+    error: str
+
+
+@dataclass
+class Listing:
+    identities: list[dict[str, Any]]  # metadata of every readable identity, sorted by name
+    errors: list[BadFile]  # every file that could not be listed
+
+
+def _stderr(message: str) -> None:
+    sys.stderr.write(f"sid: {message}\n")
+    sys.stderr.flush()
+
+
 class IdentityStore:
     """All identities in one folder. Names are unique regardless of case."""
 
-    def __init__(self, root: Path | None = None) -> None:
+    def __init__(self, root: Path | None = None, notify: Callable[[str], None] = _stderr) -> None:
         self.root = Path(root) if root is not None else store_dir()
+        self.notify = notify  # how waiting for another process's lock is announced
 
     # -- locking --------------------------------------------------------------------------------
     @contextmanager
     def lock(self) -> Iterator[None]:
-        """Serialise writers across processes."""
-        from filelock import FileLock
+        """Serialise writers across processes; say who holds the lock while waiting for it."""
+        from filelock import FileLock, Timeout
 
-        self.root.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.root / ".lock"), timeout=60):
+        self._make_root()
+        lock = FileLock(str(self.root / LOCK_FILE))
+        try:
+            lock.acquire(timeout=0.5)
+        except Timeout:
+            timeout = lock_timeout()
+            self.notify(f"waiting up to {timeout:g} s for the store lock, held by {self._lock_holder()}")
+            try:
+                lock.acquire(timeout=timeout)
+            except Timeout:
+                raise StoreError(
+                    f"the store {self.root} is still locked by {self._lock_holder()} after {timeout:g} s",
+                    "wait for that command to finish (or stop it), then run yours again",
+                ) from None
+        except OSError as e:
+            raise os_error(e, f"lock the store {self.root}") from e
+        info = self.root / LOCK_INFO
+        try:
+            try:  # advisory: who holds the lock, for the message above; a full disk must not stop us
+                info.write_text(json.dumps(_holder_info()), encoding="utf-8")
+            except OSError:
+                pass
             yield
+        finally:
+            info.unlink(missing_ok=True)
+            lock.release()
+
+    def _lock_holder(self) -> str:
+        try:
+            who = json.loads((self.root / LOCK_INFO).read_text(encoding="utf-8"))
+            return f"pid {who['pid']} on {who['host']} (`{who['command']}`, since {who['since']})"
+        except (OSError, ValueError, KeyError, TypeError):
+            return "another sid process"
+
+    def _make_root(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise os_error(e, f"create the store folder {self.root}") from e
+
+    def check_writable(self, *folders: Path) -> None:
+        """Fail now, not after training, when the store (or ``folders``) cannot take new files."""
+        self._make_root()
+        for folder in (self.root, *folders):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                with tempfile.TemporaryFile(dir=folder) as f:
+                    f.write(b"sid")
+                    f.flush()
+                    os.fsync(f.fileno())
+                free = shutil.disk_usage(folder).free
+            except OSError as e:
+                raise os_error(e, f"write to {folder}") from e
+            if free < MIN_FREE_BYTES:
+                raise StoreError(
+                    f"only {free // 2**20} MB free in {folder}; sid needs {MIN_FREE_BYTES // 2**20} MB",
+                    "free some disk space, or set SID_HOME to a folder on another disk",
+                )
 
     # -- lookup ---------------------------------------------------------------------------------
+    def _scan(self) -> tuple[dict[str, list[Path]], list[BadFile]]:
+        """lower-case name -> its file(s), and the files that cannot be identities by their name."""
+        found: dict[str, list[Path]] = {}
+        bad: list[BadFile] = []
+        try:
+            entries = sorted(self.root.iterdir()) if self.root.is_dir() else []
+        except OSError as e:
+            raise os_error(e, f"read the store folder {self.root}") from e
+        for p in entries:
+            if p.suffix != SUFFIX or p.name.startswith("."):
+                continue
+            if not NAME_RE.match(p.stem):
+                bad.append(BadFile(str(p), f"{p} is not named like an identity: rename the file"))
+                continue
+            found.setdefault(p.stem.lower(), []).append(p)
+        return found, bad
+
     def _files(self) -> dict[str, Path]:
-        """lower-case name -> file, for every stored identity."""
-        if not self.root.is_dir():
-            return {}
-        return {
-            p.stem.lower(): p
-            for p in self.root.iterdir()
-            if p.suffix == SUFFIX and not p.name.startswith(".") and NAME_RE.match(p.stem)
-        }
+        """lower-case name -> file, for every stored identity (one of the spellings where two clash)."""
+        return {key: paths[0] for key, paths in self._scan()[0].items()}
 
     def path(self, name: str) -> Path:
         """The file of an existing identity (case-insensitive), else IdentityNotFound."""
-        validate_name(name)
-        found = self._files().get(name.lower())
+        check_name_syntax(name)
+        found = self._scan()[0].get(name.lower())
         if found is None:
-            known = ", ".join(sorted(p.stem for p in self._files().values())) or "none"
+            known = ", ".join(self.names()) or "none"
             raise IdentityNotFound(
                 f"no identity named {name!r} (known: {known})", "see `sid ls`, or learn one with `sid learn`"
             )
-        return found
+        if len(found) > 1:
+            raise StoreError(_clash_message(found), "rename or remove all but one of those files")
+        return found[0]
 
     def exists(self, name: str) -> bool:
-        return validate_name(name).lower() in self._files()
+        return check_name_syntax(name).lower() in self._scan()[0]
+
+    def check_free(self, name: str, overwrite: bool, hint: str) -> None:
+        """IdentityExists, naming the stored spelling, if ``name`` is taken in any case (unless overwrite)."""
+        taken = self._files().get(name.lower())
+        if taken is not None and not overwrite:
+            raise IdentityExists(f"an identity named {taken.stem!r} already exists", hint)
 
     def names(self) -> list[str]:
         return sorted((p.stem for p in self._files().values()), key=str.lower)
@@ -220,58 +432,71 @@ class IdentityStore:
 
     def _info(self, path: Path) -> dict[str, Any]:
         meta, shapes = read_header(path)
-        fields = _parse_header(meta, path.stem, shapes)
-        slots = {k: int(s[-1]) for k, s in shapes.items()}
-        nvec = int(next(iter(shapes.values()))[0]) if shapes else 0
+        fields = _parse_header(meta, path)
+        if not shapes or any(len(s) != 2 for s in shapes.values()):
+            raise StoreError(f"{path} holds no (vectors, width) tensors", "re-import or re-learn it")
         fields["name"] = path.stem
-        fields.update(slots=slots, num_vectors=nvec, file=str(path), size_bytes=path.stat().st_size)
-        thumb = path.with_suffix(THUMB_SUFFIX)
-        fields["thumbnail"] = str(thumb) if thumb.is_file() else None
+        fields.update(
+            slots={k: int(s[-1]) for k, s in shapes.items()},
+            num_vectors=int(next(iter(shapes.values()))[0]),
+            file=str(path),
+            size_bytes=path.stat().st_size,
+        )
+        legacy = path.with_suffix(THUMB_SUFFIX)
+        if THUMB_KEY in meta:
+            fields["thumbnail"] = "embedded" if meta[THUMB_KEY] else None
+        else:
+            fields["thumbnail"] = str(legacy) if legacy.is_file() else None
         return fields
 
-    def list(self) -> list[dict[str, Any]]:
-        """Metadata of every identity, sorted by name."""
-        return [self._info(p) for _, p in sorted(self._files().items())]
+    def list(self) -> Listing:
+        """Metadata of every readable identity, and every file that is not one (never one hiding the rest)."""
+        found, errors = self._scan()
+        rows = []
+        for paths in found.values():
+            if len(paths) > 1:
+                errors.extend(BadFile(str(p), _clash_message(paths)) for p in paths)
+                continue
+            try:
+                rows.append(self._info(paths[0]))
+            except SidError as e:
+                errors.append(BadFile(str(paths[0]), e.message))
+        rows.sort(key=lambda r: r["name"].lower())
+        return Listing(rows, sorted(errors, key=lambda b: b.file))
 
-    def thumbnail(self, name: str) -> Path | None:
-        thumb = self.path(name).with_suffix(THUMB_SUFFIX)
-        return thumb if thumb.is_file() else None
+    def thumbnail(self, name: str) -> bytes | None:
+        """The PNG of the face the identity was learned from, if it has one."""
+        return self.get(name).thumbnail_png
 
     # -- write ----------------------------------------------------------------------------------
-    def save(self, identity: Identity, overwrite: bool = False, thumbnail_png: bytes | None = None) -> Path:
-        """Store ``identity`` atomically; refuse an existing name (any case) unless ``overwrite``."""
+    def save(self, identity: Identity, overwrite: bool = False) -> Path:
+        """Store ``identity`` (vectors, metadata and thumbnail in one file) atomically.
+
+        Refuses an existing name (any case) unless ``overwrite``. A failure leaves the store as it was.
+        """
         validate_name(identity.name)
-        _check_vectors(identity.vectors)
+        check_vectors(identity.vectors, f"identity {identity.name!r}")
         if not identity.created:
             identity.created = now_iso()
         data = identity_to_bytes(identity)
         with self.lock():
+            self.check_free(identity.name, overwrite, "pick another name, `sid rm` it first, or pass --force")
             old = self._files().get(identity.name.lower())
-            if old is not None and not overwrite:
-                raise IdentityExists(
-                    f"an identity named {old.stem!r} already exists",
-                    "pick another name, `sid rm` it first, or pass --force",
-                )
             target = self.root / f"{identity.name}{SUFFIX}"
-            if thumbnail_png is not None:
-                atomic_write(target.with_suffix(THUMB_SUFFIX), thumbnail_png)
-            atomic_write(target, data)
-            if old is not None and not _same_file(old, target):  # old spelling of the same name
-                old_thumb = old.with_suffix(THUMB_SUFFIX)
-                if old_thumb.is_file() and thumbnail_png is None:
-                    os.replace(old_thumb, target.with_suffix(THUMB_SUFFIX))
-                old_thumb.unlink(missing_ok=True)
-                old.unlink()
+            with _writing(f"write {target}"):
+                atomic_write(target, data)
+            self._drop_old(old, target)
         return target
 
     def remove(self, name: str) -> None:
         with self.lock():
             path = self.path(name)
-            path.with_suffix(THUMB_SUFFIX).unlink(missing_ok=True)
-            path.unlink()
+            with _writing(f"remove {path}"):
+                path.unlink()
+            path.with_suffix(THUMB_SUFFIX).unlink(missing_ok=True)  # a thumbnail from before sid embedded it
 
     def rename(self, old: str, new: str) -> Path:
-        """Rename an identity (its file and the name in its header)."""
+        """Rename an identity (its file and header name; an older separate thumbnail moves inside)."""
         validate_name(new)
         with self.lock():
             src = self.path(old)
@@ -281,29 +506,47 @@ class IdentityStore:
             identity = identity_from_file(src, src.stem)
             identity.name = new
             target = self.root / f"{new}{SUFFIX}"
-            atomic_write(target, identity_to_bytes(identity))
-            thumb = src.with_suffix(THUMB_SUFFIX)
-            if thumb.is_file():
-                os.replace(thumb, target.with_suffix(THUMB_SUFFIX))
-            if not _same_file(src, target):
-                src.unlink()
+            with _writing(f"write {target}"):
+                atomic_write(target, identity_to_bytes(identity))
+            self._drop_old(src, target)
         return target
+
+    def _drop_old(self, old: Path | None, target: Path) -> None:
+        """After ``target`` is written: remove a replaced other spelling and any separate old thumbnail.
+
+        The new file already carries its own thumbnail (or says it has none), so a crash before this
+        cleanup leaves a stale file at worst, never an identity showing another face.
+        """
+        with _writing(f"clean up after writing {target}"):
+            if old is not None and not _same_file(old, target):
+                old.unlink(missing_ok=True)
+                old.with_suffix(THUMB_SUFFIX).unlink(missing_ok=True)
+            target.with_suffix(THUMB_SUFFIX).unlink(missing_ok=True)
+
+
+@contextmanager
+def _writing(doing: str) -> Iterator[None]:
+    """Turn a failed file operation (full disk, read-only folder) into a StoreError that says the fix."""
+    try:
+        yield
+    except OSError as e:
+        raise os_error(e, doing) from e
+
+
+def _clash_message(paths: list[Path]) -> str:
+    names = " and ".join(p.name for p in paths)
+    return f"{names} in {paths[0].parent} differ only in case: sid cannot tell these identities apart"
+
+
+def _holder_info() -> dict[str, Any]:
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "command": " ".join(["sid", *sys.argv[1:]])[:200],
+        "since": datetime.now().replace(microsecond=0).isoformat(sep=" "),
+    }
 
 
 def _same_file(a: Path, b: Path) -> bool:
     """True when both paths name one file (also on case-insensitive file systems)."""
     return a.exists() and b.exists() and os.path.samefile(a, b)
-
-
-def _check_vectors(vectors: dict[str, np.ndarray]) -> None:
-    if not vectors:
-        raise StoreError("an identity needs at least one slot of vectors", "this is a bug in the caller")
-    counts = set()
-    for slot, v in vectors.items():
-        if v.ndim != 2 or not np.isfinite(v).all():
-            raise StoreError(
-                f"vectors of slot {slot!r} must be a finite (K, d) array", "re-learn the identity"
-            )
-        counts.add(v.shape[0])
-    if len(counts) != 1:
-        raise StoreError("every slot must hold the same number of vectors", "re-learn the identity")

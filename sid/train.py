@@ -23,8 +23,8 @@ import torch.nn.functional as F
 
 from sid import __version__
 from sid.augment import augment_batch
-from sid.checkpoints import load_state, save_state
-from sid.errors import BadInput, IdentityExists, OutOfMemory
+from sid.checkpoints import find_checkpoints, load_state, save_state
+from sid.errors import BadInput, OutOfMemory
 from sid.faces import (
     FaceCrop,
     arcface_embedding,
@@ -36,7 +36,7 @@ from sid.faces import (
     vit_model_source,
 )
 from sid.methods import RECIPES, build_mapper, noise_loss, two_phase_loss
-from sid.pipelines import family_of, fingerprint, load_pipeline, pick_device
+from sid.pipelines import check_dtype, family_of, fingerprint, load_pipeline, pick_device
 from sid.priors import build_prior
 from sid.prompts import add_placeholder_tokens, identity_token, inject_vectors
 from sid.speed import Speedups, unet_step
@@ -48,6 +48,7 @@ Progress = Callable[[int, int, float], None]  # (step, total, smoothed loss)
 FACE_ENCODERS = {"stableidentity": "vit", "celebbasis": "arcface"}
 MASKS = ("parser", "landmarks")
 MASKED_METHODS = ("stableidentity",)  # methods whose loss uses the face (and hair) mask
+Phase = Callable[[str], None]  # names each set-up phase as it starts (before the first step)
 
 
 @dataclass
@@ -100,14 +101,13 @@ def check_inputs(
     if len({n.lower() for n in names}) != len(names):
         raise BadInput("the same --name is given twice", "give each photo its own name")
     for photo in photos:
+        if photo.is_dir():
+            raise BadInput(f"{photo} is a folder, not a photo", "give the path of one image file")
         if not photo.is_file():
             raise BadInput(f"photo {photo} not found", "check the path")
     for name in names:
         validate_name(name)
-        if store.exists(name) and not force:
-            raise IdentityExists(
-                f"an identity named {name!r} already exists", "pick another --name or pass --force"
-            )
+        store.check_free(name, force, "pick another --name or pass --force")
     if cfg.face_encoder not in ("auto", "arcface", "vit"):
         raise BadInput(f"unknown face encoder {cfg.face_encoder!r}", "use auto, arcface or vit")
     if cfg.mask not in MASKS:
@@ -116,8 +116,9 @@ def check_inputs(
 
     knobs = ("steps", "batch_size", "bank_size", "resolution", "seed")
     limits.check_all("learn", {knob: getattr(cfg, knob) for knob in knobs})  # sizes, before any model loads
-    if cfg.lr is not None and not cfg.lr > 0:
-        raise BadInput(f"--lr must be positive, not {cfg.lr}", "try the default")
+    if cfg.lr is not None and not 0 < cfg.lr < math.inf:
+        raise BadInput(f"--lr must be a positive number, not {cfg.lr}", "try the default")
+    check_dtype(cfg.dtype)
 
 
 def resolved(cfg: LearnConfig) -> LearnConfig:
@@ -152,10 +153,15 @@ def learn(
     resume: bool = False,
     progress: Progress | None = None,
     warn: Callable[[str], None] | None = None,
+    phase: Phase | None = None,
 ) -> LearnResult:
     store = store or IdentityStore()
     check_inputs(photos, names, cfg, store, force)
     cfg = resolved(cfg)
+    key = run_key(photos, names, cfg)
+    ckpt = checkpoint_path(store, key)
+    store.check_writable(ckpt.parent)  # a read-only or full store fails now, not after training
+    phase = phase or (lambda _: None)
     recipe = RECIPES[cfg.method]
     steps = cfg.steps or recipe.steps
     batch = cfg.batch_size or recipe.batch_size
@@ -163,6 +169,10 @@ def learn(
     start_time = time.perf_counter()
 
     # 1. faces: one aligned crop, mask and face embedding (plain, mirrored) per photo
+    phase(
+        ("finding and parsing the face" if cfg.face_parser else "finding the face")
+        + ("s" if len(photos) > 1 else "")
+    )
     device = pick_device(cfg.device)
     parser = load_face_parser(cfg.face_parser, warn) if cfg.face_parser else None
     crops = [
@@ -174,6 +184,7 @@ def learn(
     embeddings = [face_embeddings(c, cfg, device) for c in crops]  # per identity: (2, f)
 
     # 2. frozen model
+    phase("loading the model")
     pipe, spec = load_pipeline(cfg.model, device=device, dtype="fp32")  # fp32 weights; autocast below
     if family_of(pipe) == "sdxl":
         raise BadInput("learning on SDXL is not supported yet", "learn on sd21 (default) or sd15")
@@ -195,6 +206,7 @@ def learn(
     resolution = cfg.resolution or unet.config.sample_size * pipe.vae_scale_factor
 
     # 3. prior, placeholder tokens and mapper (the only trainable part)
+    phase("parsing the celebrity-name prior and building the mapper")
     torch.manual_seed(cfg.seed)
     prior = build_prior(tokenizer, text_encoder)
     embeddings = [e.to(device) for e in embeddings]
@@ -204,6 +216,7 @@ def learn(
     templates = tokenize_templates(pipe, tokenizer, recipe.templates, identity_token("__learn__")).to(device)
 
     # 4. a bank of augmented latents and latent-size masks, encoded once
+    phase(f"encoding the latent bank ({cfg.bank_size} augmented images per photo)")
     generator = torch.Generator().manual_seed(cfg.seed)
     bank = [build_bank(c, vae, resolution, cfg.bank_size, generator, cfg.method, device) for c in crops]
 
@@ -211,11 +224,13 @@ def learn(
     optimizer = torch.optim.AdamW(
         mapper.parameters(), lr=lr, betas=recipe.betas, weight_decay=recipe.weight_decay, **_fused(device)
     )
-    ckpt = checkpoint_path(store, run_key(photos, names, cfg))
     step_gen = torch.Generator(device).manual_seed(cfg.seed)  # per-step draws on the device: no host syncs
     first_step, losses = 0, []
+    run_meta = checkpoint_meta(names, cfg, crops)
     if resume and ckpt.is_file():
         first_step, losses = load_state(ckpt, mapper, optimizer, step_gen)
+    elif resume:
+        drop_stale_checkpoints(ckpt, run_meta, warn)
     alphas_cumprod = scheduler.alphas_cumprod.to(device)
     num_train_timesteps = scheduler.config.num_train_timesteps
     scaler = torch.amp.GradScaler(enabled=amp_dtype == torch.float16)  # fp16 needs loss scaling, bf16 not
@@ -229,6 +244,7 @@ def learn(
             losses.extend(torch.stack(pending).cpu().tolist())
             pending.clear()
 
+    phase(f"training {steps - first_step} steps")
     try:
         with inject_vectors(text_encoder, token_ids, lambda: vectors_now[0]):
             for step in range(first_step, steps):
@@ -277,7 +293,7 @@ def learn(
                         progress(step + 1, steps, _smoothed(losses))
                 if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < steps:
                     flush()
-                    save_state(ckpt, mapper, optimizer, step_gen, step + 1, losses)
+                    save_state(ckpt, mapper, optimizer, step_gen, step + 1, losses, run_meta)
     except torch.OutOfMemoryError as e:
         raise OutOfMemory(
             f"out of memory on {device} while learning", "pass --batch-size 1 or use a smaller model"
@@ -310,12 +326,14 @@ def learn(
             settings={**settings, "mask_source": crop.mask_source if cfg.method in MASKED_METHODS else None},
             final_loss=float(np.mean(tail)) if tail else None,
             sid_version=__version__,
+            thumbnail_png=crop.thumbnail_png(),  # inside the identity's file: they change together
         )
         for name, vec, crop in zip(names, final, crops, strict=False)
     ]
-    for identity, crop in zip(identities, crops, strict=False):
-        store.save(identity, overwrite=force, thumbnail_png=crop.thumbnail_png())
-    ckpt.unlink(missing_ok=True)
+    for identity in identities:
+        store.save(identity, overwrite=force)
+    for path, _ in same_names(ckpt, run_meta):  # this run's, and earlier runs' that can never resume now
+        path.unlink(missing_ok=True)
     return LearnResult(identities, losses, time.perf_counter() - start_time, first_step)
 
 
@@ -401,6 +419,51 @@ def binary_latent_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Ten
 
 def checkpoint_path(store: IdentityStore, key: str) -> Path:
     return store.root.parent / "partial" / f"learn-{key}.safetensors"
+
+
+def checkpoint_meta(names: list[str], cfg: LearnConfig, crops: list[FaceCrop]) -> dict[str, str]:
+    """What a learn checkpoint records about its run, to tell a changed --resume what changed."""
+    return {
+        "format": "sid-learn",
+        "names": json.dumps(sorted(n.lower() for n in names)),
+        "config": json.dumps(asdict(cfg), sort_keys=True, default=str),
+        "photos": json.dumps([c.photo_sha256 for c in crops]),
+    }
+
+
+def same_names(ckpt: Path, meta: dict[str, str]) -> list[tuple[Path, dict[str, str]]]:
+    """Learn checkpoints beside ``ckpt`` (itself included) for the same identity names."""
+    found = find_checkpoints(ckpt.parent, "learn-*.safetensors")
+    return [(p, m) for p, m in found if p == ckpt or m.get("names") == meta["names"]]
+
+
+def drop_stale_checkpoints(ckpt: Path, meta: dict[str, str], warn: Callable[[str], None] | None) -> None:
+    """--resume found no checkpoint of these settings: say what changed, delete what can never resume."""
+    stale = [(p, m) for p, m in same_names(ckpt, meta) if p != ckpt]
+    if warn is not None:
+        if stale:
+            warn(
+                f"not resuming: the interrupted run of {', '.join(json.loads(meta['names']))} used other "
+                f"settings ({_changes(stale[-1][1], meta)}); starting over and deleting its checkpoint"
+            )
+        else:
+            warn("no checkpoint of an interrupted run with these settings: starting from the beginning")
+    for path, _ in stale:
+        path.unlink(missing_ok=True)
+
+
+def _changes(old: dict[str, str], new: dict[str, str]) -> str:
+    """``--steps 400 -> 300, another photo``: what differs between two runs' checkpoint records."""
+    try:
+        before, after = json.loads(old.get("config", "{}")), json.loads(new["config"])
+    except ValueError:
+        return "unknown"
+    changes = [
+        f"--{k.replace('_', '-')} {before.get(k)} -> {after[k]}" for k in after if before.get(k) != after[k]
+    ]
+    if old.get("photos") != new["photos"]:
+        changes.append("another photo")
+    return ", ".join(changes) or "another sid version"
 
 
 def _smoothed(losses: list[float], window: int = 20) -> float:

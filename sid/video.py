@@ -25,6 +25,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from sid import limits
+from sid.checks import check_guidance
 from sid.errors import BadInput, IncompatibleIdentity, Interrupted, OutOfMemory, WriteError, first_line
 from sid.files import atomic_path, is_folder, output_file
 from sid.pipelines import ModelSpec, component_spec
@@ -158,8 +159,7 @@ def check_inputs(cfg: VideoConfig) -> str:
         raise BadInput("the prompt is empty", 'pass a prompt like "alice dancing in the rain"')
     knobs = {"frames": cfg.frames, "fps": cfg.fps, "steps": cfg.steps, "seed": cfg.seed}
     limits.check_all("video", knobs)
-    if cfg.guidance is not None and cfg.guidance < 0:
-        raise BadInput(f"--guidance must not be negative, not {cfg.guidance}", "try 7.5")
+    check_guidance(cfg.guidance)
     check_budget(cfg.frames, parse_size(cfg.size, "video"))
     return output_format(cfg)
 

@@ -38,7 +38,7 @@ def test_ls_empty_and_json() -> None:
     IdentityStore().save(make_identity("bob", width=768))
     result = invoke("ls", "--json")
     assert result.exit_code == 0
-    rows = json.loads(result.stdout)
+    rows = json.loads(result.stdout)["identities"]
     assert [(r["name"], r["slots"]) for r in rows] == [("alice", {"clip_h": 1024}), ("bob", {"clip_l": 768})]
     table = invoke("ls").output
     assert "alice" in table and "stableidentity" in table

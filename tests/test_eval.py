@@ -253,10 +253,9 @@ def test_eval_end_to_end(
     # the table, with the stored thumbnail as the reference (no --photo), CLIP skipped
     from sid.faces import extract_face
 
-    store.save(
-        make_identity("carol", width=32, seed=2),
-        thumbnail_png=extract_face(face_photos / "obama_2.jpg", face_models=facepack).thumbnail_png(),
-    )
+    carol = make_identity("carol", width=32, seed=2)
+    carol.thumbnail_png = extract_face(face_photos / "obama_2.jpg", face_models=facepack).thumbnail_png()
+    store.save(carol)
     table = runner.invoke(
         app,
         [

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -19,28 +20,59 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from sid import __version__
-from sid.errors import Interrupted, SidError
+from sid.errors import Interrupted, SidError, as_sid_error
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 
+QUIET_FLAGS = ("-q", "--quiet", "--json")
+
+
 class SidGroup(TyperGroup):
-    """Turns SidError into one red line with a hint and a non-zero exit (SID_DEBUG=1 shows the traceback)."""
+    """Every failure ends as one red line with a hint and a non-zero exit (SID_DEBUG=1 shows the traceback).
+
+    SidError carries its own message; anything else (an out-of-range number, a full disk, a bug) is
+    worded by ``as_sid_error``. Ctrl-C exits 130. With -q/--json, libraries stay silent too.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
+        args = [*getattr(ctx, "_protected_args", []), *ctx.args]
         try:
-            return super().invoke(ctx)
-        except SidError as e:
+            with quiet_output(any(a in QUIET_FLAGS for a in args)):
+                return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise  # exits a command chose, and click's own usage errors
+        except KeyboardInterrupt:
             if os.environ.get("SID_DEBUG"):
                 raise
-            report(e)
-            raise typer.Exit(e.exit_code) from None
-        except KeyboardInterrupt:  # commands that finish work in parts say what they kept themselves
-            if os.environ.get("SID_DEBUG"):
-                raise
-            report(Interrupted("interrupted"))
+            report(Interrupted("interrupted"))  # commands that finish work in parts say what they kept
             raise typer.Exit(Interrupted.exit_code) from None
+        except Exception as e:
+            if os.environ.get("SID_DEBUG"):
+                raise
+            error = e if isinstance(e, SidError) else as_sid_error(e)
+            report(error)
+            raise typer.Exit(error.exit_code) from None
+
+
+@contextmanager
+def quiet_output(quiet: bool) -> Iterator[None]:
+    """While a -q/--json command runs: no Hub download bars and no library warnings around its output."""
+    if not quiet:
+        yield
+        return
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    was_hidden = are_progress_bars_disabled()
+    disable_progress_bars()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        if not was_hidden:
+            enable_progress_bars()
 
 
 def report(e: SidError) -> None:

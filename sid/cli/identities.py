@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import typer
@@ -14,20 +15,22 @@ from sid.store import Identity, IdentityStore, now_iso
 
 @app.command("ls")
 def ls(json_: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
-    """List stored identities.
+    """List stored identities; files that cannot be read are named with a warning, never hiding the rest.
 
-    [bold]Examples[/bold]: sid ls · sid ls --json
+    [bold]Examples[/bold]: sid ls · sid ls --json (prints {"identities": [...], "errors": [...]})
     """
     store = IdentityStore()
-    rows = store.list()
+    listing = store.list()
     if json_:
-        print_json(rows)
+        print_json({"identities": listing.identities, "errors": [asdict(e) for e in listing.errors]})
         return
-    if not rows:
+    for bad in listing.errors:
+        warn(f"skipped: {bad.error}")
+    if not listing.identities:
         out.print(f"No identities yet in {store.root}. Learn one with: sid learn PHOTO --name NAME")
         return
     table = Table("name", "method", "base model", "vectors", "created")
-    for r in rows:
+    for r in listing.identities:
         width = ", ".join(f"{k} {d}" for k, d in r["slots"].items())
         table.add_row(r["name"], r["method"], r["base_model"], f"{r['num_vectors']} × {width}", r["created"])
     out.print(table)

@@ -137,7 +137,10 @@ class Interrupted(SidError):
 def _run_with_progress(
     photos: list[Path], names: list[str], cfg: LearnConfig, force: bool, resume: bool, quiet: bool
 ) -> LearnResult:
-    """Run training, with a rich progress bar (step, smoothed loss, it/s, ETA) unless quiet."""
+    """Run training: each set-up phase named as it starts, then a rich step bar (loss, it/s, ETA).
+
+    The bar appears with the first step, so an early error is never shown under an empty bar.
+    """
     from sid.train import learn as run
 
     if quiet:
@@ -154,15 +157,23 @@ def _run_with_progress(
         TextColumn("eta"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=err, transient=False) as bar:
-        task = bar.add_task("learn", total=None, loss=float("nan"), rate=0.0)
-        first: tuple[float, int] | None = None  # (time, step) of the first report, after all set-up
+    bar = Progress(*columns, console=err, transient=False)
+    first: tuple[float, int] | None = None  # (time, step) of the first report, after all set-up
 
-        def progress(step: int, total: int, loss: float) -> None:
-            nonlocal first
-            now = time.perf_counter()
-            first = first or (now, step)
-            rate = (step - first[1]) / (now - first[0]) if step > first[1] else 0.0
-            bar.update(task, completed=step, total=total, loss=loss, rate=rate)
+    def phase(text: str) -> None:
+        err.print(f"[dim]…[/dim] {text}", highlight=False)
 
-        return run(photos, names, cfg, force=force, resume=resume, progress=progress, warn=warn)
+    def progress(step: int, total: int, loss: float) -> None:
+        nonlocal first
+        now = time.perf_counter()
+        if first is None:
+            first = (now, step)
+            bar.start()
+            bar.add_task("learn", total=total, loss=loss, rate=0.0)
+        rate = (step - first[1]) / (now - first[0]) if step > first[1] else 0.0
+        bar.update(bar.task_ids[0], completed=step, total=total, loss=loss, rate=rate)
+
+    try:
+        return run(photos, names, cfg, force=force, resume=resume, progress=progress, warn=warn, phase=phase)
+    finally:
+        bar.stop()
