@@ -19,6 +19,10 @@ from sid.priors import CelebPrior
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 SD_VAE_SCALING_FACTOR = 0.18215  # Stable Diffusion 1.x/2.x
+# Floor of ab and 1 - ab where they divide: a zero-terminal-SNR schedule has ab = 0 at its last step,
+# where the x0 estimate would be 0/0 (NaN gradients even through torch.where's unused branch). The
+# value is diffusers' own for that step (EulerDiscreteScheduler); no standard schedule comes near it.
+MIN_ALPHA_BAR = 2.0**-24
 
 
 # -- mappers ------------------------------------------------------------------------------------------
@@ -170,10 +174,13 @@ def _check_prediction_type(prediction_type: str) -> None:
 def split_prediction(
     model_output: torch.Tensor, z_t: torch.Tensor, alpha_bar_t: torch.Tensor, prediction_type: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(eps_hat, x0_hat) from a UNet output, with z_t = sqrt(ab) * x0 + sqrt(1 - ab) * eps and ab (B,)."""
+    """(eps_hat, x0_hat) from a UNet output, with z_t = sqrt(ab) * x0 + sqrt(1 - ab) * eps and ab (B,).
+
+    ab and 1 - ab are floored at MIN_ALPHA_BAR, so the estimates stay finite at ab = 0 (zero terminal SNR).
+    """
     _check_prediction_type(prediction_type)
     ab = _per_sample(alpha_bar_t, model_output)
-    a, s = ab.sqrt(), (1 - ab).sqrt()
+    a, s = ab.clamp(min=MIN_ALPHA_BAR).sqrt(), (1 - ab).clamp(min=MIN_ALPHA_BAR).sqrt()
     if prediction_type == "epsilon":
         return model_output, (z_t - s * model_output) / a
     if prediction_type == "v_prediction":  # v = a * eps - s * x0

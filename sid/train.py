@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers import DDPMScheduler
 from PIL import ImageOps
 
 from sid import __version__
@@ -153,7 +154,8 @@ def learn(
     for module in (unet, vae, text_encoder):
         module.requires_grad_(False).eval()
     base_fingerprint = fingerprint(text_encoder, tokenizer.vocab_size)  # the base vocabulary's rows
-    prediction_type = scheduler.config.get("prediction_type", "epsilon")
+    noise_scheduler = training_scheduler(scheduler.config)  # the forward process, whatever the sampler
+    prediction_type = noise_scheduler.config.prediction_type
     resolution = cfg.resolution or unet.config.sample_size * pipe.vae_scale_factor
 
     # 3. prior, placeholder tokens and mapper (the only trainable part)
@@ -178,8 +180,8 @@ def learn(
     first_step, losses = 0, []
     if resume and ckpt.is_file():
         first_step, losses = load_state(ckpt, mapper, optimizer, step_gen)
-    alphas_cumprod = scheduler.alphas_cumprod.to(device)
-    num_train_timesteps = scheduler.config.num_train_timesteps
+    alphas_cumprod = noise_scheduler.alphas_cumprod.to(device)
+    num_train_timesteps = noise_scheduler.config.num_train_timesteps
     scaler = torch.amp.GradScaler(enabled=amp_dtype == torch.float16)  # fp16 needs loss scaling, bf16 not
 
     # 6. training loop
@@ -200,7 +202,7 @@ def learn(
                     face = embeddings[who][flip.long()]  # (B, f): mirrored photo -> mirrored embedding
                     t = torch.randint(0, num_train_timesteps, (batch,), generator=step_gen, device=device)
                     noise = torch.randn(z0.shape, generator=step_gen, device=device)
-                    z_t = scheduler.add_noise(z0, noise, t)
+                    z_t = noise_scheduler.add_noise(z0, noise, t)
                     ids = templates[
                         torch.randint(0, len(templates), (batch,), generator=step_gen, device=device)
                     ]
@@ -257,6 +259,7 @@ def learn(
         "resolution": resolution,
         "prior_names": len(prior.names),
         "prediction_type": prediction_type,
+        "noise_schedule": describe_schedule(noise_scheduler, scheduler),
     }
     tail = losses[-max(1, len(losses) // 3) :]
     identities = [
@@ -281,6 +284,26 @@ def learn(
 
 
 # -- helpers -----------------------------------------------------------------------------------------
+def training_scheduler(config: Any) -> DDPMScheduler:
+    """The DDPM forward process of a model's own betas, whatever sampler its folder ships.
+
+    A sampler's ``add_noise`` uses its own parametrisation (Euler's is x0 + sigma * eps, not
+    sqrt(ab) * x0 + sqrt(1 - ab) * eps), so training noise comes from DDPMScheduler built from the
+    same config (betas, prediction_type, zero-terminal-SNR rescale), as both papers' code does.
+    """
+    return DDPMScheduler.from_config(config)
+
+
+def describe_schedule(noise_scheduler: Any, sampler: Any) -> dict[str, Any]:
+    """What an identity's metadata records of its training noise: enough to rebuild the schedule."""
+    keys = ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end", "rescale_betas_zero_snr")
+    return {
+        "class": type(noise_scheduler).__name__,
+        "from": type(sampler).__name__,
+        **{k: noise_scheduler.config.get(k) for k in keys},
+    }
+
+
 def face_embeddings(crop: FaceCrop, cfg: LearnConfig) -> torch.Tensor:
     """(2, f): the face embedding of the aligned photo and of its mirror image (flip augmentation).
 

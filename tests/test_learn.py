@@ -39,6 +39,8 @@ def test_learn_both_methods(face_photos: Path, learn_args: list[str]) -> None:
         (info,) = json.loads(result.stdout)
         assert info["slots"] == {"te32": 32} and info["num_vectors"] == 2  # the tiny text encoder's width
         assert info["method"] == method and info["settings"]["steps"] == 30
+        schedule = info["settings"]["noise_schedule"]  # trained on DDPM noise, not the folder's DDIM sampler
+        assert (schedule["class"], schedule["from"]) == ("DDPMScheduler", "DDIMScheduler")
         assert info["settings"]["seed"] == 0 and np.isfinite(info["final_loss"])
         assert info["thumbnail"] and Path(info["thumbnail"]).is_file()
         assert len(info["photo_sha256"]) == 64
