@@ -160,7 +160,7 @@ def learn(
 
     # 3. prior, placeholder tokens and mapper (the only trainable part)
     torch.manual_seed(cfg.seed)
-    prior = build_prior(tokenizer, text_encoder)
+    prior = build_prior(tokenizer, text_encoder, cfg.method)
     embeddings = [face_embeddings(c, cfg).to(device) for c in crops]  # per identity: (2, f) plain, mirrored
     mapper = build_mapper(cfg.method, embeddings[0].shape[-1], prior).to(device)
     token_ids = add_placeholder_tokens(tokenizer, text_encoder, identity_token("__learn__"), 2)
@@ -257,7 +257,7 @@ def learn(
         "batch_size": batch,
         "lr": lr,
         "resolution": resolution,
-        "prior_names": len(prior.names),
+        "prior": prior.describe(),
         "prediction_type": prediction_type,
         "noise_schedule": describe_schedule(noise_scheduler, scheduler),
     }

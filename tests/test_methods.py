@@ -23,7 +23,7 @@ from sid.priors import CelebPrior, celeb_basis
 def _prior(n: int = 50, d: int = 64, seed: int = 0) -> CelebPrior:
     g = torch.Generator().manual_seed(seed)
     emb = torch.randn(n, 2, d, generator=g) * 0.02 + torch.linspace(-0.01, 0.01, d)
-    return CelebPrior([f"name{i} surname{i}" for i in range(n)], torch.zeros(n, 2, dtype=torch.long), emb)
+    return CelebPrior("synthetic", [f"name{i} surname{i}" for i in range(n)], [emb[:, 0], emb[:, 1]])
 
 
 # -- EqualLinear ------------------------------------------------------------------------------------
@@ -129,10 +129,10 @@ def test_celebbasis_mapper_stays_in_the_celeb_span_with_unit_coefficients():
 
 
 def test_celebbasis_mapper_starts_like_celeb_basis():
-    mapper = CelebBasisMapper(512, celeb_basis(torch.randn(20, 2, 16)))
+    mapper = CelebBasisMapper(512, celeb_basis([torch.randn(20, 16), torch.randn(20, 16)]))
     assert abs(mapper.linear.weight.std().item() - 1.0) < 0.01 and torch.all(mapper.linear.bias == 0)
     with pytest.raises(ValueError):
-        CelebBasisMapper(512, celeb_basis(torch.randn(20, 2, 16)), hidden=8)
+        CelebBasisMapper(512, celeb_basis([torch.randn(20, 16), torch.randn(20, 16)]), hidden=8)
 
 
 def test_build_mapper_by_method():
