@@ -486,6 +486,7 @@ def evaluate(
     Returns the report: JSON-ready, with NaN written as null.
     """
     from sid.faces import load_face_pack
+    from sid.pipelines import model_for_identities
     from sid.render import RenderConfig, load_render_pipeline, native_size, parse_size
     from sid.store import IdentityStore
 
@@ -509,7 +510,7 @@ def evaluate(
         guidance=cfg.guidance,
         size=cfg.size,
         scheduler=cfg.scheduler,
-        model=cfg.model,
+        model=cfg.model or model_for_identities([store.get(n) for n in names], warn),
         device=cfg.device,
         dtype=cfg.dtype,
     )

@@ -124,36 +124,72 @@ class CelebBasisMapper(nn.Module):
     layer (an equalized-lr linear with lr_mul = 1) does, not PyTorch's default uniform(+-1/sqrt(f)):
     the output is invariant to the weight's scale, but with Adam at lr 1e-2 that scale sets how far one
     step turns the coefficients (about 1% of the weights per step here, ~40x more with the default).
+
+    Celeb Basis stores, per identity, not the mapper's last output but a moving average of the
+    coefficients it produced while training (``average``, one row per jointly learned identity; a
+    buffer, so checkpoints carry it).
     """
 
-    def __init__(self, face_dim: int, basis: torch.Tensor, hidden: int = 512):
+    def __init__(
+        self,
+        face_dim: int,
+        basis: torch.Tensor,
+        hidden: int = 512,
+        identities: int = 1,
+        momentum: float = 0.99,
+    ):
         super().__init__()
         num_tokens, rows, _ = basis.shape  # (K, 1 + p, d)
         if rows - 1 > hidden:
             raise ValueError(f"the basis has {rows - 1} directions but only {hidden} coefficients")
-        self.num_tokens, self.hidden = num_tokens, hidden
+        self.num_tokens, self.hidden, self.momentum = num_tokens, hidden, momentum
         self.linear = nn.Linear(face_dim, num_tokens * hidden)
         nn.init.normal_(self.linear.weight, 0.0, 1.0)
         nn.init.zeros_(self.linear.bias)
         self.register_buffer("basis", basis.detach().clone().float())  # (K, 1 + p, d)
+        self.register_buffer("average", torch.zeros(identities, num_tokens, hidden))  # (N, K, hidden)
+        self.register_buffer("updates", torch.zeros(identities, dtype=torch.long))  # samples averaged, per id
 
     def coefficients(self, face_emb: torch.Tensor) -> torch.Tensor:
         """(B, K, hidden) unit-norm coefficient rows."""
         x = F.leaky_relu(self.linear(face_emb), 0.2).view(-1, self.num_tokens, self.hidden)
         return F.normalize(x, dim=-1)
 
-    def forward(self, face_emb: torch.Tensor) -> torch.Tensor:
+    def vectors(self, c: torch.Tensor) -> torch.Tensor:
+        """(B, K, d) name vectors of coefficients (B, K, hidden): mean + c[:p] @ directions, per slot."""
         mean, directions = self.basis[:, 0], self.basis[:, 1:]  # (K, d), (K, p, d)
-        c = self.coefficients(face_emb)[..., : directions.shape[1]]  # (B, K, p)
-        return mean + torch.einsum("bkp,kpd->bkd", c.to(directions.dtype), directions)
+        return mean + torch.einsum(
+            "bkp,kpd->bkd", c[..., : directions.shape[1]].to(directions.dtype), directions
+        )
+
+    def forward(self, face_emb: torch.Tensor) -> torch.Tensor:
+        return self.vectors(self.coefficients(face_emb))
+
+    @torch.no_grad()
+    def update_average(self, who: int, face_emb: torch.Tensor) -> None:
+        """Fold this step's coefficients of identity ``who`` into its moving average, sample by sample.
+
+        As Celeb Basis's code: avg = m * avg + (1 - m) * c for each sample of the batch in order, with
+        the coefficients of the weights the step's loss used (call before ``optimizer.step``). Its code
+        starts the average at a random normal draw; here it starts at the first sample's coefficients,
+        so short runs are not left holding 0.99^n of noise.
+        """
+        for c in self.coefficients(face_emb).float():  # (K, hidden) per sample
+            blended = self.momentum * self.average[who] + (1 - self.momentum) * c
+            self.average[who] = torch.where(self.updates[who] > 0, blended, c)
+            self.updates[who] += 1
+
+    def averaged_vectors(self, who: int) -> torch.Tensor:
+        """(K, d) the stored result of identity ``who``: the vectors of its averaged coefficients."""
+        return self.vectors(self.average[who : who + 1])[0]
 
 
-def build_mapper(method: str, face_dim: int, prior: CelebPrior) -> nn.Module:
+def build_mapper(method: str, face_dim: int, prior: CelebPrior, identities: int = 1) -> nn.Module:
     """The trainable mapper of ``method`` for face features of width ``face_dim``."""
     if method == "stableidentity":
         return StableIdentityMapper(face_dim, prior.token_dim, prior.mean, prior.std)
     if method == "celebbasis":
-        return CelebBasisMapper(face_dim, prior.basis)
+        return CelebBasisMapper(face_dim, prior.basis, identities=identities, momentum=RECIPES[method].ema)
     raise BadInput(f"unknown method {method!r}", f"use one of: {', '.join(RECIPES)}")
 
 
@@ -272,13 +308,15 @@ class Recipe:
     """A method's training defaults; ``{}`` in a template is where the two-vector name goes."""
 
     method: str
-    steps: int
+    steps: int  # per identity: joint learning of N identities runs N times as many
     batch_size: int
     lr: float
     betas: tuple[float, float]
     weight_decay: float
     grad_clip: float | None  # max gradient norm, None: no clipping
     templates: tuple[str, ...]
+    model: str  # base model preset the paper used (its family)
+    ema: float | None = None  # momentum of the stored moving average of coefficients, None: last output
 
 
 STABLEIDENTITY_TEMPLATES = (
@@ -312,10 +350,14 @@ CELEBBASIS_TEMPLATES = (
 )
 
 RECIPES: dict[str, Recipe] = {
-    # StableIdentity's train.py: 450 steps at batch 1, AdamW 5e-5 (0.9, 0.999), wd 1e-2, clip 1.0.
+    # StableIdentity's train.py on SD 2.1: max_train_steps 451 at batch 1 (its "-450" checkpoint is
+    # saved after the 451st update), AdamW 5e-5 (0.9, 0.999), wd 1e-2, clip 1.0.
     "stableidentity": Recipe(
-        "stableidentity", 450, 1, 5e-5, (0.9, 0.999), 1e-2, 1.0, STABLEIDENTITY_TEMPLATES
+        "stableidentity", 451, 1, 5e-5, (0.9, 0.999), 1e-2, 1.0, STABLEIDENTITY_TEMPLATES, model="sd21"
     ),
-    # Celeb Basis: base lr 5e-3 scaled by batch 2; torch AdamW defaults (wd 1e-2), Lightning without clipping.
-    "celebbasis": Recipe("celebbasis", 400, 2, 1e-2, (0.9, 0.999), 1e-2, None, CELEBBASIS_TEMPLATES),
+    # Celeb Basis on SD 1.4: max_steps 800 for its 2 joint identities, base lr 5e-3 scaled by batch 2;
+    # torch AdamW defaults (wd 1e-2), Lightning without clipping; stores the 0.99 average of coefficients.
+    "celebbasis": Recipe(
+        "celebbasis", 400, 2, 1e-2, (0.9, 0.999), 1e-2, None, CELEBBASIS_TEMPLATES, model="sd15", ema=0.99
+    ),
 }

@@ -12,11 +12,12 @@ import json
 import re
 import secrets
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from sid.errors import BadInput
+from sid.pipelines import model_for_identities
 from sid.prompts import ParsedPrompt, load_identities, parse_prompt
 from sid.store import Identity, IdentityStore
 
@@ -199,7 +200,9 @@ def render(
     seed = cfg.seed if cfg.seed is not None else secrets.randbelow(2**31)
     seeds = [seed + i for i in range(cfg.count)]
 
-    # 2. model, identities, control image
+    # 2. model (without --model: the one the identities were learned on), identities, control image
+    if cfg.model is None:
+        cfg = replace(cfg, model=model_for_identities(identities, warn))
     pipe, spec = load_render_pipeline(cfg)
     load_identities(pipe, identities, warn)
     if not identities and warn is not None:

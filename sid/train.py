@@ -35,6 +35,7 @@ from sid.prompts import add_placeholder_tokens, identity_token, inject_vectors
 from sid.store import Identity, IdentityStore, now_iso, slot_for_width, validate_name
 
 Progress = Callable[[int, int, float], None]  # (step, total, smoothed loss)
+BANK_CHUNK = 8  # photos augmented and VAE-encoded at once while the bank is built
 
 
 @dataclass
@@ -126,7 +127,7 @@ def learn(
     store = store or IdentityStore()
     check_inputs(photos, names, cfg, store, force)
     recipe = RECIPES[cfg.method]
-    steps = cfg.steps or recipe.steps
+    steps = cfg.steps or recipe.steps * len(photos)  # the papers' code scales steps by the identities
     batch = cfg.batch_size or recipe.batch_size
     lr = cfg.lr or recipe.lr
     start_time = time.perf_counter()
@@ -138,7 +139,7 @@ def learn(
 
     # 2. frozen model
     device = pick_device(cfg.device)
-    pipe, spec = load_pipeline(cfg.model, device=device, dtype="fp32")  # fp32 weights; autocast below
+    pipe, spec = load_pipeline(cfg.model, device=device, dtype="fp32", default=recipe.model)  # autocast below
     if family_of(pipe) == "sdxl":
         raise BadInput("learning on SDXL is not supported yet", "learn on sd21 (default) or sd15")
     unet, vae, text_encoder, tokenizer, scheduler = (
@@ -162,7 +163,7 @@ def learn(
     torch.manual_seed(cfg.seed)
     prior = build_prior(tokenizer, text_encoder, cfg.method)
     embeddings = [face_embeddings(c, cfg).to(device) for c in crops]  # per identity: (2, f) plain, mirrored
-    mapper = build_mapper(cfg.method, embeddings[0].shape[-1], prior).to(device)
+    mapper = build_mapper(cfg.method, embeddings[0].shape[-1], prior, len(crops)).to(device)
     token_ids = add_placeholder_tokens(tokenizer, text_encoder, identity_token("__learn__"), 2)
     text_encoder.to(device)
     templates = tokenize_templates(pipe, tokenizer, recipe.templates, identity_token("__learn__")).to(device)
@@ -198,7 +199,7 @@ def learn(
             for step in range(first_step, steps):
                 who = step % len(crops)  # joint learning alternates identities
                 if not (cfg.overfit and step > first_step):
-                    z0, mask, flip = bank[who].sample(batch, step_gen)
+                    z0, mask, flip = bank[who].sample(batch, step // len(crops))
                     face = embeddings[who][flip.long()]  # (B, f): mirrored photo -> mirrored embedding
                     t = torch.randint(0, num_train_timesteps, (batch,), generator=step_gen, device=device)
                     noise = torch.randn(z0.shape, generator=step_gen, device=device)
@@ -226,6 +227,8 @@ def learn(
                     )
                 else:
                     loss = noise_loss(pred, noise, z_t, z0, t, alphas_cumprod, prediction_type)
+                if recipe.ema:  # Celeb Basis keeps the moving average of the coefficients this loss used
+                    mapper.update_average(who, face)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 if recipe.grad_clip:
@@ -246,10 +249,14 @@ def learn(
             f"out of memory on {device} while learning", "pass --batch-size 1 or use a smaller model"
         ) from e
 
-    # 7. final vectors from the unaugmented face embedding, stored atomically
+    # 7. final vectors, stored atomically: the mapper on the unaugmented face embedding (StableIdentity)
+    # or the moving average of the training coefficients (Celeb Basis)
     mapper.eval()
     with torch.no_grad():
-        final = [mapper(e[:1].to(device)).float().cpu().numpy()[0] for e in embeddings]  # each (2, d)
+        final = [
+            (mapper.averaged_vectors(i) if recipe.ema else mapper(e[:1].to(device))[0]).float().cpu().numpy()
+            for i, e in enumerate(embeddings)
+        ]  # each (2, d)
     slot = slot_for_width(final[0].shape[-1])
     settings = {
         **asdict(cfg),
@@ -340,10 +347,15 @@ class Bank:
     masks: torch.Tensor
     flips: torch.Tensor
 
-    def sample(
-        self, batch: int, generator: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        idx = torch.randint(0, len(self.latents), (batch,), generator=generator, device=self.latents.device)
+    def sample(self, batch: int, draw: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The ``draw``-th batch: entries in bank order, wrapping around.
+
+        Entries are independent augmentations, so taking them in order is drawing without
+        replacement: a bank of steps x batch entries gives every step fresh samples, as the papers'
+        data loaders do, and a smaller bank uses each entry equally often.
+        """
+        n = len(self.latents)
+        idx = (torch.arange(batch, device=self.latents.device) + draw * batch) % n
         return self.latents[idx], self.masks[idx], self.flips[idx]
 
 
@@ -356,15 +368,18 @@ def build_bank(
     image = image.permute(2, 0, 1)  # (3, R, R) in [-1, 1]
     mask = torch.from_numpy(np.asarray(crop.mask, np.float32))[None, None]
     mask = F.interpolate(mask, size=(resolution, resolution), mode="bilinear", align_corners=False)[0]
-    images, masks, flips = augment_batch(image, mask, size, generator, method)
+    image, mask = image.to(device), mask.to(device)  # augmentation runs batched on the training device
     vae.to(device)
-    latents = []
-    for chunk in images.split(8):
-        dist = vae.encode(chunk.to(device, vae.dtype)).latent_dist
+    latents, latent_masks, flips = [], [], []
+    for start in range(0, size, BANK_CHUNK):  # augment and encode a chunk at a time: memory stays flat
+        images, masks, chunk_flips = augment_batch(
+            image, mask, min(BANK_CHUNK, size - start), generator, method
+        )
+        dist = vae.encode(images.to(vae.dtype)).latent_dist
         latents.append(dist.sample(generator=generator) * vae.config.scaling_factor)
-    latents = torch.cat(latents).float()
-    latent_masks = F.interpolate(masks, size=latents.shape[-2:], mode="area").to(device)
-    return Bank(latents, latent_masks, flips.to(device))
+        latent_masks.append(F.interpolate(masks, size=latents[-1].shape[-2:], mode="area"))
+        flips.append(chunk_flips)
+    return Bank(torch.cat(latents).float(), torch.cat(latent_masks), torch.cat(flips).to(device))
 
 
 def checkpoint_path(store: IdentityStore, key: str) -> Path:

@@ -180,3 +180,12 @@ def test_killed_run_leaves_store_unchanged_and_resumes(
     assert IdentityStore().names() == ["alice"]
     assert IdentityStore().get("alice").settings["steps"] == 400
     assert not list(partial.glob("*.safetensors"))  # the checkpoint is gone once the identity is stored
+
+
+def test_celebbasis_defaults_to_sd15(face_photos: Path, facepack: Path) -> None:
+    """Without --model each method asks for its paper's base model (offline here, so the error names it)."""
+    common = ["--face-models", str(facepack), "--device", "cpu"]
+    for method, preset in (("celebbasis", "sd15"), ("stableidentity", "sd21")):
+        result = learn(str(face_photos / "obama_1.jpg"), "--name", "x", "--method", method, *common)
+        assert result.exit_code != 0 and f"could not load model {preset!r}" in result.output, result.output
+    assert not IdentityStore().names()

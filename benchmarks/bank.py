@@ -1,0 +1,99 @@
+"""What one entry of the augmented-latent bank costs: the papers' augmentation chain and one VAE encode.
+
+    python -m benchmarks.bank --device cpu --resolution 512          # full-size SD VAE, random weights
+    python -m benchmarks.bank --device cuda --dtype bf16
+
+Times ``sid.augment.augment_batch`` and ``vae.encode(...).latent_dist.sample`` on chunks of
+``sid.train.BANK_CHUNK`` photos, the way ``sid.train.build_bank`` runs them, and reports milliseconds
+per bank entry. A bank of N entries costs about N times ``entry_ms``: compare it with the learn
+benchmark's step time to see what a bigger bank adds to a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from benchmarks.common import (
+    SD_VAE,
+    Clock,
+    LoadMeter,
+    add_common_args,
+    device_name,
+    emit,
+    log,
+    median,
+    set_threads,
+    today,
+    versions,
+)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bank", description=__doc__.splitlines()[0])
+    add_common_args(p, arch="sd21")
+    p.add_argument("--method", default="stableidentity", choices=("stableidentity", "celebbasis"))
+    p.add_argument("--resolution", type=int, default=512)
+    p.add_argument("--chunks", type=int, default=3, help="timed chunks (after one warm-up chunk)")
+    p.add_argument("--dtype", default="auto", help="VAE weights: auto (fp16 on GPU) | fp16 | bf16 | fp32")
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parser().parse_args(argv)
+    set_threads(args.threads)
+    import torch
+    from diffusers import AutoencoderKL
+
+    from sid.augment import augment_batch
+    from sid.pipelines import pick_device, pick_dtype
+    from sid.testing import tiny_vae
+    from sid.train import BANK_CHUNK
+
+    device = pick_device(args.device)
+    dtype = pick_dtype(device, args.dtype)
+    torch.manual_seed(0)
+    vae = tiny_vae() if args.arch == "tiny" else AutoencoderKL(**SD_VAE)  # the SD 1.x / 2.x VAE
+    vae = vae.to(device, dtype).eval().requires_grad_(False)
+    size = args.resolution
+    image = (torch.rand(3, size, size) * 2 - 1).to(device)
+    mask = torch.ones(2, size, size, device=device)  # face and hair
+    generator = torch.Generator().manual_seed(0)
+    clock = Clock(device)
+    augment_ms, encode_ms = [], []
+    log(f"bank entries on {device}: {args.arch} VAE at {size}², chunks of {BANK_CHUNK}")
+    with torch.no_grad(), LoadMeter() as load:
+        for chunk in range(args.chunks + 1):
+            t0 = clock.now()
+            images, _, _ = augment_batch(image, mask, BANK_CHUNK, generator, args.method)
+            t1 = clock.now()
+            vae.encode(images.to(dtype)).latent_dist.sample(generator=generator)
+            t2 = clock.now()
+            if chunk:  # the first chunk warms up
+                augment_ms.append((t1 - t0) * 1000 / BANK_CHUNK)
+                encode_ms.append((t2 - t1) * 1000 / BANK_CHUNK)
+    augment, encode = median(augment_ms), median(encode_ms)
+    return emit(
+        {
+            "benchmark": "bank",
+            "device": device_name(device),
+            "arch": args.arch,
+            "method": args.method,
+            "dtype": str(dtype).removeprefix("torch."),
+            "resolution": size,
+            "chunk": BANK_CHUNK,
+            "augment_ms_per_entry": round(augment, 2),
+            "encode_ms_per_entry": round(encode, 2),
+            "entry_ms": round(augment + encode, 2),
+            "chunks_timed": args.chunks,
+            "threads": torch.get_num_threads(),
+            "other_load_cores": load.other_cores,
+            "versions": versions(),
+            "date": today(),
+        },
+        args.out if args.out is None else Path(args.out),
+    )
+
+
+if __name__ == "__main__":
+    main()
