@@ -35,6 +35,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="stableidentity", choices=("stableidentity", "celebbasis"))
     p.add_argument("--resolution", type=int, default=512)
     p.add_argument("--chunks", type=int, default=3, help="timed chunks (after one warm-up chunk)")
+    p.add_argument(
+        "--chunk", type=int, default=None, help="entries per chunk (default: sid.train.BANK_CHUNK)"
+    )
     p.add_argument("--dtype", default="auto", help="VAE weights: auto (fp16 on GPU) | fp16 | bf16 | fp32")
     return p
 
@@ -59,19 +62,20 @@ def main(argv: list[str] | None = None) -> dict:
     image = (torch.rand(3, size, size) * 2 - 1).to(device)
     mask = torch.ones(2, size, size, device=device)  # face and hair
     generator = torch.Generator().manual_seed(0)
+    chunk_size = args.chunk or BANK_CHUNK
     clock = Clock(device)
     augment_ms, encode_ms = [], []
-    log(f"bank entries on {device}: {args.arch} VAE at {size}², chunks of {BANK_CHUNK}")
+    log(f"bank entries on {device}: {args.arch} VAE at {size}², chunks of {chunk_size}")
     with torch.no_grad(), LoadMeter() as load:
         for chunk in range(args.chunks + 1):
             t0 = clock.now()
-            images, _, _ = augment_batch(image, mask, BANK_CHUNK, generator, args.method)
+            images, _, _ = augment_batch(image, mask, chunk_size, generator, args.method)
             t1 = clock.now()
             vae.encode(images.to(dtype)).latent_dist.sample(generator=generator)
             t2 = clock.now()
             if chunk:  # the first chunk warms up
-                augment_ms.append((t1 - t0) * 1000 / BANK_CHUNK)
-                encode_ms.append((t2 - t1) * 1000 / BANK_CHUNK)
+                augment_ms.append((t1 - t0) * 1000 / chunk_size)
+                encode_ms.append((t2 - t1) * 1000 / chunk_size)
     augment, encode = median(augment_ms), median(encode_ms)
     return emit(
         {
@@ -81,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
             "method": args.method,
             "dtype": str(dtype).removeprefix("torch."),
             "resolution": size,
-            "chunk": BANK_CHUNK,
+            "chunk": chunk_size,
             "augment_ms_per_entry": round(augment, 2),
             "encode_ms_per_entry": round(encode, 2),
             "entry_ms": round(augment + encode, 2),

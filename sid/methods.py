@@ -319,35 +319,47 @@ class Recipe:
     ema: float | None = None  # momentum of the stored moving average of coefficients, None: last output
 
 
-STABLEIDENTITY_TEMPLATES = (
-    "a photo of {}",
-    "a close-up photo of {}",
-    "a rendering of {}",
-    "a cropped photo of {}",
-    "a good photo of {}",
-    "a bright photo of {}",
-    "a dark photo of {}",
-    "a portrait of {}",
-    "an illustration of {}",
-    "a depiction of {}",
-    "a rendition of {}",
-    "a picture of {}",
+# Textual Inversion's imagenet_templates_small, which both papers' datasets use: 27 photo templates,
+# then the same with "a photo of" read as "an illustration of" and "a depiction of" (81 in all, some
+# repeated, so a uniform draw weights them as the papers' code does).
+PHOTO_TEMPLATES = (
+    "a photo of a {}",
+    "a rendering of a {}",
+    "a cropped photo of the {}",
+    "the photo of a {}",
+    "a photo of a clean {}",
+    "a photo of a dirty {}",
+    "a dark photo of the {}",
+    "a photo of my {}",
+    "a photo of the cool {}",
+    "a close-up photo of a {}",
+    "a bright photo of the {}",
+    "a cropped photo of a {}",
+    "a photo of the {}",
+    "a good photo of the {}",
+    "a photo of one {}",
+    "a close-up photo of the {}",
+    "a rendition of the {}",
+    "a photo of the clean {}",
+    "a rendition of a {}",
+    "a photo of a nice {}",
+    "a good photo of a {}",
+    "a photo of the nice {}",
+    "a photo of the small {}",
+    "a photo of the weird {}",
+    "a photo of the large {}",
+    "a photo of a cool {}",
+    "a photo of a small {}",
 )
-
-CELEBBASIS_TEMPLATES = (
-    "face of {} person",
-    "a photo of face of {} person",
-    "a close-up photo of face of {} person",
-    "a rendering of face of {} person",
-    "a cropped photo of face of {} person",
-    "a good photo of face of {} person",
-    "a bright photo of face of {} person",
-    "a dark photo of face of {} person",
-    "an illustration of face of {} person",
-    "a depiction of face of {} person",
-    "a rendition of face of {} person",
-    "a picture of face of {} person",
+IMAGENET_TEMPLATES = tuple(
+    t.replace("a photo of", kind)
+    for kind in ("a photo of", "an illustration of", "a depiction of")
+    for t in PHOTO_TEMPLATES
 )
+# StableIdentity formats "* person" into them and writes its two vectors over "*" and "person".
+STABLEIDENTITY_TEMPLATES = IMAGENET_TEMPLATES
+# Celeb Basis formats "face of sks person" and inserts its two vectors in place of "sks".
+CELEBBASIS_TEMPLATES = tuple(t.format("face of {} person") for t in IMAGENET_TEMPLATES)
 
 RECIPES: dict[str, Recipe] = {
     # StableIdentity's train.py on SD 2.1: max_train_steps 451 at batch 1 (its "-450" checkpoint is

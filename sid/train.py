@@ -51,7 +51,7 @@ class LearnConfig:
     device: str = "auto"  # auto | cuda | mps | cpu
     dtype: str = "auto"  # autocast dtype on GPU: auto (bf16 if supported) | fp16 | bf16 | fp32
     resolution: int | None = None  # training image size (None: the model's native size)
-    bank_size: int = 128  # augmented latents precomputed per identity (VAE encodes once)
+    bank_size: int | None = None  # augmented latents encoded per identity (None: one per sample drawn)
     overfit: bool = (
         False  # reuse one latent, noise, timestep and template every step: a check that loss can fall
     )
@@ -127,9 +127,7 @@ def learn(
     store = store or IdentityStore()
     check_inputs(photos, names, cfg, store, force)
     recipe = RECIPES[cfg.method]
-    steps = cfg.steps or recipe.steps * len(photos)  # the papers' code scales steps by the identities
-    batch = cfg.batch_size or recipe.batch_size
-    lr = cfg.lr or recipe.lr
+    steps, batch, lr = run_length(cfg, len(photos))
     start_time = time.perf_counter()
 
     # 1. faces: one aligned crop, embedding and mask per photo
@@ -170,7 +168,8 @@ def learn(
 
     # 4. a bank of augmented latents and latent-size masks, encoded once
     generator = torch.Generator().manual_seed(cfg.seed)
-    bank = [build_bank(c, vae, resolution, cfg.bank_size, generator, cfg.method, device) for c in crops]
+    bank_size = cfg.bank_size or default_bank_size(steps, batch, len(crops))
+    bank = [build_bank(c, vae, resolution, bank_size, generator, cfg.method, device) for c in crops]
 
     # 5. optimiser and resumable state
     optimizer = torch.optim.AdamW(
@@ -264,6 +263,7 @@ def learn(
         "batch_size": batch,
         "lr": lr,
         "resolution": resolution,
+        "bank_size": bank_size,
         "prior": prior.describe(),
         "prediction_type": prediction_type,
         "noise_schedule": describe_schedule(noise_scheduler, scheduler),
@@ -291,6 +291,25 @@ def learn(
 
 
 # -- helpers -----------------------------------------------------------------------------------------
+def run_length(cfg: LearnConfig, identities: int) -> tuple[int, int, float]:
+    """(steps, batch size, lr): the flags, else the method's recipe, whose steps are per identity.
+
+    Celeb Basis's code trains N jointly learned identities for N times its single-identity steps, so
+    each identity gets the same number of samples whichever way it is learned.
+    """
+    recipe = RECIPES[cfg.method]
+    return cfg.steps or recipe.steps * identities, cfg.batch_size or recipe.batch_size, cfg.lr or recipe.lr
+
+
+def default_bank_size(steps: int, batch: int, identities: int) -> int:
+    """One bank entry per training sample an identity gets: every step sees fresh augmentations.
+
+    That is the papers' own data pipeline (a new augmentation and VAE encode per sample), with the
+    encodes batched before the loop; a smaller ``--bank-size`` reuses entries to save encodes.
+    """
+    return math.ceil(steps / identities) * batch
+
+
 def training_scheduler(config: Any) -> DDPMScheduler:
     """The DDPM forward process of a model's own betas, whatever sampler its folder ships.
 

@@ -34,6 +34,7 @@ KEYS = {
     "naive": {"arch", "device", "date", "naive_step_ms_median", "sid_step_ms_median", "ratio"},
     "render": {"device", "arch", "steps", "size", "sid_s_median", "plain_s_median", "ratio", "date"},
     "cli": {"help_s_median", "ls_s_median", "import_torch_s_median", "identities", "date", "device"},
+    "bank": {"device", "arch", "method", "resolution", "chunk", "entry_ms", "date"},
 }
 POSITIVE = {
     "learn": (
@@ -48,6 +49,7 @@ POSITIVE = {
     "naive": ("naive_step_ms_median", "sid_step_ms_median", "ratio"),
     "render": ("sid_s_median", "plain_s_median", "ratio", "sid_generate_s_median", "plain_generate_s_median"),
     "cli": ("help_s_median", "ls_s_median", "import_torch_s_median", "identities"),
+    "bank": ("augment_ms_per_entry", "encode_ms_per_entry", "entry_ms"),
 }
 
 
@@ -119,7 +121,8 @@ def test_learn_both_methods(facepack, face_photos, tmp_path, capsys):
     for run in result["runs"]:
         assert LEARN_KEYS <= set(run), LEARN_KEYS - set(run)
         assert run["benchmark"] == "learn" and run["arch"] == "tiny" and run["dtype"] == "fp32"
-        assert run["steps_run"] == 3
+        assert run["steps_run"] == 3 and run["bank_size"] == 4
+        assert run["bank_size_default"] == {"stableidentity": 451, "celebbasis": 800}[run["method"]]
         check_numbers(run, "learn")
 
 
@@ -159,6 +162,15 @@ def test_cli(capsys):
     result = cli.main(["--runs", "1", "--identities", "20"])
     check(result, "cli", capsys)
     assert result["identities"] == 20
+
+
+@pytest.mark.parametrize("method", ["stableidentity", "celebbasis"])
+def test_bank(capsys, method):
+    from benchmarks import bank
+
+    result = bank.main([*TINY, "--method", method, "--resolution", "64", "--chunks", "1", "--chunk", "2"])
+    check(result, "bank", capsys)
+    assert result["method"] == method and result["resolution"] == 64 and result["chunk"] == 2
 
 
 def test_missing_photo_fails_clearly(tmp_path):

@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sid.cli import app
+from sid.priors import PRIOR_LISTS
 from sid.store import IdentityStore
 
 runner = CliRunner()
@@ -39,6 +40,9 @@ def test_learn_both_methods(face_photos: Path, learn_args: list[str]) -> None:
         (info,) = json.loads(result.stdout)
         assert info["slots"] == {"te32": 32} and info["num_vectors"] == 2  # the tiny text encoder's width
         assert info["method"] == method and info["settings"]["steps"] == 30
+        batch = {"stableidentity": 1, "celebbasis": 2}[method]
+        assert info["settings"]["bank_size"] == 30 * batch  # one fresh augmentation per training sample
+        assert info["settings"]["prior"]["file"] == PRIOR_LISTS[method].file
         schedule = info["settings"]["noise_schedule"]  # trained on DDPM noise, not the folder's DDIM sampler
         assert (schedule["class"], schedule["from"]) == ("DDPMScheduler", "DDIMScheduler")
         assert info["settings"]["seed"] == 0 and np.isfinite(info["final_loss"])
@@ -109,6 +113,7 @@ def test_joint_learning_stores_both(face_photos: Path, learn_args: list[str]) ->
     assert store.names() == ["biden", "obama"]
     a, b = store.get("obama"), store.get("biden")
     assert a.settings == b.settings and not np.allclose(a.vectors["te32"], b.vectors["te32"])
+    assert a.settings["bank_size"] == 8  # 4 steps each at batch 2: a fresh augmentation per sample
     assert a.photo_sha256 != b.photo_sha256
 
 
@@ -180,6 +185,14 @@ def test_killed_run_leaves_store_unchanged_and_resumes(
     assert IdentityStore().names() == ["alice"]
     assert IdentityStore().get("alice").settings["steps"] == 400
     assert not list(partial.glob("*.safetensors"))  # the checkpoint is gone once the identity is stored
+
+
+def test_recipe_steps_are_per_identity() -> None:
+    from sid.train import LearnConfig, run_length
+
+    assert run_length(LearnConfig(method="celebbasis"), 3) == (1200, 2, 1e-2)  # 400 x N, as its code
+    assert run_length(LearnConfig(method="celebbasis", steps=8, lr=0.5), 2) == (8, 2, 0.5)
+    assert run_length(LearnConfig(), 1) == (451, 1, 5e-5)
 
 
 def test_celebbasis_defaults_to_sd15(face_photos: Path, facepack: Path) -> None:

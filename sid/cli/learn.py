@@ -42,7 +42,10 @@ def learn(
         None, "--resolution", help="Training size (default: the model's native size)."
     ),
     bank_size: int = typer.Option(
-        128, "--bank-size", help="Augmented latents encoded once and sampled each step."
+        None,
+        "--bank-size",
+        help="Augmented latents encoded before training (default: one per training sample, as the papers; "
+        "fewer reuse them and save VAE encodes).",
     ),
     face: int = typer.Option(
         None, "--face", help="Which face in a group photo, 1 = leftmost (default: largest)."
