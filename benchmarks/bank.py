@@ -14,24 +14,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from benchmarks.common import (
-    SD_VAE,
-    Clock,
-    LoadMeter,
-    add_common_args,
-    device_name,
-    emit,
-    log,
-    median,
-    set_threads,
-    today,
-    versions,
-)
+from benchmarks import common
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.bank", description=__doc__.splitlines()[0])
-    add_common_args(p, arch="sd21")
+    common.add_common_args(p, arch="sd21")
     p.add_argument("--method", default="stableidentity", choices=("stableidentity", "celebbasis"))
     p.add_argument("--resolution", type=int, default=512)
     p.add_argument("--chunks", type=int, default=3, help="timed chunks (after one warm-up chunk)")
@@ -44,7 +32,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parser().parse_args(argv)
-    set_threads(args.threads)
+    common.set_threads(args.threads)
     import torch
     from diffusers import AutoencoderKL
 
@@ -56,17 +44,17 @@ def main(argv: list[str] | None = None) -> dict:
     device = pick_device(args.device)
     dtype = pick_dtype(device, args.dtype)
     torch.manual_seed(0)
-    vae = tiny_vae() if args.arch == "tiny" else AutoencoderKL(**SD_VAE)  # the SD 1.x / 2.x VAE
+    vae = tiny_vae() if args.arch == "tiny" else AutoencoderKL(**common.SD_VAE)  # the SD 1.x / 2.x VAE
     vae = vae.to(device, dtype).eval().requires_grad_(False)
     size = args.resolution
     image = (torch.rand(3, size, size) * 2 - 1).to(device)
     mask = torch.ones(2, size, size, device=device)  # face and hair
     generator = torch.Generator().manual_seed(0)
     chunk_size = args.chunk or BANK_CHUNK
-    clock = Clock(device)
+    clock = common.Clock(device)
     augment_ms, encode_ms = [], []
-    log(f"bank entries on {device}: {args.arch} VAE at {size}², chunks of {chunk_size}")
-    with torch.no_grad(), LoadMeter() as load:
+    common.log(f"bank entries on {device}: {args.arch} VAE at {size}², chunks of {chunk_size}")
+    with torch.no_grad(), common.LoadMeter() as load:
         for chunk in range(args.chunks + 1):
             t0 = clock.now()
             images, _, _ = augment_batch(image, mask, chunk_size, generator, args.method)
@@ -76,11 +64,11 @@ def main(argv: list[str] | None = None) -> dict:
             if chunk:  # the first chunk warms up
                 augment_ms.append((t1 - t0) * 1000 / chunk_size)
                 encode_ms.append((t2 - t1) * 1000 / chunk_size)
-    augment, encode = median(augment_ms), median(encode_ms)
-    return emit(
+    augment, encode = common.median(augment_ms), common.median(encode_ms)
+    return common.emit(
         {
             "benchmark": "bank",
-            "device": device_name(device),
+            "device": common.device_name(device),
             "arch": args.arch,
             "method": args.method,
             "dtype": str(dtype).removeprefix("torch."),
@@ -92,8 +80,8 @@ def main(argv: list[str] | None = None) -> dict:
             "chunks_timed": args.chunks,
             "threads": torch.get_num_threads(),
             "other_load_cores": load.other_cores,
-            "versions": versions(),
-            "date": today(),
+            "versions": common.versions(),
+            "date": common.today(),
         },
         args.out if args.out is None else Path(args.out),
     )

@@ -162,6 +162,8 @@ def test_killed_run_leaves_store_unchanged_and_resumes(
         "400",
         "--checkpoint-every",
         "5",
+        "--bank-size",
+        "8",
         "--quiet",
         *learn_args,
     ]
