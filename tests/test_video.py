@@ -249,7 +249,7 @@ def test_animatediff_base_is_the_identitys_own_model(tiny_adapter: Path, tiny_mo
     plan = plan_job(VideoConfig(prompt="alice dancing", video_model=str(tiny_adapter))).plan
     assert plan.backend == "animatediff" and plan.base == str(tiny_model)
     notes: list[str] = []
-    IdentityStore().save(replace(identity, name="bob", base_model=""))
+    IdentityStore().save(replace(store_identity("bob", width=768), base_model=""), overwrite=True)  # SD 1.x
     plan = plan_job(VideoConfig(prompt="bob dancing", video_model=str(tiny_adapter)), warn=notes.append).plan
     assert plan.base == "sd15" and notes == [
         "bob records no base model; using the default model (pass --model to choose)"
