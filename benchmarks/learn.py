@@ -62,7 +62,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=2, help="first steps left out of the median")
     p.add_argument("--dtype", default="auto", help="GPU autocast: auto | bf16 | fp16 | fp32 (CPU is fp32)")
     p.add_argument("--resolution", type=int, default=None, help="training size (default: the model's native)")
-    p.add_argument("--bank-size", type=int, default=128, help="augmented latents precomputed (sid's default)")
+    p.add_argument(
+        "--bank-size", type=int, default=None, help="bank entries to build (default: sid's, one per sample)"
+    )
     p.add_argument("--floor-iters", type=int, default=None, help="timed floor iterations (default: as steps)")
     p.add_argument(
         "--speed",
@@ -101,7 +103,7 @@ def time_learn(
     warmup: int = 2,
     dtype: str = "auto",
     resolution: int | None = None,
-    bank_size: int = 128,
+    bank_size: int | None = None,
     speed: Speedups | None = None,
     vit_model: Path | None = None,
     face_parser: Path | None = None,
@@ -179,6 +181,9 @@ def time_learn(
     warmup_s = stamps[warmup - 1] - setup_end if warmup else 0.0  # first steps, optimizer creation included
     finish_s = end - stamps[-1]  # final vectors and the store write
     amp = train._autocast_dtype(device, dtype)
+    entries = result.identities[0].settings["bank_size"]
+    default_entries = train.default_bank_size(recipe.steps, recipe.batch_size, 1)
+    default_setup_s = setup_s + (default_entries - entries) * phases["bank_s"] / entries  # the default bank
     return {
         "method": method,
         "dtype": dtype_name(amp),
@@ -186,12 +191,14 @@ def time_learn(
         "steps_run": steps,
         "batch_size": recipe.batch_size,
         "resolution": result.identities[0].settings["resolution"],
-        "bank_size": bank_size,
+        "bank_size": entries,
+        "bank_size_default": default_entries,
+        "bank_ms_per_entry": phases["bank_s"] / entries * 1e3,
         "step_ms_median": step_s * 1e3,
         "step_ms_min": min(times[warmup:]) * 1e3,
         "step_ms_max": max(times[warmup:]) * 1e3,
         "warmup_steps": warmup,
-        "projected_default_s": setup_s + warmup_s + (recipe.steps - warmup) * step_s + finish_s,
+        "projected_default_s": default_setup_s + warmup_s + (recipe.steps - warmup) * step_s + finish_s,
         "setup_s": setup_s,
         "faces_s": phases["faces_s"],
         "model_load_s": phases["model_load_s"],
@@ -351,8 +358,9 @@ def run(
     result["other_load_cores"] = load.other_cores
     result["projected_cli_s"] = import_s + result["projected_default_s"]
     result["notes"] = (
-        "projected_default_s = setup_s + warmup_s + (steps_default - warmup_steps) x "
-        "step_ms_median + finish_s, inside learn(); projected_cli_s adds import_s. Steps are "
+        "projected_default_s = setup_s (with the bank rescaled to bank_size_default entries at "
+        "bank_ms_per_entry) + warmup_s + (steps_default - warmup_steps) x step_ms_median + finish_s, "
+        "inside learn(); projected_cli_s adds import_s. Steps are "
         "timed with a host sync every step (log_every=1), without checkpoints "
         "(checkpoint_every=0)."
     )

@@ -501,6 +501,7 @@ def evaluate(
     """
     from sid.faces import load_face_pack
     from sid.files import atomic_path, atomic_write, check_output_target
+    from sid.pipelines import model_for_identities
     from sid.render import RenderConfig, load_render_pipeline, native_size, parse_size
     from sid.store import IdentityStore
 
@@ -533,7 +534,7 @@ def evaluate(
         guidance=cfg.guidance,
         size=cfg.size,
         scheduler=cfg.scheduler,
-        model=cfg.model,
+        model=cfg.model or model_for_identities([store.get(n) for n in names], warn),
         device=cfg.device,
         dtype=cfg.dtype,
     )

@@ -19,6 +19,10 @@ from sid.priors import CelebPrior
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 SD_VAE_SCALING_FACTOR = 0.18215  # Stable Diffusion 1.x/2.x
+# Floor of ab and 1 - ab where they divide: a zero-terminal-SNR schedule has ab = 0 at its last step,
+# where the x0 estimate would be 0/0 (NaN gradients even through torch.where's unused branch). The
+# value is diffusers' own for that step (EulerDiscreteScheduler); no standard schedule comes near it.
+MIN_ALPHA_BAR = 2.0**-24
 
 
 # -- mappers ------------------------------------------------------------------------------------------
@@ -120,36 +124,72 @@ class CelebBasisMapper(nn.Module):
     layer (an equalized-lr linear with lr_mul = 1) does, not PyTorch's default uniform(+-1/sqrt(f)):
     the output is invariant to the weight's scale, but with Adam at lr 1e-2 that scale sets how far one
     step turns the coefficients (about 1% of the weights per step here, ~40x more with the default).
+
+    Celeb Basis stores, per identity, not the mapper's last output but a moving average of the
+    coefficients it produced while training (``average``, one row per jointly learned identity; a
+    buffer, so checkpoints carry it).
     """
 
-    def __init__(self, face_dim: int, basis: torch.Tensor, hidden: int = 512):
+    def __init__(
+        self,
+        face_dim: int,
+        basis: torch.Tensor,
+        hidden: int = 512,
+        identities: int = 1,
+        momentum: float = 0.99,
+    ):
         super().__init__()
         num_tokens, rows, _ = basis.shape  # (K, 1 + p, d)
         if rows - 1 > hidden:
             raise ValueError(f"the basis has {rows - 1} directions but only {hidden} coefficients")
-        self.num_tokens, self.hidden = num_tokens, hidden
+        self.num_tokens, self.hidden, self.momentum = num_tokens, hidden, momentum
         self.linear = nn.Linear(face_dim, num_tokens * hidden)
         nn.init.normal_(self.linear.weight, 0.0, 1.0)
         nn.init.zeros_(self.linear.bias)
         self.register_buffer("basis", basis.detach().clone().float())  # (K, 1 + p, d)
+        self.register_buffer("average", torch.zeros(identities, num_tokens, hidden))  # (N, K, hidden)
+        self.register_buffer("updates", torch.zeros(identities, dtype=torch.long))  # samples averaged, per id
 
     def coefficients(self, face_emb: torch.Tensor) -> torch.Tensor:
         """(B, K, hidden) unit-norm coefficient rows."""
         x = F.leaky_relu(self.linear(face_emb), 0.2).view(-1, self.num_tokens, self.hidden)
         return F.normalize(x, dim=-1)
 
-    def forward(self, face_emb: torch.Tensor) -> torch.Tensor:
+    def vectors(self, c: torch.Tensor) -> torch.Tensor:
+        """(B, K, d) name vectors of coefficients (B, K, hidden): mean + c[:p] @ directions, per slot."""
         mean, directions = self.basis[:, 0], self.basis[:, 1:]  # (K, d), (K, p, d)
-        c = self.coefficients(face_emb)[..., : directions.shape[1]]  # (B, K, p)
-        return mean + torch.einsum("bkp,kpd->bkd", c.to(directions.dtype), directions)
+        return mean + torch.einsum(
+            "bkp,kpd->bkd", c[..., : directions.shape[1]].to(directions.dtype), directions
+        )
+
+    def forward(self, face_emb: torch.Tensor) -> torch.Tensor:
+        return self.vectors(self.coefficients(face_emb))
+
+    @torch.no_grad()
+    def update_average(self, who: int, face_emb: torch.Tensor) -> None:
+        """Fold this step's coefficients of identity ``who`` into its moving average, sample by sample.
+
+        As Celeb Basis's code: avg = m * avg + (1 - m) * c for each sample of the batch in order, with
+        the coefficients of the weights the step's loss used (call before ``optimizer.step``). Its code
+        starts the average at a random normal draw; here it starts at the first sample's coefficients,
+        so short runs are not left holding 0.99^n of noise.
+        """
+        for c in self.coefficients(face_emb).float():  # (K, hidden) per sample
+            blended = self.momentum * self.average[who] + (1 - self.momentum) * c
+            self.average[who] = torch.where(self.updates[who] > 0, blended, c)
+            self.updates[who] += 1
+
+    def averaged_vectors(self, who: int) -> torch.Tensor:
+        """(K, d) the stored result of identity ``who``: the vectors of its averaged coefficients."""
+        return self.vectors(self.average[who : who + 1])[0]
 
 
-def build_mapper(method: str, face_dim: int, prior: CelebPrior) -> nn.Module:
+def build_mapper(method: str, face_dim: int, prior: CelebPrior, identities: int = 1) -> nn.Module:
     """The trainable mapper of ``method`` for face features of width ``face_dim``."""
     if method == "stableidentity":
         return StableIdentityMapper(face_dim, prior.token_dim, prior.mean, prior.std)
     if method == "celebbasis":
-        return CelebBasisMapper(face_dim, prior.basis)
+        return CelebBasisMapper(face_dim, prior.basis, identities=identities, momentum=RECIPES[method].ema)
     raise BadInput(f"unknown method {method!r}", f"use one of: {', '.join(RECIPES)}")
 
 
@@ -170,10 +210,13 @@ def _check_prediction_type(prediction_type: str) -> None:
 def split_prediction(
     model_output: torch.Tensor, z_t: torch.Tensor, alpha_bar_t: torch.Tensor, prediction_type: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(eps_hat, x0_hat) from a UNet output, with z_t = sqrt(ab) * x0 + sqrt(1 - ab) * eps and ab (B,)."""
+    """(eps_hat, x0_hat) from a UNet output, with z_t = sqrt(ab) * x0 + sqrt(1 - ab) * eps and ab (B,).
+
+    ab and 1 - ab are floored at MIN_ALPHA_BAR, so the estimates stay finite at ab = 0 (zero terminal SNR).
+    """
     _check_prediction_type(prediction_type)
     ab = _per_sample(alpha_bar_t, model_output)
-    a, s = ab.sqrt(), (1 - ab).sqrt()
+    a, s = ab.clamp(min=MIN_ALPHA_BAR).sqrt(), (1 - ab).clamp(min=MIN_ALPHA_BAR).sqrt()
     if prediction_type == "epsilon":
         return model_output, (z_t - s * model_output) / a
     if prediction_type == "v_prediction":  # v = a * eps - s * x0
@@ -265,50 +308,68 @@ class Recipe:
     """A method's training defaults; ``{}`` in a template is where the two-vector name goes."""
 
     method: str
-    steps: int
+    steps: int  # per identity: joint learning of N identities runs N times as many
     batch_size: int
     lr: float
     betas: tuple[float, float]
     weight_decay: float
     grad_clip: float | None  # max gradient norm, None: no clipping
     templates: tuple[str, ...]
+    model: str  # base model preset the paper used (its family)
+    ema: float | None = None  # momentum of the stored moving average of coefficients, None: last output
 
 
-STABLEIDENTITY_TEMPLATES = (
-    "a photo of {}",
-    "a close-up photo of {}",
-    "a rendering of {}",
-    "a cropped photo of {}",
-    "a good photo of {}",
-    "a bright photo of {}",
-    "a dark photo of {}",
-    "a portrait of {}",
-    "an illustration of {}",
-    "a depiction of {}",
-    "a rendition of {}",
-    "a picture of {}",
+# Textual Inversion's imagenet_templates_small, which both papers' datasets use: 27 photo templates,
+# then the same with "a photo of" read as "an illustration of" and "a depiction of" (81 in all, some
+# repeated, so a uniform draw weights them as the papers' code does).
+PHOTO_TEMPLATES = (
+    "a photo of a {}",
+    "a rendering of a {}",
+    "a cropped photo of the {}",
+    "the photo of a {}",
+    "a photo of a clean {}",
+    "a photo of a dirty {}",
+    "a dark photo of the {}",
+    "a photo of my {}",
+    "a photo of the cool {}",
+    "a close-up photo of a {}",
+    "a bright photo of the {}",
+    "a cropped photo of a {}",
+    "a photo of the {}",
+    "a good photo of the {}",
+    "a photo of one {}",
+    "a close-up photo of the {}",
+    "a rendition of the {}",
+    "a photo of the clean {}",
+    "a rendition of a {}",
+    "a photo of a nice {}",
+    "a good photo of a {}",
+    "a photo of the nice {}",
+    "a photo of the small {}",
+    "a photo of the weird {}",
+    "a photo of the large {}",
+    "a photo of a cool {}",
+    "a photo of a small {}",
 )
-
-CELEBBASIS_TEMPLATES = (
-    "face of {} person",
-    "a photo of face of {} person",
-    "a close-up photo of face of {} person",
-    "a rendering of face of {} person",
-    "a cropped photo of face of {} person",
-    "a good photo of face of {} person",
-    "a bright photo of face of {} person",
-    "a dark photo of face of {} person",
-    "an illustration of face of {} person",
-    "a depiction of face of {} person",
-    "a rendition of face of {} person",
-    "a picture of face of {} person",
+IMAGENET_TEMPLATES = tuple(
+    t.replace("a photo of", kind)
+    for kind in ("a photo of", "an illustration of", "a depiction of")
+    for t in PHOTO_TEMPLATES
 )
+# StableIdentity formats "* person" into them and writes its two vectors over "*" and "person".
+STABLEIDENTITY_TEMPLATES = IMAGENET_TEMPLATES
+# Celeb Basis formats "face of sks person" and inserts its two vectors in place of "sks".
+CELEBBASIS_TEMPLATES = tuple(t.format("face of {} person") for t in IMAGENET_TEMPLATES)
 
 RECIPES: dict[str, Recipe] = {
-    # StableIdentity's train.py: 450 steps at batch 1, AdamW 5e-5 (0.9, 0.999), wd 1e-2, clip 1.0.
+    # StableIdentity's train.py on SD 2.1: max_train_steps 451 at batch 1 (its "-450" checkpoint is
+    # saved after the 451st update), AdamW 5e-5 (0.9, 0.999), wd 1e-2, clip 1.0.
     "stableidentity": Recipe(
-        "stableidentity", 450, 1, 5e-5, (0.9, 0.999), 1e-2, 1.0, STABLEIDENTITY_TEMPLATES
+        "stableidentity", 451, 1, 5e-5, (0.9, 0.999), 1e-2, 1.0, STABLEIDENTITY_TEMPLATES, model="sd21"
     ),
-    # Celeb Basis: base lr 5e-3 scaled by batch 2; torch AdamW defaults (wd 1e-2), Lightning without clipping.
-    "celebbasis": Recipe("celebbasis", 400, 2, 1e-2, (0.9, 0.999), 1e-2, None, CELEBBASIS_TEMPLATES),
+    # Celeb Basis on SD 1.4: max_steps 800 for its 2 joint identities, base lr 5e-3 scaled by batch 2;
+    # torch AdamW defaults (wd 1e-2), Lightning without clipping; stores the 0.99 average of coefficients.
+    "celebbasis": Recipe(
+        "celebbasis", 400, 2, 1e-2, (0.9, 0.999), 1e-2, None, CELEBBASIS_TEMPLATES, model="sd15", ema=0.99
+    ),
 }

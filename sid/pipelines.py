@@ -18,8 +18,12 @@ from sid.config import config_path, config_value
 from sid.errors import BadInput, ModelNotFound, first_line
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import torch
     from diffusers import DiffusionPipeline
+
+    from sid.store import Identity
 
 
 @dataclass(frozen=True)
@@ -111,9 +115,12 @@ def presets() -> dict[str, Preset]:
     return table
 
 
-def resolve_model(model: str | None = None) -> ModelSpec:
-    """``--model`` (or SID_MODEL, or the config's ``model``, or sd21) -> candidate sources."""
-    choice = model or os.environ.get("SID_MODEL") or config_value("model", str) or DEFAULT_PRESET
+def resolve_model(model: str | None = None, default: str = DEFAULT_PRESET) -> ModelSpec:
+    """``--model`` (or SID_MODEL, or the config's ``model``, or ``default``) -> candidate sources.
+
+    A folder's label is its absolute path, so an identity that records it finds it again from anywhere.
+    """
+    choice = model or os.environ.get("SID_MODEL") or config_value("model", str) or default
     table = presets()
     if choice in table:
         p = table[choice]
@@ -125,7 +132,7 @@ def resolve_model(model: str | None = None) -> ModelSpec:
                 f"{path} is not a diffusers pipeline folder (no model_index.json)",
                 "point --model at a folder saved with save_pretrained, a hub id or a preset",
             )
-        return ModelSpec(str(path), (str(path.resolve()),))
+        return ModelSpec(str(path.resolve()), (str(path.resolve()),))
     if choice.count("/") != 1 or choice.startswith((".", "/", "~")):
         names = ", ".join(table)
         raise BadInput(
@@ -133,6 +140,50 @@ def resolve_model(model: str | None = None) -> ModelSpec:
             "check the spelling or the path",
         )
     return ModelSpec(choice, (choice,))
+
+
+def findable(reference: str) -> bool:
+    """Whether a recorded base model can still be loaded by name: a preset, a hub id or an existing folder."""
+    if not reference:
+        return False
+    if reference in presets():
+        return True
+    path = Path(reference).expanduser()
+    if path.is_absolute() or reference.startswith((".", "~")) or path.exists():
+        return (path / "model_index.json").is_file()
+    return reference.count("/") == 1
+
+
+def model_for_identities(identities: list[Identity], warn: Callable[[str], None] | None = None) -> str | None:
+    """The model to use when no ``--model`` is given: the one the identities were learned on.
+
+    Identities learned on one model render best on it (Celeb Basis identities on SD 1.x, StableIdentity
+    ones on SD 2.1). All must share a text-encoder family, else an error names them. Identities whose
+    record names no model that can still be found (imported, or learned on a folder that is gone) fall
+    back, with a note, to the others' model or else to the configured default (None).
+    """
+    from sid.prompts import prompt_family
+
+    if not identities:
+        return None
+    prompt_family(identities)
+    models = list(dict.fromkeys(i.base_model for i in identities if findable(i.base_model)))
+    chosen = models[0] if models else None
+    say = warn or (lambda _message: None)
+    for identity in identities:
+        if not findable(identity.base_model):
+            what = (
+                f"its base model {identity.base_model} is not found"
+                if identity.base_model
+                else "no base model"
+            )
+            say(
+                f"{identity.name} records {what}; using {chosen or 'the default model'} "
+                "(pass --model to choose)"
+            )
+    if len(models) > 1:
+        say(f"the identities were learned on different models ({', '.join(models)}); using {chosen}")
+    return chosen
 
 
 def component_spec(source: str) -> ModelSpec:
@@ -189,10 +240,11 @@ def load_pipeline(
     device: str = "auto",
     dtype: str = "auto",
     pipeline_class: type[DiffusionPipeline] | None = None,
+    default: str = DEFAULT_PRESET,
     **kwargs: Any,
 ) -> tuple[DiffusionPipeline, ModelSpec]:
     """Load the pipeline ``model`` names onto a device. Raises ModelNotFound listing every source tried."""
-    spec = resolve_model(model)
+    spec = resolve_model(model, default)
     dev = pick_device(device)
     torch_dtype = pick_dtype(dev, dtype)
     pipe = load_from_candidates(spec, pipeline_class, dtype=torch_dtype, **kwargs)

@@ -2,9 +2,11 @@
 
 Both methods land a new person among celebrities rather than anywhere in the 49k-word vocabulary:
 StableIdentity scales its output by the per-dimension std of celebrity name embeddings and shifts it by
-their mean (AdaIN), Celeb Basis spans it with their principal directions. Each celebrity contributes
-two vectors, slot 0 its first name and slot 1 its last name, so only names whose two words are each a
-single token of the model's tokenizer are usable.
+their mean (AdaIN), Celeb Basis spans it with their principal directions. Each method uses its own
+paper's list (``sid/data``, MIT, see NOTICE.md) the way its official code does: slot 0 is the first
+BPE token of each name, slot 1 the second. StableIdentity's 326 names are each two single tokens
+(first and last name), kept as pairs; Celeb Basis's 691 names give each slot the distinct tokens at
+that position, so its slots hold different numbers of vectors.
 """
 
 from __future__ import annotations
@@ -18,88 +20,99 @@ import torch
 
 from sid.errors import BadInput
 
-CELEBS_FILE = "celebs.txt"
 MIN_NAMES = 20  # below this the per-dimension statistics are noise, not a prior
 BASIS_SIZE = 512  # Celeb Basis keeps 512 principal directions per slot
+NUM_SLOTS = 2  # first and second name token
 
 
-def load_celeb_names() -> list[str]:
-    """The packaged celebrity names, one per line, first occurrence kept (case-insensitive)."""
-    text = resources.files("sid.data").joinpath(CELEBS_FILE).read_text(encoding="utf-8")
-    seen: set[str] = set()
-    names = []
-    for line in text.splitlines():
-        name = " ".join(line.split())
-        if name and not name.startswith("#") and name.lower() not in seen:
-            seen.add(name.lower())
-            names.append(name)
-    return names
+@dataclass(frozen=True)
+class PriorList:
+    """A packaged name list and how its method turns it into per-slot token embeddings."""
+
+    file: str
+    distinct_per_slot: bool  # True: each slot keeps its distinct tokens (Celeb Basis); False: name pairs
 
 
-def celeb_token_ids(tokenizer: Any, names: list[str]) -> tuple[torch.Tensor, list[str]]:
-    """(n, 2) token ids of the names whose first and last name are each one token, and those names.
+PRIOR_LISTS: dict[str, PriorList] = {
+    "stableidentity": PriorList("stableidentity_celeb_names.txt", distinct_per_slot=False),
+    "celebbasis": PriorList("celebbasis_wiki_names_v2.txt", distinct_per_slot=True),
+}
 
-    Names of more or fewer than two words are dropped: the prior has exactly two slots.
+
+def load_names(file: str) -> list[str]:
+    """The packaged names of ``file``, one per line, as written (blank lines and # comments skipped)."""
+    text = resources.files("sid.data").joinpath(file).read_text(encoding="utf-8")
+    names = (" ".join(line.split()) for line in text.splitlines())
+    return [n for n in names if n and not n.startswith("#")]
+
+
+def first_two_tokens(tokenizer: Any, names: list[str]) -> tuple[torch.Tensor, list[str]]:
+    """(n, 2) ids of each name's first two BPE tokens (positions 1 and 2 after BOS), and those names.
+
+    Both papers' code takes exactly these positions. Names of a single token have no second one and
+    are dropped.
     """
-    pairs = [(name, name.split()) for name in names]
-    pairs = [(name, words) for name, words in pairs if len(words) == 2]
-    words = [w for _, two in pairs for w in two]
-    ids = tokenizer(words, add_special_tokens=False).input_ids if words else []  # one call: 2 per name
-    rows, kept = [], []
-    for (name, _), first, last in zip(pairs, ids[0::2], ids[1::2], strict=True):
-        if len(first) == 1 and len(last) == 1:
-            rows.append([first[0], last[0]])
-            kept.append(name)
-    return torch.tensor(rows, dtype=torch.long).reshape(-1, 2), kept
+    ids = tokenizer(names, add_special_tokens=False).input_ids if names else []
+    kept = [(name, row[:NUM_SLOTS]) for name, row in zip(names, ids, strict=True) if len(row) >= NUM_SLOTS]
+    rows = [row for _, row in kept]
+    return torch.tensor(rows, dtype=torch.long).reshape(-1, NUM_SLOTS), [name for name, _ in kept]
 
 
-def celeb_embeddings(token_embedding_weight: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """(n, 2, d) raw rows of the (V, d) input token-embedding matrix (no position embedding), as both use."""
-    return token_embedding_weight[ids]
+def distinct_in_order(ids: torch.Tensor) -> torch.Tensor:
+    """The distinct values of a 1-d id tensor, in order of first appearance."""
+    seen: dict[int, None] = dict.fromkeys(ids.tolist())
+    return torch.tensor(list(seen), dtype=torch.long)
 
 
-def adain_stats(emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-slot, per-dimension mean (2, d) and unbiased std (2, d) over the n celebrities of (n, 2, d)."""
-    return emb.mean(dim=0), emb.std(dim=0, unbiased=True)
+def adain_stats(slots: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-slot, per-dimension mean (K, d) and unbiased std (K, d) of K slots of (n_k, d) embeddings."""
+    means = torch.stack([s.mean(dim=0) for s in slots])
+    return means, torch.stack([s.std(dim=0, unbiased=True) for s in slots])
 
 
-def celeb_basis(emb: torch.Tensor, p: int = BASIS_SIZE) -> torch.Tensor:
-    """(2, 1 + p', d): per slot, row 0 the mean and rows 1.. unit principal directions (PCA by SVD).
+def celeb_basis(slots: list[torch.Tensor], p: int = BASIS_SIZE) -> torch.Tensor:
+    """(K, 1 + p', d): per slot, row 0 the mean and rows 1.. unit principal directions (PCA by SVD).
 
-    p' = min(p, n - 1, d): centred data of n points has rank at most n - 1. Repeated first names make
-    a slot's rank lower still; directions past a slot's numerical rank are zero rows rather than the
-    arbitrary null-space vectors an SVD returns there, so mean + coefficients @ directions always stays
-    in the celebrities' affine hull. Directions are not scaled by their singular values.
+    Slot k of (n_k, d) has at most min(p, n_k - 1, d) directions (centred data of n points has rank at
+    most n - 1); p' is the largest over the slots. Directions past a slot's numerical rank (repeated or
+    too few vectors) are zero rows rather than the arbitrary null-space vectors an SVD returns there,
+    so mean + coefficients @ directions always stays in that slot's affine hull. Directions are not
+    scaled by their singular values.
     """
-    n, _, d = emb.shape
-    keep = min(p, n - 1, d)
-    slots = []
-    for k in range(emb.shape[1]):
-        x = emb[:, k].double()  # (n, d), float64: SVD of near-duplicate rows needs the precision
+    keep = max(min(p, s.shape[0] - 1, s.shape[1]) for s in slots)
+    rows = []
+    for emb in slots:
+        n, d = emb.shape
+        x = emb.double()  # float64: SVD of near-duplicate rows needs the precision
         mean = x.mean(dim=0)
         _, s, vh = torch.linalg.svd(x - mean, full_matrices=False)  # s (min(n, d),), vh (min(n, d), d)
         rank = int((s > s.max() * max(n, d) * torch.finfo(torch.float32).eps).sum())
-        directions = vh[:keep].clone()
-        directions[rank:] = 0.0
-        slots.append(torch.cat([mean[None], directions]))
-    return torch.stack(slots).to(emb.dtype)
+        directions = torch.zeros(keep, d, dtype=x.dtype)
+        usable = min(rank, keep, vh.shape[0])
+        directions[:usable] = vh[:usable]
+        rows.append(torch.cat([mean[None], directions]))
+    return torch.stack(rows).to(slots[0].dtype)
 
 
 @dataclass(frozen=True)
 class CelebPrior:
-    """The celebrities kept for one tokenizer and text encoder, their embeddings and statistics."""
+    """One method's celebrity names for one tokenizer and text encoder, as per-slot token embeddings."""
 
-    names: list[str]
-    ids: torch.Tensor  # (n, 2) long
-    emb: torch.Tensor  # (n, 2, d) float32, CPU
+    file: str  # the packaged list it came from
+    names: list[str]  # the names used
+    slots: list[torch.Tensor]  # per slot k: (n_k, d) raw input-embedding rows, float32, CPU
 
     @property
     def token_dim(self) -> int:
-        return self.emb.shape[-1]
+        return self.slots[0].shape[-1]
+
+    @property
+    def slot_sizes(self) -> list[int]:
+        return [s.shape[0] for s in self.slots]
 
     @cached_property
     def _stats(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return adain_stats(self.emb)
+        return adain_stats(self.slots)
 
     @property
     def mean(self) -> torch.Tensor:
@@ -114,18 +127,31 @@ class CelebPrior:
     @cached_property
     def basis(self) -> torch.Tensor:
         """(2, 1 + p', d) Celeb Basis: mean then principal directions, per slot."""
-        return celeb_basis(self.emb)
+        return celeb_basis(self.slots)
+
+    def describe(self) -> dict[str, Any]:
+        """What an identity's metadata records of its prior."""
+        return {"file": self.file, "names": len(self.names), "slot_sizes": self.slot_sizes}
 
 
-def build_prior(tokenizer: Any, text_encoder: Any, names: list[str] | None = None) -> CelebPrior:
-    """The celebrity prior of a model's tokenizer and text encoder (fp32, CPU; the encoder is untouched)."""
-    names = load_celeb_names() if names is None else names
-    ids, kept = celeb_token_ids(tokenizer, names)
+def build_prior(
+    tokenizer: Any, text_encoder: Any, method: str = "stableidentity", names: list[str] | None = None
+) -> CelebPrior:
+    """``method``'s celebrity prior for a model's tokenizer and text encoder (fp32, CPU; encoder untouched).
+
+    ``names`` replaces the packaged list (tests); the method still decides how slots are formed.
+    """
+    spec = PRIOR_LISTS[method]
+    names = load_names(spec.file) if names is None else names
+    ids, kept = first_two_tokens(tokenizer, names)
     if len(kept) < MIN_NAMES:
         raise BadInput(
-            f"only {len(kept)} of {len(names)} celebrity names are two single tokens for this model's "
-            f"tokenizer (at least {MIN_NAMES} are needed)",
+            f"only {len(kept)} of {len(names)} celebrity names have two tokens for this model's tokenizer "
+            f"(at least {MIN_NAMES} are needed)",
             "use a Stable Diffusion model with its CLIP tokenizer (sd15, sd21)",
         )
+    columns = [ids[:, k] for k in range(NUM_SLOTS)]
+    if spec.distinct_per_slot:
+        columns = [distinct_in_order(c) for c in columns]
     weight = text_encoder.get_input_embeddings().weight.detach().to("cpu", torch.float32)
-    return CelebPrior(kept, ids, celeb_embeddings(weight, ids))
+    return CelebPrior(spec.file, kept, [weight[c] for c in columns])

@@ -28,6 +28,42 @@ WORD = re.compile(r"(?<![\w@<-])(@?)([A-Za-z][A-Za-z0-9_-]*)")
 FAMILY_BY_WIDTH = {768: "SD 1.x (CLIP ViT-L, 768-d)", 1024: "SD 2.x (OpenCLIP ViT-H, 1024-d)"}
 
 
+def identity_family(identity: Identity) -> str:
+    """sd1 / sd2 / sdxl, or ``te<width>`` for other text encoders."""
+    widths = {int(v.shape[-1]) for v in identity.vectors.values()}
+    if widths == {768}:
+        return "sd1"
+    if widths == {1024}:
+        return "sd2"
+    if widths == {768, 1280}:
+        return "sdxl"
+    return "+".join(f"te{w}" for w in sorted(widths))
+
+
+def describe_family(identity: Identity) -> str:
+    if identity_family(identity) == "sdxl":
+        return "SDXL (CLIP ViT-L + OpenCLIP ViT-bigG)"
+    return ", ".join(
+        FAMILY_BY_WIDTH.get(int(v.shape[-1]), f"{v.shape[-1]}-d text encoder")
+        for v in identity.vectors.values()
+    )
+
+
+def prompt_family(identities: list[Identity]) -> str:
+    """The one family all identities share (a model has one text encoder); else an error naming them."""
+    families = {i.name: identity_family(i) for i in identities}
+    if len(set(families.values())) > 1:
+        listing = ", ".join(
+            f"{name} ({describe_family(i)}, learned on {i.base_model or 'an unrecorded model'})"
+            for name, i in zip(families, identities, strict=True)
+        )
+        raise IncompatibleIdentity(
+            f"the prompt mixes identities learned for different text encoders: {listing}",
+            "a model has one text encoder: name identities of one family in a prompt",
+        )
+    return next(iter(families.values()))
+
+
 def identity_token(name: str) -> str:
     """The tokenizer token an identity is loaded under."""
     return f"<sid-{name.lower()}>"

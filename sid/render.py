@@ -13,7 +13,7 @@ import json
 import re
 import secrets
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from sid import limits
 from sid.checks import check_guidance
 from sid.errors import BadInput, Interrupted
 from sid.files import atomic_path, check_output_target, output_folder
+from sid.pipelines import model_for_identities
 from sid.prompts import ParsedPrompt, load_identities, parse_prompt
 from sid.store import Identity, IdentityStore
 
@@ -210,7 +211,9 @@ def render(
         check_output_target(folder / image_name(cfg.prompt, i, seed + i), cfg.force) for i in range(cfg.count)
     ]
 
-    # 2. model, identities, control image
+    # 2. model (without --model: the one the identities were learned on), identities, control image
+    if cfg.model is None:
+        cfg = replace(cfg, model=model_for_identities(identities, warn))
     pipe, spec = load_render_pipeline(cfg)
     load_identities(pipe, identities, warn)
     if not identities and warn is not None:

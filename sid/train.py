@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers import DDPMScheduler
 
 from sid import __version__
 from sid.augment import augment_batch
@@ -49,6 +50,7 @@ FACE_ENCODERS = {"stableidentity": "vit", "celebbasis": "arcface"}
 MASKS = ("parser", "landmarks")
 MASKED_METHODS = ("stableidentity",)  # methods whose loss uses the face (and hair) mask
 Phase = Callable[[str], None]  # names each set-up phase as it starts (before the first step)
+BANK_CHUNK = 8  # photos augmented and VAE-encoded at once while the bank is built
 
 
 @dataclass
@@ -64,7 +66,7 @@ class LearnConfig:
     device: str = "auto"  # auto | cuda | mps | cpu
     dtype: str = "auto"  # autocast dtype on GPU: auto (bf16 if supported) | fp16 | bf16 | fp32
     resolution: int | None = None  # training image size (None: the model's native size)
-    bank_size: int = 128  # augmented latents precomputed per identity (VAE encodes once)
+    bank_size: int | None = None  # augmented latents encoded per identity (None: one per sample drawn)
     overfit: bool = (
         False  # reuse one latent, noise, timestep and template every step: a check that loss can fall
     )
@@ -163,9 +165,7 @@ def learn(
     store.check_writable(ckpt.parent)  # a read-only or full store fails now, not after training
     phase = phase or (lambda _: None)
     recipe = RECIPES[cfg.method]
-    steps = cfg.steps or recipe.steps
-    batch = cfg.batch_size or recipe.batch_size
-    lr = cfg.lr or recipe.lr
+    steps, batch, lr = run_length(cfg, len(photos))
     start_time = time.perf_counter()
 
     # 1. faces: one aligned crop, mask and face embedding (plain, mirrored) per photo
@@ -185,7 +185,7 @@ def learn(
 
     # 2. frozen model
     phase("loading the model")
-    pipe, spec = load_pipeline(cfg.model, device=device, dtype="fp32")  # fp32 weights; autocast below
+    pipe, spec = load_pipeline(cfg.model, device=device, dtype="fp32", default=recipe.model)  # autocast below
     if family_of(pipe) == "sdxl":
         raise BadInput("learning on SDXL is not supported yet", "learn on sd21 (default) or sd15")
     unet, vae, text_encoder, tokenizer, scheduler = (
@@ -202,23 +202,25 @@ def learn(
         module.requires_grad_(False).eval()
     denoise = unet_step(unet, cfg.speed, device, amp_dtype)
     base_fingerprint = fingerprint(text_encoder, tokenizer.vocab_size)  # the base vocabulary's rows
-    prediction_type = scheduler.config.get("prediction_type", "epsilon")
+    noise_scheduler = training_scheduler(scheduler.config)  # the forward process, whatever the sampler
+    prediction_type = noise_scheduler.config.prediction_type
     resolution = cfg.resolution or unet.config.sample_size * pipe.vae_scale_factor
 
     # 3. prior, placeholder tokens and mapper (the only trainable part)
     phase("parsing the celebrity-name prior and building the mapper")
     torch.manual_seed(cfg.seed)
-    prior = build_prior(tokenizer, text_encoder)
+    prior = build_prior(tokenizer, text_encoder, cfg.method)
     embeddings = [e.to(device) for e in embeddings]
-    mapper = build_mapper(cfg.method, embeddings[0].shape[-1], prior).to(device)
+    mapper = build_mapper(cfg.method, embeddings[0].shape[-1], prior, len(crops)).to(device)
     token_ids = add_placeholder_tokens(tokenizer, text_encoder, identity_token("__learn__"), 2)
     text_encoder.to(device)
     templates = tokenize_templates(pipe, tokenizer, recipe.templates, identity_token("__learn__")).to(device)
 
     # 4. a bank of augmented latents and latent-size masks, encoded once
-    phase(f"encoding the latent bank ({cfg.bank_size} augmented images per photo)")
     generator = torch.Generator().manual_seed(cfg.seed)
-    bank = [build_bank(c, vae, resolution, cfg.bank_size, generator, cfg.method, device) for c in crops]
+    bank_size = cfg.bank_size or default_bank_size(steps, batch, len(crops))
+    phase(f"encoding the latent bank ({bank_size} augmented images per photo)")
+    bank = [build_bank(c, vae, resolution, bank_size, generator, cfg.method, device) for c in crops]
 
     # 5. optimiser and resumable state
     optimizer = torch.optim.AdamW(
@@ -231,8 +233,8 @@ def learn(
         first_step, losses = load_state(ckpt, mapper, optimizer, step_gen)
     elif resume:
         drop_stale_checkpoints(ckpt, run_meta, warn)
-    alphas_cumprod = scheduler.alphas_cumprod.to(device)
-    num_train_timesteps = scheduler.config.num_train_timesteps
+    alphas_cumprod = noise_scheduler.alphas_cumprod.to(device)
+    num_train_timesteps = noise_scheduler.config.num_train_timesteps
     scaler = torch.amp.GradScaler(enabled=amp_dtype == torch.float16)  # fp16 needs loss scaling, bf16 not
 
     # 6. training loop
@@ -250,11 +252,11 @@ def learn(
             for step in range(first_step, steps):
                 who = step % len(crops)  # joint learning alternates identities
                 if not (cfg.overfit and step > first_step):
-                    z0, mask, hair_mask, flip = bank[who].sample(batch, step_gen)
+                    z0, mask, hair_mask, flip = bank[who].sample(batch, step // len(crops))
                     face = embeddings[who][flip.long()]  # (B, f): mirrored photo -> mirrored embedding
                     t = torch.randint(0, num_train_timesteps, (batch,), generator=step_gen, device=device)
                     noise = torch.randn(z0.shape, generator=step_gen, device=device)
-                    z_t = scheduler.add_noise(z0, noise, t)
+                    z_t = noise_scheduler.add_noise(z0, noise, t)
                     ids = templates[
                         torch.randint(0, len(templates), (batch,), generator=step_gen, device=device)
                     ]
@@ -279,6 +281,8 @@ def learn(
                     )
                 else:
                     loss = noise_loss(pred, noise, z_t, z0, t, alphas_cumprod, prediction_type)
+                if recipe.ema:  # Celeb Basis keeps the moving average of the coefficients this loss used
+                    mapper.update_average(who, face)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 if recipe.grad_clip:
@@ -299,10 +303,14 @@ def learn(
             f"out of memory on {device} while learning", "pass --batch-size 1 or use a smaller model"
         ) from e
 
-    # 7. final vectors from the unaugmented face embedding, stored atomically
+    # 7. final vectors, stored atomically: the mapper on the unaugmented face embedding (StableIdentity)
+    # or the moving average of the training coefficients (Celeb Basis)
     mapper.eval()
     with torch.no_grad():
-        final = [mapper(e[:1].to(device)).float().cpu().numpy()[0] for e in embeddings]  # each (2, d)
+        final = [
+            (mapper.averaged_vectors(i) if recipe.ema else mapper(e[:1].to(device))[0]).float().cpu().numpy()
+            for i, e in enumerate(embeddings)
+        ]  # each (2, d)
     slot = slot_for_width(final[0].shape[-1])
     settings = {
         **asdict(cfg),
@@ -310,8 +318,10 @@ def learn(
         "batch_size": batch,
         "lr": lr,
         "resolution": resolution,
-        "prior_names": len(prior.names),
+        "bank_size": bank_size,
+        "prior": prior.describe(),
         "prediction_type": prediction_type,
+        "noise_schedule": describe_schedule(noise_scheduler, scheduler),
     }
     tail = losses[-max(1, len(losses) // 3) :]
     identities = [
@@ -338,6 +348,45 @@ def learn(
 
 
 # -- helpers -----------------------------------------------------------------------------------------
+def run_length(cfg: LearnConfig, identities: int) -> tuple[int, int, float]:
+    """(steps, batch size, lr): the flags, else the method's recipe, whose steps are per identity.
+
+    Celeb Basis's code trains N jointly learned identities for N times its single-identity steps, so
+    each identity gets the same number of samples whichever way it is learned.
+    """
+    recipe = RECIPES[cfg.method]
+    return cfg.steps or recipe.steps * identities, cfg.batch_size or recipe.batch_size, cfg.lr or recipe.lr
+
+
+def default_bank_size(steps: int, batch: int, identities: int) -> int:
+    """One bank entry per training sample an identity gets: every step sees fresh augmentations.
+
+    That is the papers' own data pipeline (a new augmentation and VAE encode per sample), with the
+    encodes batched before the loop; a smaller ``--bank-size`` reuses entries to save encodes.
+    """
+    return math.ceil(steps / identities) * batch
+
+
+def training_scheduler(config: Any) -> DDPMScheduler:
+    """The DDPM forward process of a model's own betas, whatever sampler its folder ships.
+
+    A sampler's ``add_noise`` uses its own parametrisation (Euler's is x0 + sigma * eps, not
+    sqrt(ab) * x0 + sqrt(1 - ab) * eps), so training noise comes from DDPMScheduler built from the
+    same config (betas, prediction_type, zero-terminal-SNR rescale), as both papers' code does.
+    """
+    return DDPMScheduler.from_config(config)
+
+
+def describe_schedule(noise_scheduler: Any, sampler: Any) -> dict[str, Any]:
+    """What an identity's metadata records of its training noise: enough to rebuild the schedule."""
+    keys = ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end", "rescale_betas_zero_snr")
+    return {
+        "class": type(noise_scheduler).__name__,
+        "from": type(sampler).__name__,
+        **{k: noise_scheduler.config.get(k) for k in keys},
+    }
+
+
 def face_embeddings(crop: FaceCrop, cfg: LearnConfig, device: str = "cpu") -> torch.Tensor:
     """(2, f): the face embedding of the aligned photo and of its mirror image (flip augmentation).
 
@@ -378,9 +427,16 @@ class Bank:
     flips: torch.Tensor
 
     def sample(
-        self, batch: int, generator: torch.Generator
+        self, batch: int, draw: int
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        idx = torch.randint(0, len(self.latents), (batch,), generator=generator, device=self.latents.device)
+        """The ``draw``-th batch: entries in bank order, wrapping around.
+
+        Entries are independent augmentations, so taking them in order is drawing without
+        replacement: a bank of steps x batch entries gives every step fresh samples, as the papers'
+        data loaders do, and a smaller bank uses each entry equally often.
+        """
+        n = len(self.latents)
+        idx = (torch.arange(batch, device=self.latents.device) + draw * batch) % n
         hair = self.hair_masks[idx] if self.hair_masks is not None else None
         return self.latents[idx], self.masks[idx], hair, self.flips[idx]
 
@@ -398,16 +454,20 @@ def build_bank(
     planes = [crop.mask] + ([crop.hair_mask] if crop.hair_mask is not None else [])
     mask = torch.from_numpy(np.stack(planes).astype(np.float32))[None]  # (1, 1 or 2, 512, 512)
     mask = F.interpolate(mask, size=(resolution, resolution), mode="bilinear", align_corners=False)[0]
-    images, masks, flips = augment_batch(image, mask, size, generator, method)
+    image, mask = image.to(device), mask.to(device)  # augmentation runs batched on the training device
     vae.to(device)
-    latents = []
-    for chunk in images.split(8):
-        dist = vae.encode(chunk.to(device, vae.dtype)).latent_dist
+    latents, latent_masks, flips = [], [], []
+    for start in range(0, size, BANK_CHUNK):  # augment and encode a chunk at a time: memory stays flat
+        images, masks, chunk_flips = augment_batch(
+            image, mask, min(BANK_CHUNK, size - start), generator, method
+        )
+        dist = vae.encode(images.to(vae.dtype)).latent_dist
         latents.append(dist.sample(generator=generator) * vae.config.scaling_factor)
-    latents = torch.cat(latents).float()
-    latent_masks = binary_latent_masks(masks, latents.shape[-2:]).to(device)
-    hair = latent_masks[:, 1:] if crop.hair_mask is not None else None
-    return Bank(latents, latent_masks[:, :1], hair, flips.to(device))
+        latent_masks.append(binary_latent_masks(masks, latents[-1].shape[-2:]))  # (n, 1 or 2, h, w)
+        flips.append(chunk_flips)
+    masks = torch.cat(latent_masks)
+    hair = masks[:, 1:] if crop.hair_mask is not None else None
+    return Bank(torch.cat(latents).float(), masks[:, :1], hair, torch.cat(flips).to(device))
 
 
 def binary_latent_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -28,8 +28,8 @@ from sid import limits
 from sid.checks import check_guidance
 from sid.errors import BadInput, IncompatibleIdentity, Interrupted, OutOfMemory, WriteError, first_line
 from sid.files import atomic_path, is_folder, output_file
-from sid.pipelines import ModelSpec, component_spec
-from sid.prompts import FAMILY_BY_WIDTH, check_compatible, parse_prompt
+from sid.pipelines import ModelSpec, component_spec, model_for_identities
+from sid.prompts import check_compatible, describe_family, parse_prompt, prompt_family
 from sid.render import StepProgress, parse_size, slug
 from sid.store import Identity, IdentityStore
 
@@ -182,47 +182,12 @@ def check_frames(frames: int, most: int | None) -> None:
 # -- which backend ----------------------------------------------------------------------------------
 
 
-def identity_family(identity: Identity) -> str:
-    """sd1 / sd2 / sdxl, or ``te<width>`` for other text encoders."""
-    widths = {int(v.shape[-1]) for v in identity.vectors.values()}
-    if widths == {768}:
-        return "sd1"
-    if widths == {1024}:
-        return "sd2"
-    if widths == {768, 1280}:
-        return "sdxl"
-    return "+".join(f"te{w}" for w in sorted(widths))
-
-
-def describe_family(identity: Identity) -> str:
-    if identity_family(identity) == "sdxl":
-        return "SDXL (CLIP ViT-L + OpenCLIP ViT-bigG)"
-    return ", ".join(
-        FAMILY_BY_WIDTH.get(int(v.shape[-1]), f"{v.shape[-1]}-d text encoder")
-        for v in identity.vectors.values()
-    )
-
-
 def supported() -> str:
     t2v = ", ".join(n for n, p in VIDEO_PRESETS.items() if p.backend == T2V)
     return (
         f"SD 2.x identities (1024-d) use text-to-video ({t2v}); "
         f"SD 1.x identities (768-d) use AnimateDiff on an SD 1.5 base"
     )
-
-
-def prompt_family(identities: list[Identity]) -> str:
-    """The one family all identities share (a video model has one text encoder)."""
-    families = {i.name: identity_family(i) for i in identities}
-    if len(set(families.values())) > 1:
-        listing = ", ".join(
-            f"{name} ({describe_family(i)})" for name, i in zip(families, identities, strict=True)
-        )
-        raise IncompatibleIdentity(
-            f"the prompt mixes identities learned for different text encoders: {listing}",
-            "a video model has one text encoder: name identities of one family",
-        )
-    return next(iter(families.values()))
 
 
 def _stand_in(width: int) -> Any:
@@ -322,7 +287,7 @@ def plan_video(
             check_family(identities, BACKEND_FAMILY[T2V])
         return VideoPlan(T2V, spec, None, size, preset_max_frames(spec))
 
-    base = cfg.model or DEFAULT_BASE
+    base = cfg.model or model_for_identities(identities, warn) or DEFAULT_BASE
     family = base_family(base)
     if family == "sdxl":
         raise BadInput(

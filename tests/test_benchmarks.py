@@ -37,6 +37,7 @@ KEYS = {
     "video": {"device", "arch", "frames", "size", "steps", "total_s_median", "step_ms_median", "peak_mem_gb"},
     "3d": {"device", "arch", "iters", "iter_ms_median", "projected_default_s", "total_s", "peak_mem_gb"},
     "faces": {"device", "arch", "vit_ms_median", "parser_ms_median", "vit_first_s", "parser_first_s", "date"},
+    "bank": {"device", "arch", "method", "resolution", "chunk", "entry_ms", "date"},
 }
 POSITIVE = {
     "learn": (
@@ -54,6 +55,7 @@ POSITIVE = {
     "video": ("total_s_median", "step_ms_median", "peak_mem_gb"),
     "3d": ("iter_ms_median", "projected_default_s", "total_s", "peak_mem_gb"),
     "faces": ("vit_ms_median", "parser_ms_median", "vit_first_s", "parser_first_s"),
+    "bank": ("augment_ms_per_entry", "encode_ms_per_entry", "entry_ms"),
 }
 
 
@@ -128,7 +130,8 @@ def test_learn_both_methods(facepack, face_photos, tmp_path, capsys):
     for run in result["runs"]:
         assert LEARN_KEYS <= set(run), LEARN_KEYS - set(run)
         assert run["benchmark"] == "learn" and run["arch"] == "tiny" and run["dtype"] == "fp32"
-        assert run["steps_run"] == 3
+        assert run["steps_run"] == 3 and run["bank_size"] == 4
+        assert run["bank_size_default"] == {"stableidentity": 451, "celebbasis": 800}[run["method"]]
         check_numbers(run, "learn")
 
 
@@ -168,6 +171,15 @@ def test_cli(capsys):
     result = cli.main(["--runs", "1", "--identities", "20"])
     check(result, "cli", capsys)
     assert result["identities"] == 20
+
+
+@pytest.mark.parametrize("method", ["stableidentity", "celebbasis"])
+def test_bank(capsys, method):
+    from benchmarks import bank
+
+    result = bank.main([*TINY, "--method", method, "--resolution", "64", "--chunks", "1", "--chunk", "2"])
+    check(result, "bank", capsys)
+    assert result["method"] == method and result["resolution"] == 64 and result["chunk"] == 2
 
 
 def test_missing_photo_fails_clearly(tmp_path):

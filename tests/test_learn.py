@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sid.cli import app
+from sid.priors import PRIOR_LISTS
 from sid.store import IdentityStore
 
 runner = CliRunner()
@@ -68,6 +69,11 @@ def test_learn_both_methods(
             info["settings"]["mask_source"],
         )
         assert used == faces_used[method]
+        batch = {"stableidentity": 1, "celebbasis": 2}[method]
+        assert info["settings"]["bank_size"] == 30 * batch  # one fresh augmentation per training sample
+        assert info["settings"]["prior"]["file"] == PRIOR_LISTS[method].file
+        schedule = info["settings"]["noise_schedule"]  # trained on DDPM noise, not the folder's DDIM sampler
+        assert (schedule["class"], schedule["from"]) == ("DDPMScheduler", "DDIMScheduler")
         assert info["settings"]["seed"] == 0 and np.isfinite(info["final_loss"])
         assert info["thumbnail"] == "embedded" and IdentityStore().thumbnail(name).startswith(b"\x89PNG")
         assert len(info["photo_sha256"]) == 64
@@ -119,6 +125,7 @@ def test_joint_learning_stores_both(face_photos: Path, learn_args: list[str]) ->
     assert store.names() == ["biden", "obama"]
     a, b = store.get("obama"), store.get("biden")
     assert a.settings == b.settings and not np.allclose(a.vectors["te32"], b.vectors["te32"])
+    assert a.settings["bank_size"] == 8  # 4 steps each at batch 2: a fresh augmentation per sample
     assert a.photo_sha256 != b.photo_sha256
 
 
@@ -174,6 +181,8 @@ def test_killed_run_leaves_store_unchanged_and_resumes(
         "400",
         "--checkpoint-every",
         "5",
+        "--bank-size",
+        "8",
         "--quiet",
         *learn_args,
     ]
@@ -295,3 +304,20 @@ def test_binary_latent_masks() -> None:
     assert small.shape == (1, 2, 64, 64) and set(small.unique().tolist()) == {0.0, 1.0}
     assert abs(small[0, 0].sum().item() - 32 * 32) <= 2 * 32  # the square, to within an edge row
     assert small[0, 1].sum() == 0
+
+
+def test_recipe_steps_are_per_identity() -> None:
+    from sid.train import LearnConfig, run_length
+
+    assert run_length(LearnConfig(method="celebbasis"), 3) == (1200, 2, 1e-2)  # 400 x N, as its code
+    assert run_length(LearnConfig(method="celebbasis", steps=8, lr=0.5), 2) == (8, 2, 0.5)
+    assert run_length(LearnConfig(), 1) == (451, 1, 5e-5)
+
+
+def test_celebbasis_defaults_to_sd15(face_photos: Path, facepack: Path) -> None:
+    """Without --model each method asks for its paper's base model (offline here, so the error names it)."""
+    common = ["--face-models", str(facepack), "--device", "cpu"]
+    for method, preset in (("celebbasis", "sd15"), ("stableidentity", "sd21")):
+        result = learn(str(face_photos / "obama_1.jpg"), "--name", "x", "--method", method, *common)
+        assert result.exit_code != 0 and f"could not load model {preset!r}" in result.output, result.output
+    assert not IdentityStore().names()

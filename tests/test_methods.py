@@ -23,7 +23,7 @@ from sid.priors import CelebPrior, celeb_basis
 def _prior(n: int = 50, d: int = 64, seed: int = 0) -> CelebPrior:
     g = torch.Generator().manual_seed(seed)
     emb = torch.randn(n, 2, d, generator=g) * 0.02 + torch.linspace(-0.01, 0.01, d)
-    return CelebPrior([f"name{i} surname{i}" for i in range(n)], torch.zeros(n, 2, dtype=torch.long), emb)
+    return CelebPrior("synthetic", [f"name{i} surname{i}" for i in range(n)], [emb[:, 0], emb[:, 1]])
 
 
 # -- EqualLinear ------------------------------------------------------------------------------------
@@ -129,10 +129,27 @@ def test_celebbasis_mapper_stays_in_the_celeb_span_with_unit_coefficients():
 
 
 def test_celebbasis_mapper_starts_like_celeb_basis():
-    mapper = CelebBasisMapper(512, celeb_basis(torch.randn(20, 2, 16)))
+    mapper = CelebBasisMapper(512, celeb_basis([torch.randn(20, 16), torch.randn(20, 16)]))
     assert abs(mapper.linear.weight.std().item() - 1.0) < 0.01 and torch.all(mapper.linear.bias == 0)
     with pytest.raises(ValueError):
-        CelebBasisMapper(512, celeb_basis(torch.randn(20, 2, 16)), hidden=8)
+        CelebBasisMapper(512, celeb_basis([torch.randn(20, 16), torch.randn(20, 16)]), hidden=8)
+
+
+def test_celebbasis_average_is_the_papers_momentum_update_per_sample():
+    torch.manual_seed(3)
+    mapper = CelebBasisMapper(
+        16, celeb_basis([torch.randn(20, 8), torch.randn(30, 8)]), hidden=32, identities=2
+    )
+    faces = [torch.randn(2, 16) for _ in range(3)]
+    expected = None
+    for face in faces:  # identity 1 only; the average follows each sample of each batch in order
+        mapper.update_average(1, face)
+        for c in mapper.coefficients(face):
+            expected = c.clone() if expected is None else 0.99 * expected + 0.01 * c
+    torch.testing.assert_close(mapper.average[1], expected)
+    assert mapper.updates.tolist() == [0, 6] and torch.all(mapper.average[0] == 0)
+    torch.testing.assert_close(mapper.averaged_vectors(1), mapper.vectors(expected[None])[0])
+    assert "average" in mapper.state_dict()  # checkpoints carry it, so a resumed run averages on
 
 
 def test_build_mapper_by_method():
@@ -291,17 +308,27 @@ def test_recipes():
     si, cb = RECIPES["stableidentity"], RECIPES["celebbasis"]
     assert set(RECIPES) == {"stableidentity", "celebbasis"}
     assert (si.steps, si.batch_size, si.lr, si.betas, si.weight_decay, si.grad_clip) == (
-        450,
+        451,
         1,
         5e-5,
         (0.9, 0.999),
         1e-2,
         1.0,
     )
-    assert (cb.steps, cb.batch_size, cb.lr, cb.grad_clip) == (400, 2, 1e-2, None)
+    assert (si.model, si.ema) == ("sd21", None)
+    assert (cb.steps, cb.batch_size, cb.lr, cb.grad_clip, cb.model, cb.ema) == (
+        400,
+        2,
+        1e-2,
+        None,
+        "sd15",
+        0.99,
+    )
     for recipe in (si, cb):
-        assert recipe.method in RECIPES and len(recipe.templates) >= 10
+        assert recipe.method in RECIPES and len(recipe.templates) == 81  # the papers' list, repeats kept
         assert all(t.count("{}") == 1 for t in recipe.templates)
-        assert len(set(recipe.templates)) == len(recipe.templates)
+    assert si.templates[0] == "a photo of a {}" and si.templates[27] == "an illustration of a {}"
+    assert si.templates.count("a rendering of a {}") == 3 and si.templates[-1] == "a depiction of a small {}"
+    assert cb.templates[0] == "a photo of a face of {} person"
     with pytest.raises(AttributeError):
         si.steps = 1  # frozen

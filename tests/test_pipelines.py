@@ -88,3 +88,39 @@ def test_tiny_pipeline_loads_and_generates(tiny_model: Path) -> None:
     assert not np.array_equal(images[0], images[2])
     assert fingerprint(pipe.text_encoder).startswith("32:")
     assert fingerprint(pipe.text_encoder) == fingerprint(pipe.text_encoder.to(torch.float16))
+
+
+def test_model_for_identities_prefers_what_they_were_learned_on(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from sid.errors import IncompatibleIdentity
+    from sid.pipelines import findable, model_for_identities
+    from tests.test_store import make_identity
+
+    folder = tmp_path / "sd"
+    folder.mkdir()
+    (folder / "model_index.json").write_text("{}")
+    assert findable("sd15") and findable("owner/model") and findable(str(folder))
+    assert not findable("") and not findable(str(tmp_path / "gone")) and not findable("tiny")
+
+    notes: list[str] = []
+    a = replace(make_identity("a", width=768), base_model="sd15")
+    b = replace(make_identity("b", width=768), base_model=str(folder))
+    imported = replace(make_identity("imp", width=768), base_model="")
+    assert model_for_identities([a], notes.append) == "sd15" and notes == []
+    assert model_for_identities([imported], notes.append) is None  # the configured default
+    assert notes == ["imp records no base model; using the default model (pass --model to choose)"]
+    assert model_for_identities([imported, b, a], notes.append) == str(folder)
+    assert notes[-1] == f"the identities were learned on different models ({folder}, sd15); using {folder}"
+    assert model_for_identities([]) is None
+    with pytest.raises(IncompatibleIdentity, match="b \\(SD 1.x .*\\), wide \\(SD 2.x"):
+        model_for_identities([b, make_identity("wide", width=1024)])
+
+
+def test_folder_models_are_recorded_by_absolute_path(tmp_path: Path, monkeypatch) -> None:
+    folder = tmp_path / "sd"
+    folder.mkdir()
+    (folder / "model_index.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    spec = resolve_model("sd")
+    assert spec.label == str(folder.resolve()) and spec.candidates == (str(folder.resolve()),)

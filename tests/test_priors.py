@@ -8,44 +8,55 @@ import torch
 
 from sid.errors import BadInput
 from sid.priors import (
+    PRIOR_LISTS,
     CelebPrior,
     adain_stats,
     build_prior,
     celeb_basis,
-    celeb_embeddings,
-    celeb_token_ids,
-    load_celeb_names,
+    distinct_in_order,
+    first_two_tokens,
+    load_names,
 )
 from sid.testing import find_bpe_vocab
 
 needs_bpe = pytest.mark.skipif(find_bpe_vocab() is None, reason="no CLIP BPE vocabulary (open-clip-torch)")
 
 
-def test_packaged_names_are_many_distinct_full_names():
-    names = load_celeb_names()
-    assert len(names) >= 650
-    assert len({n.lower() for n in names}) == len(names)
-    assert all(len(n.split()) >= 2 for n in names)
+def test_packaged_lists_are_the_papers():
+    si = load_names(PRIOR_LISTS["stableidentity"].file)
+    cb = load_names(PRIOR_LISTS["celebbasis"].file)
+    assert (len(si), len(cb)) == (326, 691)
+    assert si[0] == "Adam Savage" and cb[0] == "Adam Sandler"
+    from importlib import resources
+
+    data = resources.files("sid.data")
+    notice = data.joinpath("NOTICE.md").read_text(encoding="utf-8")
+    for spec in PRIOR_LISTS.values():
+        assert spec.file in notice  # every shipped list has its origin and licence stated
+    for licence in ("LICENSE.stableidentity", "LICENSE.celebbasis"):
+        assert data.joinpath(licence).read_text(encoding="utf-8").startswith("MIT License")
+
+
+def test_distinct_in_order_keeps_first_appearances():
+    assert distinct_in_order(torch.tensor([5, 3, 5, 9, 3])).tolist() == [5, 3, 9]
 
 
 # -- statistics and basis on synthetic embeddings --------------------------------------------------
-def test_adain_stats_match_numpy_unbiased():
-    emb = torch.randn(30, 2, 16, dtype=torch.float64)
-    mean, std = adain_stats(emb)
+def test_adain_stats_match_numpy_unbiased_per_slot():
+    slots = [torch.randn(30, 16, dtype=torch.float64), torch.randn(12, 16, dtype=torch.float64)]
+    mean, std = adain_stats(slots)
     assert mean.shape == std.shape == (2, 16)
-    np.testing.assert_allclose(mean.numpy(), emb.numpy().mean(axis=0), atol=1e-12)
-    np.testing.assert_allclose(std.numpy(), emb.numpy().std(axis=0, ddof=1), atol=1e-12)
+    for k, emb in enumerate(slots):
+        np.testing.assert_allclose(mean[k].numpy(), emb.numpy().mean(axis=0), atol=1e-12)
+        np.testing.assert_allclose(std[k].numpy(), emb.numpy().std(axis=0, ddof=1), atol=1e-12)
 
 
-def test_celeb_embeddings_are_raw_rows():
-    weight = torch.randn(100, 8)
-    ids = torch.tensor([[3, 7], [50, 99]])
-    emb = celeb_embeddings(weight, ids)
-    assert emb.shape == (2, 2, 8)
-    assert torch.equal(emb[1, 0], weight[50]) and torch.equal(emb[0, 1], weight[7])
+def _slots(emb: torch.Tensor) -> list[torch.Tensor]:
+    return [emb[:, 0], emb[:, 1]]
 
 
 def _reconstruct(basis: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    """Each celebrity of (n, 2, d) projected onto its slot's basis and back."""
     mean, directions = basis[:, 0], basis[:, 1:]  # (2, d), (2, p, d)
     coeffs = torch.einsum("nkd,kpd->nkp", emb - mean, directions)  # each celeb's own coefficients
     return mean + torch.einsum("nkp,kpd->nkd", coeffs, directions)
@@ -54,7 +65,7 @@ def _reconstruct(basis: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
 def test_basis_reconstructs_each_celebrity_when_p_is_n_minus_1():
     torch.manual_seed(0)
     emb = torch.randn(40, 2, 64)
-    basis = celeb_basis(emb)  # p' = min(512, 39, 64) = 39
+    basis = celeb_basis(_slots(emb))  # p' = min(512, 39, 64) = 39
     assert basis.shape == (2, 40, 64)
     torch.testing.assert_close(basis[:, 0], emb.mean(0))
     directions = basis[:, 1:]
@@ -65,8 +76,8 @@ def test_basis_reconstructs_each_celebrity_when_p_is_n_minus_1():
 
 def test_basis_is_capped_by_p_and_by_width():
     emb = torch.randn(100, 2, 16)
-    assert celeb_basis(emb, p=10).shape == (2, 11, 16)
-    full = celeb_basis(emb)  # p' = d: the directions span the whole space
+    assert celeb_basis(_slots(emb), p=10).shape == (2, 11, 16)
+    full = celeb_basis(_slots(emb))  # p' = d: the directions span the whole space
     assert full.shape == (2, 17, 16)
     torch.testing.assert_close(_reconstruct(full, emb), emb, atol=1e-5, rtol=0)
 
@@ -75,7 +86,7 @@ def test_repeated_names_give_zero_directions_past_the_rank():
     torch.manual_seed(1)
     emb = torch.randn(12, 2, 32)
     emb[6:, 0] = emb[:6, 0]  # slot 0 (first names) has only 6 distinct vectors: rank 5 once centred
-    basis = celeb_basis(emb)
+    basis = celeb_basis(_slots(emb))
     assert basis.shape == (2, 12, 32)
     norms = basis[:, 1:].norm(dim=-1)
     torch.testing.assert_close(norms[0, :5], torch.ones(5))
@@ -84,51 +95,79 @@ def test_repeated_names_give_zero_directions_past_the_rank():
     torch.testing.assert_close(_reconstruct(basis, emb), emb, atol=1e-5, rtol=0)
 
 
+def test_slots_of_different_sizes_are_padded_with_zero_directions():
+    torch.manual_seed(2)
+    small, large = torch.randn(6, 32), torch.randn(20, 32)
+    basis = celeb_basis([small, large])  # p' = max(5, 19) = 19
+    assert basis.shape == (2, 20, 32)
+    norms = basis[:, 1:].norm(dim=-1)
+    torch.testing.assert_close(norms[0, :5], torch.ones(5))
+    assert torch.all(norms[0, 5:] == 0)
+    torch.testing.assert_close(norms[1], torch.ones(19))
+    coeffs = (small - basis[0, 0]) @ basis[0, 1:].T  # the small slot still reconstructs exactly
+    torch.testing.assert_close(basis[0, 0] + coeffs @ basis[0, 1:], small, atol=1e-5, rtol=0)
+
+
 # -- the real CLIP tokenizer -----------------------------------------------------------------------
 @needs_bpe
-def test_real_clip_tokenizer_keeps_hundreds_of_two_token_names():
+def test_all_326_stableidentity_names_are_two_single_clip_tokens():
     from sid.testing import clip_tokenizer
 
     tokenizer = clip_tokenizer()
-    names = load_celeb_names()
-    ids, kept = celeb_token_ids(tokenizer, names)
-    print(f"{len(kept)} of {len(names)} names are two single CLIP tokens")  # 645 of 960 when written
-    # StableIdentity kept 326 names, Celeb Basis used 646
-    assert 326 <= len(kept) < len(names), len(kept)
-    assert ids.shape == (len(kept), 2) and ids.dtype == torch.long
-    assert "Tom Hanks" in kept and "Daniel Kaluuya" not in kept
-    i = kept.index("Tom Hanks")
+    names = load_names(PRIOR_LISTS["stableidentity"].file)
+    for name in names:
+        words = name.split()
+        pieces = [tokenizer(w, add_special_tokens=False).input_ids for w in words]
+        assert len(words) == 2 and all(len(p) == 1 for p in pieces), (name, pieces)
+    ids, kept = first_two_tokens(tokenizer, names)
+    assert kept == names and ids.shape == (326, 2)
+    i = names.index("Tom Hanks")
     assert ids[i].tolist() == tokenizer("tom hanks", add_special_tokens=False).input_ids
 
 
 @needs_bpe
-def test_only_two_word_names_of_single_tokens_survive():
+def test_first_two_tokens_are_bpe_positions_1_and_2():
     from sid.testing import clip_tokenizer
 
-    ids, kept = celeb_token_ids(clip_tokenizer(), ["Tom Hanks", "Daniel Kaluuya", "Tom", "Tom Tom Hanks"])
-    assert kept == ["Tom Hanks"] and ids.shape == (1, 2)
-    empty, none = celeb_token_ids(clip_tokenizer(), ["Daniel Kaluuya"])
+    tokenizer = clip_tokenizer()
+    ids, kept = first_two_tokens(tokenizer, ["Daniel Kaluuya", "Tom", "Tom Tom Hanks"])
+    assert kept == ["Daniel Kaluuya", "Tom Tom Hanks"]  # "Tom" alone has no second token
+    for row, name in zip(ids.tolist(), kept, strict=True):
+        assert row == tokenizer(name).input_ids[1:3]  # the papers' code: tokens[:, 1:3] after BOS
+    empty, none = first_two_tokens(tokenizer, ["Tom"])
     assert none == [] and empty.shape == (0, 2)
 
 
 @needs_bpe
-def test_build_prior_reads_the_input_embeddings():
+def test_build_prior_per_method():
     from sid.testing import clip_tokenizer, tiny_text_encoder
 
-    encoder = tiny_text_encoder(32)
-    prior = build_prior(clip_tokenizer(), encoder)
-    n = len(prior.names)
-    assert isinstance(prior, CelebPrior) and n >= 326
-    assert prior.emb.shape == (n, 2, 32) and prior.emb.dtype == torch.float32
-    torch.testing.assert_close(prior.emb, encoder.get_input_embeddings().weight.detach()[prior.ids])
-    assert prior.token_dim == 32
-    assert prior.mean.shape == prior.std.shape == (2, 32)
-    assert prior.basis.shape == (2, 1 + 32, 32)  # p' = min(512, n - 1, d) = d
-    assert prior.emb.grad_fn is None  # a detached copy: training never touches the encoder
+    tokenizer, encoder = clip_tokenizer(), tiny_text_encoder(32)
+    weight = encoder.get_input_embeddings().weight.detach()
+    si = build_prior(tokenizer, encoder, "stableidentity")
+    assert isinstance(si, CelebPrior) and si.slot_sizes == [326, 326] and len(si.names) == 326
+    ids, _ = first_two_tokens(tokenizer, si.names)
+    torch.testing.assert_close(si.slots[1], weight[ids[:, 1]])  # raw input rows of the last names
+    assert si.mean.shape == si.std.shape == (2, 32) and si.token_dim == 32
+    assert si.slots[0].grad_fn is None  # a detached copy: training never touches the encoder
+
+    cb = build_prior(tokenizer, encoder, "celebbasis")
+    names = load_names(PRIOR_LISTS["celebbasis"].file)
+    all_ids, kept = first_two_tokens(tokenizer, names)
+    for k in range(2):  # each slot: the distinct tokens at that BPE position, no repeats
+        assert cb.slot_sizes[k] == len(set(all_ids[:, k].tolist())) < len(kept)
+    assert cb.slot_sizes[0] < cb.slot_sizes[1]  # first names repeat more than last names
+    assert cb.basis.shape == (2, 1 + 32, 32)  # p' = min(512, n_k - 1, d) = d
+    assert cb.describe() == {
+        "file": "celebbasis_wiki_names_v2.txt",
+        "names": len(kept),
+        "slot_sizes": cb.slot_sizes,
+    }
+    print("Celeb Basis prior:", cb.describe())
 
 
 @needs_bpe
-def test_build_prior_refuses_a_tokenizer_that_splits_the_names():
+def test_build_prior_refuses_a_tokenizer_that_gives_too_few_names():
     from sid.testing import clip_tokenizer, tiny_text_encoder
 
     with pytest.raises(BadInput, match="celebrity names"):

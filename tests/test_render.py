@@ -18,12 +18,12 @@ from tests.test_store import make_identity
 runner = CliRunner()
 
 
-def render(tiny: Path, out: Path, prompt: str, *extra: str):
+def render(tiny: Path | None, out: Path, prompt: str, *extra: str):
+    """``sid render`` on the tiny model (``tiny=None``: no --model, the identities' own is used)."""
     args = [
         "render",
         prompt,
-        "--model",
-        str(tiny),
+        *(["--model", str(tiny)] if tiny else []),
         "--device",
         "cpu",
         "--steps",
@@ -215,3 +215,42 @@ def test_fingerprint_mismatch_only_warns(tiny_model: Path, tmp_path: Path) -> No
     both = render(tiny_model, tmp_path / "b", "same meets other")  # the first load must not alter the check
     assert both.exit_code == 0
     assert both.stderr.count("learned on another") == 1 and "other was learned" in both.stderr
+
+
+def test_without_model_the_identitys_own_model_renders(tiny_model: Path, tmp_path: Path, monkeypatch) -> None:
+    from dataclasses import replace
+
+    alice = replace(make_identity("alice", width=32, seed=1), base_model=str(tiny_model))
+    IdentityStore().save(alice)
+    (own,) = pixels(render(None, tmp_path / "own", "alice as a knight"))  # sd21 is not cached here
+    (explicit,) = pixels(render(tiny_model, tmp_path / "explicit", "alice as a knight"))
+    assert np.array_equal(own, explicit)
+    meta = json.loads(Image.open(next((tmp_path / "own").glob("*.png"))).text["sid"])
+    assert meta["model"] == str(tiny_model)
+
+    # learned on a folder that is gone: a note, then the configured default
+    IdentityStore().save(replace(alice, name="ghost", base_model=str(tmp_path / "gone")))
+    monkeypatch.setenv("SID_MODEL", str(tiny_model))
+    result = render(None, tmp_path / "ghost", "ghost as a knight")
+    assert result.exit_code == 0, result.output
+    assert (
+        f"ghost records its base model {tmp_path / 'gone'} is not found; using the default model"
+        in result.stderr
+    )
+    # with alice in the prompt too, her model is the one used for both
+    both = render(None, tmp_path / "both", "ghost and alice")
+    assert both.exit_code == 0 and f"using {tiny_model}" in both.stderr
+
+
+def test_without_model_identities_of_two_families_are_refused(
+    tiny_model: Path, tmp_path: Path, alice
+) -> None:
+    IdentityStore().save(make_identity("wide", width=1024))  # learned on sd21
+    result = render(None, tmp_path, "alice meets wide")
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
+    assert "mixes identities learned for different text encoders" in result.output
+    assert (
+        "alice (" in result.output
+        and "wide (SD 2.x (OpenCLIP ViT-H, 1024-d), learned on sd21)" in result.output
+    )
+    assert not tmp_path.exists() or not list(tmp_path.glob("*.png"))

@@ -237,3 +237,20 @@ def test_no_identity_default_name_and_force(tiny_t2v: Path, tmp_path: Path, monk
     again = invoke(*args, "--force", "--json")
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["path"] == str(target)
+
+
+def test_animatediff_base_is_the_identitys_own_model(tiny_adapter: Path, tiny_model: Path) -> None:
+    from dataclasses import replace
+
+    from sid.video import VideoConfig, plan_job
+
+    identity = store_identity(width=SD_WIDTH)
+    IdentityStore().save(replace(identity, base_model=str(tiny_model)), overwrite=True)
+    plan = plan_job(VideoConfig(prompt="alice dancing", video_model=str(tiny_adapter))).plan
+    assert plan.backend == "animatediff" and plan.base == str(tiny_model)
+    notes: list[str] = []
+    IdentityStore().save(replace(store_identity("bob", width=768), base_model=""), overwrite=True)  # SD 1.x
+    plan = plan_job(VideoConfig(prompt="bob dancing", video_model=str(tiny_adapter)), warn=notes.append).plan
+    assert plan.base == "sd15" and notes == [
+        "bob records no base model; using the default model (pass --model to choose)"
+    ]

@@ -23,7 +23,12 @@ def eval_(
     photo: list[Path] = typer.Option(
         None, "--photo", help="Reference photo: once for all, or once per name (default: stored thumbnail)."
     ),
-    model: str = typer.Option(None, "--model", "-m", help="Preset, hub id or local diffusers folder."),
+    model: str = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="Preset, hub id or local diffusers folder (default: the model the identities were learned on).",
+    ),
     clip_model: str = typer.Option(
         "openai/clip-vit-base-patch32", "--clip-model", help="CLIP hub id or local folder; none: skip CLIP."
     ),

@@ -23,9 +23,16 @@ def learn(
     name: list[str] = typer.Option(..., "--name", "-n", help="Identity name (one per photo)."),
     method: str = typer.Option("stableidentity", "--method", help="stableidentity | celebbasis."),
     model: str = typer.Option(
-        None, "--model", "-m", help="Preset (sd21, sd15), hub id or local diffusers folder."
+        None,
+        "--model",
+        "-m",
+        help="Preset, hub id or local diffusers folder (default: the method's, sd21 or sd15 for celebbasis).",
     ),
-    steps: int = typer.Option(None, "--steps", help="Training steps (default: the method's recipe)."),
+    steps: int = typer.Option(
+        None,
+        "--steps",
+        help="Training steps (default: the method's recipe, times the photos for joint learning).",
+    ),
     lr: float = typer.Option(None, "--lr", help="Learning rate (default: the method's recipe)."),
     batch_size: int = typer.Option(None, "--batch-size", help="Images per step (default: recipe)."),
     seed: int = typer.Option(0, "--seed", help="Random seed; same seed, same device -> same identity."),
@@ -35,7 +42,10 @@ def learn(
         None, "--resolution", help="Training size (default: the model's native size)."
     ),
     bank_size: int = typer.Option(
-        128, "--bank-size", help="Augmented latents encoded once and sampled each step."
+        None,
+        "--bank-size",
+        help="Augmented latents encoded before training (default: one per training sample, as the papers; "
+        "fewer reuse them and save VAE encodes).",
     ),
     face: int = typer.Option(
         None, "--face", help="Which face in a group photo, 1 = leftmost (default: largest)."

@@ -26,7 +26,12 @@ def render(
         "--scheduler",
         help="dpm++ | dpm++-karras | ddim | euler | euler-a | unipc | pndm | heun | lms.",
     ),
-    model: str = typer.Option(None, "--model", "-m", help="Preset, hub id or local diffusers folder."),
+    model: str = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="Preset, hub id or local diffusers folder (default: the model the identities were learned on).",
+    ),
     device: str = typer.Option("auto", "--device", help="auto | cuda | mps | cpu."),
     dtype: str = typer.Option("auto", "--dtype", help="auto | fp16 | bf16 | fp32."),
     out_dir: Path = typer.Option(Path("sid-renders"), "-o", "--out", help="Output folder (made if missing)."),

@@ -23,7 +23,10 @@ def video(
     seed: int = typer.Option(None, "--seed", help="Seed; random if omitted."),
     negative: str = typer.Option("", "--negative", help="Negative prompt."),
     model: str = typer.Option(
-        None, "--model", "-m", help="AnimateDiff's SD 1.5 base: preset, hub id or folder (default sd15)."
+        None,
+        "--model",
+        "-m",
+        help="AnimateDiff's SD 1.5 base: preset, hub id or folder (default: the identities' own, else sd15).",
     ),
     video_model: str = typer.Option(
         None,
