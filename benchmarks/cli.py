@@ -15,10 +15,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from benchmarks.common import LoadMeter, cpu_name, emit, log, median, stdout_to_stderr, today
+from sid.store import LISTING_CACHE
 
 
 def parser() -> argparse.ArgumentParser:
@@ -60,9 +62,12 @@ def fill_store(home: Path, count: int) -> None:
         )
 
 
-def wall(cmd: list[str], env: dict[str, str], runs: int) -> list[float]:
+def wall(
+    cmd: list[str], env: dict[str, str], runs: int, before: Callable[[], object] = lambda: None
+) -> list[float]:
     times = []
     for i in range(runs + 1):
+        before()
         t0 = time.perf_counter()
         done = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         elapsed = time.perf_counter() - t0
@@ -83,13 +88,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         log(f"cli: {' '.join(sid)} --help / ls with {args.identities} identities, {args.runs} runs each")
         with LoadMeter() as load:
             help_s = wall([*sid, "--help"], env, args.runs)
-            ls_s = wall([*sid, "ls"], env, args.runs)
+            ls_s = wall([*sid, "ls"], env, args.runs)  # the listing cache is warm after run 0
+            cache = home / "identities" / LISTING_CACHE
+            ls_cold_s = wall([*sid, "ls"], env, args.runs, before=lambda: cache.unlink(missing_ok=True))
             torch_s = wall([sys.executable, "-c", "import torch"], env, args.runs)
             python_s = wall([sys.executable, "-c", "pass"], env, args.runs)
         result = {
             "benchmark": "cli",
             "help_s_median": median(help_s),
             "ls_s_median": median(ls_s),
+            "ls_cold_s_median": median(ls_cold_s),  # every header read (first ls after a change)
             "import_torch_s_median": median(torch_s),
             "identities": args.identities,
             "date": today(),

@@ -295,6 +295,8 @@ def sdxl_refusal(photo: Path, face_models: Path) -> str | None:
         device="cpu",
         bank_size=1,
         face_models=str(face_models),
+        face_encoder="arcface",  # the probe asks about the diffusion model, not the face models
+        mask="landmarks",
         checkpoint_every=0,
     )
     with tempfile.TemporaryDirectory(prefix="sid-bench-sdxl-") as home:

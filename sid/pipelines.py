@@ -315,7 +315,8 @@ def quiet_libraries() -> None:
     downloads_hidden = are_progress_bars_disabled()
     for lib in (diffusers, transformers):
         lib.utils.logging.disable_progress_bar()  # transformers' also switches off the Hub's bars
-        lib.utils.logging.set_verbosity_error()
+        # Their ERROR logs too: every failure they log is raised as well, and sid reports it in one line.
+        lib.utils.logging.set_verbosity(lib.utils.logging.CRITICAL)
     if not downloads_hidden:
         enable_progress_bars()
 

@@ -4,7 +4,9 @@ An identity file holds its token vectors keyed by text-encoder slot (``clip_l``,
 ``clip_g``; see ``slot_for_width``) and string metadata in the safetensors header, including the
 face thumbnail (base64 PNG): one file per identity, so an identity and its face change together or
 not at all. Files written before sid kept the thumbnail inside are still read with their ``.png``.
-Only numpy and the safetensors header parser are used here, so listing the store never imports torch.
+Listing reads headers only (safetensors' ``safe_open``) through a derived cache, ``.listing.json``,
+of each file's header fields keyed by its size, mtime and inode: `sid ls` opens only files that
+changed since the last listing, and never imports torch (nor numpy, once the cache is warm).
 
 Every file is checked when read: one corrupt or foreign file is reported by name and never hides
 the others (``IdentityStore.list`` returns the good rows and the problems).
@@ -18,7 +20,6 @@ import os
 import re
 import shutil
 import socket
-import struct
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -27,25 +28,35 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from sid import __version__
 from sid.config import lock_timeout, store_dir
-from sid.errors import IdentityExists, IdentityNotFound, InvalidName, SidError, StoreError, os_error
+from sid.errors import (
+    IdentityExists,
+    IdentityNotFound,
+    InvalidName,
+    SidError,
+    StoreError,
+    first_line,
+    os_error,
+)
 from sid.files import atomic_write
+
+if TYPE_CHECKING:  # numpy loads only where vectors are read or written: `sid ls` never needs it
+    import numpy as np
 
 SUFFIX = ".safetensors"
 THUMB_SUFFIX = ".png"
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,39}$")
-MAX_HEADER = 100 * 1024 * 1024  # a safetensors header larger than this is not one of ours
 KNOWN_SLOTS = {768: "clip_l", 1024: "clip_h", 1280: "clip_g"}
 MAX_VECTORS = 75  # more than fits in one CLIP prompt is not an embedding
 MIN_WIDTH = 8  # narrower rows are not token embeddings
 THUMB_KEY = "thumbnail"  # header key of the base64 PNG face thumbnail ("" = none; absent = older file)
 LOCK_FILE, LOCK_INFO = ".lock", ".lock.info"
 MIN_FREE_BYTES = 64 * 1024 * 1024  # checkpoints and the identity of one learn run fit easily
+LISTING_CACHE = ".listing.json"  # derived data, rebuilt whenever it is missing, stale or unreadable
+LISTING_FORMAT = 1  # bump when the fields ``IdentityStore._info`` returns change
 RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])$", re.IGNORECASE)  # Windows device names
 
 
@@ -176,45 +187,21 @@ def _parse_header(meta: dict[str, str], path: Path) -> dict[str, Any]:
 
 
 def read_header(path: Path) -> tuple[dict[str, str], dict[str, list[int]]]:
-    """Read a safetensors file's ``__metadata__`` and tensor shapes without loading tensors.
+    """A safetensors file's ``__metadata__`` and tensor shapes, without reading any tensor.
 
-    The header is checked as safetensors defines it (string metadata, a dtype, shape and offsets per
-    tensor), so a malformed file is one StoreError naming it, never a crash further on.
+    safetensors' own reader checks the header as the format defines it (string metadata, dtypes,
+    shapes and offsets that fit the file), so a malformed file is one StoreError naming it.
     """
+    from safetensors import SafetensorError, safe_open
+
     try:
-        with open(path, "rb") as f:
-            raw = f.read(8)
-            if len(raw) != 8:
-                raise ValueError("file too short")
-            (n,) = struct.unpack("<Q", raw)
-            if n > MAX_HEADER:
-                raise ValueError("header too large")
-            header = json.loads(f.read(n))
-        meta, shapes = _check_header(header)
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise StoreError(f"{path} is not a readable safetensors file: {e}", "check the file") from e
-    return meta, shapes
-
-
-def _check_header(header: Any) -> tuple[dict[str, str], dict[str, list[int]]]:
-    """(metadata, shapes) of a parsed header, or ValueError saying what is malformed."""
-    if not isinstance(header, dict):
-        raise ValueError(f"the header is a JSON {type(header).__name__}, not an object")
-    meta = header.pop("__metadata__", None) or {}
-    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
-        raise ValueError("metadata must map names to strings")
-    shapes = {}
-    for key, entry in header.items():
-        shape = entry.get("shape") if isinstance(entry, dict) else None
-        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
-        if (
-            not isinstance(shape, list)
-            or not all(isinstance(d, int) and d >= 0 for d in shape)
-            or not isinstance(entry.get("dtype"), str)
-            or not (isinstance(offsets, list) and len(offsets) == 2)
-        ):
-            raise ValueError(f"malformed entry for tensor {key!r}")
-        shapes[key] = shape
+        with safe_open(str(path), framework="numpy") as f:
+            meta = f.metadata() or {}
+            shapes = {key: list(f.get_slice(key).get_shape()) for key in f.keys()}
+    except (OSError, SafetensorError) as e:
+        raise StoreError(
+            f"{path} is not a readable safetensors file: {first_line(e)}", "check the file"
+        ) from e
     return meta, shapes
 
 
@@ -224,6 +211,8 @@ def check_vectors(vectors: dict[str, np.ndarray], source: str, error: type[SidEr
     ``source`` names the file or identity in the message; ``error`` picks the error class (BadInput
     for a file being imported, StoreError for the store).
     """
+    import numpy as np
+
     if not vectors:
         raise error(f"{source} holds no vectors", "check the file")
     counts = set()
@@ -242,6 +231,7 @@ def check_vectors(vectors: dict[str, np.ndarray], source: str, error: type[SidEr
 
 
 def identity_to_bytes(identity: Identity) -> bytes:
+    import numpy as np
     from safetensors.numpy import save
 
     tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in identity.vectors.items()}
@@ -253,6 +243,7 @@ def identity_from_file(path: Path, name: str = "") -> Identity:
 
     ``name`` overrides the header's: in the store the file name is the identity's name.
     """
+    import numpy as np
     from safetensors.numpy import load_file
 
     meta, _ = read_header(path)
@@ -339,7 +330,10 @@ class IdentityStore:
                 pass
             yield
         finally:
-            info.unlink(missing_ok=True)
+            try:
+                info.unlink(missing_ok=True)
+            except OSError:  # a read-only or failing disk must never keep the lock held
+                pass
             lock.release()
 
     def _lock_holder(self) -> str:
@@ -450,19 +444,57 @@ class IdentityStore:
         return fields
 
     def list(self) -> Listing:
-        """Metadata of every readable identity, and every file that is not one (never one hiding the rest)."""
+        """Metadata of every readable identity, and every file that is not one (never one hiding the rest).
+
+        Rows of files unchanged since the last listing come from the listing cache; the others are
+        read and the cache rewritten (best effort: a read-only store still lists).
+        """
         found, errors = self._scan()
-        rows = []
+        cached, fresh, rows = self._read_listing_cache(), {}, []
         for paths in found.values():
             if len(paths) > 1:
                 errors.extend(BadFile(str(p), _clash_message(paths)) for p in paths)
                 continue
+            path = paths[0]
             try:
-                rows.append(self._info(paths[0]))
+                stamp = _stamp(path)  # before reading: a file replaced meanwhile gets a new stamp
+                hit = cached.get(path.name)
+                row = hit["info"] if isinstance(hit, dict) and hit.get("stamp") == stamp else self._info(path)
             except SidError as e:
-                errors.append(BadFile(str(paths[0]), e.message))
+                errors.append(BadFile(str(path), e.message))
+                continue
+            except OSError as e:  # removed or unreadable since the scan
+                errors.append(BadFile(str(path), os_error(e, f"read {path}").message))
+                continue
+            rows.append(row)
+            if row["thumbnail"] in ("embedded", None):  # a legacy .png beside the file may come and go
+                fresh[path.name] = {"stamp": stamp, "info": row}
+        if fresh != cached:
+            self._write_listing_cache(fresh)
         rows.sort(key=lambda r: r["name"].lower())
         return Listing(rows, sorted(errors, key=lambda b: b.file))
+
+    def _listing_key(self) -> str:
+        return f"{__version__}/{LISTING_FORMAT}"
+
+    def _read_listing_cache(self) -> dict[str, Any]:
+        try:
+            data = json.loads((self.root / LISTING_CACHE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        ok = (
+            isinstance(data, dict)
+            and data.get("key") == self._listing_key()
+            and isinstance(data.get("rows"), dict)
+        )
+        return data["rows"] if ok else {}
+
+    def _write_listing_cache(self, rows: dict[str, Any]) -> None:
+        try:
+            data = {"key": self._listing_key(), "rows": rows}
+            atomic_write(self.root / LISTING_CACHE, json.dumps(data, separators=(",", ":")).encode("utf-8"))
+        except OSError:  # a read-only or full store: the listing itself is still right
+            pass
 
     def thumbnail(self, name: str) -> bytes | None:
         """The PNG of the face the identity was learned from, if it has one."""
@@ -545,6 +577,13 @@ def _holder_info() -> dict[str, Any]:
         "command": " ".join(["sid", *sys.argv[1:]])[:200],
         "since": datetime.now().replace(microsecond=0).isoformat(sep=" "),
     }
+
+
+def _stamp(path: Path) -> list[int]:
+    """What changes whenever a file's content may have: size, modification time, inode (a rename-into-
+    place, as every sid write is, always gives a new inode)."""
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -305,26 +304,6 @@ def preset_max_frames(spec: ModelSpec) -> int | None:
 # -- loading ----------------------------------------------------------------------------------------
 
 
-@contextmanager
-def _quiet_loading() -> Iterator[None]:
-    """No info/warning logs (deprecation notes, dtype casts) or progress bars from diffusers and
-    transformers while loading: the CLI shows its own progress."""
-    from diffusers.utils import logging as dlog
-    from transformers.utils import logging as tlog
-
-    saved = [(lib, lib.get_verbosity(), lib.is_progress_bar_enabled()) for lib in (dlog, tlog)]
-    for lib, _, _ in saved:
-        lib.set_verbosity_error()
-        lib.disable_progress_bar()
-    try:
-        yield
-    finally:
-        for lib, level, bars in saved:
-            lib.set_verbosity(level)
-            if bars:
-                lib.enable_progress_bar()
-
-
 def load_video_pipeline(
     plan: VideoPlan,
     device: str = "auto",
@@ -333,17 +312,17 @@ def load_video_pipeline(
     warn: Callable[[str], None] | None = None,
 ) -> Any:
     """The plan's pipeline on its device (or CPU-offloaded with --low-vram on CUDA)."""
-    from sid.pipelines import load_from_candidates, pick_device, pick_dtype
+    from sid.pipelines import load_from_candidates, pick_device, pick_dtype, quiet_libraries
 
     dev = pick_device(device)
     torch_dtype = pick_dtype(dev, dtype)
-    with _quiet_loading():
-        if plan.backend == T2V:
-            from diffusers import TextToVideoSDPipeline
+    quiet_libraries()  # no loading bars or chatter; the Hub's download bars stay
+    if plan.backend == T2V:
+        from diffusers import TextToVideoSDPipeline
 
-            pipe = load_from_candidates(plan.video, TextToVideoSDPipeline, dtype=torch_dtype)
-        else:
-            pipe = _animatediff(plan, torch_dtype, warn)
+        pipe = load_from_candidates(plan.video, TextToVideoSDPipeline, dtype=torch_dtype)
+    else:
+        pipe = _animatediff(plan, torch_dtype, warn)
     pipe.set_progress_bar_config(disable=True)
     if low_vram:
         if hasattr(pipe, "enable_vae_slicing"):
@@ -564,8 +543,7 @@ def run_job(
 
     cfg, plan, seed = job.cfg, job.plan, job.seed
     pipe = load_video_pipeline(plan, cfg.device, cfg.dtype, cfg.low_vram, warn)
-    with _quiet_loading():  # sid's own warnings still reach `warn`
-        parsed, identities = prepare(cfg.prompt, job.store, pipe, warn)
+    parsed, identities = prepare(cfg.prompt, job.store, pipe, warn)
     check_frames(cfg.frames, max_frames(pipe))
     size = parse_size(cfg.size, "video") or plan.size or native_size(pipe)
     check_budget(cfg.frames, size)

@@ -81,3 +81,12 @@ def face_photos() -> Path:
     if not (FACES / "obama_1.jpg").is_file():
         pytest.skip(f"real face photos not found at {FACES} (see ../shared/README.md)")
     return FACES
+
+
+@pytest.fixture
+def learn_args(tiny_model: Path, facepack: Path, tiny_vit: Path, tiny_parser: Path) -> list[str]:
+    """`sid learn` options for a fully offline run: tiny SD pipeline, ViT and parser, real face pack."""
+    return [
+        *("--model", str(tiny_model), "--face-models", str(facepack), "--device", "cpu"),
+        *("--vit-model", str(tiny_vit), "--face-parser", str(tiny_parser)),
+    ]

@@ -12,7 +12,7 @@ from sid.cli import app
 
 runner = CliRunner()
 PHASES = [
-    "finding the face",
+    "finding and parsing the face",
     "loading the model",
     "parsing the celebrity-name prior",
     "encoding the latent bank",
@@ -21,7 +21,7 @@ PHASES = [
 
 @pytest.mark.parametrize("quiet", [False, True])
 def test_learn_names_each_phase_and_keeps_download_bars_unless_quiet(
-    face_photos: Path, tiny_model: Path, facepack: Path, monkeypatch, quiet: bool
+    face_photos: Path, learn_args: list[str], monkeypatch, quiet: bool
 ) -> None:
     from huggingface_hub.utils import are_progress_bars_disabled
 
@@ -33,8 +33,8 @@ def test_learn_names_each_phase_and_keeps_download_bars_unless_quiet(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(sid.train, "extract_face", recording)
-    args = ["learn", str(face_photos / "obama_1.jpg"), "--name", "alice", "--model", str(tiny_model)]
-    args += ["--face-models", str(facepack), "--device", "cpu", "--steps", "10", "--bank-size", "2"]
+    args = ["learn", str(face_photos / "obama_1.jpg"), "--name", "alice", *learn_args]
+    args += ["--steps", "10", "--bank-size", "2"]
     result = runner.invoke(app, [*args, *(["-q"] if quiet else [])])
     assert result.exit_code == 0, result.output
     assert seen == [quiet]

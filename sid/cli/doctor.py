@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,8 @@ PACKAGES = ("torch", "diffusers", "transformers", "insightface", "onnxruntime", 
 
 
 def _version_of(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version  # ~20 ms: not at `sid --help` time
+
     try:
         return version(package)
     except PackageNotFoundError:
