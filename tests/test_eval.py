@@ -15,13 +15,14 @@ from typer.testing import CliRunner
 
 from sid.cli import app
 from sid.errors import BadInput
-from sid.evaluate import (
+from sid.eval import (
     EvalPrompt,
     ImageScore,
     aggregate,
     best_match,
     clip_score,
     clipscore_100,
+    cosine,
     face_diversity,
     identity_similarity,
     load_prompts,
@@ -59,6 +60,16 @@ def test_face_diversity() -> None:
     assert face_diversity([E[0], E[1], E[2]]) == pytest.approx(1.0)
     assert face_diversity([E[0], E[0], E[1]]) == pytest.approx(2 / 3)  # pairs: 0, 1, 1
     assert math.isnan(face_diversity([E[0]])) and math.isnan(face_diversity([]))
+
+
+def test_cosine_ignores_length_and_score_image_outlines_the_match() -> None:
+    assert cosine([3.0, 0.0], [0.5, 0.5]) == pytest.approx(1 / np.sqrt(2))
+    assert cosine(E[0] * 0.001, E[0] * 50) == pytest.approx(1.0)
+    boxes = [(0.0, 0.0, 1.0, 1.0), (5.0, 5.0, 9.0, 9.0)]
+    score = score_image(E[0], [E[1], E[0] * 2], seed=7, boxes=boxes)
+    assert (score.seed, score.faces, score.face_box) == (7, 2, boxes[1])
+    assert np.allclose(score.face, E[0] * 2) and score.clip is None
+    assert score_image(E[0], [], boxes=[]).face_box is None
 
 
 def test_clip_score_and_convention() -> None:
@@ -159,7 +170,7 @@ def tiny_clip(tmp_path_factory) -> Path:
 
 
 def test_load_clip_embeds_unit_rows(tiny_clip: Path) -> None:
-    from sid.evaluate import load_clip
+    from sid.eval import load_clip
 
     clip = load_clip(str(tiny_clip))
     texts = clip.embed_texts(["a person on the beach", "a person"])
@@ -170,7 +181,7 @@ def test_load_clip_embeds_unit_rows(tiny_clip: Path) -> None:
 
 def test_thumbnail_reference_matches_photo(facepack: Path, face_photos: Path) -> None:
     """The stored 128 px aligned thumbnail embeds close to the photo itself (the --photo fallback)."""
-    from sid.evaluate import embed_aligned_thumbnail
+    from sid.eval import embed_aligned_thumbnail
     from sid.faces import extract_face, load_face_pack
 
     crop = extract_face(face_photos / "obama_1.jpg", face_models=facepack)
@@ -291,14 +302,13 @@ def test_eval_end_to_end(
 
 
 def test_eval_scores_a_real_face(facepack: Path, face_photos: Path) -> None:
-    """find_faces + score_image on real photos: same person high, the other person low."""
-    from sid.evaluate import find_faces
-    from sid.faces import extract_face, load_face_pack, load_photo
+    """embed_faces + score_image on real photos: same person high, the other person low."""
+    from sid.faces import embed_faces, extract_face, load_face_pack, load_photo
 
     pack = load_face_pack(facepack)
     ref = extract_face(face_photos / "obama_1.jpg", face_models=facepack).embedding
-    same = find_faces(load_photo(face_photos / "obama_2.jpg"), pack)
-    other = find_faces(load_photo(face_photos / "biden_2.jpg"), pack)
+    same = embed_faces(np.asarray(load_photo(face_photos / "obama_2.jpg")), pack)
+    other = embed_faces(np.asarray(load_photo(face_photos / "biden_2.jpg")), pack)
     assert len(same) == 1 and len(other) == 1
     assert score_image(ref, [f.embedding for f in same]).identity > 0.5
     assert score_image(ref, [f.embedding for f in other]).identity < 0.3
@@ -324,7 +334,7 @@ def test_runner_scores_faces_in_renders(
 ) -> None:
     """The runner's scoring path with faces present: renders replaced by real photos (seed -> photo)."""
     import sid.render
-    from sid.evaluate import EvalConfig, evaluate
+    from sid.eval import EvalConfig, evaluate
     from sid.faces import load_photo
 
     photos = {
