@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -139,6 +141,27 @@ def test_prompts_file_rules(tmp_path: Path) -> None:
         load_prompts(tmp_path / "missing.txt")
 
 
+# ---------------------------------------------------------------- the package
+
+
+def test_cli_reads_eval_defaults_without_loading_the_eval_machinery() -> None:
+    """``sid --help`` builds eval's options from sid.eval's defaults: no metrics, faces or Pillow load."""
+    probe = (
+        "import sys, sid.cli; "
+        "print(sorted(m for m in ('sid.eval.metrics', 'sid.eval.report', 'sid.eval.reference', 'sid.faces', "
+        "'PIL') if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+    import sid.eval
+    from sid.eval import runner
+
+    assert sid.eval.evaluate is runner.evaluate  # the package's names load their module on first use
+    with pytest.raises(ImportError, match="nothing"):
+        from sid.eval import nothing  # noqa: F401
+
+
 # ---------------------------------------------------------------- end to end
 
 
@@ -256,7 +279,9 @@ def test_eval_end_to_end(
         image = first["per_image"][0]
         assert image["seed"] == 3 and image["faces"] == 0 and image["identity_similarity"] is None
         assert Path(image["path"]).is_file()
-        assert "Seed: 3" in Image.open(image["path"]).info["parameters"]  # sid render's PNG metadata
+        metadata = Image.open(image["path"]).info  # sid render's PNG metadata
+        assert "Seed: 3" in metadata["parameters"]
+        assert json.loads(metadata["sid"])["settings"]["out_dir"] == str(out_dir)
     sheet = Image.open(out_dir / "contact_sheet.png")
     assert report["contact_sheet"] == str(out_dir / "contact_sheet.png")
     assert sheet.width > 2 * 192 and sheet.height > 2 * 192  # two identities side by side, two prompt rows

@@ -37,10 +37,9 @@ _EXPORTS = {
         "summarize",
     ),
     "prompts": ("BUILTIN", "EvalPrompt", "load_prompts", "parse_prompts"),
-    "clip": ("DEFAULT_CLIP_MODEL", "ClipScorer", "load_clip"),
-    "reference": ("Reference", "embed_aligned_thumbnail", "reference_for"),
+    "clip": ("DEFAULT_CLIP_MODEL", "load_clip"),
+    "reference": ("embed_aligned_thumbnail",),
     "runner": ("DEFAULT_PER_PROMPT", "DEFAULT_SEED", "EvalConfig", "evaluate"),
-    "report": ("build_report", "contact_sheet"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)
