@@ -2,7 +2,7 @@
 render each prompt for each identity with ``sid render``'s code and the same seeds, score, write.
 
 The metrics, report and face modules are imported inside ``evaluate``: the CLI reads this module's
-defaults for its options, and ``sid --help`` must not pay for numpy and Pillow.
+defaults for its options, and ``sid --help`` must stay light.
 """
 
 from __future__ import annotations
@@ -13,11 +13,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sid import limits
+from sid import limits, render
 from sid.errors import BadInput, Interrupted
 from sid.eval.clip import DEFAULT_CLIP_MODEL, clip_enabled
 from sid.eval.prompts import BUILTIN, PLACEHOLDER, EvalPrompt, load_prompts
-from sid.render import DEFAULT_GUIDANCE, DEFAULT_SCHEDULER, DEFAULT_STEPS
+from sid.files import check_output_target
+from sid.pipelines import model_for_identities
+from sid.render import DEFAULT_GUIDANCE, DEFAULT_SCHEDULER, DEFAULT_STEPS, RenderConfig
+from sid.store import IdentityStore
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -26,8 +29,6 @@ if TYPE_CHECKING:
     from sid.eval.metrics import ImageScore
     from sid.eval.reference import Reference
     from sid.faces import FacePack
-    from sid.render import RenderConfig
-    from sid.store import IdentityStore
 
 DEFAULT_PER_PROMPT = 4
 DEFAULT_SEED = 0
@@ -59,8 +60,6 @@ class EvalConfig:
 
     def render_config(self, prompt: str, seed: int | None = None, model: str | None = None) -> RenderConfig:
         """``sid render``'s settings for one prompt of this run (``seed``, ``model``: as resolved)."""
-        from sid.render import RenderConfig
-
         return RenderConfig(
             prompt=prompt,
             count=self.per_prompt,
@@ -78,8 +77,6 @@ class EvalConfig:
 
 def check_eval_inputs(cfg: EvalConfig, store: IdentityStore) -> list[EvalPrompt]:
     """Every option checked before anything heavy loads; returns the prompts."""
-    from sid.render import check_inputs, parse_size
-
     if not cfg.names:
         raise BadInput("no identity to evaluate", "pass one or more names, e.g. sid eval alice")
     lowered = [n.lower() for n in cfg.names]
@@ -90,8 +87,8 @@ def check_eval_inputs(cfg: EvalConfig, store: IdentityStore) -> list[EvalPrompt]
     prompts = load_prompts(cfg.prompts)
     knobs = {"per_prompt": cfg.per_prompt, "steps": cfg.steps, "seed": cfg.seed}
     limits.check_all("eval", knobs)
-    parse_size(cfg.size, "eval")
-    check_inputs(cfg.render_config(prompts[0].template))  # scheduler, guidance, the output folder
+    render.parse_size(cfg.size, "eval")
+    render.check_inputs(cfg.render_config(prompts[0].template))  # scheduler, guidance, the output folder
     if len(cfg.photos) not in (0, 1, len(cfg.names)):
         raise BadInput(
             f"{len(cfg.photos)} --photo for {len(cfg.names)} identities",
@@ -124,10 +121,6 @@ def evaluate(
     from sid.eval.reference import reference_for
     from sid.eval.report import REPORT, SHEET, build_report, contact_sheet, write_outputs
     from sid.faces import load_face_pack
-    from sid.files import check_output_target
-    from sid.pipelines import model_for_identities
-    from sid.render import load_render_pipeline, native_size, parse_size
-    from sid.store import IdentityStore
 
     warn = _once(warn or (lambda _m: None))
     store = store or IdentityStore()
@@ -152,8 +145,8 @@ def evaluate(
     # 2. the pipeline, exactly as sid render loads it
     model = cfg.model or model_for_identities([store.get(n) for n in names], warn)
     base = cfg.render_config(prompts[0].template, seed=seed, model=model)
-    pipe, spec = load_render_pipeline(base)
-    size = parse_size(cfg.size) or native_size(pipe)
+    pipe, spec = render.load_render_pipeline(base)
+    size = render.parse_size(cfg.size) or render.native_size(pipe)
     text_embs: list[Any] = [None] * len(prompts)
     if clip is not None:
         clip.to(pipe.device)
@@ -196,9 +189,7 @@ def evaluate(
 
 def image_path(folder: Path, p_index: int, prompt: EvalPrompt, name: str, j: int, seed: int) -> Path:
     """Where image ``j`` of one prompt and identity goes."""
-    from sid.render import slug
-
-    stem = f"{p_index:02d}-{slug(prompt.template.replace(PLACEHOLDER, name), 40)}"
+    stem = f"{p_index:02d}-{render.slug(prompt.template.replace(PLACEHOLDER, name), 40)}"
     return folder / "images" / name / f"{stem}-{j:02d}-{seed}.png"
 
 
@@ -224,7 +215,6 @@ class _RunContext:
         """Render one prompt for one identity with sid render's code, save the PNGs, score them."""
         import numpy as np
 
-        from sid import render
         from sid.eval.metrics import score_image
         from sid.eval.report import sheet_thumbnail
         from sid.faces import embed_faces
