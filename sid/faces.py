@@ -411,6 +411,36 @@ def arcface_embedding(crop_rgb: np.ndarray, pack: FacePack) -> np.ndarray:
     return feat / max(float(np.linalg.norm(feat)), 1e-12)
 
 
+def embed_face(bgr: np.ndarray, keypoints: np.ndarray, pack: FacePack) -> tuple[np.ndarray, np.ndarray]:
+    """(ArcFace-aligned RGB crop, unit embedding) of the face at ``keypoints`` (5, 2) in a BGR image.
+
+    The one way sid embeds a found face, so that ``sid learn``'s photo and ``sid eval``'s renders
+    compare like with like.
+    """
+    from insightface.utils import face_align
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # scikit-image deprecations inside norm_crop
+        side = int(pack.recognizer.input_size[0])
+        crop_bgr = face_align.norm_crop(bgr, np.asarray(keypoints, np.float32), image_size=side)
+    crop = np.ascontiguousarray(crop_bgr[:, :, ::-1])
+    return crop, arcface_embedding(crop, pack)
+
+
+@dataclass(frozen=True)
+class FoundFace:
+    """A detected face and its recognition embedding."""
+
+    detection: Detection
+    embedding: np.ndarray  # float32 (D,), unit length
+
+
+def embed_faces(rgb: np.ndarray, pack: FacePack) -> list[FoundFace]:
+    """Every face in an RGB image, left to right, each embedded by ``embed_face``."""
+    bgr = np.ascontiguousarray(np.asarray(rgb, np.uint8)[:, :, ::-1])
+    return [FoundFace(d, embed_face(bgr, d.keypoints, pack)[1]) for d in detect_faces(bgr, pack)]
+
+
 def face_mask(
     aligned_keypoints: np.ndarray, size: int = ALIGNED_SIZE, outline: np.ndarray | None = None
 ) -> np.ndarray:
@@ -647,8 +677,6 @@ def extract_face(
     The mask comes from ``parser`` (run on ``device``) when given and it finds a face, else from the
     landmarks.
     """
-    import cv2
-    from insightface.utils import face_align
     from PIL import Image
 
     warn = warn or (lambda _message: None)
@@ -665,11 +693,7 @@ def extract_face(
             f"the face in {path} is only {width:.0f} px wide; results will be poor. "
             "Use a photo where the face is larger (256 px or more is best)"
         )
-    crop_size = int(pack.recognizer.input_size[0])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # scikit-image deprecations inside norm_crop
-        crop_bgr = face_align.norm_crop(bgr, face.keypoints, image_size=crop_size)
-    arcface_crop = cv2.cvtColor(crop_bgr, cv2.COLOR_BGR2RGB)
+    arcface_crop, embedding = embed_face(bgr, face.keypoints, pack)
     matrix = ffhq_matrix(face.keypoints)
     aligned = warp_aligned(rgb, matrix)
     image = Image.fromarray(aligned)
@@ -684,8 +708,8 @@ def extract_face(
         mask, hair = _landmark_mask(bgr, face, pack, matrix), None
     return FaceCrop(
         image=image,
-        arcface_crop=np.ascontiguousarray(arcface_crop),
-        embedding=arcface_embedding(arcface_crop, pack),
+        arcface_crop=arcface_crop,
+        embedding=embedding,
         mask=mask,
         hair_mask=hair,
         mask_source=source,

@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +17,14 @@ from typer.testing import CliRunner
 
 from sid.cli import app
 from sid.errors import BadInput
-from sid.evaluate import (
+from sid.eval import (
     EvalPrompt,
     ImageScore,
     aggregate,
     best_match,
     clip_score,
     clipscore_100,
+    cosine,
     face_diversity,
     identity_similarity,
     load_prompts,
@@ -59,6 +62,16 @@ def test_face_diversity() -> None:
     assert face_diversity([E[0], E[1], E[2]]) == pytest.approx(1.0)
     assert face_diversity([E[0], E[0], E[1]]) == pytest.approx(2 / 3)  # pairs: 0, 1, 1
     assert math.isnan(face_diversity([E[0]])) and math.isnan(face_diversity([]))
+
+
+def test_cosine_ignores_length_and_score_image_outlines_the_match() -> None:
+    assert cosine([3.0, 0.0], [0.5, 0.5]) == pytest.approx(1 / np.sqrt(2))
+    assert cosine(E[0] * 0.001, E[0] * 50) == pytest.approx(1.0)
+    boxes = [(0.0, 0.0, 1.0, 1.0), (5.0, 5.0, 9.0, 9.0)]
+    score = score_image(E[0], [E[1], E[0] * 2], seed=7, boxes=boxes)
+    assert (score.seed, score.faces, score.face_box) == (7, 2, boxes[1])
+    assert np.allclose(score.face, E[0] * 2) and score.clip is None
+    assert score_image(E[0], [], boxes=[]).face_box is None
 
 
 def test_clip_score_and_convention() -> None:
@@ -128,6 +141,27 @@ def test_prompts_file_rules(tmp_path: Path) -> None:
         load_prompts(tmp_path / "missing.txt")
 
 
+# ---------------------------------------------------------------- the package
+
+
+def test_cli_reads_eval_defaults_without_loading_the_eval_machinery() -> None:
+    """``sid --help`` builds eval's options from sid.eval's defaults: no metrics, faces or Pillow load."""
+    probe = (
+        "import sys, sid.cli; "
+        "print(sorted(m for m in ('sid.eval.metrics', 'sid.eval.report', 'sid.eval.reference', 'sid.faces', "
+        "'PIL') if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+    import sid.eval
+    from sid.eval import runner
+
+    assert sid.eval.evaluate is runner.evaluate  # the package's names load their module on first use
+    with pytest.raises(ImportError, match="nothing"):
+        from sid.eval import nothing  # noqa: F401
+
+
 # ---------------------------------------------------------------- end to end
 
 
@@ -159,7 +193,7 @@ def tiny_clip(tmp_path_factory) -> Path:
 
 
 def test_load_clip_embeds_unit_rows(tiny_clip: Path) -> None:
-    from sid.evaluate import load_clip
+    from sid.eval import load_clip
 
     clip = load_clip(str(tiny_clip))
     texts = clip.embed_texts(["a person on the beach", "a person"])
@@ -170,7 +204,7 @@ def test_load_clip_embeds_unit_rows(tiny_clip: Path) -> None:
 
 def test_thumbnail_reference_matches_photo(facepack: Path, face_photos: Path) -> None:
     """The stored 128 px aligned thumbnail embeds close to the photo itself (the --photo fallback)."""
-    from sid.evaluate import embed_aligned_thumbnail
+    from sid.eval import embed_aligned_thumbnail
     from sid.faces import extract_face, load_face_pack
 
     crop = extract_face(face_photos / "obama_1.jpg", face_models=facepack)
@@ -245,7 +279,9 @@ def test_eval_end_to_end(
         image = first["per_image"][0]
         assert image["seed"] == 3 and image["faces"] == 0 and image["identity_similarity"] is None
         assert Path(image["path"]).is_file()
-        assert "Seed: 3" in Image.open(image["path"]).info["parameters"]  # sid render's PNG metadata
+        metadata = Image.open(image["path"]).info  # sid render's PNG metadata
+        assert "Seed: 3" in metadata["parameters"]
+        assert json.loads(metadata["sid"])["settings"]["out_dir"] == str(out_dir)
     sheet = Image.open(out_dir / "contact_sheet.png")
     assert report["contact_sheet"] == str(out_dir / "contact_sheet.png")
     assert sheet.width > 2 * 192 and sheet.height > 2 * 192  # two identities side by side, two prompt rows
@@ -291,14 +327,13 @@ def test_eval_end_to_end(
 
 
 def test_eval_scores_a_real_face(facepack: Path, face_photos: Path) -> None:
-    """find_faces + score_image on real photos: same person high, the other person low."""
-    from sid.evaluate import find_faces
-    from sid.faces import extract_face, load_face_pack, load_photo
+    """embed_faces + score_image on real photos: same person high, the other person low."""
+    from sid.faces import embed_faces, extract_face, load_face_pack, load_photo
 
     pack = load_face_pack(facepack)
     ref = extract_face(face_photos / "obama_1.jpg", face_models=facepack).embedding
-    same = find_faces(load_photo(face_photos / "obama_2.jpg"), pack)
-    other = find_faces(load_photo(face_photos / "biden_2.jpg"), pack)
+    same = embed_faces(np.asarray(load_photo(face_photos / "obama_2.jpg")), pack)
+    other = embed_faces(np.asarray(load_photo(face_photos / "biden_2.jpg")), pack)
     assert len(same) == 1 and len(other) == 1
     assert score_image(ref, [f.embedding for f in same]).identity > 0.5
     assert score_image(ref, [f.embedding for f in other]).identity < 0.3
@@ -324,7 +359,7 @@ def test_runner_scores_faces_in_renders(
 ) -> None:
     """The runner's scoring path with faces present: renders replaced by real photos (seed -> photo)."""
     import sid.render
-    from sid.evaluate import EvalConfig, evaluate
+    from sid.eval import EvalConfig, evaluate
     from sid.faces import load_photo
 
     photos = {

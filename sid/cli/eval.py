@@ -10,16 +10,22 @@ import typer
 from rich.table import Table
 
 from sid.cli import app, out, print_json, step_bar, warn
+from sid.eval import BUILTIN, DEFAULT_CLIP_MODEL, DEFAULT_PER_PROMPT, DEFAULT_SEED
+from sid.render import DEFAULT_GUIDANCE, DEFAULT_SCHEDULER, DEFAULT_STEPS
 
 
 @app.command("eval")
 def eval_(
     names: list[str] = typer.Argument(..., help="Identities to evaluate; several are scored side by side."),
     prompts: str = typer.Option(
-        "builtin", "--prompts", help="builtin, or a file with one prompt per line, {} where the person goes."
+        BUILTIN, "--prompts", help="builtin, or a file with one prompt per line, {} where the person goes."
     ),
-    per_prompt: int = typer.Option(4, "-n", "--per-prompt", help="Images per prompt (image j: seed + j)."),
-    seed: int = typer.Option(0, "--seed", help="First seed, the same for every prompt and identity."),
+    per_prompt: int = typer.Option(
+        DEFAULT_PER_PROMPT, "-n", "--per-prompt", help="Images per prompt (image j: seed + j)."
+    ),
+    seed: int = typer.Option(
+        DEFAULT_SEED, "--seed", help="First seed, the same for every prompt and identity."
+    ),
     photo: list[Path] = typer.Option(
         None, "--photo", help="Reference photo: once for all, or once per name (default: stored thumbnail)."
     ),
@@ -30,17 +36,21 @@ def eval_(
         help="Preset, hub id or local diffusers folder (default: the model the identities were learned on).",
     ),
     clip_model: str = typer.Option(
-        "openai/clip-vit-base-patch32", "--clip-model", help="CLIP hub id or local folder; none: skip CLIP."
+        DEFAULT_CLIP_MODEL, "--clip-model", help="CLIP hub id or local folder; none: skip CLIP."
     ),
     face_models: str = typer.Option(None, "--face-models", help="Folder of insightface .onnx files."),
     out_dir: Path = typer.Option(None, "-o", "--out", help="Output folder (default: sid-eval/NAME)."),
     force: bool = typer.Option(False, "--force", help="Overwrite the files of an earlier run in the folder."),
-    steps: int = typer.Option(30, "--steps", help="Denoising steps."),
+    steps: int = typer.Option(DEFAULT_STEPS, "--steps", help="Denoising steps."),
     size: str = typer.Option(None, "--size", help="WIDTHxHEIGHT (default: the model's native size)."),
-    guidance: float = typer.Option(8.5, "--guidance", "-g", help="Classifier-free guidance scale."),
+    guidance: float = typer.Option(
+        DEFAULT_GUIDANCE, "--guidance", "-g", help="Classifier-free guidance scale."
+    ),
     device: str = typer.Option("auto", "--device", help="auto | cuda | mps | cpu."),
     dtype: str = typer.Option("auto", "--dtype", help="auto | fp16 | bf16 | fp32."),
-    scheduler: str = typer.Option("dpm++", "--scheduler", help="As in sid render: dpm++, ddim, euler, ..."),
+    scheduler: str = typer.Option(
+        DEFAULT_SCHEDULER, "--scheduler", help="As in sid render: dpm++, ddim, euler, ..."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     json_: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
 ) -> None:
@@ -57,7 +67,7 @@ def eval_(
 
       sid eval alice --prompts my_prompts.txt --json
     """
-    from sid.evaluate import EvalConfig, evaluate, load_prompts
+    from sid.eval import EvalConfig, evaluate, load_prompts
 
     cfg = EvalConfig(
         names=list(names),
