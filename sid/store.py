@@ -1,7 +1,7 @@
 """The identity store: one safetensors file per identity, written atomically under a lock.
 
 An identity file holds its token vectors keyed by text-encoder slot (``clip_l``, ``clip_h``,
-``clip_g``; see ``slot_for_width``) and string metadata in the safetensors header, including the
+``clip_g``; see ``sid.families``) and string metadata in the safetensors header, including the
 face thumbnail (base64 PNG): one file per identity, so an identity and its face change together or
 not at all. Files written before sid kept the thumbnail inside are still read with their ``.png``.
 Only numpy and the safetensors header parser are used here, so listing the store never imports torch.
@@ -34,24 +34,19 @@ import numpy as np
 from sid import __version__
 from sid.config import lock_timeout, store_dir
 from sid.errors import IdentityExists, IdentityNotFound, InvalidName, SidError, StoreError, os_error
+from sid.families import family_of_identity
 from sid.files import atomic_write
 
 SUFFIX = ".safetensors"
 THUMB_SUFFIX = ".png"
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,39}$")
 MAX_HEADER = 100 * 1024 * 1024  # a safetensors header larger than this is not one of ours
-KNOWN_SLOTS = {768: "clip_l", 1024: "clip_h", 1280: "clip_g"}
 MAX_VECTORS = 75  # more than fits in one CLIP prompt is not an embedding
 MIN_WIDTH = 8  # narrower rows are not token embeddings
 THUMB_KEY = "thumbnail"  # header key of the base64 PNG face thumbnail ("" = none; absent = older file)
 LOCK_FILE, LOCK_INFO = ".lock", ".lock.info"
 MIN_FREE_BYTES = 64 * 1024 * 1024  # checkpoints and the identity of one learn run fit easily
 RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])$", re.IGNORECASE)  # Windows device names
-
-
-def slot_for_width(width: int) -> str:
-    """The slot key for a text encoder of this embedding width (CLIP L/H/G; others by width)."""
-    return KNOWN_SLOTS.get(width, f"te{width}")
 
 
 def check_name_syntax(name: str) -> str:
@@ -442,6 +437,7 @@ class IdentityStore:
             file=str(path),
             size_bytes=path.stat().st_size,
         )
+        fields["family"] = family_of_identity(fields["slots"]).key
         legacy = path.with_suffix(THUMB_SUFFIX)
         if THUMB_KEY in meta:
             fields["thumbnail"] = "embedded" if meta[THUMB_KEY] else None
