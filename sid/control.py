@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sid.errors import BadInput, ModelNotFound
-from sid.families import SDXL, family_of_pipeline
+from sid.families import family_of_pipeline
 from sid.pipelines import ModelSpec, component_spec, load_from_candidates
 
 DEPTH_MODEL = "Intel/dpt-hybrid-midas"
@@ -48,7 +48,7 @@ def with_controlnet(pipe: Any, spec: ModelSpec, control_type: str, controlnet: s
         ) from e
     cls = (
         StableDiffusionXLControlNetPipeline
-        if family_of_pipeline(pipe) == SDXL
+        if len(family_of_pipeline(pipe).widths) > 1  # SDXL's layout: two text encoders
         else StableDiffusionControlNetPipeline
     )
     return cls.from_pipe(pipe, controlnet=model.to(pipe.device))

@@ -358,7 +358,7 @@ def _animatediff(plan: VideoPlan, torch_dtype: Any, warn: Callable[[str], None] 
 
     base = load_from_candidates(resolve_model(plan.base), dtype=torch_dtype)
     family = family_of_pipeline(base)
-    if family == SDXL:
+    if len(family.widths) > 1:  # SDXL's layout
         raise BadInput(
             f"AnimateDiff needs an SD 1.5 base model, and --model {plan.base} is SDXL", "pass --model sd15"
         )
