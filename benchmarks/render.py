@@ -57,8 +57,9 @@ def store_identity(root: Path, folder: Path, name: str = "alice") -> Any:
     import numpy as np
     from transformers import CLIPTextModel
 
+    from sid.families import slot_for_width
     from sid.pipelines import fingerprint
-    from sid.store import Identity, IdentityStore, slot_for_width
+    from sid.store import Identity, IdentityStore
 
     rng = np.random.default_rng(0)
     vectors, fingerprints = {}, {}

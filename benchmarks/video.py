@@ -3,8 +3,8 @@
     python -m benchmarks.video --arch ms --device cuda          # text-to-video-ms-1.7b's UNet3D, 256²
     python -m benchmarks.video --arch tiny-t2v --device cpu
 
-Runs ``sid.video.make_video`` (the code ``sid video`` runs: load, inject a stored identity, denoise,
-decode, write an animated gif) ``--runs`` times after one warm-up run; per-step times come from its
+Runs ``sid.video.plan_job`` + ``run_job`` (the code ``sid video`` runs: load, inject a stored identity,
+denoise, decode, write an animated gif) ``--runs`` times after one warm-up run; per-step times come from its
 ``on_step`` callback with a device sync at each call. gif, not mp4: a GPU machine has no ffmpeg.
 """
 
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser().parse_args(argv)
     with stdout_to_stderr(), tempfile.TemporaryDirectory(prefix="sid-bench-video-") as tmp:
         from sid.pipelines import pick_device
-        from sid.video import VideoConfig, make_video
+        from sid.video import VideoConfig, plan_job, run_job
 
         set_threads(args.threads)
         device = pick_device(args.device)
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 timer = StepTimer(device)
                 reset_peak_memory(device)
                 start = clock.now()
-                result = make_video(cfg, store=store, on_step=timer)
+                result = run_job(plan_job(cfg, store), on_step=timer)
                 end = clock.now()
                 if run:  # run 0 warms up
                     totals.append(end - start)
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "timed_runs": args.runs,
             "other_load_cores": load.other_cores,
             "versions": versions(),
-            "notes": "total = sid.video.make_video end to end (load, identity, denoise, decode, gif); "
+            "notes": "total = sid.video plan_job + run_job (load, identity, denoise, decode, gif); "
             "steps timed from the end of the first step, with a device sync per step",
         }
     return emit(result_json, args.out)

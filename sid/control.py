@@ -11,19 +11,21 @@ from pathlib import Path
 from typing import Any
 
 from sid.errors import BadInput, ModelNotFound
-from sid.pipelines import ModelSpec, component_spec, family_of, load_from_candidates
+from sid.families import family_of_pipeline
+from sid.pipelines import ModelSpec, component_spec, load_from_candidates
 
 DEPTH_MODEL = "Intel/dpt-hybrid-midas"
 POSE_ANNOTATORS = "lllyasviel/Annotators"
 
 
 def controlnet_source(spec: ModelSpec, pipe: Any, control_type: str, controlnet: str | None) -> str:
-    """--controlnet, else the preset's default for this control type."""
+    """--controlnet, else the preset's default for this control type (its family's, or the config's)."""
     if controlnet:
         return controlnet
     if spec.preset is None or control_type not in spec.preset.controlnets:
         raise BadInput(
-            f"no default {control_type} ControlNet for model {spec.label!r} ({family_of(pipe)})",
+            f"no default {control_type} ControlNet for model {spec.label!r} "
+            f"({family_of_pipeline(pipe).label})",
             "pass --controlnet HUB_ID_OR_FOLDER",
         )
     return spec.preset.controlnets[control_type]
@@ -46,7 +48,7 @@ def with_controlnet(pipe: Any, spec: ModelSpec, control_type: str, controlnet: s
         ) from e
     cls = (
         StableDiffusionXLControlNetPipeline
-        if family_of(pipe) == "sdxl"
+        if len(family_of_pipeline(pipe).widths) > 1  # SDXL's layout: two text encoders
         else StableDiffusionControlNetPipeline
     )
     return cls.from_pipe(pipe, controlnet=model.to(pipe.device))

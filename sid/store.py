@@ -1,7 +1,7 @@
 """The identity store: one safetensors file per identity, written atomically under a lock.
 
 An identity file holds its token vectors keyed by text-encoder slot (``clip_l``, ``clip_h``,
-``clip_g``; see ``slot_for_width``) and string metadata in the safetensors header, including the
+``clip_g``; see ``sid.families``) and string metadata in the safetensors header, including the
 face thumbnail (base64 PNG): one file per identity, so an identity and its face change together or
 not at all. Files written before sid kept the thumbnail inside are still read with their ``.png``.
 Listing reads headers only (safetensors' ``safe_open``) through a derived cache, ``.listing.json``,
@@ -41,6 +41,7 @@ from sid.errors import (
     first_line,
     os_error,
 )
+from sid.families import family_of_identity
 from sid.files import atomic_write
 
 if TYPE_CHECKING:  # numpy loads only where vectors are read or written: `sid ls` never needs it
@@ -49,7 +50,6 @@ if TYPE_CHECKING:  # numpy loads only where vectors are read or written: `sid ls
 SUFFIX = ".safetensors"
 THUMB_SUFFIX = ".png"
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,39}$")
-KNOWN_SLOTS = {768: "clip_l", 1024: "clip_h", 1280: "clip_g"}
 MAX_VECTORS = 75  # more than fits in one CLIP prompt is not an embedding
 MIN_WIDTH = 8  # narrower rows are not token embeddings
 THUMB_KEY = "thumbnail"  # header key of the base64 PNG face thumbnail ("" = none; absent = older file)
@@ -58,11 +58,6 @@ MIN_FREE_BYTES = 64 * 1024 * 1024  # checkpoints and the identity of one learn r
 LISTING_CACHE = ".listing.json"  # derived data, rebuilt whenever it is missing, stale or unreadable
 LISTING_FORMAT = 1  # bump when the fields ``IdentityStore._info`` returns change
 RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])$", re.IGNORECASE)  # Windows device names
-
-
-def slot_for_width(width: int) -> str:
-    """The slot key for a text encoder of this embedding width (CLIP L/H/G; others by width)."""
-    return KNOWN_SLOTS.get(width, f"te{width}")
 
 
 def check_name_syntax(name: str) -> str:
@@ -436,6 +431,7 @@ class IdentityStore:
             file=str(path),
             size_bytes=path.stat().st_size,
         )
+        fields["family"] = family_of_identity(fields["slots"]).key
         legacy = path.with_suffix(THUMB_SUFFIX)
         if THUMB_KEY in meta:
             fields["thumbnail"] = "embedded" if meta[THUMB_KEY] else None

@@ -36,12 +36,13 @@ from sid.faces import (
     vit_face_embeddings,
     vit_model_source,
 )
+from sid.families import family_of_pipeline, slot_for_width
 from sid.methods import RECIPES, build_mapper, noise_loss, two_phase_loss
-from sid.pipelines import check_dtype, family_of, fingerprint, load_pipeline, pick_device
+from sid.pipelines import check_dtype, fingerprint, load_pipeline, pick_device
 from sid.priors import build_prior
 from sid.prompts import add_placeholder_tokens, identity_token, inject_vectors
 from sid.speed import Speedups, unet_step
-from sid.store import Identity, IdentityStore, now_iso, slot_for_width, validate_name
+from sid.store import Identity, IdentityStore, now_iso, validate_name
 
 Progress = Callable[[int, int, float], None]  # (step, total, smoothed loss)
 # "auto" face encoder: each paper's own. StableIdentity's mapper (init, lr) was tuned on its ViT's
@@ -186,7 +187,7 @@ def learn(
     # 2. frozen model
     phase("loading the model")
     pipe, spec = load_pipeline(cfg.model, device=device, dtype="fp32", default=recipe.model)  # autocast below
-    if family_of(pipe) == "sdxl":
+    if not family_of_pipeline(pipe).learnable:
         raise BadInput("learning on SDXL is not supported yet", "learn on sd21 (default) or sd15")
     unet, vae, text_encoder, tokenizer, scheduler = (
         pipe.unet,

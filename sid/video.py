@@ -20,22 +20,18 @@ import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from sid import limits
 from sid.checks import check_guidance
 from sid.errors import BadInput, IncompatibleIdentity, Interrupted, OutOfMemory, WriteError, first_line
+from sid.families import ANIMATEDIFF, FAMILIES, SD2, SDXL, T2V, Family, family_of_pipeline, family_of_video
 from sid.files import atomic_path, is_folder, output_file
 from sid.pipelines import ModelSpec, component_spec, model_for_identities
-from sid.prompts import check_compatible, describe_family, parse_prompt, prompt_family
+from sid.prompts import check_compatible, parse_prompt, prompt_family
 from sid.render import StepProgress, parse_size, slug
 from sid.store import Identity, IdentityStore
 
-T2V = "text-to-video"
-ANIMATEDIFF = "animatediff"
-BACKEND_FAMILY = {T2V: "sd2", ANIMATEDIFF: "sd1"}  # the text-encoder family each backend's models use
-FAMILY_WIDTH = {"sd1": 768, "sd2": 1024}
 DEFAULT_BASE = "sd15"  # AnimateDiff's base model when --model is not given
 
 
@@ -183,26 +179,19 @@ def check_frames(frames: int, most: int | None) -> None:
 
 def supported() -> str:
     t2v = ", ".join(n for n, p in VIDEO_PRESETS.items() if p.backend == T2V)
+    sd2, sd1 = family_of_video(T2V), family_of_video(ANIMATEDIFF)
     return (
-        f"SD 2.x identities (1024-d) use text-to-video ({t2v}); "
-        f"SD 1.x identities (768-d) use AnimateDiff on an SD 1.5 base"
+        f"{sd2.name} identities ({sd2.widths[0]}-d) use text-to-video ({t2v}); "
+        f"{sd1.name} identities ({sd1.widths[0]}-d) use AnimateDiff on an SD 1.5 base"
     )
 
 
-def _stand_in(width: int) -> Any:
-    """A pipeline-shaped stand-in whose only known fact is its text width (for check_compatible)."""
-    weight = SimpleNamespace(shape=(0, width))
-    encoder = SimpleNamespace(get_input_embeddings=lambda: SimpleNamespace(weight=weight))
-    return SimpleNamespace(tokenizer=None, text_encoder=encoder)
-
-
-def check_family(identities: list[Identity], family: str | None) -> None:
+def check_family(identities: list[Identity], family: Family | None) -> None:
     """Before loading: a model family known from a preset must fit every identity (same error as later)."""
-    width = FAMILY_WIDTH.get(family or "")
-    if width is None:
+    if family is None:
         return
     for identity in identities:
-        check_compatible(identity, _stand_in(width))
+        check_compatible(identity, family.widths)
 
 
 def video_model_backend(source: str) -> tuple[str, ModelSpec, tuple[int, int] | None]:
@@ -246,7 +235,7 @@ def video_model_backend(source: str) -> tuple[str, ModelSpec, tuple[int, int] | 
     return backend, component_spec(source), None
 
 
-def base_family(model: str) -> str | None:
+def base_family(model: str) -> Family | None:
     from sid.pipelines import presets
 
     table = presets()
@@ -265,13 +254,13 @@ def plan_video(
         spec, size = ModelSpec(preset.name, preset.candidates), preset.size
     else:
         family = prompt_family(identities)
-        backend = next((b for b, f in BACKEND_FAMILY.items() if f == family), None)
+        backend = family.video
         if backend is None:
-            first = identities[0]
+            presets = " or ".join(p for f in FAMILIES if f.video for p in f.presets)
             raise IncompatibleIdentity(
-                f"sid video has no video model for identity {first.name!r}, "
-                f"learned for {describe_family(first)}; {supported()}",
-                "learn the identity on sd21 or sd15, or pass --video-model with a model of its text encoder",
+                f"sid video has no video model for identity {identities[0].name!r}, "
+                f"learned for {family.label}; {supported()}",
+                f"learn the identity on {presets}, or pass --video-model with a model of its text encoder",
             )
         preset = VIDEO_PRESETS[DEFAULT_VIDEO[backend]]
         spec, size = ModelSpec(preset.name, preset.candidates), preset.size
@@ -283,12 +272,12 @@ def plan_video(
                 f"the text-to-video model {spec.label} is used as a whole"
             )
         if identities and spec.label in VIDEO_PRESETS:
-            check_family(identities, BACKEND_FAMILY[T2V])
+            check_family(identities, family_of_video(T2V))
         return VideoPlan(T2V, spec, None, size, preset_max_frames(spec))
 
     base = cfg.model or model_for_identities(identities, warn) or DEFAULT_BASE
     family = base_family(base)
-    if family == "sdxl":
+    if family == SDXL:
         raise BadInput(
             f"AnimateDiff needs an SD 1.5 base model, and --model {base} is SDXL", "pass --model sd15"
         )
@@ -344,15 +333,15 @@ def _animatediff(plan: VideoPlan, torch_dtype: Any, warn: Callable[[str], None] 
     """AnimateDiffPipeline from the base model's components and the motion adapter."""
     from diffusers import AnimateDiffPipeline, DDIMScheduler, MotionAdapter
 
-    from sid.pipelines import family_of, load_from_candidates, resolve_model
+    from sid.pipelines import load_from_candidates, resolve_model
 
     base = load_from_candidates(resolve_model(plan.base), dtype=torch_dtype)
-    family = family_of(base)
-    if family == "sdxl":
+    family = family_of_pipeline(base)
+    if len(family.widths) > 1:  # SDXL's layout
         raise BadInput(
             f"AnimateDiff needs an SD 1.5 base model, and --model {plan.base} is SDXL", "pass --model sd15"
         )
-    if family == "sd2" and warn is not None:
+    if family == SD2 and warn is not None:
         warn(
             f"AnimateDiff motion adapters are trained on SD 1.5; the SD 2.x base {plan.base} may move poorly"
         )
@@ -581,13 +570,3 @@ def run_job(
     return VideoResult(
         job.path, int(frames.shape[0]), cfg.fps, seed, (width, height), plan.backend, plan.video.label, names
     )
-
-
-def make_video(
-    cfg: VideoConfig,
-    store: IdentityStore | None = None,
-    warn: Callable[[str], None] | None = None,
-    on_step: StepProgress | None = None,
-) -> VideoResult:
-    """Check, plan, load, inject identities, generate and write one clip."""
-    return run_job(plan_job(cfg, store, warn), warn, on_step)

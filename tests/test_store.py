@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from sid.errors import IdentityExists, IdentityNotFound, InvalidName, StoreError
-from sid.store import Identity, IdentityStore, read_header, slot_for_width, validate_name
+from sid.families import slot_for_width
+from sid.store import Identity, IdentityStore, read_header, validate_name
 
 
 def make_identity(name: str = "alice", width: int = 1024, k: int = 2, seed: int = 0) -> Identity:

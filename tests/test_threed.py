@@ -16,6 +16,7 @@ import torch
 from typer.testing import CliRunner
 
 from sid.cli import app
+from sid.errors import BadInput
 from sid.store import IdentityStore
 from sid.threed.cameras import OrbitRanges, camera_rays, make_cameras, sample_cameras, view_label
 from sid.threed.field import FieldConfig, GridField
@@ -154,6 +155,8 @@ def test_ray_box_and_head_prior_gives_a_visible_head() -> None:
     )
     (out.image.mean() + out.orientation).backward()
     assert torch.isfinite(out.image).all() and field.grids[-1].grad.abs().sum() > 0
+    with pytest.raises(BadInput, match="unknown shading 'phong'.*albedo, lambertian, textureless"):
+        render(field, cams, 9, 16, torch.ones(3), shading="phong")  # once treated as lambertian
 
 
 # -- score distillation ------------------------------------------------------------------------------

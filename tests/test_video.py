@@ -10,7 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from sid.cli import app
-from sid.store import Identity, IdentityStore, slot_for_width
+from sid.families import slot_for_width
+from sid.store import Identity, IdentityStore
 
 runner = CliRunner()
 T2V_WIDTH = 64  # text width of the tiny text-to-video pipeline

@@ -29,10 +29,10 @@ def ls(json_: bool = typer.Option(False, "--json", help="Print JSON instead of a
     if not listing.identities:
         out.print(f"No identities yet in {store.root}. Learn one with: sid learn PHOTO --name NAME")
         return
-    table = Table("name", "method", "base model", "vectors", "created")
+    table = Table("name", "method", "family", "base model", "vectors", "created")
     for r in listing.identities:
-        width = ", ".join(f"{k} {d}" for k, d in r["slots"].items())
-        table.add_row(r["name"], r["method"], r["base_model"], f"{r['num_vectors']} × {width}", r["created"])
+        vectors = f"{r['num_vectors']} × " + " + ".join(str(d) for d in r["slots"].values())
+        table.add_row(r["name"], r["method"], r["family"], r["base_model"], vectors, r["created"])
     out.print(table)
 
 

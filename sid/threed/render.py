@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from sid.errors import BadInput
 from sid.threed.cameras import Cameras, camera_rays
 
 SHADINGS = ("albedo", "lambertian", "textureless")
@@ -69,6 +70,8 @@ def render_rays(
     ``background`` is (3,) or (R, 3); ``light`` a unit direction (3,) or (R, 3) towards the light.
     With a ``generator`` the sample in each bin is random (training), else it is the bin's centre.
     """
+    if shading not in SHADINGS:
+        raise BadInput(f"unknown shading {shading!r}", f"use one of: {', '.join(SHADINGS)}")
     n_rays = origins.shape[0]
     near, far = ray_box(origins, dirs, bound)  # (R,)
     if generator is not None:
