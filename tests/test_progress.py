@@ -35,6 +35,7 @@ def test_learn_names_each_phase_and_keeps_download_bars_unless_quiet(
     monkeypatch.setattr(sid.train, "extract_face", recording)
     args = ["learn", str(face_photos / "obama_1.jpg"), "--name", "alice", "--model", str(tiny_model)]
     args += ["--face-models", str(facepack), "--device", "cpu", "--steps", "10", "--bank-size", "2"]
+    args += ["--face-encoder", "arcface", "--mask", "landmarks"]  # the default ViT and parser need the Hub
     result = runner.invoke(app, [*args, *(["-q"] if quiet else [])])
     assert result.exit_code == 0, result.output
     assert seen == [quiet]

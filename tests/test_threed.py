@@ -154,6 +154,8 @@ def test_ray_box_and_head_prior_gives_a_visible_head() -> None:
     )
     (out.image.mean() + out.orientation).backward()
     assert torch.isfinite(out.image).all() and field.grids[-1].grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="unknown shading 'lambert'"):  # a typo is not lambertian
+        render(field, cams, 9, 16, torch.ones(3), shading="lambert")
 
 
 # -- score distillation ------------------------------------------------------------------------------

@@ -140,8 +140,3 @@ def camera_rays(cams: Cameras, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     dirs = torch.nn.functional.normalize(dirs, dim=-1)
     origins = cams.eye[:, None, :].expand_as(dirs)
     return origins, dirs
-
-
-def degrees_between(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Angle in degrees between unit vectors (for tests and checks)."""
-    return torch.rad2deg(torch.acos((a * b).sum(-1).clamp(-1.0, 1.0)))

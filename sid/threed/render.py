@@ -69,6 +69,8 @@ def render_rays(
     ``background`` is (3,) or (R, 3); ``light`` a unit direction (3,) or (R, 3) towards the light.
     With a ``generator`` the sample in each bin is random (training), else it is the bin's centre.
     """
+    if shading not in SHADINGS:  # a typo would otherwise shade as lambertian
+        raise ValueError(f"unknown shading {shading!r}; one of {', '.join(SHADINGS)}")
     n_rays = origins.shape[0]
     near, far = ray_box(origins, dirs, bound)  # (R,)
     if generator is not None:
