@@ -301,28 +301,16 @@ class Frozen:
 
     pipe: Any
     spec: Any  # the ModelSpec it was loaded from
+    unet: Any
+    vae: Any
+    text_encoder: Any
+    tokenizer: Any
     amp_dtype: torch.dtype | None  # autocast dtype (None: fp32)
     denoise: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (z_t, t, cond) -> pred
     noise_scheduler: DDPMScheduler  # the forward process, whatever the sampler
     alphas_cumprod: torch.Tensor
     resolution: int  # training image side
     base_fingerprint: str  # of the base vocabulary's rows
-
-    @property
-    def unet(self) -> Any:
-        return self.pipe.unet
-
-    @property
-    def vae(self) -> Any:
-        return self.pipe.vae
-
-    @property
-    def text_encoder(self) -> Any:
-        return self.pipe.text_encoder
-
-    @property
-    def tokenizer(self) -> Any:
-        return self.pipe.tokenizer
 
     @property
     def prediction_type(self) -> str:
@@ -386,6 +374,10 @@ def load_frozen(cfg: LearnConfig, device: str) -> Frozen:
     return Frozen(
         pipe=pipe,
         spec=spec,
+        unet=pipe.unet,
+        vae=pipe.vae,
+        text_encoder=pipe.text_encoder,
+        tokenizer=pipe.tokenizer,
         amp_dtype=amp_dtype,
         denoise=unet_step(pipe.unet, cfg.speed, device, amp_dtype),
         noise_scheduler=noise_scheduler,

@@ -30,7 +30,8 @@ def disk_full(*args, **kwargs):
 
 @pytest.fixture
 def learn_args(tiny_model: Path, facepack: Path) -> list[str]:
-    return ["--model", str(tiny_model), "--face-models", str(facepack), "--device", "cpu", "--steps", "2"]
+    base = ["--model", str(tiny_model), "--face-models", str(facepack), "--device", "cpu", "--steps", "2"]
+    return [*base, "--face-encoder", "arcface", "--mask", "landmarks"]  # the defaults need the Hub
 
 
 def test_learn_force_on_a_full_disk_keeps_identity_and_face_together(
