@@ -4,6 +4,9 @@ The loop reads top to bottom: faces -> model -> prior and mapper -> a bank of au
 steps. Only the mapper trains; UNet, VAE and text encoder are frozen. A checkpoint (mapper +
 optimizer + RNG) is written beside the store every ``checkpoint_every`` steps, and the store itself
 is only written once, at the end, so an interrupted run leaves it untouched.
+
+One concern, a learn run and its parts (inputs, frozen model, bank, step, checkpoints), hence one
+file past 450 lines: ``learn()`` keeps the numbered steps and the helpers below it the detail.
 """
 
 from __future__ import annotations
