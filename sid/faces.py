@@ -25,6 +25,7 @@ import numpy as np
 
 from sid.config import setting
 from sid.errors import BadInput, ModelNotFound, NoFaceFound, first_line
+from sid.pipelines import offline
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -171,21 +172,16 @@ def face_models_dir(override: str | Path | None = None, download: bool = True) -
     folder = Path(chosen).expanduser() if chosen else default_face_models_dir()
     if not download or _has_onnx(folder):
         return folder
-    if folder == default_face_models_dir() and not _offline():
+    if folder == default_face_models_dir() and not offline():
         _download_default_pack(folder)
         if _has_onnx(folder):
             return folder
     raise ModelNotFound(
         f"no face models (.onnx files) in {folder}"
-        + (" and sid is offline" if _offline() and folder == default_face_models_dir() else ""),
+        + (" and sid is offline" if offline() and folder == default_face_models_dir() else ""),
         f"put an insightface pack's .onnx files there (e.g. unzip {DEFAULT_PACK}.zip from insightface's "
         f"model-zoo release), or point --face-models / SID_FACE_MODELS at such a folder",
     )
-
-
-def _offline() -> bool:
-    flags = (os.environ.get(name, "").lower() for name in ("HF_HUB_OFFLINE", "SID_OFFLINE"))
-    return any(flag in {"1", "true", "yes", "on"} for flag in flags)
 
 
 def _has_onnx(folder: Path) -> bool:
@@ -532,7 +528,7 @@ def _pretrained(source: str, role: str, local_files_only: bool) -> tuple[Any, An
 
 
 def _local_only(local_files_only: bool | None) -> bool:
-    return _offline() if local_files_only is None else local_files_only
+    return offline() if local_files_only is None else local_files_only
 
 
 def vit_face_embeddings(

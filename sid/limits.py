@@ -1,4 +1,5 @@
-"""The bounds of every size-like option, in one table that the checks and docs/usage.md use.
+"""Checks of the numbers a user gives, done before any model loads: the bounds of every size-like
+option, in one table that the checks and docs/usage.md use, and the scales (guidance, control).
 
 Each bound keeps one option from exhausting memory or time by a typo (``-n 100000000000`` held every
 image; ``--resolution 100000`` asked for a 41 GB latent bank) and keeps ints within what torch accepts
@@ -95,3 +96,14 @@ def check_all(command: str, values: dict[str, float | None]) -> None:
     """``check`` every knob of ``values`` (knob -> value)."""
     for knob, value in values.items():
         check(command, knob, value)
+
+
+def check_guidance(guidance: float | None, control_scale: float | None = None) -> None:
+    """``--guidance`` and ``--control-scale`` must be finite and not negative (None: the default), so
+    ``--guidance nan`` is refused with the same words by every runner."""
+    for flag, value, hint in (
+        ("--guidance", guidance, "try 7.5"),
+        ("--control-scale", control_scale, "try 1.0"),
+    ):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise BadInput(f"{flag} must be a finite number of at least 0, not {value}", hint)

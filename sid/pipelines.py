@@ -188,7 +188,15 @@ def component_spec(source: str) -> ModelSpec:
 
 
 def offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+    """HF_HUB_OFFLINE or SID_OFFLINE is set: download nothing, read only caches and folders."""
+    flags = (os.environ.get(name, "").lower() for name in ("HF_HUB_OFFLINE", "SID_OFFLINE"))
+    return any(flag in {"1", "true", "yes", "on"} for flag in flags)
+
+
+def native_size(pipe: Any) -> tuple[int, int]:
+    """(width, height) a pipeline was trained at: the UNet's latent side times the VAE's factor."""
+    side = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+    return side, side
 
 
 def pick_device(device: str = "auto") -> str:
@@ -280,7 +288,9 @@ def load_from_candidates(spec: ModelSpec, pipeline_class: type | None = None, **
             f"could not load the model folder {spec.label!r}: {tried}",
             "the folder is incomplete or damaged: save it again with save_pretrained or pass another --model",
         )
-    how = "you are offline (HF_HUB_OFFLINE=1)" if offline() else "none could be downloaded"
+    how = (
+        "you are offline (HF_HUB_OFFLINE or SID_OFFLINE is set)" if offline() else "none could be downloaded"
+    )
     raise ModelNotFound(
         f"could not load model {spec.label!r}: {how}; tried {tried}",
         "download it once online, or pass --model /path/to/a/local/diffusers/folder",

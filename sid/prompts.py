@@ -146,18 +146,30 @@ def add_placeholder_tokens(tokenizer: Any, text_encoder: Any, token: str, count:
     return tokenizer.convert_tokens_to_ids(names)
 
 
+@dataclass
+class VectorSlot:
+    """Where a training loop puts the vectors that ``inject_vectors`` writes into the next forward."""
+
+    vectors: torch.Tensor | None = None  # (B, K, d), differentiable; set before each text-encoder call
+
+
 @contextmanager
-def inject_vectors(text_encoder: Any, token_ids: list[int], source: Any) -> Iterator[None]:
-    """While active, embeddings of ``token_ids`` come from ``source()`` -> (B, K, d) (differentiable).
+def inject_vectors(text_encoder: Any, token_ids: list[int]) -> Iterator[VectorSlot]:
+    """While active, embeddings of ``token_ids`` come from the yielded slot's ``vectors``.
 
     A forward hook on the token-embedding layer replaces the rows at placeholder positions, so the
-    text encoder's forward (position embeddings, attention, pooling) is the model's own.
+    text encoder's forward (position embeddings, attention, pooling) is the model's own. The loop
+    assigns ``slot.vectors = mapper(face)`` before calling the encoder: the data flow stays in sight.
     """
     import torch
 
+    slot = VectorSlot()
+
     def hook(module: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
+        if slot.vectors is None:
+            raise RuntimeError("inject_vectors: assign slot.vectors before running the text encoder")
         input_ids = inputs[0]  # (B, L)
-        vectors = source().to(output.dtype)  # (B, K, d)
+        vectors = slot.vectors.to(output.dtype)  # (B, K, d)
         for k in range(len(token_ids)):
             here = (input_ids == token_ids[k]).unsqueeze(-1)  # (B, L, 1); a Python int: no transfer
             output = torch.where(here, vectors[:, k : k + 1, :], output)
@@ -165,6 +177,6 @@ def inject_vectors(text_encoder: Any, token_ids: list[int], source: Any) -> Iter
 
     handle = text_encoder.get_input_embeddings().register_forward_hook(hook)
     try:
-        yield
+        yield slot
     finally:
         handle.remove()

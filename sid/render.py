@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from sid import limits
-from sid.checks import check_guidance
 from sid.errors import BadInput, Interrupted
 from sid.files import atomic_path, check_output_target, output_folder
-from sid.pipelines import model_for_identities
+from sid.pipelines import model_for_identities, native_size
 from sid.prompts import ParsedPrompt, load_identities, parse_prompt
 from sid.store import Identity, IdentityStore
 
@@ -95,7 +94,7 @@ def check_inputs(cfg: RenderConfig) -> None:
     if not cfg.prompt.strip():
         raise BadInput("the prompt is empty", 'pass a prompt like "alice as a knight"')
     limits.check_all("render", {"count": cfg.count, "steps": cfg.steps, "seed": cfg.seed})
-    check_guidance(cfg.guidance, cfg.control_scale)
+    limits.check_guidance(cfg.guidance, cfg.control_scale)
     if cfg.scheduler not in SCHEDULERS:
         raise BadInput(f"unknown scheduler {cfg.scheduler!r}", f"use one of: {', '.join(SCHEDULERS)}")
     parse_size(cfg.size)
@@ -114,11 +113,6 @@ def set_scheduler(pipe: Any, name: str) -> None:
 
     cls_name, extra, _ = SCHEDULERS[name]
     pipe.scheduler = getattr(diffusers, cls_name).from_config(pipe.scheduler.config, **extra)
-
-
-def native_size(pipe: Any) -> tuple[int, int]:
-    side = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    return side, side
 
 
 def prepare(

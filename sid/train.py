@@ -4,6 +4,9 @@ The loop reads top to bottom: faces -> model -> prior and mapper -> a bank of au
 steps. Only the mapper trains; UNet, VAE and text encoder are frozen. A checkpoint (mapper +
 optimizer + RNG) is written beside the store every ``checkpoint_every`` steps, and the store itself
 is only written once, at the end, so an interrupted run leaves it untouched.
+
+One concern, a learn run and its parts (inputs, frozen model, bank, step, checkpoints), hence one
+file past 450 lines: ``learn()`` keeps the numbered steps and the helpers below it the detail.
 """
 
 from __future__ import annotations
@@ -37,8 +40,9 @@ from sid.faces import (
     vit_model_source,
 )
 from sid.families import family_of_pipeline, slot_for_width
+from sid.losslog import LossLog
 from sid.methods import RECIPES, build_mapper, noise_loss, two_phase_loss
-from sid.pipelines import check_dtype, fingerprint, load_pipeline, pick_device
+from sid.pipelines import check_dtype, fingerprint, load_pipeline, native_size, pick_device
 from sid.priors import build_prior
 from sid.prompts import add_placeholder_tokens, identity_token, inject_vectors
 from sid.speed import Speedups, unet_step
@@ -161,8 +165,7 @@ def learn(
     store = store or IdentityStore()
     check_inputs(photos, names, cfg, store, force)
     cfg = resolved(cfg)
-    key = run_key(photos, names, cfg)
-    ckpt = checkpoint_path(store, key)
+    ckpt = checkpoint_path(store, run_key(photos, names, cfg))
     store.check_writable(ckpt.parent)  # a read-only or full store fails now, not after training
     phase = phase or (lambda _: None)
     recipe = RECIPES[cfg.method]
@@ -171,134 +174,70 @@ def learn(
 
     # 1. faces: one aligned crop, mask and face embedding (plain, mirrored) per photo
     phase(
-        ("finding and parsing the face" if cfg.face_parser else "finding the face")
-        + ("s" if len(photos) > 1 else "")
+        ("finding and parsing the face" if cfg.face_parser else "finding the face") + "s" * (len(photos) > 1)
     )
     device = pick_device(cfg.device)
-    parser = load_face_parser(cfg.face_parser, warn) if cfg.face_parser else None
-    crops = [
-        extract_face(
-            p, face_index=cfg.face_index, face_models=cfg.face_models, warn=warn, parser=parser, device=device
-        )
-        for p in photos
-    ]
-    embeddings = [face_embeddings(c, cfg, device) for c in crops]  # per identity: (2, f)
+    crops, embeddings = prepare_faces(photos, cfg, device, warn)
 
     # 2. frozen model
     phase("loading the model")
-    pipe, spec = load_pipeline(cfg.model, device=device, dtype="fp32", default=recipe.model)  # autocast below
-    if not family_of_pipeline(pipe).learnable:
-        raise BadInput("learning on SDXL is not supported yet", "learn on sd21 (default) or sd15")
-    unet, vae, text_encoder, tokenizer, scheduler = (
-        pipe.unet,
-        pipe.vae,
-        pipe.text_encoder,
-        pipe.tokenizer,
-        pipe.scheduler,
-    )
-    amp_dtype = _autocast_dtype(device, cfg.dtype)
-    if amp_dtype is not None:  # frozen weights in half precision: half the memory traffic
-        unet.to(amp_dtype)
-    for module in (unet, vae, text_encoder):
-        module.requires_grad_(False).eval()
-    denoise = unet_step(unet, cfg.speed, device, amp_dtype)
-    base_fingerprint = fingerprint(text_encoder, tokenizer.vocab_size)  # the base vocabulary's rows
-    noise_scheduler = training_scheduler(scheduler.config)  # the forward process, whatever the sampler
-    prediction_type = noise_scheduler.config.prediction_type
-    resolution = cfg.resolution or unet.config.sample_size * pipe.vae_scale_factor
+    model = load_frozen(cfg, device)
 
     # 3. prior, placeholder tokens and mapper (the only trainable part)
     phase("parsing the celebrity-name prior and building the mapper")
     torch.manual_seed(cfg.seed)
-    prior = build_prior(tokenizer, text_encoder, cfg.method)
+    prior = build_prior(model.tokenizer, model.text_encoder, cfg.method)
     embeddings = [e.to(device) for e in embeddings]
     mapper = build_mapper(cfg.method, embeddings[0].shape[-1], prior, len(crops)).to(device)
-    token_ids = add_placeholder_tokens(tokenizer, text_encoder, identity_token("__learn__"), 2)
-    text_encoder.to(device)
-    templates = tokenize_templates(pipe, tokenizer, recipe.templates, identity_token("__learn__")).to(device)
+    token = identity_token("__learn__")
+    token_ids = add_placeholder_tokens(model.tokenizer, model.text_encoder, token, 2)
+    model.text_encoder.to(device)
+    templates = tokenize_templates(model.pipe, model.tokenizer, recipe.templates, token).to(device)
 
     # 4. a bank of augmented latents and latent-size masks, encoded once
     generator = torch.Generator().manual_seed(cfg.seed)
     bank_size = cfg.bank_size or default_bank_size(steps, batch, len(crops))
     phase(f"encoding the latent bank ({bank_size} augmented images per photo)")
-    bank = [build_bank(c, vae, resolution, bank_size, generator, cfg.method, device) for c in crops]
+    bank = [
+        build_bank(c, model.vae, model.resolution, bank_size, generator, cfg.method, device) for c in crops
+    ]
 
     # 5. optimiser and resumable state
     optimizer = torch.optim.AdamW(
         mapper.parameters(), lr=lr, betas=recipe.betas, weight_decay=recipe.weight_decay, **_fused(device)
     )
     step_gen = torch.Generator(device).manual_seed(cfg.seed)  # per-step draws on the device: no host syncs
-    first_step, losses = 0, []
+    first_step, log = 0, LossLog()
     run_meta = checkpoint_meta(names, cfg, crops)
     if resume and ckpt.is_file():
-        first_step, losses = load_state(ckpt, mapper, optimizer, step_gen)
+        first_step, log.values = load_state(ckpt, mapper, optimizer, step_gen)
     elif resume:
         drop_stale_checkpoints(ckpt, run_meta, warn)
-    alphas_cumprod = noise_scheduler.alphas_cumprod.to(device)
-    num_train_timesteps = noise_scheduler.config.num_train_timesteps
-    scaler = torch.amp.GradScaler(enabled=amp_dtype == torch.float16)  # fp16 needs loss scaling, bf16 not
+    scaler = torch.amp.GradScaler(enabled=model.amp_dtype == torch.float16)  # fp16 needs loss scaling
 
     # 6. training loop
-    vectors_now: list[torch.Tensor] = []
-    pending: list[torch.Tensor] = []
-
-    def flush() -> None:  # the only host sync: move logged losses off the device
-        if pending:
-            losses.extend(torch.stack(pending).cpu().tolist())
-            pending.clear()
-
     phase(f"training {steps - first_step} steps")
     try:
-        with inject_vectors(text_encoder, token_ids, lambda: vectors_now[0]):
+        with inject_vectors(model.text_encoder, token_ids) as slot:
             for step in range(first_step, steps):
                 who = step % len(crops)  # joint learning alternates identities
                 if not (cfg.overfit and step > first_step):
-                    z0, mask, hair_mask, flip = bank[who].sample(batch, step // len(crops))
-                    face = embeddings[who][flip.long()]  # (B, f): mirrored photo -> mirrored embedding
-                    t = torch.randint(0, num_train_timesteps, (batch,), generator=step_gen, device=device)
-                    noise = torch.randn(z0.shape, generator=step_gen, device=device)
-                    z_t = noise_scheduler.add_noise(z0, noise, t)
-                    ids = templates[
-                        torch.randint(0, len(templates), (batch,), generator=step_gen, device=device)
-                    ]
-                with torch.autocast(
-                    device.split(":")[0], dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
-                ):
-                    vectors_now[:] = [mapper(face)]  # (B, 2, d)
-                    cond = text_encoder(ids)[0]  # (B, 77, d)
-                    pred = denoise(z_t.to(unet.dtype), t, cond.to(unet.dtype)).float()
-                if cfg.method in MASKED_METHODS:
-                    loss = two_phase_loss(
-                        pred,
-                        noise,
-                        z_t,
-                        z0,
-                        t,
-                        alphas_cumprod,
-                        mask,
-                        prediction_type,
-                        hair_mask=hair_mask,
-                        vae_scaling_factor=vae.config.scaling_factor,
-                    )
-                else:
-                    loss = noise_loss(pred, noise, z_t, z0, t, alphas_cumprod, prediction_type)
+                    draw = bank[who].sample(batch, step // len(crops))
+                    sample = model.noised(draw, embeddings[who], templates, step_gen)
+                with model.autocast():
+                    slot.vectors = mapper(sample.face)  # (B, 2, d): the identity's two tokens
+                    pred = model.predict(sample)
+                loss = model.loss(pred, sample, cfg.method)
                 if recipe.ema:  # Celeb Basis keeps the moving average of the coefficients this loss used
-                    mapper.update_average(who, face)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if recipe.grad_clip:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(mapper.parameters(), recipe.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                pending.append(loss.detach())
+                    mapper.update_average(who, sample.face)
+                update(loss, mapper, optimizer, scaler, recipe.grad_clip)
+                log.add(loss)
                 if (step + 1) % cfg.log_every == 0 or step + 1 == steps:
-                    flush()
+                    log.flush()
                     if progress:
-                        progress(step + 1, steps, _smoothed(losses))
+                        progress(step + 1, steps, log.smoothed())
                 if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < steps:
-                    flush()
-                    save_state(ckpt, mapper, optimizer, step_gen, step + 1, losses, run_meta)
+                    save_state(ckpt, mapper, optimizer, step_gen, step + 1, log.flush(), run_meta)
     except torch.OutOfMemoryError as e:
         raise OutOfMemory(
             f"out of memory on {device} while learning", "pass --batch-size 1 or use a smaller model"
@@ -309,29 +248,181 @@ def learn(
     mapper.eval()
     with torch.no_grad():
         final = [
-            (mapper.averaged_vectors(i) if recipe.ema else mapper(e[:1].to(device))[0]).float().cpu().numpy()
+            (mapper.averaged_vectors(i) if recipe.ema else mapper(e[:1])[0]).float().cpu().numpy()
             for i, e in enumerate(embeddings)
         ]  # each (2, d)
-    slot = slot_for_width(final[0].shape[-1])
     settings = {
         **asdict(cfg),
         "steps": steps,
         "batch_size": batch,
         "lr": lr,
-        "resolution": resolution,
+        "resolution": model.resolution,
         "bank_size": bank_size,
         "prior": prior.describe(),
-        "prediction_type": prediction_type,
-        "noise_schedule": describe_schedule(noise_scheduler, scheduler),
+        "prediction_type": model.prediction_type,
+        "noise_schedule": describe_schedule(model.noise_scheduler, model.pipe.scheduler),
     }
+    identities = make_identities(names, final, crops, cfg, model, settings, log.values)
+    for identity in identities:
+        store.save(identity, overwrite=force)
+    for path, _ in same_names(ckpt, run_meta):  # this run's, and earlier runs' that can never resume now
+        path.unlink(missing_ok=True)
+    return LearnResult(identities, log.values, time.perf_counter() - start_time, first_step)
+
+
+# -- the run's parts ---------------------------------------------------------------------------------
+def prepare_faces(
+    photos: list[Path], cfg: LearnConfig, device: str, warn: Callable[[str], None] | None
+) -> tuple[list[FaceCrop], list[torch.Tensor]]:
+    """Each photo's aligned crop (with masks) and its (2, f) face embeddings, plain and mirrored."""
+    parser = load_face_parser(cfg.face_parser, warn) if cfg.face_parser else None
+    crops = [
+        extract_face(
+            p, face_index=cfg.face_index, face_models=cfg.face_models, warn=warn, parser=parser, device=device
+        )
+        for p in photos
+    ]
+    return crops, [face_embeddings(c, cfg, device) for c in crops]
+
+
+@dataclass
+class Sample:
+    """One step's training batch: clean and noised latents, their masks, faces, timesteps and prompts."""
+
+    z0: torch.Tensor  # (B, 4, h, w)
+    mask: torch.Tensor  # (B, 1, h, w)
+    hair_mask: torch.Tensor | None
+    face: torch.Tensor  # (B, f): the mirrored photo's embedding where the latent is mirrored
+    t: torch.Tensor  # (B,)
+    noise: torch.Tensor  # (B, 4, h, w)
+    z_t: torch.Tensor  # (B, 4, h, w)
+    ids: torch.Tensor  # (B, 77) prompt template ids
+
+
+@dataclass
+class Frozen:
+    """The frozen diffusion model as the loop uses it: parts, precision and the training noise."""
+
+    pipe: Any
+    spec: Any  # the ModelSpec it was loaded from
+    unet: Any
+    vae: Any
+    text_encoder: Any
+    tokenizer: Any
+    amp_dtype: torch.dtype | None  # autocast dtype (None: fp32)
+    denoise: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (z_t, t, cond) -> pred
+    noise_scheduler: DDPMScheduler  # the forward process, whatever the sampler
+    alphas_cumprod: torch.Tensor
+    resolution: int  # training image side
+    base_fingerprint: str  # of the base vocabulary's rows
+
+    @property
+    def prediction_type(self) -> str:
+        return self.noise_scheduler.config.prediction_type
+
+    def autocast(self) -> torch.autocast:
+        device = self.alphas_cumprod.device.type
+        return torch.autocast(
+            device, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
+        )
+
+    def noised(
+        self, draw: tuple[Any, ...], faces: torch.Tensor, templates: torch.Tensor, gen: torch.Generator
+    ) -> Sample:
+        """A bank draw with its timesteps, noise and prompt templates drawn from ``gen`` (in that order)."""
+        z0, mask, hair_mask, flip = draw
+        batch, device = len(z0), z0.device
+        t = torch.randint(
+            0, self.noise_scheduler.config.num_train_timesteps, (batch,), generator=gen, device=device
+        )
+        noise = torch.randn(z0.shape, generator=gen, device=device)
+        z_t = self.noise_scheduler.add_noise(z0, noise, t)
+        ids = templates[torch.randint(0, len(templates), (batch,), generator=gen, device=device)]
+        return Sample(z0, mask, hair_mask, faces[flip.long()], t, noise, z_t, ids)
+
+    def predict(self, s: Sample) -> torch.Tensor:
+        """The UNet's fp32 prediction for ``s``, conditioned on its prompts (with the injected tokens)."""
+        cond = self.text_encoder(s.ids)[0]  # (B, 77, d)
+        return self.denoise(s.z_t.to(self.unet.dtype), s.t, cond.to(self.unet.dtype)).float()
+
+    def loss(self, pred: torch.Tensor, s: Sample, method: str) -> torch.Tensor:
+        """The method's loss of a prediction (in fp32, outside autocast)."""
+        if method not in MASKED_METHODS:
+            return noise_loss(pred, s.noise, s.z_t, s.z0, s.t, self.alphas_cumprod, self.prediction_type)
+        return two_phase_loss(
+            pred,
+            s.noise,
+            s.z_t,
+            s.z0,
+            s.t,
+            self.alphas_cumprod,
+            s.mask,
+            self.prediction_type,
+            hair_mask=s.hair_mask,
+            vae_scaling_factor=self.vae.config.scaling_factor,
+        )
+
+
+def load_frozen(cfg: LearnConfig, device: str) -> Frozen:
+    """The model in eval mode with no gradients, the UNet in the autocast dtype (half the memory
+    traffic on GPU), and the DDPM forward process of its betas."""
+    pipe, spec = load_pipeline(cfg.model, device=device, dtype="fp32", default=RECIPES[cfg.method].model)
+    if not family_of_pipeline(pipe).learnable:
+        raise BadInput("learning on SDXL is not supported yet", "learn on sd21 (default) or sd15")
+    amp_dtype = _autocast_dtype(device, cfg.dtype)
+    if amp_dtype is not None:
+        pipe.unet.to(amp_dtype)
+    for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+        module.requires_grad_(False).eval()
+    noise_scheduler = training_scheduler(pipe.scheduler.config)
+    return Frozen(
+        pipe=pipe,
+        spec=spec,
+        unet=pipe.unet,
+        vae=pipe.vae,
+        text_encoder=pipe.text_encoder,
+        tokenizer=pipe.tokenizer,
+        amp_dtype=amp_dtype,
+        denoise=unet_step(pipe.unet, cfg.speed, device, amp_dtype),
+        noise_scheduler=noise_scheduler,
+        alphas_cumprod=noise_scheduler.alphas_cumprod.to(device),
+        resolution=cfg.resolution or native_size(pipe)[0],
+        base_fingerprint=fingerprint(pipe.text_encoder, pipe.tokenizer.vocab_size),
+    )
+
+
+def update(
+    loss: torch.Tensor, mapper: torch.nn.Module, optimizer: Any, scaler: Any, grad_clip: float | None
+) -> None:
+    """One optimiser step on the mapper: scaled backward (fp16), optional gradient clipping."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if grad_clip:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(mapper.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+
+
+def make_identities(
+    names: list[str],
+    final: list[np.ndarray],
+    crops: list[FaceCrop],
+    cfg: LearnConfig,
+    model: Frozen,
+    settings: dict[str, Any],
+    losses: list[float],
+) -> list[Identity]:
+    """The learned identities and their metadata (final loss: the mean of the last third)."""
+    slot = slot_for_width(final[0].shape[-1])
     tail = losses[-max(1, len(losses) // 3) :]
-    identities = [
+    return [
         Identity(
             name=name,
             vectors={slot: vec.astype(np.float32)},
             method=cfg.method,
-            base_model=spec.label,
-            fingerprints={slot: base_fingerprint},
+            base_model=model.spec.label,
+            fingerprints={slot: model.base_fingerprint},
             created=now_iso(),
             photo_sha256=crop.photo_sha256,
             settings={**settings, "mask_source": crop.mask_source if cfg.method in MASKED_METHODS else None},
@@ -341,11 +432,6 @@ def learn(
         )
         for name, vec, crop in zip(names, final, crops, strict=False)
     ]
-    for identity in identities:
-        store.save(identity, overwrite=force)
-    for path, _ in same_names(ckpt, run_meta):  # this run's, and earlier runs' that can never resume now
-        path.unlink(missing_ok=True)
-    return LearnResult(identities, losses, time.perf_counter() - start_time, first_step)
 
 
 # -- helpers -----------------------------------------------------------------------------------------
@@ -525,10 +611,6 @@ def _changes(old: dict[str, str], new: dict[str, str]) -> str:
     if old.get("photos") != new["photos"]:
         changes.append("another photo")
     return ", ".join(changes) or "another sid version"
-
-
-def _smoothed(losses: list[float], window: int = 20) -> float:
-    return float(np.mean(losses[-window:])) if losses else math.nan
 
 
 def _autocast_dtype(device: str, dtype: str) -> torch.dtype | None:

@@ -23,11 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from sid import limits
-from sid.checks import check_guidance
 from sid.errors import BadInput, IncompatibleIdentity, Interrupted, OutOfMemory, WriteError, first_line
 from sid.families import ANIMATEDIFF, FAMILIES, SD2, SDXL, T2V, Family, family_of_pipeline, family_of_video
 from sid.files import atomic_path, is_folder, output_file
-from sid.pipelines import ModelSpec, component_spec, model_for_identities
+from sid.pipelines import ModelSpec, component_spec, model_for_identities, native_size
 from sid.prompts import check_compatible, parse_prompt, prompt_family
 from sid.render import StepProgress, parse_size, slug
 from sid.store import Identity, IdentityStore
@@ -154,7 +153,7 @@ def check_inputs(cfg: VideoConfig) -> str:
         raise BadInput("the prompt is empty", 'pass a prompt like "alice dancing in the rain"')
     knobs = {"frames": cfg.frames, "fps": cfg.fps, "steps": cfg.steps, "seed": cfg.seed}
     limits.check_all("video", knobs)
-    check_guidance(cfg.guidance)
+    limits.check_guidance(cfg.guidance)
     check_budget(cfg.frames, parse_size(cfg.size, "video"))
     return output_format(cfg)
 
@@ -362,11 +361,6 @@ def _animatediff(plan: VideoPlan, torch_dtype: Any, warn: Callable[[str], None] 
         steps_offset=1,
     )
     return pipe
-
-
-def native_size(pipe: Any) -> tuple[int, int]:
-    side = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
-    return side, side
 
 
 def max_frames(pipe: Any) -> int | None:

@@ -121,9 +121,10 @@ def test_a_text_to_video_model_given_to_render_and_learn(tiny_t2v: Path, tmp_pat
 
 def test_out_of_range_seed_is_one_line(tiny_model: Path, tmp_path: Path) -> None:
     args = ["render", "cat", "--model", str(tiny_model), "--seed", "99999999999999999999", "--steps", "1"]
-    one_error(
-        runner.invoke(app, [*args, "--size", "64x64", "-o", str(tmp_path), "-q"]), "--seed must be between"
+    line = one_error(
+        runner.invoke(app, [*args, "--size", "64x64", "-o", str(tmp_path), "-q"]), "--seed must be"
     )
+    assert "between 0 and 4294967295" in line and not list(tmp_path.iterdir())  # nothing rendered
 
 
 @pytest.mark.parametrize(

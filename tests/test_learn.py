@@ -281,7 +281,9 @@ def test_bank_carries_binary_face_and_hair_masks_through_one_augmentation() -> N
         "stableidentity",
         "cpu",
     )
-    assert no_hair.hair_masks is None and no_hair.sample(3, 0)[2] is None
+    latents, _, hair_masks, _ = no_hair.sample(3, 0)  # three draws from two entries wrap around
+    assert no_hair.hair_masks is None and hair_masks is None
+    assert torch.equal(latents[2], latents[0]) and not torch.equal(latents[1], latents[0])
 
 
 def test_binary_latent_masks() -> None:
@@ -316,3 +318,45 @@ def test_celebbasis_defaults_to_sd15(
         result = learn(str(face_photos / "obama_1.jpg"), "--name", "x", "--method", method, *common)
         assert result.exit_code != 0 and f"could not load model {preset!r}" in result.output, result.output
     assert not IdentityStore().names()
+
+
+def test_inject_vectors_writes_the_slots_vectors_at_the_placeholders_only() -> None:
+    """The loop assigns ``slot.vectors``; the embedding rows at placeholder ids become them, with grads."""
+    import torch
+
+    from sid.prompts import inject_vectors
+    from sid.testing import tiny_text_encoder
+
+    encoder = tiny_text_encoder(width=32)
+    embed = encoder.get_input_embeddings()
+    ids = torch.tensor([[1, 5, 6, 2], [5, 6, 3, 3]])
+    plain = embed(ids).detach()
+    vectors = torch.randn(2, 2, 32, requires_grad=True)
+    with inject_vectors(encoder, [5, 6]) as slot:
+        with pytest.raises(RuntimeError, match="assign slot.vectors"):
+            embed(ids)
+        slot.vectors = vectors
+        out = embed(ids)
+        encoder(ids)[0].sum().backward()  # the model's own forward reaches the vectors
+    assert torch.equal(out[0, 1], vectors[0, 0]) and torch.equal(out[0, 2], vectors[0, 1])
+    assert torch.equal(out[1, 0], vectors[1, 0]) and torch.equal(out[1, 1], vectors[1, 1])
+    assert torch.equal(out[0, [0, 3]], plain[0, [0, 3]]) and torch.equal(out[1, 2:], plain[1, 2:])
+    assert vectors.grad is not None and vectors.grad.abs().sum() > 0
+    assert torch.equal(embed(ids), plain)  # the hook is gone on exit
+
+
+def test_loss_log_moves_losses_off_the_device_only_on_flush() -> None:
+    import math
+
+    import torch
+
+    from sid.losslog import WINDOW, LossLog
+
+    log = LossLog()
+    for value in range(WINDOW + 5):
+        log.add(torch.tensor(float(value)))
+    assert log.values == [] and math.isnan(log.smoothed())  # nothing read back yet
+    assert log.flush() == [float(v) for v in range(WINDOW + 5)] and log.pending == []
+    assert log.smoothed() == sum(range(5, WINDOW + 5)) / WINDOW  # the last WINDOW steps
+    log.add(torch.tensor(100.0))
+    assert len(log.flush()) == WINDOW + 6 and log.values[-1] == 100.0

@@ -7,7 +7,16 @@ from pathlib import Path
 import pytest
 
 from sid.errors import BadInput, ModelNotFound
-from sid.pipelines import PRESETS, fingerprint, load_pipeline, pick_device, pick_dtype, resolve_model
+from sid.pipelines import (
+    PRESETS,
+    fingerprint,
+    load_pipeline,
+    native_size,
+    offline,
+    pick_device,
+    pick_dtype,
+    resolve_model,
+)
 
 
 def test_presets_have_mirrors_first() -> None:
@@ -51,6 +60,28 @@ def test_offline_error_lists_every_candidate() -> None:
     for candidate in PRESETS["sd21"].candidates:
         assert candidate in text
     assert "offline" in text and "--model" in text
+
+
+@pytest.mark.parametrize("flag", ["HF_HUB_OFFLINE", "SID_OFFLINE"])
+def test_either_flag_makes_every_loader_offline(flag: str, monkeypatch) -> None:
+    """One offline switch: the model loader and the face models obey HF_HUB_OFFLINE and SID_OFFLINE alike."""
+    from sid import faces
+
+    for name in ("HF_HUB_OFFLINE", "SID_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    assert not offline() and faces._local_only(None) is False
+    monkeypatch.setenv(flag, "1")
+    assert offline() and faces._local_only(None) is True
+    with pytest.raises(ModelNotFound, match="you are offline"):  # no download round was tried
+        load_pipeline("nobody/no-such-model", device="cpu")
+
+
+def test_native_size_is_the_latent_side_times_the_vae_factor() -> None:
+    from sid.testing import tiny_sd_pipeline
+
+    pipe = tiny_sd_pipeline()
+    side = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    assert native_size(pipe) == (side, side) and side != pipe.unet.config.sample_size
 
 
 def test_devices_and_dtypes() -> None:

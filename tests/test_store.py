@@ -127,7 +127,7 @@ def test_rename_and_remove(tmp_path: Path) -> None:
     assert store.names() == ["bob"] and not list(tmp_path.glob("*.png"))
 
 
-def test_list_reads_headers_only(tmp_path: Path) -> None:
+def test_list_rows_give_slots_vector_count_and_method_as_plain_data(tmp_path: Path) -> None:
     store = IdentityStore(tmp_path)
     store.save(make_identity("alice", width=768, k=2))
     (row,) = store.list().identities

@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from sid.cli import app, out, print_json, step_bar, warn
+from sid.render import DEFAULT_GUIDANCE, DEFAULT_SCHEDULER, DEFAULT_STEPS
 
 
 @app.command("render")
@@ -17,12 +18,14 @@ def render(
     ),
     count: int = typer.Option(1, "-n", "--count", help="Number of images."),
     seed: int = typer.Option(None, "--seed", help="First seed (image i uses seed + i); random if omitted."),
-    steps: int = typer.Option(30, "--steps", help="Denoising steps."),
-    guidance: float = typer.Option(8.5, "--guidance", "-g", help="Classifier-free guidance scale."),
+    steps: int = typer.Option(DEFAULT_STEPS, "--steps", help="Denoising steps."),
+    guidance: float = typer.Option(
+        DEFAULT_GUIDANCE, "--guidance", "-g", help="Classifier-free guidance scale."
+    ),
     negative: str = typer.Option("", "--negative", help="Negative prompt."),
     size: str = typer.Option(None, "--size", help="WIDTHxHEIGHT (default: the model's native size)."),
     scheduler: str = typer.Option(
-        "dpm++",
+        DEFAULT_SCHEDULER,
         "--scheduler",
         help="dpm++ | dpm++-karras | ddim | euler | euler-a | unipc | pndm | heun | lms.",
     ),

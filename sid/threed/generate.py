@@ -23,6 +23,7 @@ from sid import limits
 from sid.checkpoints import load_state, save_state
 from sid.errors import BadInput, Interrupted, OutOfMemory
 from sid.files import is_folder, output_file
+from sid.losslog import LossLog
 from sid.store import IdentityStore
 from sid.threed.cameras import OrbitRanges, sample_cameras
 from sid.threed.export import MESH_FORMATS, extract_mesh, render_turntable, write_mesh
@@ -135,8 +136,7 @@ def check_inputs(cfg: ThreeDConfig) -> Outputs:
         "seed",
     )
     limits.check_all("3d", {knob: getattr(cfg, knob) for knob in knobs})
-    if cfg.guidance is not None and (cfg.guidance < 0 or not math.isfinite(cfg.guidance)):
-        raise BadInput(f"--guidance must be a non-negative number, not {cfg.guidance}", "try 100 for sds")
+    limits.check_guidance(cfg.guidance)
     if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
         raise BadInput(f"--lr must be positive, not {cfg.lr}", "try 0.01")
     if cfg.method not in METHODS:
@@ -255,22 +255,15 @@ def generate_3d(
     # fused Adam: one kernel over the 8M+ grid values instead of a loop of small ones
     fused = {"fused": True} if device.split(":")[0] in ("cpu", "cuda") else {}
     optimizer = torch.optim.Adam(scene.param_groups(cfg.lr), betas=(0.9, 0.99), eps=1e-15, **fused)
-    first, losses = 0, []
+    first, log = 0, LossLog()
     if resuming:
-        first, losses = load_state(outputs.checkpoint, scene, optimizer, generator)
+        first, log.values = load_state(outputs.checkpoint, scene, optimizer, generator)
     elif resume and warn is not None:
         warn(f"no checkpoint at {outputs.checkpoint}: starting from the beginning")
     bound, guidance = cfg.grid.bound, cfg.guidance_scale
 
     # 4. score distillation
-    pending: list[torch.Tensor] = []
     mesh_written = False
-
-    def flush() -> None:  # the only host sync: logged losses off the device
-        if pending:
-            losses.extend(torch.stack(pending).cpu().tolist())
-            pending.clear()
-
     try:
         for step in range(first, cfg.iters):
             cams = sample_cameras(cfg.batch, generator, cfg.orbit)
@@ -293,23 +286,22 @@ def generate_3d(
                 if p.grad is not None:
                     p.grad.nan_to_num_(0.0, 0.0, 0.0)
             optimizer.step()
-            pending.append((grad.detach() ** 2).mean())
+            log.add((grad.detach() ** 2).mean())
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.iters:
-                flush()
+                log.flush()
             if progress is not None:
-                progress(step + 1, cfg.iters, _recent(losses))
+                progress(step + 1, cfg.iters, log.smoothed())
             if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.iters:
-                flush()
                 save_state(
                     outputs.checkpoint,
                     scene,
                     optimizer,
                     generator,
                     step + 1,
-                    losses,
+                    log.flush(),
                     {"format": "sid-3d", "key": key},
                 )
-        flush()
+        log.flush()
 
         # 5. mesh and turntable, both made before either is written (Ctrl-C in between writes neither)
         scene.eval()
@@ -348,7 +340,7 @@ def generate_3d(
         iterations=cfg.iters,
         start_iteration=first,
         seconds=round(time.perf_counter() - started, 2),
-        final_loss=_recent(losses),
+        final_loss=log.smoothed(),
         vertices=len(mesh.vertices),
         faces=len(mesh.faces),
         identities=[i.name for i in identities],
@@ -356,8 +348,3 @@ def generate_3d(
         model=spec.label,
         device=device,
     )
-
-
-def _recent(losses: list[float], window: int = 20) -> float:
-    tail = losses[-window:]
-    return float(sum(tail) / len(tail)) if tail else math.nan

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from sid.methods import split_prediction
+from sid.pipelines import native_size
 from sid.threed.cameras import VIEWS
 
 # Predictor: (x_t (B,4,h,w), t (B,), guidance or None) -> predicted noise; None means unconditional only
@@ -153,7 +154,7 @@ class Guide:
         self.num_train_timesteps = int(pipe.scheduler.config.num_train_timesteps)
         self.prediction_type = pipe.scheduler.config.get("prediction_type", "epsilon")
         self.scaling = float(self.vae.config.scaling_factor)
-        self.native = int(self.unet.config.sample_size * pipe.vae_scale_factor)
+        self.native = native_size(pipe)[0]
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, S, S) in [0, 1] -> latents (B, 4, n/8, n/8) at the model's native size n,
