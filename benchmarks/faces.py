@@ -4,10 +4,10 @@
     python -m benchmarks.faces --arch tiny      # the tiny test models (checks the benchmark runs)
 
 Both are built from their configurations with random weights (a random network times like a trained
-one), saved once to the benchmark cache and loaded through sid's own loading code. ``vit_ms`` is one
-call of ``sid.faces.vit_face_embeddings``: the photo and its mirror image, 2 images in one batch;
-``parser_ms`` one ``sid.faces.parse_face`` of a 512² aligned face. The first call (loading included)
-is reported apart and left out of the medians.
+one), saved once to the benchmark cache and loaded through sid's own loading code. ``vit_ms`` is
+one call of ``sid.face_transformers.vit_face_embeddings``: the photo and its mirror image, 2 images
+in one batch; ``parser_ms`` one ``sid.face_transformers.parse_face`` of a 512² aligned face. The
+first call (loading included) is reported apart and left out of the medians.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         import numpy as np
         from PIL import Image
 
-        from sid import faces
+        from sid import face_transformers
         from sid.pipelines import pick_device
 
         set_threads(args.threads)
@@ -69,11 +69,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         log(f"faces: {'tiny' if args.arch == 'tiny' else 'full-size'} ViT and parser on {device}")
         with LoadMeter() as load:
             vit_first, vit_ms = time_calls(
-                clock, lambda: faces.vit_face_embeddings(image, str(vit), True, device), args.runs
+                clock, lambda: face_transformers.vit_face_embeddings(image, str(vit), True, device), args.runs
             )
-            loaded = faces.load_face_parser(str(parser_dir), local_files_only=True)
+            loaded = face_transformers.load_face_parser(str(parser_dir), local_files_only=True)
             parser_first, parser_ms = time_calls(
-                clock, lambda: faces.parse_face(image, loaded, device), args.runs
+                clock, lambda: face_transformers.parse_face(image, loaded, device), args.runs
             )
         result = {
             "benchmark": "faces",

@@ -56,7 +56,7 @@ def with_controlnet(pipe: Any, spec: ModelSpec, control_type: str, controlnet: s
 
 def make_control_image(path: Path, control_type: str, is_map: bool, size: tuple[int, int] | None) -> Any:
     """An RGB PIL image to condition on."""
-    from sid.faces import load_photo
+    from sid.photos import load_photo
 
     image = load_photo(path)
     if size is not None:

@@ -4,8 +4,9 @@ The heavy libraries (insightface, onnxruntime, OpenCV, transformers) are importe
 functions that need them, so that ``sid --help`` stays fast. Face models come from an insightface
 model pack (a folder of ``.onnx`` files, by default ``~/.insightface/models/buffalo_l``); each file is
 routed by the task insightface recognises in it, so any pack with a detector and a recognizer works
-and the embedding width is whatever the recognizer outputs. StableIdentity's ViT face encoder and the
-face parser behind the training mask are transformers models (hub id or local folder). See docs/faces.md.
+and the embedding width is whatever the recognizer outputs. Reading the photo is ``sid.photos``;
+StableIdentity's ViT face encoder and the face parser behind the training mask (transformers models)
+are ``sid.face_transformers``. See docs/faces.md.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import functools
 import hashlib
 import io
 import os
-import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,134 +23,23 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sid.config import setting
 from sid.errors import BadInput, ModelNotFound, NoFaceFound, first_line
+from sid.face_transformers import FaceParser, parse_face
+from sid.photos import decode_photo, read_photo_file
 from sid.pipelines import offline
 
 if TYPE_CHECKING:
     from PIL import Image
 
 DEFAULT_PACK = "buffalo_l"
-MIN_SIDE = 32  # smaller photos cannot hold a usable face
-MAX_PIXELS = 120_000_000  # above every phone/DSLR photo sid needs; guards against decompression bombs
 # SCRFD misses faces wider than about 450 px of its input, so close-ups get a second, coarse look
 DET_SIZES = ((640, 640), (256, 256))
 DET_THRESHOLD = 0.5
 SMALL_FACE = 64  # face boxes narrower than this give poor identities
 ALIGNED_SIZE = 512
-VIT_FACE_MODEL = "jayanta/vit-base-patch16-224-in21k-face-recognition"
-VIT_FACE_BOX = (64, 70, 440, 446)  # StableIdentity's face box inside the 512 FFHQ crop
-FACE_PARSER = "jonathandinu/face-parsing"  # SegFormer trained on CelebAMask-HQ
-# Parser classes by name (CelebAMask-HQ's, and the spellings other parsers use), never by index: parsers
-# number them differently. The face is StableIdentity's: skin, brows, eyes, glasses, ears, nose, mouth,
-# lips; not earrings ("ear_r"), neck, necklace, cloth, hat or hair.
-FACE_CLASSES = frozenset(
-    {
-        *("skin", "face"),
-        *("l_brow", "r_brow", "brow", "brows", "eyebrow", "eyebrows", "left_eyebrow", "right_eyebrow"),
-        *("l_eye", "r_eye", "eye", "eyes", "left_eye", "right_eye"),
-        *("eye_g", "eyeglass", "eyeglasses", "glasses"),
-        *("l_ear", "r_ear", "ear", "ears", "left_ear", "right_ear"),
-        *("nose", "mouth", "inner_mouth"),
-        *("u_lip", "l_lip", "lip", "lips", "upper_lip", "lower_lip"),
-    }
-)
-HAIR_CLASSES = frozenset({"hair"})
 FOREHEAD, CHIN = 1.1, 0.8  # face-mask reach beyond the eyes and the mouth, in eye-to-mouth distances
 
 Warn = Callable[[str], None]
-
-
-# ---------------------------------------------------------------- photos
-
-
-def load_photo(path: str | Path) -> Image.Image:
-    """The photo at ``path`` as an upright RGB image, or a BadInput that says what is wrong with it."""
-    path = Path(path)
-    return _decode(_read_file(path), path)
-
-
-def _read_file(path: Path) -> bytes:
-    if path.is_dir():
-        raise BadInput(f"{path} is a folder, not a photo", "give the path of one image file")
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise BadInput(f"photo {path} not found", "check the path") from None
-    except OSError as e:
-        raise BadInput(f"could not read photo {path}: {first_line(e)}", "check the file's permissions") from e
-
-
-def _decode(data: bytes, path: Path) -> Image.Image:
-    """Decode, refuse bombs and damaged files, apply EXIF orientation, then normalise to RGB."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    if not data:
-        raise BadInput(f"photo {path} is empty (0 bytes)", "give a JPEG, PNG or WebP photo")
-    too_big = BadInput(
-        f"photo {path} is too large (more than {MAX_PIXELS // 1_000_000} megapixels)",
-        "downscale it, e.g. to 4000 px on the long side; a face needs far less",
-    )
-    try:
-        with warnings.catch_warnings():
-            # sid applies its own limit (MAX_PIXELS) below; Pillow's softer warning would only be noise
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            if img.width * img.height > MAX_PIXELS:
-                raise too_big
-            img.load()
-    except UnidentifiedImageError:
-        raise BadInput(f"{path} is not an image sid can read", "give a JPEG, PNG or WebP photo") from None
-    except Image.DecompressionBombError:
-        raise too_big from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise BadInput(
-            f"photo {path} is damaged or truncated ({first_line(e)})", "re-export or re-download the photo"
-        ) from e
-    try:
-        img = ImageOps.exif_transpose(img)
-    except Exception:  # broken EXIF metadata: the pixels are still a usable photo, as stored
-        pass
-    if min(img.size) < MIN_SIDE:
-        raise BadInput(
-            f"photo {path} is only {img.width}x{img.height} pixels",
-            f"use a photo at least {MIN_SIDE} px on each side (a face of 256 px or more works best)",
-        )
-    try:
-        return _to_rgb(img)
-    except (ValueError, OSError) as e:
-        raise BadInput(
-            f"photo {path} uses colour mode {img.mode}, which sid cannot convert ({first_line(e)})",
-            "save it as an 8-bit RGB JPEG or PNG",
-        ) from e
-
-
-def _to_rgb(img: Image.Image) -> Image.Image:
-    """Any Pillow mode -> RGB: 16-bit scaled (not clipped), transparency over white, CMYK via its profile."""
-    from PIL import Image
-
-    if img.mode.startswith("I;16") or img.mode == "I":
-        # Pillow's own convert() clips 16-bit values at 255, turning most of the photo white
-        wide = np.asarray(img).astype(np.float32)
-        return Image.fromarray(np.round(np.clip(wide, 0, 65535) / 257.0).astype(np.uint8)).convert("RGB")
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    if img.mode == "CMYK" and img.info.get("icc_profile"):
-        return _cmyk_with_profile(img)
-    return img.convert("RGB")
-
-
-def _cmyk_with_profile(img: Image.Image) -> Image.Image:
-    """CMYK through the photo's own ICC profile to sRGB; the plain formula when the profile is unusable."""
-    from PIL import ImageCms
-
-    try:
-        source = ImageCms.ImageCmsProfile(io.BytesIO(img.info["icc_profile"]))
-        return ImageCms.profileToProfile(img, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
-    except (ImageCms.PyCMSError, OSError, ValueError):
-        return img.convert("RGB")
 
 
 # ---------------------------------------------------------------- face-model pack
@@ -479,158 +368,6 @@ def _face_ellipse(kps: np.ndarray) -> tuple[tuple[int, int], tuple[int, int], fl
     return centre_px, (int(round(half_width)), int(round(half_height))), angle
 
 
-# ---------------------------------------------------------------- transformers face models
-
-
-def vit_model_source(choice: str | None = None) -> str:
-    """The ViT face encoder: ``--vit-model`` > $SID_VIT_MODEL > config ``vit_model`` > the paper's model."""
-    return _model_source(setting(choice, "SID_VIT_MODEL", "vit_model", VIT_FACE_MODEL))
-
-
-def face_parser_source(choice: str | None = None) -> str:
-    """The face parser: ``--face-parser`` > $SID_FACE_PARSER > config ``face_parser`` > FACE_PARSER."""
-    return _model_source(setting(choice, "SID_FACE_PARSER", "face_parser", FACE_PARSER))
-
-
-def _model_source(choice: str) -> str:
-    """A local folder as an absolute path (so metadata can find it again), anything else as a hub id."""
-    folder = Path(choice).expanduser()
-    return str(folder.resolve()) if folder.is_dir() else choice
-
-
-@functools.lru_cache(maxsize=4)
-def _pretrained(source: str, role: str, local_files_only: bool) -> tuple[Any, Any]:
-    """(image processor, model in eval mode) of a transformers vision model; ``role`` picks the class.
-
-    The processor is the PIL one, as the papers' code ran it (transformers would otherwise pick the
-    torchvision one where installed, whose resize differs slightly).
-    """
-    import transformers
-
-    from sid.pipelines import quiet_libraries
-
-    quiet_libraries()  # no loading bars or load reports (the paper's ViT checkpoint has no pooler)
-    auto = transformers.AutoModelForSemanticSegmentation if role == "face parser" else transformers.AutoModel
-    flag = "--face-parser" if role == "face parser" else "--vit-model"
-    try:
-        processor = transformers.AutoImageProcessor.from_pretrained(
-            source, local_files_only=local_files_only, backend="pil"
-        )
-        model = auto.from_pretrained(source, local_files_only=local_files_only)
-    except Exception as e:  # hub, file and config errors all mean "not loadable from here"
-        why = "sid is offline and it is not in the local cache" if local_files_only else first_line(e)
-        raise ModelNotFound(
-            f"could not load the {role} {source!r}: {why}",
-            f"download it once online, or point {flag} at a local folder saved with save_pretrained "
-            "(config.json, weights, preprocessor_config.json)",
-        ) from e
-    return processor, model.eval()
-
-
-def _local_only(local_files_only: bool | None) -> bool:
-    return offline() if local_files_only is None else local_files_only
-
-
-def vit_face_embeddings(
-    image512: Image.Image | np.ndarray,
-    model: str = VIT_FACE_MODEL,
-    local_files_only: bool | None = None,
-    device: str = "cpu",
-) -> np.ndarray:
-    """(2, D) StableIdentity face features: of the aligned face and of its mirror image, in one batch.
-
-    As its code: the FFHQ 512 crop is cut to VIT_FACE_BOX, run through the model's own image processor,
-    and the CLS token of the last hidden state is the feature (768 wide for the paper's model), not
-    normalised. The mirror flips the processed input, as its only augmentation of this input does.
-    ``model`` is a hub id or a local folder; ``local_files_only`` defaults to "is sid offline";
-    ``device`` is where the model runs (it stays there for the next call).
-    """
-    import torch
-    from PIL import Image
-
-    img = image512 if isinstance(image512, Image.Image) else Image.fromarray(np.asarray(image512, np.uint8))
-    img = img.convert("RGB")
-    scale = img.width / ALIGNED_SIZE
-    face = img.crop(tuple(int(round(v * scale)) for v in VIT_FACE_BOX))
-    processor, vit = _pretrained(model, "face encoder", _local_only(local_files_only))
-    pixels = processor(images=face, return_tensors="pt")["pixel_values"]
-    pixels = torch.cat([pixels, pixels.flip(-1)]).to(device, vit.dtype)
-    with torch.inference_mode():
-        hidden = vit.to(device)(pixel_values=pixels).last_hidden_state
-    return hidden[:, 0].float().cpu().numpy().astype(np.float32)
-
-
-@dataclass(frozen=True)
-class FaceParser:
-    """A loaded face-parsing model and which of its classes are the face and the hair."""
-
-    source: str  # hub id or absolute folder
-    processor: Any
-    model: Any  # transformers AutoModelForSemanticSegmentation
-    face_ids: tuple[int, ...]
-    hair_ids: tuple[int, ...]  # empty when the parser has no hair class
-
-
-def parser_classes(id2label: dict[Any, str], source: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """(face ids, hair ids) of a parser's classes, chosen by label name (FACE_CLASSES, HAIR_CLASSES)."""
-    names = {int(i): re.sub(r"[\s\-]+", "_", str(label).strip().lower()) for i, label in id2label.items()}
-    face = tuple(sorted(i for i, n in names.items() if n in FACE_CLASSES))
-    hair = tuple(sorted(i for i, n in names.items() if n in HAIR_CLASSES))
-    if not face:
-        raise ModelNotFound(
-            f"the face parser {source!r} has no face classes (its labels: {', '.join(names.values())})",
-            f"use a CelebAMask-HQ face parser such as {FACE_PARSER}, or pass --mask landmarks",
-        )
-    return face, hair
-
-
-def part_masks(
-    labels: np.ndarray, face_ids: tuple[int, ...], hair_ids: tuple[int, ...]
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Binary float32 face and hair masks of a label map (None for hair when the parser has none)."""
-    face = np.isin(labels, face_ids).astype(np.float32)
-    return face, (np.isin(labels, hair_ids).astype(np.float32) if hair_ids else None)
-
-
-def load_face_parser(
-    choice: str | None = None, warn: Warn | None = None, local_files_only: bool | None = None
-) -> FaceParser | None:
-    """The face parser ``face_parser_source(choice)`` names, or None when it is the default one and
-    cannot be had (offline and not cached, or unreachable): then ``warn`` says the landmark mask is
-    used instead. A parser the user chose that cannot be loaded is a ModelNotFound."""
-    source = face_parser_source(choice)
-    try:
-        processor, model = _pretrained(source, "face parser", _local_only(local_files_only))
-    except ModelNotFound as e:
-        if source != FACE_PARSER:
-            raise
-        (warn or (lambda _message: None))(
-            f"{e.message}; masking the training loss with face landmarks instead (no hair term). "
-            f"To use the parser: {e.hint}; or pass --mask landmarks to silence this"
-        )
-        return None
-    face_ids, hair_ids = parser_classes(model.config.id2label, source)
-    return FaceParser(source, processor, model, face_ids, hair_ids)
-
-
-def parse_face(
-    image512: Image.Image, parser: FaceParser, device: str = "cpu"
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Face and hair masks (float32 0/1 on ``image512``) from the parser's per-pixel classes.
-
-    Logits are resized to the image (bilinear) before the argmax, as the parser's own post-processing.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    pixels = parser.processor(images=image512.convert("RGB"), return_tensors="pt")["pixel_values"]
-    with torch.inference_mode():
-        logits = parser.model.to(device)(pixel_values=pixels.to(device, parser.model.dtype)).logits
-    size = (image512.height, image512.width)
-    logits = F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
-    return part_masks(logits.argmax(1)[0].cpu().numpy(), parser.face_ids, parser.hair_ids)
-
-
 # ---------------------------------------------------------------- entry point
 
 
@@ -677,8 +414,8 @@ def extract_face(
 
     warn = warn or (lambda _message: None)
     path = Path(photo)
-    data = _read_file(path)
-    rgb = np.asarray(_decode(data, path))
+    data = read_photo_file(path)
+    rgb = np.asarray(decode_photo(data, path))
     pack = load_face_pack(face_models)
     bgr = np.ascontiguousarray(rgb[:, :, ::-1])
     faces = detect_faces(bgr, pack)

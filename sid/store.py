@@ -10,6 +10,9 @@ changed since the last listing, and never imports torch (nor numpy, once the cac
 
 Every file is checked when read: one corrupt or foreign file is reported by name and never hides
 the others (``IdentityStore.list`` returns the good rows and the problems).
+
+One concern, the identity files and the folder that holds them (format, checks, lock, listing),
+hence one file past 450 lines.
 """
 
 from __future__ import annotations

@@ -25,20 +25,12 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
 
-from sid import __version__
+from sid import __version__, limits
 from sid.augment import augment_batch
 from sid.checkpoints import find_checkpoints, load_state, save_state
 from sid.errors import BadInput, OutOfMemory
-from sid.faces import (
-    FaceCrop,
-    arcface_embedding,
-    extract_face,
-    face_parser_source,
-    load_face_pack,
-    load_face_parser,
-    vit_face_embeddings,
-    vit_model_source,
-)
+from sid.face_transformers import face_parser_source, load_face_parser, vit_face_embeddings, vit_model_source
+from sid.faces import FaceCrop, arcface_embedding, extract_face, load_face_pack
 from sid.families import family_of_pipeline, slot_for_width
 from sid.losslog import LossLog
 from sid.methods import RECIPES, build_mapper, noise_loss, two_phase_loss
@@ -119,8 +111,6 @@ def check_inputs(
         raise BadInput(f"unknown face encoder {cfg.face_encoder!r}", "use auto, arcface or vit")
     if cfg.mask not in MASKS:
         raise BadInput(f"unknown mask {cfg.mask!r}", f"use {' or '.join(MASKS)}")
-    from sid import limits
-
     knobs = ("steps", "batch_size", "bank_size", "resolution", "seed")
     limits.check_all("learn", {knob: getattr(cfg, knob) for knob in knobs})  # sizes, before any model loads
     if cfg.lr is not None and not 0 < cfg.lr < math.inf:
@@ -449,9 +439,10 @@ def default_bank_size(steps: int, batch: int, identities: int) -> int:
     """One bank entry per training sample an identity gets: every step sees fresh augmentations.
 
     That is the papers' own data pipeline (a new augmentation and VAE encode per sample), with the
-    encodes batched before the loop; a smaller ``--bank-size`` reuses entries to save encodes.
+    encodes batched before the loop; a smaller ``--bank-size`` reuses entries to save encodes. Never
+    more than ``--bank-size`` may ask for: a long run reuses entries rather than fill the memory.
     """
-    return math.ceil(steps / identities) * batch
+    return min(math.ceil(steps / identities) * batch, int(limits.LIMITS["learn"]["bank_size"].high))
 
 
 def training_scheduler(config: Any) -> DDPMScheduler:

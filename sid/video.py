@@ -11,6 +11,8 @@ Identities are loaded into the video pipeline's text encoder exactly as ``sid re
 (``sid.render.prepare``). Frames are written as mp4 (h264) or webm (vp9) through the ffmpeg binary that
 imageio-ffmpeg ships, or as an animated gif with Pillow; ``write_video`` is also ``sid 3d``'s turntable
 writer. Files appear whole or not at all (``sid.files.atomic_path``).
+
+One concern, making a clip (plan, checks, loading, generation, writing), hence one file past 450 lines.
 """
 
 from __future__ import annotations

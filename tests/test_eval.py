@@ -328,7 +328,8 @@ def test_eval_end_to_end(
 
 def test_eval_scores_a_real_face(facepack: Path, face_photos: Path) -> None:
     """embed_faces + score_image on real photos: same person high, the other person low."""
-    from sid.faces import embed_faces, extract_face, load_face_pack, load_photo
+    from sid.faces import embed_faces, extract_face, load_face_pack
+    from sid.photos import load_photo
 
     pack = load_face_pack(facepack)
     ref = extract_face(face_photos / "obama_1.jpg", face_models=facepack).embedding
@@ -360,7 +361,7 @@ def test_runner_scores_faces_in_renders(
     """The runner's scoring path with faces present: renders replaced by real photos (seed -> photo)."""
     import sid.render
     from sid.eval import EvalConfig, evaluate
-    from sid.faces import load_photo
+    from sid.photos import load_photo
 
     photos = {
         0: load_photo(face_photos / "obama_2.jpg"),

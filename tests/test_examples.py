@@ -21,7 +21,8 @@ def test_the_readme_learns_a_photo_that_ships_in_the_repo():
 
 
 def test_the_shipped_photo_holds_exactly_one_usable_face(facepack):
-    from sid.faces import SMALL_FACE, detect_faces, extract_face, load_face_pack, load_photo
+    from sid.faces import SMALL_FACE, detect_faces, extract_face, load_face_pack
+    from sid.photos import load_photo
 
     photo = ROOT / readme_learn_photo()
     rgb = load_photo(photo)

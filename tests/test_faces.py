@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sid import faces
+from sid import face_transformers, faces, photos
 from sid.errors import BadInput, ModelNotFound, NoFaceFound, SidError
-from sid.faces import extract_face, face_models_dir, ffhq_matrix, load_face_pack, load_photo
+from sid.faces import extract_face, face_models_dir, ffhq_matrix, load_face_pack
+from sid.photos import load_photo
 
 EXIF_ORIENTATION = 0x0112
 
@@ -130,11 +131,11 @@ def test_missing_file_and_folder_are_refused(tmp_path):
 
 def test_decompression_bombs_are_refused(tmp_path, monkeypatch):
     Image.new("L", (200, 200)).save(tmp_path / "big.png")
-    monkeypatch.setattr(faces, "MAX_PIXELS", 100 * 100)
+    monkeypatch.setattr(photos, "MAX_PIXELS", 100 * 100)
     with pytest.raises(BadInput, match="too large") as info:
         load_photo(tmp_path / "big.png")
     assert "downscale" in info.value.hint
-    monkeypatch.setattr(faces, "MAX_PIXELS", 10**9)
+    monkeypatch.setattr(photos, "MAX_PIXELS", 10**9)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # Pillow's own check fires first
     with pytest.raises(BadInput, match="too large"):
         load_photo(tmp_path / "big.png")
@@ -380,48 +381,58 @@ def test_pack_with_106_landmarks_masks_their_hull(tmp_path, facepack, face_photo
 
 
 def test_vit_face_embeddings_from_a_local_folder(tiny_vit, obama):
-    first = faces.vit_face_embeddings(obama.image, str(tiny_vit))
+    first = face_transformers.vit_face_embeddings(obama.image, str(tiny_vit))
     assert first.shape == (2, 32) and first.dtype == np.float32 and np.isfinite(first).all()
-    again = faces.vit_face_embeddings(np.asarray(obama.image), str(tiny_vit), local_files_only=True)
+    again = face_transformers.vit_face_embeddings(
+        np.asarray(obama.image), str(tiny_vit), local_files_only=True
+    )
     np.testing.assert_allclose(first, again, atol=1e-5)
     assert np.abs(first[0] - first[1]).max() > 1e-3  # a face is not its own mirror image
-    other = faces.vit_face_embeddings(Image.new("RGB", (512, 512), (90, 30, 200)), str(tiny_vit))
+    other = face_transformers.vit_face_embeddings(Image.new("RGB", (512, 512), (90, 30, 200)), str(tiny_vit))
     assert np.abs(first - other).max() > 1e-3
 
 
 def test_vit_mirror_flips_the_face_box_not_the_photo(tiny_vit):
     """StableIdentity flips the ViT's cropped input: a box that is symmetric gives the same feature twice,
     although the whole 512 image (the box is not centred in it) is not symmetric."""
-    x0, _, x1, _ = faces.VIT_FACE_BOX
+    x0, _, x1, _ = face_transformers.VIT_FACE_BOX
     xs = np.abs(np.arange(512) - (x0 + x1 - 1) / 2)  # symmetric about the box's centre column
     ramp = np.broadcast_to((np.sin(xs / 9.0) * 100 + 120)[None, :, None], (512, 512, 3)).astype(np.uint8)
     ramp = np.ascontiguousarray(ramp)
     ramp[: 512 // 3, :, 1] = 30  # top third differs in colour: the feature depends on the content
-    pair = faces.vit_face_embeddings(ramp, str(tiny_vit))
+    pair = face_transformers.vit_face_embeddings(ramp, str(tiny_vit))
     np.testing.assert_allclose(pair[0], pair[1], atol=1e-4)
     assert not np.allclose(ramp, ramp[:, ::-1])  # mirroring the photo first would crop another region
 
 
 def test_vit_face_embeddings_missing_model_is_clear(tmp_path, obama):
     with pytest.raises(ModelNotFound) as info:
-        faces.vit_face_embeddings(obama.image, "nobody/no-such-face-model")
+        face_transformers.vit_face_embeddings(obama.image, "nobody/no-such-face-model")
     assert "nobody/no-such-face-model" in info.value.message and "--vit-model" in info.value.hint
     with pytest.raises(ModelNotFound):
-        faces.vit_face_embeddings(obama.image, str(tmp_path))
+        face_transformers.vit_face_embeddings(obama.image, str(tmp_path))
 
 
 def test_model_sources_follow_flag_env_config_default(tmp_path, monkeypatch, isolated_home):
-    assert faces.vit_model_source() == faces.VIT_FACE_MODEL
-    assert faces.face_parser_source() == faces.FACE_PARSER
+    assert face_transformers.vit_model_source() == face_transformers.VIT_FACE_MODEL
+    assert face_transformers.face_parser_source() == face_transformers.FACE_PARSER
     (isolated_home / "config.toml").write_text('vit_model = "cfg/vit"\nface_parser = "cfg/parser"\n')
-    assert (faces.vit_model_source(), faces.face_parser_source()) == ("cfg/vit", "cfg/parser")
+    assert (face_transformers.vit_model_source(), face_transformers.face_parser_source()) == (
+        "cfg/vit",
+        "cfg/parser",
+    )
     monkeypatch.setenv("SID_VIT_MODEL", "env/vit")
     monkeypatch.setenv("SID_FACE_PARSER", "env/parser")
-    assert (faces.vit_model_source(), faces.face_parser_source()) == ("env/vit", "env/parser")
-    assert faces.vit_model_source("flag/vit") == "flag/vit"
+    assert (face_transformers.vit_model_source(), face_transformers.face_parser_source()) == (
+        "env/vit",
+        "env/parser",
+    )
+    assert face_transformers.vit_model_source("flag/vit") == "flag/vit"
     monkeypatch.chdir(tmp_path)
     (tmp_path / "parser").mkdir()
-    assert faces.face_parser_source("parser") == str(tmp_path / "parser")  # folders become absolute
+    assert face_transformers.face_parser_source("parser") == str(
+        tmp_path / "parser"
+    )  # folders become absolute
 
 
 # ---------------------------------------------------------------- the face-parsing mask
@@ -436,9 +447,9 @@ BISENET_LABELS = (
 def test_parser_classes_are_chosen_by_name():
     from sid.testing import FACE_PARSING_LABELS
 
-    face, hair = faces.parser_classes(dict(enumerate(BISENET_LABELS)), "bisenet")
+    face, hair = face_transformers.parser_classes(dict(enumerate(BISENET_LABELS)), "bisenet")
     assert face == (1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13) and hair == (17,)  # StableIdentity's own ids
-    face, hair = faces.parser_classes(dict(enumerate(FACE_PARSING_LABELS)), "segformer")
+    face, hair = face_transformers.parser_classes(dict(enumerate(FACE_PARSING_LABELS)), "segformer")
     assert [FACE_PARSING_LABELS[i] for i in face] == [
         *("skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear", "r_ear"),
         *("mouth", "u_lip", "l_lip"),
@@ -452,25 +463,25 @@ def test_parser_classes_are_chosen_by_name():
         "4": "Hair",
         "5": "earring",
     }
-    assert faces.parser_classes(other, "other") == ((1, 2, 3), (4,))
-    assert faces.parser_classes({0: "background", 1: "skin"}, "x") == ((1,), ())
+    assert face_transformers.parser_classes(other, "other") == ((1, 2, 3), (4,))
+    assert face_transformers.parser_classes({0: "background", 1: "skin"}, "x") == ((1,), ())
     with pytest.raises(ModelNotFound) as info:
-        faces.parser_classes({0: "sky", 1: "car", 2: "ear_r"}, "city/parser")
+        face_transformers.parser_classes({0: "sky", 1: "car", 2: "ear_r"}, "city/parser")
     assert "city/parser" in info.value.message and "no face classes" in info.value.message
     assert "--mask landmarks" in info.value.hint
 
 
 def test_part_masks_of_a_label_map():
     labels = np.array([[0, 1, 17], [9, 13, 17], [14, 10, 16]])  # BiSeNet ids
-    face, hair = faces.part_masks(labels, (1, 10, 13), (17,))
+    face, hair = face_transformers.part_masks(labels, (1, 10, 13), (17,))
     np.testing.assert_array_equal(face, [[0, 1, 0], [0, 1, 0], [0, 1, 0]])
     np.testing.assert_array_equal(hair, [[0, 0, 1], [0, 0, 1], [0, 0, 0]])
     assert face.dtype == hair.dtype == np.float32
-    assert faces.part_masks(labels, (1,), ())[1] is None
+    assert face_transformers.part_masks(labels, (1,), ())[1] is None
 
 
 def test_parser_mask_from_a_saved_segformer(tiny_parser, facepack, face_photos):
-    parser = faces.load_face_parser(str(tiny_parser))
+    parser = face_transformers.load_face_parser(str(tiny_parser))
     assert parser.source == str(tiny_parser.resolve()) and parser.hair_ids == (13,)
     assert len(parser.face_ids) == 12 and 0 not in parser.face_ids  # by name: background is no face
     crop = extract_face(face_photos / "obama_1.jpg", face_models=facepack, parser=parser)
@@ -483,7 +494,9 @@ def test_parser_mask_from_a_saved_segformer(tiny_parser, facepack, face_photos):
 def test_parser_that_finds_no_face_falls_back_to_landmarks(tiny_parser, facepack, face_photos):
     import dataclasses
 
-    parser = dataclasses.replace(faces.load_face_parser(str(tiny_parser)), face_ids=(99,))  # never predicted
+    parser = dataclasses.replace(
+        face_transformers.load_face_parser(str(tiny_parser)), face_ids=(99,)
+    )  # never predicted
     warnings: list[str] = []
     crop = extract_face(
         face_photos / "obama_1.jpg", face_models=facepack, parser=parser, warn=warnings.append
@@ -495,17 +508,17 @@ def test_parser_that_finds_no_face_falls_back_to_landmarks(tiny_parser, facepack
 def test_default_parser_offline_falls_back_once(tmp_path):
     from huggingface_hub import try_to_load_from_cache
 
-    if isinstance(try_to_load_from_cache(faces.FACE_PARSER, "config.json"), str):
-        pytest.skip(f"{faces.FACE_PARSER} is in this machine's Hugging Face cache")
+    if isinstance(try_to_load_from_cache(face_transformers.FACE_PARSER, "config.json"), str):
+        pytest.skip(f"{face_transformers.FACE_PARSER} is in this machine's Hugging Face cache")
     warnings: list[str] = []
-    assert faces.load_face_parser(None, warnings.append) is None
+    assert face_transformers.load_face_parser(None, warnings.append) is None
     (message,) = warnings
-    assert faces.FACE_PARSER in message and "landmarks" in message and "--face-parser" in message
+    assert face_transformers.FACE_PARSER in message and "landmarks" in message and "--face-parser" in message
     with pytest.raises(ModelNotFound) as info:  # a parser the user chose is never replaced silently
-        faces.load_face_parser("nobody/no-such-parser", warnings.append)
+        face_transformers.load_face_parser("nobody/no-such-parser", warnings.append)
     assert "nobody/no-such-parser" in info.value.message and len(warnings) == 1
     with pytest.raises(ModelNotFound):
-        faces.load_face_parser(str(tmp_path))
+        face_transformers.load_face_parser(str(tmp_path))
 
 
 def test_parser_without_face_classes_is_refused(tmp_path):
@@ -513,5 +526,5 @@ def test_parser_without_face_classes_is_refused(tmp_path):
 
     save_tiny_face_parser(tmp_path / "city", labels=("road", "sky", "car"))
     with pytest.raises(ModelNotFound) as info:
-        faces.load_face_parser(str(tmp_path / "city"))
+        face_transformers.load_face_parser(str(tmp_path / "city"))
     assert "no face classes" in info.value.message and "road, sky, car" in info.value.message

@@ -219,7 +219,7 @@ def test_unavailable_default_parser_falls_back_to_landmarks_once(
     through $SID_VIT_MODEL."""
     from huggingface_hub import try_to_load_from_cache
 
-    from sid.faces import FACE_PARSER
+    from sid.face_transformers import FACE_PARSER
 
     if isinstance(try_to_load_from_cache(FACE_PARSER, "config.json"), str):
         pytest.skip(f"{FACE_PARSER} is in this machine's Hugging Face cache")
@@ -360,3 +360,15 @@ def test_loss_log_moves_losses_off_the_device_only_on_flush() -> None:
     assert log.smoothed() == sum(range(5, WINDOW + 5)) / WINDOW  # the last WINDOW steps
     log.add(torch.tensor(100.0))
     assert len(log.flush()) == WINDOW + 6 and log.values[-1] == 100.0
+
+
+def test_default_bank_is_one_entry_per_sample_and_bounded() -> None:
+    """The bank the papers imply (one fresh augmentation per sample) unless that would exceed the bound
+    --bank-size has: a 100k-step run reuses 2048 entries rather than ask for 100k VAE encodes."""
+    from sid.limits import LIMITS
+    from sid.train import default_bank_size
+
+    assert default_bank_size(451, 1, 1) == 451
+    assert default_bank_size(800, 2, 2) == 800  # 400 steps per identity, batch 2
+    cap = LIMITS["learn"]["bank_size"].high
+    assert default_bank_size(100_000, 64, 1) == cap and default_bank_size(100_000, 1, 1) == cap

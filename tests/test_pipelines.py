@@ -65,13 +65,13 @@ def test_offline_error_lists_every_candidate() -> None:
 @pytest.mark.parametrize("flag", ["HF_HUB_OFFLINE", "SID_OFFLINE"])
 def test_either_flag_makes_every_loader_offline(flag: str, monkeypatch) -> None:
     """One offline switch: the model loader and the face models obey HF_HUB_OFFLINE and SID_OFFLINE alike."""
-    from sid import faces
+    from sid import face_transformers
 
     for name in ("HF_HUB_OFFLINE", "SID_OFFLINE"):
         monkeypatch.delenv(name, raising=False)
-    assert not offline() and faces._local_only(None) is False
+    assert not offline() and face_transformers._local_only(None) is False
     monkeypatch.setenv(flag, "1")
-    assert offline() and faces._local_only(None) is True
+    assert offline() and face_transformers._local_only(None) is True
     with pytest.raises(ModelNotFound, match="you are offline"):  # no download round was tried
         load_pipeline("nobody/no-such-model", device="cpu")
 

@@ -45,7 +45,8 @@ def collect() -> dict[str, Any]:
     from huggingface_hub import constants
 
     from sid.config import config_path, home
-    from sid.faces import face_models_dir, face_parser_source, vit_model_source
+    from sid.face_transformers import face_parser_source, vit_model_source
+    from sid.faces import face_models_dir
     from sid.pipelines import offline, resolve_model
     from sid.store import IdentityStore
 

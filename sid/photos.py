@@ -1,0 +1,112 @@
+"""Reading a user's photo safely: EXIF orientation, colour modes, and clear errors for what is not one.
+
+Every photo sid reads (learn, eval, ControlNet inputs) goes through ``load_photo``: it refuses
+decompression bombs, truncated and non-image files with one-line errors, applies the EXIF rotation and
+returns RGB (transparency over white, CMYK through its profile, 16-bit scaled, not clipped).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from sid.errors import BadInput, first_line
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+MIN_SIDE = 32  # smaller photos cannot hold a usable face
+MAX_PIXELS = 120_000_000  # above every phone/DSLR photo sid needs; guards against decompression bombs
+
+
+def load_photo(path: str | Path) -> Image.Image:
+    """The photo at ``path`` as an upright RGB image, or a BadInput that says what is wrong with it."""
+    path = Path(path)
+    return decode_photo(read_photo_file(path), path)
+
+
+def read_photo_file(path: Path) -> bytes:
+    if path.is_dir():
+        raise BadInput(f"{path} is a folder, not a photo", "give the path of one image file")
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise BadInput(f"photo {path} not found", "check the path") from None
+    except OSError as e:
+        raise BadInput(f"could not read photo {path}: {first_line(e)}", "check the file's permissions") from e
+
+
+def decode_photo(data: bytes, path: Path) -> Image.Image:
+    """Decode, refuse bombs and damaged files, apply EXIF orientation, then normalise to RGB."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if not data:
+        raise BadInput(f"photo {path} is empty (0 bytes)", "give a JPEG, PNG or WebP photo")
+    too_big = BadInput(
+        f"photo {path} is too large (more than {MAX_PIXELS // 1_000_000} megapixels)",
+        "downscale it, e.g. to 4000 px on the long side; a face needs far less",
+    )
+    try:
+        with warnings.catch_warnings():
+            # sid applies its own limit (MAX_PIXELS) below; Pillow's softer warning would only be noise
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            if img.width * img.height > MAX_PIXELS:
+                raise too_big
+            img.load()
+    except UnidentifiedImageError:
+        raise BadInput(f"{path} is not an image sid can read", "give a JPEG, PNG or WebP photo") from None
+    except Image.DecompressionBombError:
+        raise too_big from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise BadInput(
+            f"photo {path} is damaged or truncated ({first_line(e)})", "re-export or re-download the photo"
+        ) from e
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # broken EXIF metadata: the pixels are still a usable photo, as stored
+        pass
+    if min(img.size) < MIN_SIDE:
+        raise BadInput(
+            f"photo {path} is only {img.width}x{img.height} pixels",
+            f"use a photo at least {MIN_SIDE} px on each side (a face of 256 px or more works best)",
+        )
+    try:
+        return _to_rgb(img)
+    except (ValueError, OSError) as e:
+        raise BadInput(
+            f"photo {path} uses colour mode {img.mode}, which sid cannot convert ({first_line(e)})",
+            "save it as an 8-bit RGB JPEG or PNG",
+        ) from e
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode -> RGB: 16-bit scaled (not clipped), transparency over white, CMYK via its profile."""
+    from PIL import Image
+
+    if img.mode.startswith("I;16") or img.mode == "I":
+        # Pillow's own convert() clips 16-bit values at 255, turning most of the photo white
+        wide = np.asarray(img).astype(np.float32)
+        return Image.fromarray(np.round(np.clip(wide, 0, 65535) / 257.0).astype(np.uint8)).convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if img.mode == "CMYK" and img.info.get("icc_profile"):
+        return _cmyk_with_profile(img)
+    return img.convert("RGB")
+
+
+def _cmyk_with_profile(img: Image.Image) -> Image.Image:
+    """CMYK through the photo's own ICC profile to sRGB; the plain formula when the profile is unusable."""
+    from PIL import ImageCms
+
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(img.info["icc_profile"]))
+        return ImageCms.profileToProfile(img, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError):
+        return img.convert("RGB")
