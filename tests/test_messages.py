@@ -64,12 +64,24 @@ def test_name_clashes_name_the_stored_spelling(tmp_path: Path) -> None:
     one_error(runner.invoke(app, ["import", str(export), "--name", "ALICE"]), "'Alice' already exists")
 
 
-def test_no_empty_progress_bar_above_an_early_error(tmp_path: Path) -> None:
-    photo = tmp_path / "p.jpg"
-    photo.write_bytes(b"never read")
-    result = runner.invoke(app, ["learn", str(photo), "--name", "alice", "--dtype", "fp8"])
-    one_error(result, "unknown dtype")
-    assert "None" not in result.output and "nan" not in result.output and "learning" not in result.output
+@pytest.mark.parametrize(
+    ("command", "needle"),
+    [
+        (["learn", "PHOTO", "--name", "alice", "--dtype", "fp8"], "unknown dtype"),
+        (["3d", "a bust of a cat", "--model", "/nonexistent/model", "--iters", "2"], "neither a preset"),
+        (["video", "a cat dancing", "--video-model", "/no/model", "-o", "c.mp4"], "neither a preset"),
+    ],
+)
+def test_no_empty_progress_bar_above_an_early_error(
+    command: list[str], needle: str, tmp_path: Path, monkeypatch
+) -> None:
+    """Errors raised after the progress bar's context opened, before the first step."""
+    monkeypatch.chdir(tmp_path)
+    Path("p.jpg").write_bytes(b"never read")
+    result = runner.invoke(app, [arg.replace("PHOTO", "p.jpg") for arg in command])
+    one_error(result, needle)
+    assert result.stderr.startswith("error:"), repr(result.stderr)  # no bar, no blank line above it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jpg"]
 
 
 @pytest.mark.parametrize("name", ["a", "photo", "The", "man", "con", "NUL", "com1", "lpt9"])
