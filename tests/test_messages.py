@@ -8,12 +8,14 @@ import shutil
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from sid.cli import app
 from sid.errors import first_line
 from sid.store import IdentityStore
 from tests.test_errors import one_error
+from tests.test_render import render
 from tests.test_store import make_identity
 
 runner = CliRunner()
@@ -103,6 +105,23 @@ def test_an_old_identity_with_a_stop_word_name_can_still_be_renamed() -> None:
     assert runner.invoke(app, ["show", "man"]).exit_code == 0
     assert runner.invoke(app, ["mv", "man", "manfred"]).exit_code == 0
     assert store.names() == ["manfred"]
+
+
+def test_an_old_stop_word_identity_is_flagged_when_it_takes_over_a_prompt(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    store = IdentityStore()
+    store.save(make_identity("alice", width=32))
+    (store.root / "alice.safetensors").rename(store.root / "man.safetensors")  # stored before the rule
+    taken = render(tiny_model, tmp_path / "a", "a man and a Man walking")
+    assert taken.exit_code == 0, taken.output
+    warnings = [line for line in taken.stderr.splitlines() if "common prompt word" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: 'man'"), taken.stderr  # once, not per word
+    assert "@man" in warnings[0] and "sid mv man" in warnings[0]
+    png = Image.open(json.loads(taken.stdout)[0]["path"])
+    assert list(json.loads(png.text["sid"])["identities"]) == ["man"]  # the word became the person
+    forced = render(tiny_model, tmp_path / "b", "a photo of @man walking")
+    assert forced.exit_code == 0 and "common prompt word" not in forced.stderr, forced.output
 
 
 def test_json_output_is_not_wrapped_in_library_noise(tiny_model: Path, tmp_path: Path) -> None:

@@ -231,7 +231,7 @@ def generate_3d(
     # 1. check inputs and the prompt's identities before loading anything heavy
     outputs = check_inputs(cfg)
     store = store or IdentityStore()
-    parse_prompt(cfg.prompt, store)  # unknown @names fail fast
+    parse_prompt(cfg.prompt, store, warn)  # unknown @names fail fast
     key = run_key(cfg, resolve_model(cfg.model).label)
     resuming = resume and outputs.checkpoint.is_file()
     if resuming:
