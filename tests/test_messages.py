@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from sid.cli import app
 from sid.errors import first_line
 from sid.store import IdentityStore
-from tests.test_errors import one_error
+from tests.helpers import one_error
 from tests.test_render import render
 from tests.test_store import make_identity
 
