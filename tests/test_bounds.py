@@ -65,7 +65,6 @@ def test_every_size_knob_is_bounded_before_loading(
     args = [str(photo) if a == "PHOTO" else a for a in args]
     model = ["--video-model", NO_MODEL] if args[0] == "video" and "--video-model" not in args else []
     model += ["--model", NO_MODEL] if args[0] != "video" else []
-    model += ["--quiet"] if args[0] == "learn" else []  # learn's bar before errors: issue 13 class 6
     result = runner.invoke(app, [*args, *model])
     assert result.exit_code == 1, result.output
     assert result.output.startswith("error:") and message in result.output, result.output
