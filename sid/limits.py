@@ -77,6 +77,8 @@ LIMITS: dict[str, dict[str, Limit]] = {
         "bank_size": Limit("--bank-size", 1, 2048, "128"),
         "resolution": Limit("--resolution", 64, 1024, "the model's native size", 8),
         "seed": Limit("--seed", 0, SEED_MAX, "0"),
+        "checkpoint_every": Limit("--checkpoint-every", 0, 100_000, "50"),
+        "face_index": Limit("--face", 1, 1000, "1 (the leftmost face)"),
     },
 }
 

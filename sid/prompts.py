@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sid.errors import IdentityNotFound, IncompatibleIdentity
 from sid.families import Family, family_by_widths, family_of_identity, pipeline_widths
+from sid.store import stop_words
 
 if TYPE_CHECKING:
     import torch
@@ -54,13 +55,18 @@ class ParsedPrompt:
     names: list[str]  # identities used, in order of first appearance, as stored
 
 
-def parse_prompt(prompt: str, store: IdentityStore) -> ParsedPrompt:
+def parse_prompt(
+    prompt: str, store: IdentityStore, warn: Callable[[str], None] | None = None
+) -> ParsedPrompt:
     """Replace every whole word that names a stored identity (any case) with its token.
 
-    ``@name`` forces the match and is an error when no such identity exists.
+    ``@name`` forces the match and is an error when no such identity exists. An identity stored under
+    a common prompt word (before such names were refused) takes that word over: ``warn`` says so once,
+    unless the prompt forced it with ``@``.
     """
     known = {n.lower(): n for n in store.names()}
     used: list[str] = []
+    warned: set[str] = set()
 
     def swap(match: re.Match[str]) -> str:
         forced, word = match.group(1), match.group(2)
@@ -72,6 +78,13 @@ def parse_prompt(prompt: str, store: IdentityStore) -> ParsedPrompt:
                     f"@{word} names no stored identity (known: {listing})", "check `sid ls` or drop the @"
                 )
             return match.group(0)
+        if warn is not None and not forced and name.lower() in stop_words() and name not in warned:
+            warned.add(name)
+            warn(
+                f"{word!r} is a common prompt word but also the stored identity {name!r}: "
+                f"it renders as that person (write @{name} to mean the person, "
+                f"or rename it with `sid mv {name} NEWNAME`)"
+            )
         if name not in used:
             used.append(name)
         return identity_token(name)

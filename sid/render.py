@@ -197,7 +197,7 @@ def render(
     # 1. check inputs, output files and the prompt's identities before loading anything heavy
     check_inputs(cfg)
     store = store or IdentityStore()
-    parsed = parse_prompt(cfg.prompt, store)  # unknown @names fail fast
+    parsed = parse_prompt(cfg.prompt, store, warn)  # unknown @names fail fast
     identities = [store.get(name) for name in parsed.names]
     seed = cfg.seed if cfg.seed is not None else secrets.randbelow(2**31)
     folder = output_folder(cfg.out_dir)

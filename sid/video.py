@@ -508,7 +508,7 @@ def plan_job(
     """Options, output file, identities and backend, all checked without loading a model."""
     fmt = check_inputs(cfg)
     store = store or IdentityStore()
-    parsed = parse_prompt(cfg.prompt, store)  # unknown @names fail here
+    parsed = parse_prompt(cfg.prompt, store, warn)  # unknown @names fail here
     identities = [store.get(name) for name in parsed.names]
     seed = cfg.seed if cfg.seed is not None else secrets.randbelow(2**31)
     path = output_path(cfg, fmt, seed)

@@ -45,6 +45,10 @@ CASES = [
     (["learn", "PHOTO", "--name", "bob", "--batch-size", "1000"], "--batch-size must be between 1 and 64"),
     (["learn", "PHOTO", "--name", "bob", "--bank-size", "1000000"], "--bank-size must be between 1 and 2048"),
     (["learn", "PHOTO", "--name", "bob", "--seed", HUGE], "--seed must be between 0 and 4294967295"),
+    (["learn", "PHOTO", "--name", "bob", "--checkpoint-every", "-1"], "--checkpoint-every must be between 0"),
+    (["learn", "PHOTO", "--name", "bob", "--checkpoint-every", HUGE], "between 0 and 100000, not 9999"),
+    (["learn", "PHOTO", "--name", "bob", "--face", "0"], "--face must be between 1 and 1000, not 0"),
+    (["learn", "PHOTO", "--name", "bob", "--face", HUGE], "--face must be between 1 and 1000, not 9999"),
 ]
 
 
@@ -61,7 +65,6 @@ def test_every_size_knob_is_bounded_before_loading(
     args = [str(photo) if a == "PHOTO" else a for a in args]
     model = ["--video-model", NO_MODEL] if args[0] == "video" and "--video-model" not in args else []
     model += ["--model", NO_MODEL] if args[0] != "video" else []
-    model += ["--quiet"] if args[0] == "learn" else []  # learn's bar before errors: issue 13 class 6
     result = runner.invoke(app, [*args, *model])
     assert result.exit_code == 1, result.output
     assert result.output.startswith("error:") and message in result.output, result.output

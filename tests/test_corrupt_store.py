@@ -103,6 +103,9 @@ def test_names_differing_only_in_case_are_reported(isolated_home: Path) -> None:
         "alice.safetensors",
     ]
     assert all("differ only in case" in e["error"] for e in listing["errors"])
+    table = runner.invoke(app, ["ls"])
+    clashes = [line for line in table.stderr.splitlines() if "differ only in case" in line]
+    assert len(clashes) == 1 and "Alice.safetensors" in clashes[0] and "alice.safetensors" in clashes[0]
     for args in (["show", "ALICE"], ["render", "alice smiling"], ["rm", "alice", "-y"]):
         result = runner.invoke(app, args)
         assert result.exit_code == 1 and "differ only in case" in result.output, result.output

@@ -15,22 +15,13 @@ from typer.testing import CliRunner
 import sid.store
 from sid.cli import app
 from sid.store import IdentityStore
+from tests.helpers import one_error
 from tests.test_corrupt_store import F32, raw_safetensors
 from tests.test_store import make_identity
 from tests.test_video import tiny_t2v  # noqa: F401  (fixture)
 
 runner = CliRunner()
 NO_FACE_MODELS = ["--face-encoder", "arcface", "--mask", "landmarks"]  # no ViT or parser needed
-
-
-def one_error(result, needle: str, code: int = 1) -> str:
-    """The single `error:` line of a failed command, checked to hold ``needle`` and a hint."""
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and needle in errors[0], result.output
-    assert " — " in errors[0]  # the hint
-    return errors[0]
 
 
 def write_tensors(path: Path, tensors: dict[str, np.ndarray], meta: dict[str, str] | None = None) -> Path:

@@ -355,6 +355,23 @@ def test_eval_input_errors(tiny_model: Path, tmp_path: Path) -> None:
     assert no_ref.exit_code == 1 and "Traceback" not in no_ref.output
 
 
+def test_eval_bad_dtype_fails_before_loading(tmp_path: Path) -> None:
+    IdentityStore().save(make_identity("alice", width=32))
+    args = [
+        "eval",
+        "alice",
+        "--model",
+        "no-such-owner/no-such-model",
+        "--dtype",
+        "fp8",
+        "-o",
+        str(tmp_path / "ev"),
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and result.output.startswith("error: unknown dtype 'fp8'"), result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "ev").exists()
+
+
 def test_runner_scores_faces_in_renders(
     tiny_model: Path, facepack: Path, face_photos: Path, tmp_path: Path, monkeypatch
 ) -> None:

@@ -1,4 +1,5 @@
-"""The README's first command runs as written: the photo it learns ships in the repo and holds one face."""
+"""The docs as written: the README's first command learns a photo that ships in the repo and holds one
+face, and no docs page has a section twice (merged branches once left two)."""
 
 from __future__ import annotations
 
@@ -33,3 +34,10 @@ def test_the_shipped_photo_holds_exactly_one_usable_face(facepack):
     assert warnings == []  # one face, large enough: no "several faces" or "small face" warning
     assert min(found[0].bbox[2:] - found[0].bbox[:2]) >= SMALL_FACE
     assert crop.image.size == (512, 512)
+
+
+def test_no_docs_page_has_a_top_level_section_twice():
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        headings = re.findall(r"^## (.+)$", page.read_text(encoding="utf-8"), flags=re.MULTILINE)
+        repeated = sorted({h for h in headings if headings.count(h) > 1})
+        assert not repeated, f"{page.name} repeats {repeated}"

@@ -8,12 +8,14 @@ import shutil
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from sid.cli import app
 from sid.errors import first_line
 from sid.store import IdentityStore
-from tests.test_errors import one_error
+from tests.helpers import one_error
+from tests.test_render import render
 from tests.test_store import make_identity
 
 runner = CliRunner()
@@ -64,12 +66,24 @@ def test_name_clashes_name_the_stored_spelling(tmp_path: Path) -> None:
     one_error(runner.invoke(app, ["import", str(export), "--name", "ALICE"]), "'Alice' already exists")
 
 
-def test_no_empty_progress_bar_above_an_early_error(tmp_path: Path) -> None:
-    photo = tmp_path / "p.jpg"
-    photo.write_bytes(b"never read")
-    result = runner.invoke(app, ["learn", str(photo), "--name", "alice", "--dtype", "fp8"])
-    one_error(result, "unknown dtype")
-    assert "None" not in result.output and "nan" not in result.output and "learning" not in result.output
+@pytest.mark.parametrize(
+    ("command", "needle"),
+    [
+        (["learn", "PHOTO", "--name", "alice", "--dtype", "fp8"], "unknown dtype"),
+        (["3d", "a bust of a cat", "--model", "/nonexistent/model", "--iters", "2"], "neither a preset"),
+        (["video", "a cat dancing", "--video-model", "/no/model", "-o", "c.mp4"], "neither a preset"),
+    ],
+)
+def test_no_empty_progress_bar_above_an_early_error(
+    command: list[str], needle: str, tmp_path: Path, monkeypatch
+) -> None:
+    """Errors raised after the progress bar's context opened, before the first step."""
+    monkeypatch.chdir(tmp_path)
+    Path("p.jpg").write_bytes(b"never read")
+    result = runner.invoke(app, [arg.replace("PHOTO", "p.jpg") for arg in command])
+    one_error(result, needle)
+    assert result.stderr.startswith("error:"), repr(result.stderr)  # no bar, no blank line above it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jpg"]
 
 
 @pytest.mark.parametrize("name", ["a", "photo", "The", "man", "con", "NUL", "com1", "lpt9"])
@@ -91,6 +105,23 @@ def test_an_old_identity_with_a_stop_word_name_can_still_be_renamed() -> None:
     assert runner.invoke(app, ["show", "man"]).exit_code == 0
     assert runner.invoke(app, ["mv", "man", "manfred"]).exit_code == 0
     assert store.names() == ["manfred"]
+
+
+def test_an_old_stop_word_identity_is_flagged_when_it_takes_over_a_prompt(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    store = IdentityStore()
+    store.save(make_identity("alice", width=32))
+    (store.root / "alice.safetensors").rename(store.root / "man.safetensors")  # stored before the rule
+    taken = render(tiny_model, tmp_path / "a", "a man and a Man walking")
+    assert taken.exit_code == 0, taken.output
+    warnings = [line for line in taken.stderr.splitlines() if "common prompt word" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: 'man'"), taken.stderr  # once, not per word
+    assert "@man" in warnings[0] and "sid mv man" in warnings[0]
+    png = Image.open(json.loads(taken.stdout)[0]["path"])
+    assert list(json.loads(png.text["sid"])["identities"]) == ["man"]  # the word became the person
+    forced = render(tiny_model, tmp_path / "b", "a photo of @man walking")
+    assert forced.exit_code == 0 and "common prompt word" not in forced.stderr, forced.output
 
 
 def test_json_output_is_not_wrapped_in_library_noise(tiny_model: Path, tmp_path: Path) -> None:

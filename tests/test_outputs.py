@@ -18,6 +18,7 @@ from sid.cli import app
 from sid.errors import BadInput
 from sid.files import atomic_path, atomic_write
 from sid.store import IdentityStore, identity_from_file
+from tests.helpers import one_error
 from tests.test_store import make_identity
 
 runner = CliRunner()
@@ -26,13 +27,6 @@ NO_MODEL = "/nonexistent/model"  # a check that runs after loading would fail on
 
 def invoke(*args: object):
     return runner.invoke(app, [str(a) for a in args])
-
-
-def one_line_error(result, needle: str) -> None:
-    """Exit 1 and one error line naming ``needle`` (warnings aside)."""
-    lines = [line for line in result.output.strip().splitlines() if not line.startswith("warning:")]
-    assert result.exit_code == 1 and len(lines) == 1, result.output
-    assert lines[0].startswith("error:") and needle in lines[0], result.output
 
 
 def temp_files(folder: Path) -> list[str]:
@@ -58,7 +52,7 @@ def is_fifo(path: Path) -> bool:
 # -- sid export ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("force", [[], ["--force"]])
 def test_export_never_replaces_a_fifo(alice, fifo: Path, force: list[str]) -> None:
-    one_line_error(invoke("export", "alice", "-o", fifo, *force), "is a FIFO")
+    one_error(invoke("export", "alice", "-o", fifo, *force), "is a FIFO")
     assert is_fifo(fifo) and temp_files(fifo.parent) == []
 
 
@@ -67,7 +61,7 @@ def test_export_through_a_symlink_only_with_force(alice, tmp_path: Path) -> None
     target.write_bytes(b"keep me")
     link = tmp_path / "link.safetensors"
     link.symlink_to(target)
-    one_line_error(invoke("export", "alice", "-o", link), "is a symbolic link to")
+    one_error(invoke("export", "alice", "-o", link), "is a symbolic link to")
     assert target.read_bytes() == b"keep me" and link.is_symlink()
 
     result = invoke("export", "alice", "-o", link, "--force")
@@ -82,7 +76,7 @@ def test_export_through_a_symlink_only_with_force(alice, tmp_path: Path) -> None
 def test_export_refuses_a_dangling_symlink_even_with_force(alice, tmp_path: Path) -> None:
     link = tmp_path / "dangling.safetensors"
     link.symlink_to(tmp_path / "nowhere" / "x.safetensors")
-    one_line_error(invoke("export", "alice", "-o", link, "--force"), "which does not exist")
+    one_error(invoke("export", "alice", "-o", link, "--force"), "which does not exist")
     assert link.is_symlink() and not (tmp_path / "nowhere").exists()
 
 
@@ -92,14 +86,14 @@ def test_export_folders_and_existing_files(alice, tmp_path: Path, monkeypatch) -
     assert invoke("export", "alice", "-o", "new/").exit_code == 0
     assert (tmp_path / "new" / "alice.safetensors").is_file()
     # an existing folder means "write inside it"; the same file again needs --force
-    one_line_error(invoke("export", "alice", "-o", "new"), "already exists")
+    one_error(invoke("export", "alice", "-o", "new"), "already exists")
     assert invoke("export", "alice", "-o", "new", "--force").exit_code == 0
     # a file in a folder that does not exist (no trailing slash) is refused, nothing is made
-    one_line_error(invoke("export", "alice", "-o", "missing/alice.safetensors"), "does not exist")
+    one_error(invoke("export", "alice", "-o", "missing/alice.safetensors"), "does not exist")
     assert not (tmp_path / "missing").exists()
     # a trailing slash on something that is a file is refused
     (tmp_path / "plain").write_bytes(b"x")
-    one_line_error(invoke("export", "alice", "-o", "plain/"), "is not a folder")
+    one_error(invoke("export", "alice", "-o", "plain/"), "is not a folder")
 
 
 def test_new_files_get_the_usual_permissions_and_replaced_ones_keep_theirs(alice, tmp_path: Path) -> None:
@@ -130,7 +124,7 @@ def test_export_on_a_full_disk_keeps_the_old_file(alice, tmp_path: Path) -> None
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
         signal.signal(signal.SIGXFSZ, previous)
-    one_line_error(result, f"could not write {target}")
+    one_error(result, f"could not write {target}")
     assert target.read_bytes() == b"old export" and temp_files(tmp_path) == []
 
 
@@ -138,20 +132,20 @@ def test_export_on_a_full_disk_keeps_the_old_file(alice, tmp_path: Path) -> None
 def test_video_never_writes_beside_a_fifo(fifo: Path, tmp_path: Path) -> None:
     """`-o /dev/full` wrote /dev/full.mp4: a special file is refused before a suffix is added."""
     result = invoke("video", "a person dancing", "--video-model", NO_MODEL, "-o", fifo, "--force")
-    one_line_error(result, "is a FIFO")
+    one_error(result, "is a FIFO")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"] and is_fifo(fifo)
 
 
 def test_3d_refuses_an_existing_mesh_without_force_and_a_fifo_always(tmp_path: Path, fifo: Path) -> None:
     mesh = tmp_path / "bust.glb"
     mesh.write_bytes(b"keep me")
-    one_line_error(invoke("3d", "a bust", "--model", NO_MODEL, "-o", mesh), "already exists")
+    one_error(invoke("3d", "a bust", "--model", NO_MODEL, "-o", mesh), "already exists")
     assert mesh.read_bytes() == b"keep me"
     turntable = tmp_path / "spin.mp4"
     turntable.write_bytes(b"keep me too")
     result = invoke("3d", "a bust", "--model", NO_MODEL, "-o", tmp_path / "new.glb", "--turntable", turntable)
-    one_line_error(result, "spin.mp4 already exists")
-    one_line_error(invoke("3d", "a bust", "--model", NO_MODEL, "-o", fifo, "--force"), "is a FIFO")
+    one_error(result, "spin.mp4 already exists")
+    one_error(invoke("3d", "a bust", "--model", NO_MODEL, "-o", fifo, "--force"), "is a FIFO")
     # with --force the checks pass and the run goes on to load the model (which does not exist here)
     forced = invoke("3d", "a bust", "--model", NO_MODEL, "-o", mesh, "--force", "--no-turntable")
     assert forced.exit_code == 1 and "already exists" not in forced.output
@@ -159,7 +153,7 @@ def test_3d_refuses_an_existing_mesh_without_force_and_a_fifo_always(tmp_path: P
 
 
 def test_render_refuses_a_fifo_as_its_folder(fifo: Path) -> None:
-    one_line_error(invoke("render", "a castle", "--model", NO_MODEL, "-o", fifo), "is a FIFO")
+    one_error(invoke("render", "a castle", "--model", NO_MODEL, "-o", fifo), "is a FIFO")
     assert is_fifo(fifo)
 
 
@@ -168,7 +162,7 @@ def test_eval_refuses_an_earlier_run_without_force(alice, tmp_path: Path) -> Non
     folder.mkdir()
     (folder / "eval.json").write_text("{}")
     result = invoke("eval", "alice", "-o", folder, "--model", NO_MODEL, "--clip-model", "none")
-    one_line_error(result, "eval.json already exists")
+    one_error(result, "eval.json already exists")
     assert (folder / "eval.json").read_text() == "{}"
 
 
@@ -191,7 +185,7 @@ def test_render_overwrites_only_with_force_and_writes_through_links(tiny_model: 
     png = out / "a-castle-00-5.png"
     original = png.read_bytes()
     png.write_bytes(b"an older render")
-    one_line_error(invoke(*render_args(tiny_model, out)), "a-castle-00-5.png already exists")
+    one_error(invoke(*render_args(tiny_model, out)), "a-castle-00-5.png already exists")
     assert png.read_bytes() == b"an older render"  # refused before anything rendered
 
     # a link among the images: refused without --force, written through with it
@@ -199,7 +193,7 @@ def test_render_overwrites_only_with_force_and_writes_through_links(tiny_model: 
     real.write_bytes(b"linked")
     png.unlink()
     png.symlink_to(real)
-    one_line_error(invoke(*render_args(tiny_model, out)), "is a symbolic link")
+    one_error(invoke(*render_args(tiny_model, out)), "is a symbolic link")
     again = invoke(*render_args(tiny_model, out, "--force"))
     assert again.exit_code == 0, again.output
     assert png.is_symlink()  # the link is kept, its target holds the same seed's image again
@@ -224,7 +218,7 @@ def test_render_on_a_full_disk_keeps_the_finished_images(
     monkeypatch.setattr(Image.Image, "save", filling)
     out = tmp_path / "renders"
     result = invoke(*render_args(tiny_model, out, "-n", 4))
-    one_line_error(result, "No space left on device")
+    one_error(result, "No space left on device")
     assert sorted(p.name for p in out.iterdir()) == ["a-castle-00-5.png", "a-castle-01-6.png"]
     assert all(Image.open(p).size == (64, 64) for p in out.iterdir())
 

@@ -346,6 +346,7 @@ def test_other_formats_and_turntable_path(tiny_model: Path, tmp_path: Path) -> N
         (("--turntable", "spin.gif"), "not an .mp4"),
         (("--method", "vsd"), "unknown method"),
         (("--lr", "0"), "--lr must be positive"),
+        (("--dtype", "fp8"), "unknown dtype 'fp8'"),
     ],
 )
 def test_bad_options_fail_before_loading(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -85,27 +86,77 @@ def warn(message: str) -> None:
 
 
 @contextmanager
-def step_bar(description: str, total: int, quiet: bool) -> Iterator[Callable[[int], None] | None]:
-    """An ``on_step`` callback feeding a progress bar that appears with the first step, so that an error
-    found before any work stands alone; None when quiet."""
+def step_bar(
+    description: str, total: int, quiet: bool, transient: bool = False
+) -> Iterator[Callable[[int], None] | None]:
+    """An ``on_step(n)`` callback feeding a progress bar; None when quiet (see ``_lazy_bar``)."""
     if quiet:
         yield None
         return
+    with _lazy_bar(description, total, (), transient) as update:
+        yield lambda n: update(advance=n)
+
+
+@contextmanager
+def loss_bar(label: str, quiet: bool) -> Iterator[Callable[[int, int, float], None] | None]:
+    """A ``progress(step, total, loss)`` callback feeding a bar with the loss, it/s and ETA; None when quiet.
+
+    The rate counts from the first reported step, so set-up time before it does not drag it down.
+    """
+    if quiet:
+        yield None
+        return
+    from rich.progress import BarColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = (
+        TextColumn(label),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("{task.fields[rate]:.2f} it/s"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
+    first: list[tuple[float, int]] = []  # (time, step) of the first report
+
+    with _lazy_bar(label, 0, columns, transient=False) as update:
+
+        def progress(step: int, total: int, loss: float) -> None:
+            now = time.perf_counter()
+            if not first:
+                first.append((now, step))
+            t0, s0 = first[0]
+            rate = (step - s0) / (now - t0) if step > s0 else 0.0
+            update(completed=step, total=total, loss=loss, rate=rate)
+
+        yield progress
+
+
+@contextmanager
+def _lazy_bar(
+    description: str, total: int, columns: tuple[Any, ...], transient: bool
+) -> Iterator[Callable[..., None]]:
+    """Yields ``update(**changes)`` for the one task of a rich Progress (``Progress.update``'s keywords).
+
+    The bar appears with the first update and is stopped only if it started, so an error found before
+    any work stands alone: no empty bar above it, and no blank line (rich prints one on stop).
+    """
     from rich.progress import Progress
 
-    bar = Progress(console=err)
-    task: list[Any] = []
+    bar = Progress(*columns, console=err, transient=transient)
 
-    def advance(n: int) -> None:
-        if not task:
+    def update(**changes: Any) -> None:
+        if not bar.task_ids:
+            fields = {k: v for k, v in changes.items() if k not in ("advance", "completed", "total")}
             bar.start()
-            task.append(bar.add_task(description, total=total))
-        bar.advance(task[0], n)
+            bar.add_task(description, total=changes.get("total", total), **fields)
+        bar.update(bar.task_ids[0], **changes)
 
     try:
-        yield advance
+        yield update
     finally:
-        if task:
+        if bar.task_ids:
             bar.stop()
 
 

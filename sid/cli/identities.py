@@ -24,8 +24,8 @@ def ls(json_: bool = typer.Option(False, "--json", help="Print JSON instead of a
     if json_:
         print_json({"identities": listing.identities, "errors": [asdict(e) for e in listing.errors]})
         return
-    for bad in listing.errors:
-        warn(f"skipped: {bad.error}")
+    for message in dict.fromkeys(bad.error for bad in listing.errors):  # a case clash: both files, one line
+        warn(f"skipped: {message}")
     if not listing.identities:
         out.print(f"No identities yet in {store.root}. Learn one with: sid learn PHOTO --name NAME")
         return

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
-from sid.cli import app, err, out, print_json, warn
-from sid.errors import SidError
+from sid.cli import app, err, loss_bar, out, print_json, warn
+from sid.errors import Interrupted
 
 if TYPE_CHECKING:
     from sid.train import LearnConfig, LearnResult
@@ -140,10 +139,6 @@ def learn(
         )
 
 
-class Interrupted(SidError):
-    exit_code = 130
-
-
 def _run_with_progress(
     photos: list[Path], names: list[str], cfg: LearnConfig, force: bool, resume: bool, quiet: bool
 ) -> LearnResult:
@@ -153,37 +148,17 @@ def _run_with_progress(
     """
     from sid.train import learn as run
 
-    if quiet:
-        return run(photos, names, cfg, force=force, resume=resume, warn=warn)
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    columns = (
-        TextColumn("learning"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TextColumn("loss {task.fields[loss]:.4f}"),
-        TextColumn("{task.fields[rate]:.2f} it/s"),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-    )
-    bar = Progress(*columns, console=err, transient=False)
-    first: tuple[float, int] | None = None  # (time, step) of the first report, after all set-up
-
     def phase(text: str) -> None:
         err.print(f"[dim]…[/dim] {text}", highlight=False)
 
-    def progress(step: int, total: int, loss: float) -> None:
-        nonlocal first
-        now = time.perf_counter()
-        if first is None:
-            first = (now, step)
-            bar.start()
-            bar.add_task("learn", total=total, loss=loss, rate=0.0)
-        rate = (step - first[1]) / (now - first[0]) if step > first[1] else 0.0
-        bar.update(bar.task_ids[0], completed=step, total=total, loss=loss, rate=rate)
-
-    try:
-        return run(photos, names, cfg, force=force, resume=resume, progress=progress, warn=warn, phase=phase)
-    finally:
-        bar.stop()
+    with loss_bar("learning", quiet) as progress:
+        return run(
+            photos,
+            names,
+            cfg,
+            force=force,
+            resume=resume,
+            progress=progress,
+            warn=warn,
+            phase=None if quiet else phase,
+        )

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 import typer
 
-from sid.cli import app, err, out, print_json, warn
+from sid.cli import app, err, loss_bar, out, print_json, warn
 
 
 @app.command("3d")
@@ -87,33 +85,8 @@ def threed(
     )
     check_inputs(cfg)  # before any progress bar shows
     stage = None if quiet or json_ else (lambda text: err.print(f"[dim]{text}…[/dim]", highlight=False))
-    if quiet or json_:
-        result = generate_3d(cfg, resume=resume, warn=warn)
-    else:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        columns = (
-            TextColumn("distilling"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TextColumn("loss {task.fields[loss]:.4f}"),
-            TextColumn("{task.fields[rate]:.2f} it/s"),
-            TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
-        )
-        with Progress(*columns, console=err, transient=False) as bar:
-            task = bar.add_task("3d", total=iters, loss=float("nan"), rate=0.0)
-            begun: list[tuple[int, float]] = []
-
-            def progress(step: int, total: int, loss: float) -> None:
-                if not begun:
-                    begun.append((step - 1, time.perf_counter()))
-                first, t0 = begun[0]
-                rate = (step - first) / max(time.perf_counter() - t0, 1e-9)
-                bar.update(task, completed=step, total=total, loss=loss, rate=rate)
-
-            result = generate_3d(cfg, resume=resume, progress=progress, warn=warn, stage=stage)
+    with loss_bar("distilling", quiet or json_) as progress:
+        result = generate_3d(cfg, resume=resume, progress=progress, warn=warn, stage=stage)
     if json_:
         print_json(result.summary())
         return

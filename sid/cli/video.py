@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from sid.cli import app, err, out, print_json, warn
+from sid.cli import app, out, print_json, step_bar, warn
 
 
 @app.command("video")
@@ -85,14 +85,8 @@ def video(
         low_vram=low_vram,
     )
     job = plan_job(cfg, warn=warn)  # every check that needs no model, before the progress bar
-    if quiet or json_:
-        result = run_job(job, warn=warn)
-    else:
-        from rich.progress import Progress
-
-        with Progress(console=err, transient=True) as bar:
-            task = bar.add_task("video", total=steps)
-            result = run_job(job, warn=warn, on_step=lambda n: bar.advance(task, n))
+    with step_bar("video", steps, quiet or json_, transient=True) as on_step:
+        result = run_job(job, warn=warn, on_step=on_step)
     info = result.summary()
     if json_:
         print_json(info)

@@ -18,7 +18,7 @@ from sid.errors import BadInput, Interrupted
 from sid.eval.clip import DEFAULT_CLIP_MODEL, clip_enabled
 from sid.eval.prompts import BUILTIN, PLACEHOLDER, EvalPrompt, load_prompts
 from sid.files import check_output_target
-from sid.pipelines import model_for_identities
+from sid.pipelines import check_dtype, model_for_identities
 from sid.render import DEFAULT_GUIDANCE, DEFAULT_SCHEDULER, DEFAULT_STEPS, RenderConfig
 from sid.store import IdentityStore
 
@@ -87,6 +87,7 @@ def check_eval_inputs(cfg: EvalConfig, store: IdentityStore) -> list[EvalPrompt]
     prompts = load_prompts(cfg.prompts)
     knobs = {"per_prompt": cfg.per_prompt, "steps": cfg.steps, "seed": cfg.seed}
     limits.check_all("eval", knobs)
+    check_dtype(cfg.dtype)
     render.parse_size(cfg.size, "eval")
     render.check_inputs(cfg.render_config(prompts[0].template))  # scheduler, guidance, the output folder
     if len(cfg.photos) not in (0, 1, len(cfg.names)):

@@ -24,6 +24,7 @@ from sid.checkpoints import load_state, save_state
 from sid.errors import BadInput, Interrupted, OutOfMemory
 from sid.files import is_folder, output_file
 from sid.losslog import LossLog
+from sid.pipelines import check_dtype
 from sid.store import IdentityStore
 from sid.threed.cameras import OrbitRanges, sample_cameras
 from sid.threed.export import MESH_FORMATS, extract_mesh, render_turntable, write_mesh
@@ -137,6 +138,7 @@ def check_inputs(cfg: ThreeDConfig) -> Outputs:
     )
     limits.check_all("3d", {knob: getattr(cfg, knob) for knob in knobs})
     limits.check_guidance(cfg.guidance)
+    check_dtype(cfg.dtype)
     if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
         raise BadInput(f"--lr must be positive, not {cfg.lr}", "try 0.01")
     if cfg.method not in METHODS:
@@ -229,7 +231,7 @@ def generate_3d(
     # 1. check inputs and the prompt's identities before loading anything heavy
     outputs = check_inputs(cfg)
     store = store or IdentityStore()
-    parse_prompt(cfg.prompt, store)  # unknown @names fail fast
+    parse_prompt(cfg.prompt, store, warn)  # unknown @names fail fast
     key = run_key(cfg, resolve_model(cfg.model).label)
     resuming = resume and outputs.checkpoint.is_file()
     if resuming:
