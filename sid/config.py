@@ -14,6 +14,11 @@ from typing import Any
 from sid.errors import BadInput
 
 DEFAULT_LOCK_TIMEOUT = 60.0  # seconds a writer waits for another process's store lock
+# Rendering defaults (StableIdentity's inference: DPM-Solver multistep, guidance 8.5; 30 steps), here in
+# the light config module so that `sid render`/`sid eval` option defaults cost no heavy import.
+RENDER_STEPS = 30
+RENDER_GUIDANCE = 8.5
+RENDER_SCHEDULER = "dpm++"
 
 if sys.version_info >= (3, 11):
     import tomllib

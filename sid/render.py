@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sid import limits
+from sid.config import RENDER_GUIDANCE, RENDER_SCHEDULER, RENDER_STEPS
 from sid.errors import BadInput, Interrupted
 from sid.files import atomic_path, check_output_target, output_folder
 from sid.pipelines import model_for_identities, native_size
@@ -37,9 +38,6 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any], str]] = {
     "lms": ("LMSDiscreteScheduler", {}, "LMS"),
 }
 CONTROL_TYPES = ("canny", "pose", "depth")
-DEFAULT_STEPS = 30
-DEFAULT_GUIDANCE = 8.5
-DEFAULT_SCHEDULER = "dpm++"
 
 StepProgress = Callable[[int], None]  # called once per denoising step
 
@@ -49,11 +47,11 @@ class RenderConfig:
     prompt: str
     count: int = 1  # images to render
     seed: int | None = None  # first seed (None: random); image i uses seed + i
-    steps: int = DEFAULT_STEPS
-    guidance: float = DEFAULT_GUIDANCE
+    steps: int = RENDER_STEPS
+    guidance: float = RENDER_GUIDANCE
     negative: str = ""
     size: str | None = None  # "WxH"; None: the model's native size
-    scheduler: str = DEFAULT_SCHEDULER
+    scheduler: str = RENDER_SCHEDULER
     model: str | None = None
     device: str = "auto"
     dtype: str = "auto"

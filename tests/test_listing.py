@@ -82,3 +82,18 @@ def test_a_warm_ls_imports_neither_torch_nor_numpy(isolated_home: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert "alice" in out and "heavy: []" in out, out
+
+
+def test_ls_prints_aligned_plain_columns(isolated_home: Path) -> None:
+    from typer.testing import CliRunner
+
+    from sid.cli import app
+
+    store = IdentityStore()
+    for name in ("al", "bartholomew"):
+        store.save(make_identity(name))
+    lines = CliRunner().invoke(app, ["ls"]).stdout.splitlines()
+    assert lines[0].split() == ["name", "method", "family", "base", "model", "vectors", "created"]
+    assert [line.split()[0] for line in lines[1:]] == ["al", "bartholomew"]
+    starts = {line.index("stableidentity") for line in lines[1:]} | {lines[0].index("method")}
+    assert len(starts) == 1  # every row's second column starts where its header does

@@ -10,8 +10,8 @@ import typer
 from rich.table import Table
 
 from sid.cli import app, out, print_json, step_bar, warn
+from sid.config import RENDER_GUIDANCE, RENDER_SCHEDULER, RENDER_STEPS
 from sid.eval import BUILTIN, DEFAULT_CLIP_MODEL, DEFAULT_PER_PROMPT, DEFAULT_SEED
-from sid.render import DEFAULT_GUIDANCE, DEFAULT_SCHEDULER, DEFAULT_STEPS
 
 
 @app.command("eval")
@@ -41,15 +41,15 @@ def eval_(
     face_models: str = typer.Option(None, "--face-models", help="Folder of insightface .onnx files."),
     out_dir: Path = typer.Option(None, "-o", "--out", help="Output folder (default: sid-eval/NAME)."),
     force: bool = typer.Option(False, "--force", help="Overwrite the files of an earlier run in the folder."),
-    steps: int = typer.Option(DEFAULT_STEPS, "--steps", help="Denoising steps."),
+    steps: int = typer.Option(RENDER_STEPS, "--steps", help="Denoising steps."),
     size: str = typer.Option(None, "--size", help="WIDTHxHEIGHT (default: the model's native size)."),
     guidance: float = typer.Option(
-        DEFAULT_GUIDANCE, "--guidance", "-g", help="Classifier-free guidance scale."
+        RENDER_GUIDANCE, "--guidance", "-g", help="Classifier-free guidance scale."
     ),
     device: str = typer.Option("auto", "--device", help="auto | cuda | mps | cpu."),
     dtype: str = typer.Option("auto", "--dtype", help="auto | fp16 | bf16 | fp32."),
     scheduler: str = typer.Option(
-        DEFAULT_SCHEDULER, "--scheduler", help="As in sid render: dpm++, ddim, euler, ..."
+        RENDER_SCHEDULER, "--scheduler", help="As in sid render: dpm++, ddim, euler, ..."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     json_: bool = typer.Option(False, "--json", help="Print the full report as JSON."),

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from sid.cli import app, out, print_json, warn
+from sid.cli import app, out, print_columns, print_json, warn
 from sid.errors import BadInput, IdentityExists
 from sid.store import Identity, IdentityStore, now_iso
 
@@ -29,11 +29,18 @@ def ls(json_: bool = typer.Option(False, "--json", help="Print JSON instead of a
     if not listing.identities:
         out.print(f"No identities yet in {store.root}. Learn one with: sid learn PHOTO --name NAME")
         return
-    table = Table("name", "method", "family", "base model", "vectors", "created")
-    for r in listing.identities:
-        vectors = f"{r['num_vectors']} × " + " + ".join(str(d) for d in r["slots"].values())
-        table.add_row(r["name"], r["method"], r["family"], r["base_model"], vectors, r["created"])
-    out.print(table)
+    rows = [
+        [
+            r["name"],
+            r["method"],
+            r["family"],
+            r["base_model"],
+            f"{r['num_vectors']} × " + " + ".join(str(d) for d in r["slots"].values()),
+            r["created"],
+        ]
+        for r in listing.identities
+    ]
+    print_columns(["name", "method", "family", "base model", "vectors", "created"], rows)
 
 
 @app.command("show")

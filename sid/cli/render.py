@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from sid.cli import app, out, print_json, step_bar, warn
-from sid.render import DEFAULT_GUIDANCE, DEFAULT_SCHEDULER, DEFAULT_STEPS
+from sid.config import RENDER_GUIDANCE, RENDER_SCHEDULER, RENDER_STEPS
 
 
 @app.command("render")
@@ -18,14 +18,14 @@ def render(
     ),
     count: int = typer.Option(1, "-n", "--count", help="Number of images."),
     seed: int = typer.Option(None, "--seed", help="First seed (image i uses seed + i); random if omitted."),
-    steps: int = typer.Option(DEFAULT_STEPS, "--steps", help="Denoising steps."),
+    steps: int = typer.Option(RENDER_STEPS, "--steps", help="Denoising steps."),
     guidance: float = typer.Option(
-        DEFAULT_GUIDANCE, "--guidance", "-g", help="Classifier-free guidance scale."
+        RENDER_GUIDANCE, "--guidance", "-g", help="Classifier-free guidance scale."
     ),
     negative: str = typer.Option("", "--negative", help="Negative prompt."),
     size: str = typer.Option(None, "--size", help="WIDTHxHEIGHT (default: the model's native size)."),
     scheduler: str = typer.Option(
-        DEFAULT_SCHEDULER,
+        RENDER_SCHEDULER,
         "--scheduler",
         help="dpm++ | dpm++-karras | ddim | euler | euler-a | unipc | pndm | heun | lms.",
     ),

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sid import limits, render
+from sid.config import RENDER_GUIDANCE, RENDER_SCHEDULER, RENDER_STEPS
 from sid.errors import BadInput, Interrupted
 from sid.eval.clip import DEFAULT_CLIP_MODEL, clip_enabled
 from sid.eval.prompts import BUILTIN, PLACEHOLDER, EvalPrompt, load_prompts
 from sid.files import check_output_target
 from sid.pipelines import check_dtype, model_for_identities
-from sid.render import DEFAULT_GUIDANCE, DEFAULT_SCHEDULER, DEFAULT_STEPS, RenderConfig
+from sid.render import RenderConfig
 from sid.store import IdentityStore
 
 if TYPE_CHECKING:
@@ -42,10 +43,10 @@ class EvalConfig:
     prompts: str = BUILTIN  # "builtin" or a file
     per_prompt: int = DEFAULT_PER_PROMPT
     seed: int | None = DEFAULT_SEED  # image j of every prompt uses seed + j, for every identity
-    steps: int = DEFAULT_STEPS
-    guidance: float = DEFAULT_GUIDANCE
+    steps: int = RENDER_STEPS
+    guidance: float = RENDER_GUIDANCE
     size: str | None = None  # "WxH"; None: the model's native size
-    scheduler: str = DEFAULT_SCHEDULER
+    scheduler: str = RENDER_SCHEDULER
     model: str | None = None
     device: str = "auto"
     dtype: str = "auto"
