@@ -145,6 +145,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
             raise _not_writable(path, st.st_mode)
         os.replace(tmp, path)
         _sync_dir(path.parent)
+    except WriteError:  # another file's failure in the same block (several written together): as it is
+        raise
     except OSError as e:
         raise _write_error(path, e) from e
     finally:

@@ -26,7 +26,7 @@ import socket
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -41,11 +41,12 @@ from sid.errors import (
     InvalidName,
     SidError,
     StoreError,
+    WriteError,
     first_line,
     os_error,
 )
 from sid.families import family_of_identity
-from sid.files import atomic_write
+from sid.files import atomic_path, atomic_write
 
 if TYPE_CHECKING:  # numpy loads only where vectors are read or written: `sid ls` never needs it
     import numpy as np
@@ -501,23 +502,35 @@ class IdentityStore:
 
     # -- write ----------------------------------------------------------------------------------
     def save(self, identity: Identity, overwrite: bool = False) -> Path:
-        """Store ``identity`` (vectors, metadata and thumbnail in one file) atomically.
+        """Store ``identity`` (vectors, metadata and thumbnail in one file) atomically."""
+        return self.save_all([identity], overwrite)[0]
 
-        Refuses an existing name (any case) unless ``overwrite``. A failure leaves the store as it was.
+    def save_all(self, identities: list[Identity], overwrite: bool = False) -> list[Path]:
+        """Store identities together, one file each: all of them or, on failure, none.
+
+        Every file is written and fsynced under a temporary name before any is renamed into place, so
+        a full disk or a taken name leaves the store as it was (only a failing rename, which needs no
+        space, could split a group). Refuses an existing name (any case) unless ``overwrite``.
         """
-        validate_name(identity.name)
-        check_vectors(identity.vectors, f"identity {identity.name!r}")
-        if not identity.created:
-            identity.created = now_iso()
-        data = identity_to_bytes(identity)
+        for identity in identities:
+            validate_name(identity.name)
+            check_vectors(identity.vectors, f"identity {identity.name!r}")
+            identity.created = identity.created or now_iso()
+        payloads = [identity_to_bytes(identity) for identity in identities]
         with self.lock():
-            self.check_free(identity.name, overwrite, "pick another name, `sid rm` it first, or pass --force")
-            old = self._files().get(identity.name.lower())
-            target = self.root / f"{identity.name}{SUFFIX}"
-            with _writing(f"write {target}"):
-                atomic_write(target, data)
-            self._drop_old(old, target)
-        return target
+            olds, targets = [], []
+            for identity in identities:
+                self.check_free(
+                    identity.name, overwrite, "pick another name, `sid rm` it first, or pass --force"
+                )
+                olds.append(self._files().get(identity.name.lower()))
+                targets.append(self.root / f"{identity.name}{SUFFIX}")
+            with _writing(f"write to {self.root}"), ExitStack() as renames:  # renamed as the block closes
+                for target, data in zip(targets, payloads, strict=True):
+                    renames.enter_context(atomic_path(target)).write_bytes(data)
+            for old, target in zip(olds, targets, strict=True):
+                self._drop_old(old, target)
+        return targets
 
     def remove(self, name: str) -> None:
         with self.lock():
@@ -560,8 +573,9 @@ def _writing(doing: str) -> Iterator[None]:
     """Turn a failed file operation (full disk, read-only folder) into a StoreError that says the fix."""
     try:
         yield
-    except OSError as e:
-        raise os_error(e, doing) from e
+    except OSError as e:  # a WriteError from sid.files carries the system's error as its cause
+        cause = e.__cause__ if isinstance(e, WriteError) and isinstance(e.__cause__, OSError) else e
+        raise os_error(cause, doing) from e
 
 
 def _clash_message(paths: list[Path]) -> str:

@@ -253,8 +253,7 @@ def learn(
         "noise_schedule": describe_schedule(model.noise_scheduler, model.pipe.scheduler),
     }
     identities = make_identities(names, final, crops, cfg, model, settings, log.values)
-    for identity in identities:
-        store.save(identity, overwrite=force)
+    store.save_all(identities, overwrite=force)  # a joint group is stored whole or not at all
     for path, _ in same_names(ckpt, run_meta):  # this run's, and earlier runs' that can never resume now
         path.unlink(missing_ok=True)
     return LearnResult(identities, log.values, time.perf_counter() - start_time, first_step)

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 import sid.store
 import sid.train
 from sid.cli import app
+from sid.errors import StoreError
 from sid.store import IdentityStore
 from tests.test_store import make_identity
 
@@ -42,7 +43,7 @@ def test_learn_force_on_a_full_disk_keeps_identity_and_face_together(
     assert first.exit_code == 0, first.output
     before = IdentityStore().get("alice")
     files = store_files(isolated_home)
-    monkeypatch.setattr(sid.store, "atomic_write", disk_full)
+    monkeypatch.setattr(Path, "write_bytes", disk_full)  # every file write fails, as on a full disk
     for name, force in (("alice", ["--force"]), ("bob", [])):  # replacing one, and a new name
         photo = str(face_photos / "biden_2.jpg")
         result = runner.invoke(app, ["learn", photo, "--name", name, "-q", *force, *learn_args])
@@ -124,3 +125,33 @@ def test_resume_with_changed_settings_says_so_and_cleans_up(
     assert not stale.exists() and list(partial.glob("*.safetensors")) == []
     info = json.loads(runner.invoke(app, ["show", "alice", "--json"]).stdout)
     assert info["settings"]["steps"] == 4 and info["thumbnail"] == "embedded"
+
+
+def test_a_group_is_stored_whole_or_not_at_all(isolated_home: Path, monkeypatch) -> None:
+    """Joint learning stores its identities together: a disk that fills up at the second file leaves
+    both old identities as they were, and no new file."""
+    store = IdentityStore()
+    for name in ("alice", "bob"):
+        store.save(make_identity(name))
+    before = store_files(isolated_home)
+    contents = {n: (store.root / f"{n}.safetensors").read_bytes() for n in ("alice", "bob")}
+    real_write, writes = Path.write_bytes, []
+
+    def second_fails(self: Path, data: bytes) -> int:
+        writes.append(self)
+        if len(writes) == 2:
+            disk_full()
+        return real_write(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", second_fails)
+    new = [make_identity("alice", seed=1), make_identity("bob", seed=1), make_identity("carol", seed=1)]
+    with pytest.raises(StoreError, match="No space left") as failed:
+        store.save_all(new, overwrite=True)
+    assert "free some disk space" in failed.value.hint
+    monkeypatch.undo()
+    assert len(writes) == 2 and store_files(isolated_home) == before
+    assert {n: (store.root / f"{n}.safetensors").read_bytes() for n in ("alice", "bob")} == contents
+    store.save_all(new, overwrite=True)
+    assert store.names() == ["alice", "bob", "carol"]
+    stored = store.get("bob").vectors
+    assert all(np.array_equal(stored[k], v) for k, v in new[1].vectors.items())
