@@ -460,6 +460,7 @@ class IdentityStore:
                 stamp = _stamp(path)  # before reading: a file replaced meanwhile gets a new stamp
                 hit = cached.get(path.name)
                 row = hit["info"] if isinstance(hit, dict) and hit.get("stamp") == stamp else self._info(path)
+                row["file"] = str(path)  # the store folder itself may have moved since it was cached
             except SidError as e:
                 errors.append(BadFile(str(path), e.message))
                 continue

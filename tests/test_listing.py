@@ -97,3 +97,12 @@ def test_ls_prints_aligned_plain_columns(isolated_home: Path) -> None:
     assert [line.split()[0] for line in lines[1:]] == ["al", "bartholomew"]
     starts = {line.index("stableidentity") for line in lines[1:]} | {lines[0].index("method")}
     assert len(starts) == 1  # every row's second column starts where its header does
+
+
+def test_a_moved_store_lists_its_files_where_they_are_now(tmp_path: Path) -> None:
+    old = IdentityStore(tmp_path / "a")
+    old.save(make_identity("alice"))
+    old.list()  # cached while the folder was at a/
+    (tmp_path / "a").rename(tmp_path / "b")  # same inodes, sizes and mtimes
+    (row,) = IdentityStore(tmp_path / "b").list().identities
+    assert row["file"] == str(tmp_path / "b" / "alice.safetensors")
