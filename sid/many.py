@@ -122,7 +122,7 @@ def _learn_many(
     phase: Phase | None,
 ) -> list[Outcome]:
     world = ranks.world()
-    limits.check("batch", "parallel", parallel)
+    limits.check("learn --from", "parallel", parallel)
     plan = check_rows(rows, cfg, store, force, resume) if world.main else None
     jobs, outcomes = ranks.from_main(plan, world)
     mine = jobs[world.rank :: world.size]  # round robin: each rank an even share of every method
@@ -367,7 +367,16 @@ class Batch:
             mappers.append(build_mapper(cfg.method, embedding.shape[-1], self.prior).to(device))
             generator = torch.Generator().manual_seed(job.cfg.seed)
             banks.append(
-                build_bank(crop, model.vae, model.resolution, bank_size, generator, cfg.method, device)
+                build_bank(
+                    crop,
+                    model.vae,
+                    model.resolution,
+                    bank_size,
+                    generator,
+                    cfg.method,
+                    device,
+                    model.amp_dtype,
+                )
             )
             gens.append(torch.Generator(device).manual_seed(job.cfg.seed))
             logs.append(LossLog())
@@ -396,6 +405,7 @@ class Batch:
         k, reported = len(jobs), first
         try:
             with inject_vectors(model.text_encoder, self.token_ids) as slot:
+                predict = model.predictor(slot)  # shapes fixed per chunk: one CUDA-graph capture each
                 for step in range(first, steps):
                     if not (cfg.overfit and step > first):
                         samples = [
@@ -404,8 +414,8 @@ class Batch:
                         ]
                         sample = concat(samples)
                     with model.autocast():
-                        slot.vectors = mapper(sample.face.view(k, batch, -1)).flatten(0, 1)  # (K*B, 2, d)
-                        pred = model.predict(sample)
+                        vectors = mapper(sample.face.view(k, batch, -1)).flatten(0, 1)  # (K*B, 2, d)
+                        pred = predict(vectors, sample.ids, sample.z_t, sample.t)
                     losses = torch.stack(
                         [model.loss(p, s, cfg.method) for p, s in zip(pred.chunk(k), samples, strict=True)]
                     )

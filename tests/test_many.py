@@ -206,7 +206,7 @@ def test_two_processes_learn_a_manifest_once(
     names = {"ann": "obama_1.jpg", "bob": "biden_2.jpg", "cyd": "obama_2.jpg"}
     rows = [f"{face_photos / f},{n},," for n, f in names.items()] + [f"{face_photos / 'obama_3.jpg'},a,,"]
     manifest = write_csv(tmp_path / "people.csv", rows)
-    args = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "0"]
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     args += ["-m", "sid", "learn", "--from", str(manifest), "--steps", "2", *learn_args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
