@@ -336,25 +336,38 @@ def sdxl_refusal(photo: Path, face_models: Path) -> str | None:
     return None
 
 
+def time_args(
+    args: argparse.Namespace,
+    method: str,
+    folder: Path,
+    device: str,
+    speed: Speedups | None,
+    parallel: int = 0,
+) -> dict[str, Any]:
+    """``time_learn`` with this command line's settings."""
+    return time_learn(
+        folder,
+        method,
+        device,
+        args.photo,
+        args.face_models,
+        args.steps,
+        args.warmup,
+        args.dtype,
+        args.resolution,
+        args.bank_size,
+        speed,
+        *face_model_folders(args.arch),  # the paper's ViT and parser sizes (tiny ones for tiny)
+        parallel=parallel,
+    )
+
+
 def run(
     args: argparse.Namespace, method: str, speed: Speedups, folder: Path, device: str, import_s: float
 ) -> dict[str, Any]:
     log(f"learn: {method} on {args.arch} ({device}), {args.steps} steps, speed {speed.label()}")
     with LoadMeter() as load:
-        timing = time_learn(
-            folder,
-            method,
-            device,
-            args.photo,
-            args.face_models,
-            args.steps,
-            args.warmup,
-            args.dtype,
-            args.resolution,
-            args.bank_size,
-            speed,
-            *face_model_folders(args.arch),  # the paper's ViT and parser sizes (tiny ones for tiny)
-        )
+        timing = time_args(args, method, folder, device, speed)
         gc.collect()
         floor = floor_ms(
             folder,
@@ -406,21 +419,7 @@ def run_parallel(
     runs = []
     for k in ks:
         log(f"learn --parallel {k}: {args.method} on {args.arch} ({device}), {args.steps} steps")
-        timing = time_learn(
-            folder,
-            args.method,
-            device,
-            args.photo,
-            args.face_models,
-            args.steps,
-            args.warmup,
-            args.dtype,
-            args.resolution,
-            args.bank_size,
-            None,
-            *face_model_folders(args.arch),
-            parallel=k,
-        )
+        timing = time_args(args, args.method, folder, device, None, parallel=k)
         per_identity = (timing["projected_default_s"] - timing["model_load_s"]) / k
         runs.append(
             {"parallel": k, "s_per_identity": per_identity, "identities_per_hour": 3600 / per_identity}

@@ -18,7 +18,6 @@ from sid.errors import BadInput
 COLUMNS = ("photo", "name")  # required
 OPTIONAL = ("face", "method")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
-STATUSES = ("learned", "skipped", "failed")
 
 
 @dataclass(frozen=True)

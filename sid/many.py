@@ -100,52 +100,32 @@ def learn_many(
     phase: Phase | None = None,
 ) -> list[Outcome]:
     """Learn every row that can be learned; on rank 0, every row's outcome in manifest order."""
-    world = ranks.world()
-    ranks.join(world)
-    try:
-        return _learn_many(
-            rows, cfg, parallel, store or IdentityStore(), force, resume, progress, warn, phase
-        )
-    finally:
-        ranks.leave(world)
+    store = store or IdentityStore()
+    with ranks.joined() as world:
+        limits.check("learn --from", "parallel", parallel)
+        plan = check_rows(rows, cfg, store, force, resume) if world.main else None
+        jobs, outcomes = ranks.from_main(plan, world)
+        mine = jobs[world.rank :: world.size]  # round robin: each rank an even share of every method
+        device = ranks.device_of(pick_device(cfg.device), world)
+        meter = Meter(progress, sum(run_length(j.cfg, 1)[0] - j.first_step for j in mine))
+        alone = world.size == 1
 
-
-def _learn_many(
-    rows: list[Row],
-    cfg: LearnConfig,
-    parallel: int | None,
-    store: IdentityStore,
-    force: bool,
-    resume: bool,
-    progress: Progress | None,
-    warn: Callable[[str], None] | None,
-    phase: Phase | None,
-) -> list[Outcome]:
-    world = ranks.world()
-    limits.check("learn --from", "parallel", parallel)
-    plan = check_rows(rows, cfg, store, force, resume) if world.main else None
-    jobs, outcomes = ranks.from_main(plan, world)
-    mine = jobs[world.rank :: world.size]  # round robin: each rank an even share of every method
-    device = ranks.device_of(pick_device(cfg.device), world)
-    meter = Meter(progress, sum(run_length(j.cfg, 1)[0] - j.first_step for j in mine))
-    alone = world.size == 1
-
-    done: list[Outcome] = []  # failed rows; alone, also each stored identity as its chunk finishes
-    learned: list[Learned] = []  # under a launcher: for rank 0 to store at the end
-    for method in dict.fromkeys(j.cfg.method for j in mine):
-        group = [j for j in mine if j.cfg.method == method]
-        for result in learn_group(group, parallel, device, store, force, resume, meter, warn, phase):
-            if isinstance(result, Outcome):
-                done.append(result)
-            elif alone:
-                done.append(store_learned(store, result, force))
-            else:
-                learned.append(result)
-    if not alone:  # rank 0 stores what every rank learned: file locks are unreliable on network storage
-        gathered = ranks.to_main((done, learned), world)
-        done = [o for fails, _ in gathered for o in fails]
-        done += [store_learned(store, x, force) for _, share in gathered for x in share]
-    return sorted(outcomes + done, key=lambda o: o.line) if world.main else []
+        done: list[Outcome] = []  # failed rows; alone, also each stored identity as its chunk finishes
+        learned: list[Learned] = []  # under a launcher: for rank 0 to store at the end
+        for method in dict.fromkeys(j.cfg.method for j in mine):
+            group = [j for j in mine if j.cfg.method == method]
+            for result in learn_group(group, parallel, device, store, force, resume, meter, warn, phase):
+                if isinstance(result, Outcome):
+                    done.append(result)
+                elif alone:
+                    done.append(store_learned(store, result, force))
+                else:
+                    learned.append(result)
+        if not alone:  # rank 0 stores what every rank learned: file locks are unreliable on network storage
+            gathered = ranks.to_main((done, learned), world)
+            done = [o for fails, _ in gathered for o in fails]
+            done += [store_learned(store, x, force) for _, share in gathered for x in share]
+        return sorted(outcomes + done, key=lambda o: o.line) if world.main else []
 
 
 def check_rows(
@@ -157,14 +137,15 @@ def check_rows(
     identity is already stored from the same photo is skipped (an interrupted batch stored it).
     """
     jobs, outcomes, seen = [], [], {}
-    store.check_writable(checkpoint_path(store, "x").parent)  # the batch's checkpoints and identities
+    store.check_writable(checkpoint_path(store, "").parent)  # where every row checkpoints
     for row in rows:
         try:
             if row.error:
                 raise BadInput(row.error, "fix the row")
             if (first := seen.setdefault(row.name.lower(), row.line)) != row.line:
                 raise BadInput(f"the name {row.name!r} is also on line {first}", "give each row its own name")
-            row_cfg = replace(cfg, method=row.method or cfg.method, face_index=row.face or cfg.face_index)
+            face = row.face if row.face is not None else cfg.face_index
+            row_cfg = replace(cfg, method=row.method or cfg.method, face_index=face)
             if resume and not force and _stored_from(store, row):
                 outcomes.append(Outcome(row.line, row.name, str(row.photo), "skipped", "already learned"))
                 continue

@@ -10,6 +10,8 @@ unreliable on network file systems.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -36,19 +38,20 @@ def world() -> World:
     return World(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)))
 
 
-def join(w: World) -> None:
-    """Join the process group of a multi-process launch (a no-op for one process)."""
+@contextmanager
+def joined() -> Iterator[World]:
+    """This process's world, inside the process group of a multi-process launch (left on the way out)."""
     import torch.distributed as dist
 
-    if w.size > 1 and not dist.is_initialized():
+    w = world()
+    started = w.size > 1 and not dist.is_initialized()
+    if started:
         dist.init_process_group("gloo", timeout=GATHER_TIMEOUT)
-
-
-def leave(w: World) -> None:
-    import torch.distributed as dist
-
-    if w.size > 1 and dist.is_initialized():
-        dist.destroy_process_group()
+    try:
+        yield w
+    finally:
+        if started:
+            dist.destroy_process_group()
 
 
 def device_of(device: str, w: World) -> str:
