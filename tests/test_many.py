@@ -50,13 +50,14 @@ def test_csv_manifest_fails_bad_rows_alone(face_photos: Path, learn_args: list[s
             f"{face_photos / 'obama_3.jpg'},Obama,,",
             f"{face_photos / 'obama_4.jpg'},ann,two,",
             f"{face_photos / 'obama_4.jpg'},bea,,dreambooth",
+            f"{face_photos / 'obama_4.jpg'},cyd,,celebbasis",
         ],
     )
     result = learn("--from", str(manifest), "--steps", "2", "--parallel", "2", "--json", *learn_args)
     assert result.exit_code == 1, result.output
     rows = {o["name"]: o for o in json.loads(result.stdout)}
-    assert [o["line"] for o in rows.values()] == list(range(2, 10))  # every row, in manifest order
-    assert {n for n, o in rows.items() if o["status"] == "learned"} == {"obama", "biden"}
+    assert [o["line"] for o in rows.values()] == list(range(2, 11))  # every row, in manifest order
+    assert {n for n, o in rows.items() if o["status"] == "learned"} == {"obama", "biden", "cyd"}
     reasons = {n: o["reason"] for n, o in rows.items() if o["status"] == "failed"}
     assert "no face found" in reasons["kitty"]
     assert "invalid identity name" in reasons["../x"]
@@ -64,8 +65,9 @@ def test_csv_manifest_fails_bad_rows_alone(face_photos: Path, learn_args: list[s
     assert "also on line 2" in reasons["Obama"]
     assert "whole number" in reasons["ann"]
     assert "unknown method" in reasons["bea"]
-    assert "6 of 8 rows failed" in result.stderr
-    assert IdentityStore().names() == ["biden", "obama"]
+    assert "6 of 9 rows failed" in result.stderr
+    assert IdentityStore().names() == ["biden", "cyd", "obama"]
+    assert IdentityStore().get("cyd").method == "celebbasis"  # the row's own method, learned alone
     info = IdentityStore().info("biden")
     assert info["settings"]["face_index"] == 1 and info["settings"]["steps"] == 2
     # the same manifest again: the stored rows now fail as taken, the store is untouched
