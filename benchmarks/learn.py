@@ -419,12 +419,13 @@ def run_parallel(
     runs = []
     for k in ks:
         log(f"learn --parallel {k}: {args.method} on {args.arch} ({device}), {args.steps} steps")
-        timing = time_args(args, args.method, folder, device, None, parallel=k)
+        with LoadMeter() as load:
+            timing = time_args(args, args.method, folder, device, None, parallel=k)
         per_identity = (timing["projected_default_s"] - timing["model_load_s"]) / k
         runs.append(
             {"parallel": k, "s_per_identity": per_identity, "identities_per_hour": 3600 / per_identity}
         )
-        runs[-1].update(timing)
+        runs[-1].update(timing, other_load_cores=load.other_cores)
         gc.collect()
     base = runs[0]["s_per_identity"] if ks[0] == 1 else None
     for r in runs:
