@@ -64,7 +64,9 @@ from sid.train import (
 )
 from sid.train import _fused as fused
 
-GPU_BYTES_PER_IDENTITY = 4.5 * 2**30  # SD 2.1 at 512², bf16: activations kept for one sample's backward
+# SD 2.1 at 512², bf16: the activations one more sample keeps for the backward (an estimate; the
+# learn-parallel part of benchmarks.gpu measures peak memory at each K)
+GPU_BYTES_PER_IDENTITY = 4.5 * 2**30
 MAX_DEFAULT_PARALLEL = 8
 
 
@@ -213,7 +215,7 @@ class Meter:
             self.progress(self.done, self.total, loss)
 
     def drop(self, steps: int) -> None:
-        """A row failed or was learned elsewhere: its steps leave the total."""
+        """A row failed: its steps leave the total."""
         self.total -= steps
 
 
