@@ -416,6 +416,8 @@ def run_parallel(
 ) -> dict[str, Any]:
     """Identities per hour and seconds per identity at each K (the default recipe, model load amortised:
     a batch loads its model once), and each K's cost per identity relative to K = 1."""
+    log(f"learn --parallel {ks[0]}: a warm-up run, not recorded (the first run pays one-off initialisation)")
+    time_args(args, args.method, folder, device, None, parallel=ks[0])
     runs = []
     for k in ks:
         log(f"learn --parallel {k}: {args.method} on {args.arch} ({device}), {args.steps} steps")
