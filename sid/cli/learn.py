@@ -94,7 +94,7 @@ def learn(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     json_: bool = typer.Option(False, "--json", help="Print the stored identity's metadata as JSON."),
 ) -> None:
-    """Learn an identity from one photo and store it.
+    """Learn an identity from one photo and store it; or many, one per row of --from people.csv or DIR.
 
     [bold]Examples[/bold]
 
