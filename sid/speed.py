@@ -10,6 +10,7 @@ and ``capture`` any tensor function once, before the loop, so the loop itself st
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, fields, replace
@@ -17,7 +18,7 @@ from typing import Any
 
 import torch
 
-from sid.errors import BadInput
+from sid.errors import BadInput, first_line
 
 # SDPA backends a run may pin; "sdpa" lets torch choose, "classic" is diffusers' pre-SDPA processor
 ATTENTION = ("sdpa", "flash", "efficient", "cudnn", "math", "classic")
@@ -150,7 +151,9 @@ def capture(fn: Callable[..., torch.Tensor], amp_dtype: torch.dtype | None) -> C
 
 class _Graphed:
     """The graphs are captured under the loop's autocast dtype (without autocast's weight cache,
-    which graphs forbid); the first call's inputs, cloned, are the capture's sample inputs."""
+    which graphs forbid); the first call's inputs, cloned, are the capture's sample inputs. A capture
+    that fails (an operation, driver or torch build that refuses it) warns once and runs eagerly:
+    slower, never wrong."""
 
     def __init__(self, fn: Callable[..., torch.Tensor], amp_dtype: torch.dtype | None) -> None:
         self.fn, self.amp_dtype, self.graphed = fn, amp_dtype, None
@@ -159,6 +162,13 @@ class _Graphed:
         if self.graphed is None:
             sample = tuple(x.detach().clone().requires_grad_(x.requires_grad) for x in tensors)
             amp = self.amp_dtype or torch.float32
-            with torch.autocast("cuda", dtype=amp, enabled=self.amp_dtype is not None, cache_enabled=False):
-                self.graphed = torch.cuda.make_graphed_callables(self.fn, sample, num_warmup_iters=3)
+            try:
+                with torch.autocast(
+                    "cuda", dtype=amp, enabled=self.amp_dtype is not None, cache_enabled=False
+                ):
+                    self.graphed = torch.cuda.make_graphed_callables(self.fn, sample, num_warmup_iters=3)
+            except RuntimeError as e:
+                message = f"CUDA graph capture failed ({first_line(e)}); running eagerly"
+                warnings.warn(message, RuntimeWarning, stacklevel=2)
+                self.graphed = self.fn
         return self.graphed(*tensors)

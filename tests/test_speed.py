@@ -82,3 +82,23 @@ def test_cpu_knobs_match_the_eager_unet(text):
     assert eager_grad.abs().sum() > 0  # the gradient reaches the conditioning
     torch.testing.assert_close(out, eager_out, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(grad, eager_grad, rtol=1e-3, atol=1e-6)
+
+
+def test_a_capture_that_fails_warns_and_runs_eagerly():
+    """Here the capture fails for want of CUDA; on a GPU an operation or driver may refuse it."""
+    from sid.speed import capture
+
+    calls = []
+
+    def double(x: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return x * 2
+
+    x = torch.ones(3, requires_grad=True)
+    graphed = capture(double, None)
+    with pytest.warns(RuntimeWarning, match="CUDA graph capture failed"):
+        out = graphed(x)
+    out.sum().backward()
+    assert torch.equal(out.detach(), torch.full((3,), 2.0)) and torch.equal(x.grad, torch.full((3,), 2.0))
+    graphed(x)  # later calls run eagerly without warning again
+    assert len(calls) == 2
