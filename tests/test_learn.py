@@ -270,7 +270,8 @@ def test_bank_carries_binary_face_and_hair_masks_through_one_augmentation() -> N
     for m, h in zip(bank.masks, bank.hair_masks, strict=True):
         if m.any() and h.any():  # the hair stays above the face, over the same columns (flipped or not)
             assert h.nonzero()[:, 1].float().mean() < m.nonzero()[:, 1].float().mean()
-            assert abs(h.nonzero()[:, 2].float().mean() - m.nonzero()[:, 2].float().mean()) < 1
+            # to within one pixel of this 8x8 latent: a sliver of hair may fall beside the face's centre
+            assert abs(h.nonzero()[:, 2].float().mean() - m.nonzero()[:, 2].float().mean()) <= 1
     assert bank.flips.any() and not bank.flips.all()
     no_hair = build_bank(
         FaceCrop(**{**crop.__dict__, "hair_mask": None}),
