@@ -178,7 +178,7 @@ def learn(
     torch.manual_seed(cfg.seed)
     prior = build_prior(model.tokenizer, model.text_encoder, cfg.method)
     embeddings = [e.to(device) for e in embeddings]
-    mapper = build_mapper(cfg.method, embeddings[0].shape[-1], prior, len(crops)).to(device)
+    mapper = build_mapper(cfg.method, embeddings[0].shape[-1], [prior], len(crops)).to(device)
     token = identity_token("__learn__")
     token_ids = add_placeholder_tokens(model.tokenizer, model.text_encoder, token, 2)
     model.text_encoder.to(device)
