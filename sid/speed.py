@@ -20,7 +20,8 @@ from sid.errors import BadInput
 ATTENTION = ("sdpa", "flash", "efficient", "cudnn", "math", "classic")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
-UnetStep = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (z_t, t, cond) -> pred
+UnetStep = Callable[..., torch.Tensor]  # (z_t, t, cond, *added) -> pred; added: SDXL text_embeds, time_ids
+ADDED_CONDITIONS = ("text_embeds", "time_ids")  # SDXL's extra UNet inputs, in the order a step takes them
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,8 @@ def _attention_backend(attention: str) -> Iterator[None]:
 
 
 def unet_step(unet: Any, speed: Speedups, device: str, amp_dtype: torch.dtype | None) -> UnetStep:
-    """The frozen ``unet`` set up as ``speed`` says, as a call ``(z_t, t, cond) -> predicted sample``.
+    """The frozen ``unet`` set up as ``speed`` says, as a call ``(z_t, t, cond, *added) -> predicted
+    sample``; ``added`` are SDXL's ``text_embeds`` and ``time_ids`` (none for SD 1.x/2.x).
 
     Call it inside the loop's autocast. ``unet`` is changed in place (memory format, attention
     processor, compiled forward); its weights stay frozen.
@@ -108,9 +110,10 @@ def unet_step(unet: Any, speed: Speedups, device: str, amp_dtype: torch.dtype | 
     if speed.compile is not None:
         unet.compile(mode=speed.compile, fullgraph=False)
 
-    def step(z_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def step(z_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, *added: torch.Tensor) -> torch.Tensor:
+        extra = {"added_cond_kwargs": dict(zip(ADDED_CONDITIONS, added, strict=True))} if added else {}
         with _attention_backend(speed.attention):
-            return unet(z_t.contiguous(memory_format=memory_format), t, cond).sample
+            return unet(z_t.contiguous(memory_format=memory_format), t, cond, **extra).sample
 
     return _GraphedStep(step, amp_dtype) if speed.cuda_graphs else step
 
@@ -125,11 +128,17 @@ class _GraphedStep:
     def __init__(self, step: UnetStep, amp_dtype: torch.dtype | None) -> None:
         self.step, self.amp_dtype, self.graphed = step, amp_dtype, None
 
-    def __call__(self, z_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, z_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, *added: torch.Tensor
+    ) -> torch.Tensor:
         if self.graphed is None:
-            grad = cond.requires_grad
-            sample = (z_t.detach().clone(), t.clone(), cond.detach().clone().requires_grad_(grad))
+            conds = (cond, *added)  # differentiable where the identity's vectors reach them
+            sample = (
+                z_t.detach().clone(),
+                t.clone(),
+                *(c.detach().clone().requires_grad_(c.requires_grad) for c in conds),
+            )
             amp = self.amp_dtype or torch.float32
             with torch.autocast("cuda", dtype=amp, enabled=self.amp_dtype is not None, cache_enabled=False):
                 self.graphed = torch.cuda.make_graphed_callables(self.step, sample, num_warmup_iters=3)
-        return self.graphed(z_t, t, cond)
+        return self.graphed(z_t, t, cond, *added)

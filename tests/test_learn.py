@@ -332,7 +332,7 @@ def test_inject_vectors_writes_the_slots_vectors_at_the_placeholders_only() -> N
     ids = torch.tensor([[1, 5, 6, 2], [5, 6, 3, 3]])
     plain = embed(ids).detach()
     vectors = torch.randn(2, 2, 32, requires_grad=True)
-    with inject_vectors(encoder, [5, 6]) as slot:
+    with inject_vectors([(encoder, [5, 6])]) as slot:
         with pytest.raises(RuntimeError, match="assign slot.vectors"):
             embed(ids)
         slot.vectors = vectors
@@ -343,6 +343,22 @@ def test_inject_vectors_writes_the_slots_vectors_at_the_placeholders_only() -> N
     assert torch.equal(out[0, [0, 3]], plain[0, [0, 3]]) and torch.equal(out[1, 2:], plain[1, 2:])
     assert vectors.grad is not None and vectors.grad.abs().sum() > 0
     assert torch.equal(embed(ids), plain)  # the hook is gone on exit
+
+
+def test_inject_vectors_gives_each_encoder_its_own_part() -> None:
+    """SDXL: one (B, K, 32 + 64) tensor, the first 32 dims to encoder 1, the other 64 to encoder 2."""
+    import torch
+
+    from sid.prompts import inject_vectors
+    from sid.testing import tiny_text_encoder
+
+    first, second = tiny_text_encoder(width=32), tiny_text_encoder(width=64, seed=1)
+    ids = torch.tensor([[1, 7, 8, 2]])
+    vectors = torch.randn(1, 2, 96)
+    with inject_vectors([(first, [7, 8]), (second, [7, 8])]) as slot:
+        slot.vectors = vectors
+        one, two = first.get_input_embeddings()(ids), second.get_input_embeddings()(ids)
+    assert torch.equal(one[0, 1:3], vectors[0, :, :32]) and torch.equal(two[0, 1:3], vectors[0, :, 32:])
 
 
 def test_loss_log_moves_losses_off_the_device_only_on_flush() -> None:
