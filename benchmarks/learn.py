@@ -24,6 +24,7 @@ import math
 import tempfile
 import time
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from unittest import mock
@@ -126,6 +127,8 @@ def time_learn(
     phases: dict[str, float] = {"faces_s": 0.0, "model_load_s": 0.0, "bank_s": 0.0}
     marks: dict[str, float] = {}
 
+    peaks: dict[str, float] = {}  # the run's peak memory so far, at the end of each phase
+
     def timed(name: str, fn: Any) -> Any:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             t0 = clock.now()
@@ -133,6 +136,7 @@ def time_learn(
             t1 = clock.now()
             phases[name] += t1 - t0
             marks[f"{name}_end"] = t1
+            peaks[f"after_{name.removesuffix('_s')}"] = peak_memory_gb(device)[0]
             return result
 
         return wrapper
@@ -211,6 +215,7 @@ def time_learn(
         "final_loss": result.identities[0].final_loss,
         "peak_mem_gb": peak_gb,
         "peak_mem_kind": peak_kind,
+        "peak_mem_gb_so_far": peaks,
     }
 
 
@@ -244,7 +249,10 @@ def floor_ms(
     unet.requires_grad_(False).eval()
     if amp is not None:
         unet.to(amp)
-    denoise = unet_step(unet, speed or Speedups(), device, amp)
+    speed = speed or Speedups()
+    if speed.graphs(device) == "predict":  # the floor is the UNet alone, graphed as in the step
+        speed = replace(speed, cuda_graphs="unet")
+    denoise = unet_step(unet, speed, device, amp)
     side = resolution // 8
     g = torch.Generator().manual_seed(0)
     z = torch.randn(batch, unet.config.in_channels, side, side, generator=g).to(device, unet.dtype)
@@ -269,14 +277,14 @@ def floor_ms(
 
 
 def bank_build_s(
-    folder: Path, device: str, photo: Path, face_models: Path, resolution: int, sizes: list[int]
+    folder: Path, device: str, dtype: str, photo: Path, face_models: Path, resolution: int, sizes: list[int]
 ) -> dict[str, float]:
     """Seconds to build the latent bank (augment + VAE-encode) at each size, after one warm-up build."""
     import torch
     from diffusers import AutoencoderKL
 
     from sid.faces import extract_face
-    from sid.train import build_bank
+    from sid.train import _autocast_dtype, build_bank
 
     vae = AutoencoderKL.from_pretrained(str(folder), subfolder="vae").to(device)  # fp32, as learn loads it
     vae.requires_grad_(False).eval()
@@ -285,7 +293,8 @@ def bank_build_s(
     seconds = {}
     for size in [min(sizes), *sizes]:  # the first build warms up
         t0 = clock.now()
-        build_bank(crop, vae, resolution, size, torch.Generator().manual_seed(0), "stableidentity", device)
+        gen = torch.Generator().manual_seed(0)
+        build_bank(crop, vae, resolution, size, gen, "stableidentity", device, _autocast_dtype(device, dtype))
         seconds[str(size)] = clock.now() - t0
     return seconds
 
@@ -381,7 +390,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if sizes:
             resolution = runs[0]["resolution"]
             result["bank_build_s"] = bank_build_s(
-                folder, device, args.photo, args.face_models, resolution, sizes
+                folder, device, args.dtype, args.photo, args.face_models, resolution, sizes
             )
         result["versions"] = versions()
     for r in result.get("runs", [result]):

@@ -244,12 +244,19 @@ def load_pipeline(
     dtype: str = "auto",
     pipeline_class: type[DiffusionPipeline] | None = None,
     default: str = DEFAULT_PRESET,
+    component_dtypes: dict[str, torch.dtype] | None = None,
     **kwargs: Any,
 ) -> tuple[DiffusionPipeline, ModelSpec]:
-    """Load the pipeline ``model`` names onto a device. Raises ModelNotFound listing every source tried."""
+    """Load the pipeline ``model`` names onto a device. Raises ModelNotFound listing every source tried.
+
+    ``component_dtypes`` overrides ``dtype`` per component (``{"unet": torch.bfloat16}``), so that a
+    component is never on the device in two precisions at once.
+    """
     spec = resolve_model(model, default)
     dev = pick_device(device)
-    torch_dtype = pick_dtype(dev, dtype)
+    torch_dtype: Any = pick_dtype(dev, dtype)
+    if component_dtypes:
+        torch_dtype = {"default": torch_dtype, **component_dtypes}
     pipe = load_from_candidates(spec, pipeline_class, dtype=torch_dtype, **kwargs)
     return pipe.to(dev), spec
 

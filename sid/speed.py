@@ -1,8 +1,11 @@
-"""Speed knobs for the learn step's frozen UNet: each is off until a GPU run has measured it.
+"""Speed knobs for the learn step's frozen UNet and text encoder, measured side by side on a GPU.
 
 They are library knobs (``LearnConfig.speed``), not CLI flags: ``python -m benchmarks.gpu`` toggles
-each one side by side on one GPU (docs/performance.md, "GPU run") and only the winners become
-defaults. ``unet_step`` wraps the UNet once, before the loop, so the loop itself stays one call.
+each one on one GPU (docs/performance.md, "GPU run") and only the winners become defaults. The one
+that won on an H100 is CUDA graphs (the eager step is launch-bound: 150 ms eager, 53 ms with the UNet
+replayed as a graph), so ``cuda_graphs="auto"`` replays the whole conditioned prediction (text encoder
+and UNet, forward and backward) as graphs on CUDA; the others stay off. ``unet_step`` wraps the UNet
+and ``capture`` any tensor function once, before the loop, so the loop itself stays one call.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from sid.errors import BadInput
 # SDPA backends a run may pin; "sdpa" lets torch choose, "classic" is diffusers' pre-SDPA processor
 ATTENTION = ("sdpa", "flash", "efficient", "cudnn", "math", "classic")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# what CUDA graphs capture: "unet" its forward and backward alone, "predict" the text encoder too;
+# "auto" is "predict" on CUDA (with no compile mode) and "off" elsewhere
+GRAPHS = ("auto", "off", "unet", "predict")
 
 UnetStep = Callable[..., torch.Tensor]  # (z_t, t, cond, *added) -> pred; added: SDXL text_embeds, time_ids
 ADDED_CONDITIONS = ("text_embeds", "time_ids")  # SDXL's extra UNet inputs, in the order a step takes them
@@ -26,21 +32,24 @@ ADDED_CONDITIONS = ("text_embeds", "time_ids")  # SDXL's extra UNet inputs, in t
 
 @dataclass(frozen=True)
 class Speedups:
-    """How the frozen UNet runs; the defaults are sid's measured-safe eager path."""
+    """How the frozen UNet and text encoder run; the defaults are what the GPU run measured fastest."""
 
     compile: str | None = None  # torch.compile mode of the UNet (None: eager)
     channels_last: bool = False  # NHWC weights and latents (tensor-core convolutions prefer them)
     attention: str = "sdpa"  # one of ATTENTION
-    cuda_graphs: bool = False  # replay forward + backward as CUDA graphs (the step's shapes are fixed)
+    cuda_graphs: str = "auto"  # one of GRAPHS: replay forward + backward (the step's shapes are fixed)
 
     def label(self) -> str:
-        """``eager`` or the knobs that differ from the defaults, as ``parse_speedups`` reads them."""
+        """``default``, or the knobs that differ from the defaults as ``parse_speedups`` reads them
+        (``eager`` for ``cuda_graphs=off``: nothing captured)."""
         parts = []
         for f in fields(self):
             value = getattr(self, f.name)
-            if value != f.default:
+            if (f.name, value) == ("cuda_graphs", "off"):
+                parts.insert(0, "eager")
+            elif value != f.default:
                 parts.append(f.name if value is True else f"{f.name}={value}")
-        return ",".join(parts) or "eager"
+        return ",".join(parts) or "default"
 
     def check(self, device: str) -> None:
         """Refuse a combination that cannot run on ``device``, before any work."""
@@ -49,25 +58,37 @@ class Speedups:
         if self.compile is not None and self.compile not in COMPILE_MODES:
             modes = ", ".join(COMPILE_MODES)
             raise BadInput(f"unknown compile mode {self.compile!r}", f"use one of: {modes}")
-        if self.cuda_graphs and not device.startswith("cuda"):
-            raise BadInput(f"cuda_graphs needs a CUDA device, not {device}", "drop cuda_graphs")
-        if self.cuda_graphs and self.compile is not None:
+        if self.cuda_graphs not in GRAPHS:
+            raise BadInput(f"unknown cuda_graphs {self.cuda_graphs!r}", f"use one of: {', '.join(GRAPHS)}")
+        if self.cuda_graphs in ("unet", "predict") and not device.startswith("cuda"):
+            raise BadInput(f"cuda_graphs={self.cuda_graphs} needs a CUDA device, not {device}", "drop it")
+        if self.cuda_graphs in ("unet", "predict") and self.compile is not None:
             raise BadInput(
                 "cuda_graphs and compile both capture the UNet",
                 "use one: compile='reduce-overhead' already replays CUDA graphs",
             )
 
+    def graphs(self, device: str) -> str:
+        """What CUDA graphs capture on ``device``: "off", "unet" or "predict" ("auto" resolved)."""
+        if self.cuda_graphs != "auto":
+            return self.cuda_graphs
+        return "predict" if device.startswith("cuda") and self.compile is None else "off"
+
 
 def parse_speedups(text: str) -> Speedups:
-    """``"eager"`` or comma-separated knobs: ``channels_last,attention=flash,compile=reduce-overhead``."""
+    """``"default"`` or comma-separated knobs: ``eager,channels_last``, ``compile=reduce-overhead``, ...
+
+    ``eager`` is ``cuda_graphs=off``: every kernel launched from Python, as without sid's speed-ups.
+    """
     known = {f.name: f for f in fields(Speedups)}
     speed = Speedups()
     for item in filter(None, (p.strip() for p in text.split(","))):
-        if item == "eager":
+        if item in ("default", "eager"):
+            speed = replace(speed, cuda_graphs="off") if item == "eager" else speed
             continue
         name, _, value = item.partition("=")
         if name not in known:
-            raise BadInput(f"unknown speed knob {name!r}", f"use {', '.join(known)} or eager")
+            raise BadInput(f"unknown speed knob {name!r}", f"use {', '.join(known)}, eager or default")
         if isinstance(known[name].default, bool):
             if value not in ("", "true", "false"):
                 raise BadInput(f"{name} takes no value, not {value!r}", f"write {name} or {name}=false")
@@ -115,30 +136,27 @@ def unet_step(unet: Any, speed: Speedups, device: str, amp_dtype: torch.dtype | 
         with _attention_backend(speed.attention):
             return unet(z_t.contiguous(memory_format=memory_format), t, cond, **extra).sample
 
-    return _GraphedStep(step, amp_dtype) if speed.cuda_graphs else step
+    return capture(step, amp_dtype) if speed.graphs(device) == "unet" else step
 
 
-class _GraphedStep:
-    """``step``'s forward and backward captured as CUDA graphs at the first call, replayed after.
+def capture(fn: Callable[..., torch.Tensor], amp_dtype: torch.dtype | None) -> Callable[..., torch.Tensor]:
+    """``fn`` (tensors in, one tensor out) with its forward and backward captured as CUDA graphs at the
+    first call and replayed after: the learn step's shapes never change, so one capture serves every
+    step. Gradients flow to the inputs that require them, as in eager mode."""
+    return _Graphed(fn, amp_dtype)
 
-    The learn step's shapes never change, so one capture serves every step; the graphs are captured
-    under the same autocast dtype as the loop (without autocast's weight cache, which graphs forbid).
-    """
 
-    def __init__(self, step: UnetStep, amp_dtype: torch.dtype | None) -> None:
-        self.step, self.amp_dtype, self.graphed = step, amp_dtype, None
+class _Graphed:
+    """The graphs are captured under the loop's autocast dtype (without autocast's weight cache,
+    which graphs forbid); the first call's inputs, cloned, are the capture's sample inputs."""
 
-    def __call__(
-        self, z_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, *added: torch.Tensor
-    ) -> torch.Tensor:
+    def __init__(self, fn: Callable[..., torch.Tensor], amp_dtype: torch.dtype | None) -> None:
+        self.fn, self.amp_dtype, self.graphed = fn, amp_dtype, None
+
+    def __call__(self, *tensors: torch.Tensor) -> torch.Tensor:
         if self.graphed is None:
-            conds = (cond, *added)  # differentiable where the identity's vectors reach them
-            sample = (
-                z_t.detach().clone(),
-                t.clone(),
-                *(c.detach().clone().requires_grad_(c.requires_grad) for c in conds),
-            )
+            sample = tuple(x.detach().clone().requires_grad_(x.requires_grad) for x in tensors)
             amp = self.amp_dtype or torch.float32
             with torch.autocast("cuda", dtype=amp, enabled=self.amp_dtype is not None, cache_enabled=False):
-                self.graphed = torch.cuda.make_graphed_callables(self.step, sample, num_warmup_iters=3)
-        return self.graphed(z_t, t, cond, *added)
+                self.graphed = torch.cuda.make_graphed_callables(self.fn, sample, num_warmup_iters=3)
+        return self.graphed(*tensors)

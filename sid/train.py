@@ -36,8 +36,8 @@ from sid.losslog import LossLog
 from sid.methods import RECIPES, build_mapper, noise_loss, split_widths, two_phase_loss
 from sid.pipelines import check_dtype, fingerprint, load_pipeline, native_size, pick_device
 from sid.priors import build_prior
-from sid.prompts import add_placeholder_tokens, identity_token, inject_vectors, text_encoders
-from sid.speed import Speedups, unet_step
+from sid.prompts import VectorSlot, add_placeholder_tokens, identity_token, inject_vectors, text_encoders
+from sid.speed import Speedups, capture, unet_step
 from sid.store import Identity, IdentityStore, now_iso, validate_name
 
 Progress = Callable[[int, int, float], None]  # (step, total, smoothed loss)
@@ -192,7 +192,8 @@ def learn(
     bank_size = cfg.bank_size or default_bank_size(steps, batch, len(crops))
     phase(f"encoding the latent bank ({bank_size} augmented images per photo)")
     bank = [
-        build_bank(c, model.vae, model.resolution, bank_size, generator, cfg.method, device) for c in crops
+        build_bank(c, model.vae, model.resolution, bank_size, generator, cfg.method, device, model.amp_dtype)
+        for c in crops
     ]
 
     # 5. optimiser and resumable state
@@ -212,14 +213,14 @@ def learn(
     phase(f"training {steps - first_step} steps")
     try:
         with inject_vectors(placeholders) as slot:
+            predict = model.predictor(slot)
             for step in range(first_step, steps):
                 who = step % len(crops)  # joint learning alternates identities
                 if not (cfg.overfit and step > first_step):
                     draw = bank[who].sample(batch, step // len(crops))
                     sample = model.noised(draw, embeddings[who], templates, step_gen)
                 with model.autocast():
-                    slot.vectors = mapper(sample.face)  # (B, 2, sum d): the two tokens, every encoder's
-                    pred = model.predict(sample)
+                    pred = predict(mapper(sample.face), sample.ids, sample.z_t, sample.t)
                 loss = model.loss(pred, sample, cfg.method)
                 if recipe.ema:  # Celeb Basis keeps the moving average of the coefficients this loss used
                     mapper.update_average(who, sample.face)
@@ -302,6 +303,7 @@ class Frozen:
     encoders: list[tuple[Any, Any]]  # (tokenizer, text encoder) pairs, first encoder first
     amp_dtype: torch.dtype | None  # autocast dtype (None: fp32)
     denoise: Callable[..., torch.Tensor]  # (z_t, t, cond, *SDXL's text_embeds and time_ids) -> pred
+    graph_predict: bool  # capture the whole conditioned prediction as CUDA graphs (speed.GRAPHS)
     noise_scheduler: DDPMScheduler  # the forward process, whatever the sampler
     alphas_cumprod: torch.Tensor
     resolution: int  # training image side
@@ -332,21 +334,36 @@ class Frozen:
         ids = templates[torch.randint(0, len(templates), (batch,), generator=gen, device=device)]
         return Sample(z0, mask, hair_mask, faces[flip.long()], t, noise, z_t, ids)
 
-    def predict(self, s: Sample) -> torch.Tensor:
-        """The UNet's fp32 prediction for ``s``, conditioned on its prompts (with the injected tokens).
+    def predictor(self, slot: VectorSlot) -> Callable[..., torch.Tensor]:
+        """``predict(vectors, ids, z_t, t)``: the UNet's fp32 prediction conditioned on the prompts
+        ``ids`` (B, E, 77) with the identity ``vectors`` (B, 2, sum d) injected through ``slot``.
+
+        A function of tensors only, so that on CUDA its forward and backward (text encoders and UNet)
+        are captured once as graphs and replayed: the eager step is launch-bound.
+        """
+
+        def predict(
+            vectors: torch.Tensor, ids: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor
+        ) -> torch.Tensor:
+            slot.vectors = vectors  # (B, 2, sum d): the identity's two tokens, every encoder's part
+            cond, added = self.condition(ids)
+            dtype = self.unet.dtype
+            return self.denoise(z_t.to(dtype), t, cond.to(dtype), *(a.to(dtype) for a in added)).float()
+
+        return capture(predict, self.amp_dtype) if self.graph_predict else predict
+
+    def condition(self, ids: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """The UNet's text conditioning of prompts ``ids`` (B, E, 77) and its added inputs, if any.
 
         One text encoder: its last hidden states. Two (SDXL), as its pipeline conditions: both
         encoders' penultimate hidden states side by side, plus encoder 2's pooled projection
         (``text_embeds``) and the size condition (``time_ids``).
         """
-        dtype = self.unet.dtype
         if self.time_ids is None:
-            cond = self.encoders[0][1](s.ids[:, 0])[0]  # (B, 77, d)
-            return self.denoise(s.z_t.to(dtype), s.t, cond.to(dtype)).float()
-        outs = [enc(s.ids[:, e], output_hidden_states=True) for e, (_, enc) in enumerate(self.encoders)]
+            return self.encoders[0][1](ids[:, 0])[0], ()  # (B, 77, d)
+        outs = [enc(ids[:, e], output_hidden_states=True) for e, (_, enc) in enumerate(self.encoders)]
         cond = torch.cat([o.hidden_states[-2] for o in outs], dim=-1)  # (B, 77, sum d)
-        added = (outs[-1][0], self.time_ids.expand(len(s.ids), -1))  # text_embeds (B, d2), time_ids (B, 6)
-        return self.denoise(s.z_t.to(dtype), s.t, cond.to(dtype), *(a.to(dtype) for a in added)).float()
+        return cond, (outs[-1][0], self.time_ids.expand(len(ids), -1))  # text_embeds (B, d2), time_ids (B, 6)
 
     def loss(self, pred: torch.Tensor, s: Sample, method: str) -> torch.Tensor:
         """The method's loss of a prediction (in fp32, outside autocast)."""
@@ -369,12 +386,11 @@ class Frozen:
 def load_frozen(cfg: LearnConfig, device: str) -> Frozen:
     """The model in eval mode with no gradients, the UNet in the autocast dtype (half the memory
     traffic on GPU), and the DDPM forward process of its betas."""
-    pipe, spec = load_pipeline(cfg.model, device=device, dtype="fp32", default=RECIPES[cfg.method].model)
     amp_dtype = _autocast_dtype(device, cfg.dtype)
-    if amp_dtype is not None:
-        pipe.unet.to(
-            amp_dtype
-        )  # the VAE stays fp32: the latent bank is encoded once (SDXL's overflows in fp16)
+    unet_dtype = {"unet": amp_dtype} if amp_dtype is not None else None  # no fp32 copy on the device
+    pipe, spec = load_pipeline(
+        cfg.model, device=device, dtype="fp32", default=RECIPES[cfg.method].model, component_dtypes=unet_dtype
+    )
     encoders = text_encoders(pipe)
     for module in (pipe.unet, pipe.vae, *(enc for _, enc in encoders)):
         module.requires_grad_(False).eval()
@@ -388,6 +404,7 @@ def load_frozen(cfg: LearnConfig, device: str) -> Frozen:
         encoders=encoders,
         amp_dtype=amp_dtype,
         denoise=unet_step(pipe.unet, cfg.speed, device, amp_dtype),
+        graph_predict=cfg.speed.graphs(device) == "predict",
         noise_scheduler=noise_scheduler,
         alphas_cumprod=noise_scheduler.alphas_cumprod.to(device),
         resolution=resolution,
@@ -546,11 +563,20 @@ class Bank:
 
 @torch.no_grad()
 def build_bank(
-    crop: FaceCrop, vae: Any, resolution: int, size: int, generator: torch.Generator, method: str, device: str
+    crop: FaceCrop,
+    vae: Any,
+    resolution: int,
+    size: int,
+    generator: torch.Generator,
+    method: str,
+    device: str,
+    amp_dtype: torch.dtype | None = None,
 ) -> Bank:
     """Augment the aligned photo ``size`` times and VAE-encode it once; the VAE is frozen.
 
-    The face and hair masks go through the same augmentation as two channels of one mask.
+    The face and hair masks go through the same augmentation as two channels of one mask. The VAE
+    encodes under bf16 autocast when the loop runs in bf16 (the papers' scripts encode in their half
+    weight dtype); never in fp16, which overflows SDXL's VAE.
     """
     image = torch.from_numpy(np.asarray(crop.image.resize((resolution, resolution)), np.float32) / 127.5 - 1)
     image = image.permute(2, 0, 1)  # (3, R, R) in [-1, 1]
@@ -564,7 +590,8 @@ def build_bank(
         images, masks, chunk_flips = augment_batch(
             image, mask, min(BANK_CHUNK, size - start), generator, method
         )
-        dist = vae.encode(images.to(vae.dtype)).latent_dist
+        with torch.autocast(torch.device(device).type, torch.bfloat16, enabled=amp_dtype == torch.bfloat16):
+            dist = vae.encode(images.to(vae.dtype)).latent_dist
         latents.append(dist.sample(generator=generator) * vae.config.scaling_factor)
         latent_masks.append(binary_latent_masks(masks, latents[-1].shape[-2:]))  # (n, 1 or 2, h, w)
         flips.append(chunk_flips)

@@ -256,7 +256,14 @@ def test_gpu_dry_run(facepack, face_photos, tmp_path, capsys):
         check_numbers(run, "learn")
     speed = json.loads((out / "speed-tiny-cpu.json").read_text())
     labels = [v.get("speed") for v in speed["variants"] if "speed" in v]
-    assert labels == ["eager", "channels_last", "attention=flash", "attention=math", "attention=classic"]
+    assert labels == [
+        "eager",
+        "default",
+        "channels_last",
+        "attention=flash",
+        "attention=math",
+        "attention=classic",
+    ]
     for run in (v for v in speed["variants"] if "speed" in v):
         check_numbers(run, "learn")
     skipped = {v["part"] for v in speed["variants"] if v.get("status") == "skipped"}

@@ -155,3 +155,14 @@ def test_folder_models_are_recorded_by_absolute_path(tmp_path: Path, monkeypatch
     monkeypatch.chdir(tmp_path)
     spec = resolve_model("sd")
     assert spec.label == str(folder.resolve()) and spec.candidates == (str(folder.resolve()),)
+
+
+def test_component_dtypes_load_one_part_in_another_precision(tiny_model: Path) -> None:
+    """learn loads the UNet straight in its autocast dtype: no fp32 copy of it ever reaches the GPU."""
+    import torch
+
+    pipe, _ = load_pipeline(
+        str(tiny_model), device="cpu", dtype="fp32", component_dtypes={"unet": torch.bfloat16}
+    )
+    assert pipe.unet.dtype == torch.bfloat16
+    assert pipe.text_encoder.dtype == torch.float32 and pipe.vae.dtype == torch.float32

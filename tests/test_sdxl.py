@@ -68,9 +68,10 @@ def test_sdxl_step_gives_gradients_to_the_mapper_only(sdxl_config) -> None:
     bank = Bank(z0, torch.ones(1, 1, 8, 8), None, torch.zeros(1))
     sample = model.noised(bank.sample(1, 0), torch.randn(1, 16, generator=gen), ids, gen)
     with inject_vectors(placeholders) as slot:
-        slot.vectors = vectors = mapper(sample.face)  # (1, 2, 32 + 64)
+        vectors = mapper(sample.face)  # (1, 2, 32 + 64)
         vectors.retain_grad()
-        loss = model.loss(model.predict(sample), sample, "stableidentity")
+        pred = model.predictor(slot)(vectors, sample.ids, sample.z_t, sample.t)
+        loss = model.loss(pred, sample, "stableidentity")
     loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in mapper.parameters())
     frozen = [model.unet, model.vae, *(enc for _, enc in model.encoders)]

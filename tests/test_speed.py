@@ -10,11 +10,21 @@ from sid.speed import Speedups, parse_speedups, unet_step
 
 
 def test_labels_read_back():
-    for text in ("eager", "channels_last", "attention=flash,channels_last", "compile=reduce-overhead"):
+    for text in ("eager", "eager,channels_last", "attention=flash,channels_last", "compile=reduce-overhead"):
         speed = parse_speedups(text)
         assert parse_speedups(speed.label()) == speed
     assert parse_speedups("channels_last,attention=math") == Speedups(channels_last=True, attention="math")
-    assert Speedups().label() == "eager" and Speedups(cuda_graphs=True).label() == "cuda_graphs"
+    assert Speedups().label() == "default" and parse_speedups("default") == Speedups()
+    assert parse_speedups("eager") == Speedups(cuda_graphs="off")
+    assert Speedups(cuda_graphs="unet").label() == "cuda_graphs=unet"
+
+
+def test_graphs_default_to_the_whole_prediction_on_cuda_only():
+    assert Speedups().graphs("cuda") == "predict" and Speedups().graphs("cuda:1") == "predict"
+    assert Speedups().graphs("cpu") == "off" and Speedups().graphs("mps") == "off"
+    assert Speedups(compile="default").graphs("cuda") == "off"  # compile decides how the UNet runs
+    assert Speedups(cuda_graphs="unet").graphs("cuda") == "unet"
+    assert parse_speedups("eager").graphs("cuda") == "off"
 
 
 @pytest.mark.parametrize(
@@ -23,6 +33,7 @@ def test_labels_read_back():
         ("turbo", "unknown speed knob"),
         ("channels_last=yes", "takes no value"),
         ("attention=fast", "attention"),
+        ("cuda_graphs=all", "cuda_graphs"),
     ],
 )
 def test_bad_knobs_are_refused(text, match):
@@ -31,10 +42,12 @@ def test_bad_knobs_are_refused(text, match):
 
 
 def test_impossible_combinations_are_refused_before_any_work():
-    with pytest.raises(BadInput, match="CUDA device"):
-        Speedups(cuda_graphs=True).check("cpu")
-    with pytest.raises(BadInput, match="both capture"):
-        Speedups(cuda_graphs=True, compile="default").check("cuda")
+    Speedups().check("cpu")  # "auto" is off on the CPU, not an error
+    for graphs in ("unet", "predict"):
+        with pytest.raises(BadInput, match="CUDA device"):
+            Speedups(cuda_graphs=graphs).check("cpu")
+        with pytest.raises(BadInput, match="both capture"):
+            Speedups(cuda_graphs=graphs, compile="default").check("cuda")
     with pytest.raises(BadInput, match="compile mode"):
         Speedups(compile="fastest").check("cpu")
 
