@@ -17,6 +17,7 @@ from typing import Any
 # the video backends `sid video` drives (sid.video knows how)
 T2V = "text-to-video"
 ANIMATEDIFF = "animatediff"
+ANIMATEDIFF_SDXL = "animatediff-sdxl"
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ FAMILIES: tuple[Family, ...] = (
         (768, 1280),
         ("clip_l", "clip_g"),
         ("sdxl",),
-        None,  # AnimateDiff-SDXL motion adapters exist; sid does not drive them yet
+        ANIMATEDIFF_SDXL,
         {
             "pose": "thibaud/controlnet-openpose-sdxl-1.0",
             "canny": "diffusers/controlnet-canny-sdxl-1.0",
