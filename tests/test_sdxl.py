@@ -130,3 +130,65 @@ def test_sdxl_identity_renders_and_its_diffusers_export_loads_into_both_encoders
         generator=torch.Generator("cpu").manual_seed(1),
     ).images[0]
     np.testing.assert_array_equal(with_id, np.asarray(plain))
+
+
+def store_sdxl_identity(name: str = "xl", seed: int = 0) -> None:
+    """An identity of the tiny SDXL's family (te32 + te64), as `sid learn` stores one."""
+    from sid.store import Identity
+
+    rng = np.random.default_rng(seed)
+    vectors = {slot: rng.standard_normal((2, width)).astype(np.float32) for slot, width in SLOTS.items()}
+    IdentityStore().save(
+        Identity(name=name, vectors=vectors, method="stableidentity", base_model="tiny-sdxl")
+    )
+
+
+@pytest.mark.parametrize("control_type", ["canny", "depth", "pose"])
+def test_sdxl_render_with_a_controlnet(tiny_sdxl_model: Path, tmp_path: Path, control_type: str) -> None:
+    """An SDXL ControlNet (shaped for the tiny SDXL UNet) guides an SDXL identity's render."""
+    from diffusers import StableDiffusionXLPipeline
+    from PIL import Image
+    from skimage import data
+
+    from sid.testing import tiny_controlnet
+
+    store_sdxl_identity()
+    controlnet = tmp_path / "controlnet"
+    tiny_controlnet(StableDiffusionXLPipeline.from_pretrained(str(tiny_sdxl_model))).save_pretrained(
+        str(controlnet)
+    )
+    control = tmp_path / "control.png"
+    Image.fromarray(data.astronaut()).resize((64, 64)).save(control)
+    args = ["--control", str(control), "--control-type", control_type, "--controlnet", str(controlnet)]
+    args += [] if control_type == "canny" else ["--control-is-map"]
+    (guided,) = pixels(render(tiny_sdxl_model, tmp_path / "a", "xl dancing", *args))
+    (plain,) = pixels(render(tiny_sdxl_model, tmp_path / "b", "xl dancing"))
+    assert guided.shape == (64, 64, 3) and not np.array_equal(guided, plain)
+
+
+def test_sdxl_presets_name_an_sdxl_controlnet_for_each_control_type() -> None:
+    from sid.pipelines import presets
+
+    controlnets = presets()["sdxl"].controlnets
+    assert set(controlnets) == {"canny", "depth", "pose"} and all("xl" in c for c in controlnets.values())
+
+
+def test_sdxl_eval(tiny_sdxl_model: Path, facepack: Path, face_photos: Path, tmp_path: Path) -> None:
+    store_sdxl_identity()
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("# style\n{} as an oil painting\n")
+    args = ["eval", "xl", "--prompts", str(prompts), "-n", "1", "--size", "64x64", "--steps", "1"]
+    args += ["--model", str(tiny_sdxl_model), "--clip-model", "none", "--face-models", str(facepack)]
+    args += [
+        "--photo",
+        str(face_photos / "obama_1.jpg"),
+        "--device",
+        "cpu",
+        "-o",
+        str(tmp_path / "e"),
+        "--json",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    overall = json.loads(result.stdout)["identities"]["xl"]["overall"]
+    assert overall["images"] == 1 and overall["miss_rate"] == 1.0  # a random tiny model draws no face
