@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from sid.cli import app
 from sid.store import IdentityStore
-from tests.test_render import pixels, render
+from tests.test_render import pixels, plain_diffusers, render
 
 runner = CliRunner()
 SLOTS = {"te32": 32, "te64": 64}  # the tiny SDXL's two text encoders, one slot each
@@ -84,7 +84,6 @@ def test_sdxl_identity_renders_and_its_diffusers_export_loads_into_both_encoders
 ) -> None:
     """`sid learn` on SDXL stores one slot per encoder; the identity changes the render, and diffusers,
     given the export's two tensors with ``load_textual_inversion``, draws the very same image."""
-    import torch
     from diffusers import DPMSolverMultistepScheduler, StableDiffusionXLPipeline
     from safetensors.torch import load_file
 
@@ -121,15 +120,7 @@ def test_sdxl_identity_renders_and_its_diffusers_export_loads_into_both_encoders
         pipe.tokenizer_2.convert_tokens_to_ids(["<xl>", "<xl>_1"])
     ]
     np.testing.assert_array_equal(rows.detach().numpy(), stored["te64"])
-    plain = pipe(
-        "<xl> as a knight",
-        num_inference_steps=2,
-        guidance_scale=8.5,
-        width=64,
-        height=64,
-        generator=torch.Generator("cpu").manual_seed(1),
-    ).images[0]
-    np.testing.assert_array_equal(with_id, np.asarray(plain))
+    np.testing.assert_array_equal(with_id, plain_diffusers(pipe, "<xl> as a knight"))
 
 
 def store_sdxl_identity(name: str = "xl", seed: int = 0) -> None:
