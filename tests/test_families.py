@@ -88,6 +88,9 @@ def test_mixing_families_in_one_prompt_names_both() -> None:
     with pytest.raises(IncompatibleIdentity, match=r"one \(SD 1\.x .*\), xl \(SDXL "):
         prompt_family(mixed)
     assert prompt_family(mixed[:1]) is SD1
+    sd2_and_xl = [identity("two", {"clip_h": 1024}), identity("xl", {"clip_l": 768, "clip_g": 1280})]
+    with pytest.raises(IncompatibleIdentity, match=r"two \(SD 2\.x .*\), xl \(SDXL "):
+        prompt_family(sd2_and_xl)
 
 
 def test_config_preset_family_must_be_a_row(isolated_home: Path) -> None:

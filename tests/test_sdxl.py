@@ -122,6 +122,20 @@ def test_sdxl_identity_renders_and_its_diffusers_export_loads_into_both_encoders
     np.testing.assert_array_equal(rows.detach().numpy(), stored["te64"])
     np.testing.assert_array_equal(with_id, plain_diffusers(pipe, "<xl> as a knight"))
 
+    # A1111 and ComfyUI files hold the same two tensors; imported back, they render the same image
+    for fmt in ("a1111", "comfyui"):
+        path = tmp_path / fmt / "xl.safetensors"
+        path.parent.mkdir()
+        assert runner.invoke(app, ["export", "xl", "--format", fmt, "-o", str(path)]).exit_code == 0
+        assert {k: v.tolist() for k, v in load_file(str(path)).items()} == {
+            k: v.tolist() for k, v in tensors.items()
+        }
+        name = f"xl_{fmt}"
+        result = runner.invoke(app, ["import", str(path), "--name", name])
+        assert result.exit_code == 0, result.output
+        (again,) = pixels(render(tiny_sdxl_model, tmp_path / f"{fmt}-render", f"{name} as a knight"))
+        np.testing.assert_array_equal(with_id, again)
+
 
 def store_sdxl_identity(name: str = "xl", seed: int = 0) -> None:
     """An identity of the tiny SDXL's family (te32 + te64), as `sid learn` stores one."""
