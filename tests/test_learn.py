@@ -388,3 +388,19 @@ def test_default_bank_is_one_entry_per_sample_and_bounded() -> None:
     assert default_bank_size(800, 2, 2) == 800  # 400 steps per identity, batch 2
     cap = LIMITS["learn"]["bank_size"].high
     assert default_bank_size(100_000, 64, 1) == cap and default_bank_size(100_000, 1, 1) == cap
+
+
+def test_a_checkpoint_of_another_mapper_layout_is_a_clear_error(tmp_path: Path) -> None:
+    """A checkpoint whose mapper parameters differ (another sid version's mapper) is refused with a
+    fix, not a state-dict traceback."""
+    import torch
+
+    from sid.checkpoints import load_state, save_state
+    from sid.errors import BadInput
+
+    old, new = torch.nn.Sequential(torch.nn.Linear(2, 2)), torch.nn.Sequential(torch.nn.Linear(2, 3))
+    path, gen = tmp_path / "learn-x.safetensors", torch.Generator()
+    save_state(path, old, torch.optim.AdamW(old.parameters()), gen, 1, [0.5], {"format": "sid-learn"})
+    with pytest.raises(BadInput, match="does not fit this run") as caught:
+        load_state(path, new, torch.optim.AdamW(new.parameters()), gen)
+    assert "without --resume" in caught.value.hint
