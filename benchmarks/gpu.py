@@ -81,11 +81,11 @@ def speed_part(name: str, labels: tuple[str, ...], limit_s: int, skip_dry: str =
 
 
 # "eager" launches every kernel from Python; "default" replays the conditioned prediction as CUDA
-# graphs on a GPU, and the other labels are knobs on top of that default
+# graphs on a GPU with a channels-last UNet, and the other labels are knobs on top of that default
 EAGER = (
     "eager",
     "default",
-    "channels_last",
+    "channels_last=false",
     "attention=flash",
     *ON_GPU_ONLY,
     "attention=math",
@@ -332,7 +332,7 @@ def summary(outcomes: list[Outcome], dry: bool) -> str:
     for prefix, method, key, limit in TARGETS:
         outcome = next((o for o in outcomes if o.part == prefix and o.status == "ok"), None)
         runs = [r for r in runs_of(outcome.result) if method in (None, r.get("method"))] if outcome else []
-        value = runs[0].get(key) if runs and runs[0].get("speed", "eager") == "eager" else None
+        value = runs[0].get(key) if runs and runs[0].get("speed", "default") == "default" else None
         verdict = "not measured" if value is None else ("met" if value <= limit else "MISSED")
         measured = "" if value is None else f"{value:.3g}, "
         rows.append(f"target {prefix} {method or ''} {key} <= {limit:g}: {measured}{verdict}")

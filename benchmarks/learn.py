@@ -2,7 +2,7 @@
 
     python -m benchmarks.learn --arch sd21 --device cuda            # the default recipe's step, 512²
     python -m benchmarks.learn --arch tiny --method both --device cpu
-    python -m benchmarks.learn --arch sd21 --speed eager --speed channels_last --speed attention=flash
+    python -m benchmarks.learn --arch sd21 --speed eager --speed default --speed attention=flash
 
 The model is saved to a folder and learned on with ``--model FOLDER`` semantics, so the timed code is
 the code users run. Per-step times come from the loop's own ``progress`` callback, called every step
@@ -73,7 +73,7 @@ def parser() -> argparse.ArgumentParser:
         "--speed",
         action="append",
         default=None,
-        help="UNet speed knobs for one run, e.g. channels_last,attention=flash (repeatable; default eager)",
+        help="speed knobs for one run, e.g. eager,channels_last (repeatable; default: sid's defaults)",
     )
     p.add_argument("--bank-sizes", default="", help="also time building banks of these sizes: 32,128,512")
     p.add_argument("--photo", type=Path, default=DEFAULT_PHOTO)
@@ -368,7 +368,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         from sid.speed import parse_speedups
 
         args.photo, args.face_models = require_faces(args.photo, args.face_models)
-        speeds = [parse_speedups(s) for s in args.speed or ["eager"]]
+        speeds = [parse_speedups(s) for s in args.speed or ["default"]]
         sizes = [int(s) for s in args.bank_sizes.split(",") if s.strip()]
         import_s = import_heavy()
         set_threads(args.threads)

@@ -47,7 +47,7 @@ FACE_ENCODERS = {"stableidentity": "vit", "celebbasis": "arcface"}
 MASKS = ("parser", "landmarks")
 MASKED_METHODS = ("stableidentity",)  # methods whose loss uses the face (and hair) mask
 Phase = Callable[[str], None]  # names each set-up phase as it starts (before the first step)
-BANK_CHUNK = 8  # photos augmented and VAE-encoded at once while the bank is built
+BANK_CHUNK = 4  # photos augmented and VAE-encoded at once: 8 at 512² was the run's peak memory (H100)
 
 
 @dataclass

@@ -259,7 +259,7 @@ def test_gpu_dry_run(facepack, face_photos, tmp_path, capsys):
     assert labels == [
         "eager",
         "default",
-        "channels_last",
+        "channels_last=false",
         "attention=flash",
         "attention=math",
         "attention=classic",
