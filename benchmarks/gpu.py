@@ -63,7 +63,7 @@ class Part:
     skip_dry: str = ""
 
     def arch_for(self, dry: bool) -> str:
-        return {"ms": "tiny-t2v", "sdxl": "sdxl"}.get(self.arch, "tiny") if dry else self.arch
+        return {"ms": "tiny-t2v", "sdxl": "tiny-sdxl"}.get(self.arch, "tiny") if dry else self.arch
 
     def stem(self, dry: bool) -> str:
         return f"{self.file or self.name.split('-')[0]}-{self.arch_for(dry)}-{'cpu' if dry else 'cuda'}"
@@ -133,7 +133,14 @@ PARTS = (
         150,
         skip_dry="on the tiny model it is learn-sd21's run",
     ),
-    Part("learn-sdxl", "learn", "sdxl", ("--dtype", "bf16", "--steps", "30", "--warmup", "3"), (), 90),
+    Part(  # 1024², a few steps of one method: building and loading full-size SDXL is most of it
+        "learn-sdxl",
+        "learn",
+        "sdxl",
+        ("--dtype", "bf16", "--steps", "8", "--warmup", "3", "--bank-size", "8", "--floor-iters", "5"),
+        ("--method", "both", *TINY),  # the dry run checks both methods on the tiny SDXL
+        150,
+    ),
     Part(
         "video-ms", "video", "ms", ("--frames", "8", "--steps", "10"), ("--frames", "2", "--steps", "2"), 150
     ),

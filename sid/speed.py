@@ -27,7 +27,8 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 # "auto" is "predict" on CUDA (with no compile mode) and "off" elsewhere
 GRAPHS = ("auto", "off", "unet", "predict")
 
-UnetStep = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (z_t, t, cond) -> pred
+UnetStep = Callable[..., torch.Tensor]  # (z_t, t, cond, *added) -> pred; added: SDXL text_embeds, time_ids
+ADDED_CONDITIONS = ("text_embeds", "time_ids")  # SDXL's extra UNet inputs, in the order a step takes them
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,8 @@ def _attention_backend(attention: str) -> Iterator[None]:
 
 
 def unet_step(unet: Any, speed: Speedups, device: str, amp_dtype: torch.dtype | None) -> UnetStep:
-    """The frozen ``unet`` set up as ``speed`` says, as a call ``(z_t, t, cond) -> predicted sample``.
+    """The frozen ``unet`` set up as ``speed`` says, as a call ``(z_t, t, cond, *added) -> predicted
+    sample``; ``added`` are SDXL's ``text_embeds`` and ``time_ids`` (none for SD 1.x/2.x).
 
     Call it inside the loop's autocast. ``unet`` is changed in place (memory format, attention
     processor, compiled forward); its weights stay frozen.
@@ -135,9 +137,10 @@ def unet_step(unet: Any, speed: Speedups, device: str, amp_dtype: torch.dtype | 
     if speed.compile is not None:
         unet.compile(mode=speed.compile, fullgraph=False)
 
-    def step(z_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def step(z_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, *added: torch.Tensor) -> torch.Tensor:
+        extra = {"added_cond_kwargs": dict(zip(ADDED_CONDITIONS, added, strict=True))} if added else {}
         with _attention_backend(speed.attention):
-            return unet(z_t.contiguous(memory_format=memory_format), t, cond).sample
+            return unet(z_t.contiguous(memory_format=memory_format), t, cond, **extra).sample
 
     return capture(step, amp_dtype) if speed.graphs(device) == "unet" else step
 
