@@ -299,10 +299,10 @@ SEGFORMER_B5 = {  # jonathandinu/face-parsing is a SegFormer-b5 (nvidia/mit-b5 e
 
 
 def face_model_folders(arch: str) -> tuple[Path, Path]:
-    """(ViT face encoder, face parser) folders: tiny ones for ``tiny``, else full size; built once."""
+    """(ViT face encoder, face parser) folders: tiny ones for tiny models, else full size; built once."""
     import transformers
 
-    size = "tiny" if arch == "tiny" else "full"
+    size = "tiny" if arch.startswith("tiny") else "full"
     folder = cache_root() / f"faces-{size}-{transformers.__version__}"
     if not (folder / "parser" / "preprocessor_config.json").is_file():
         folder.parent.mkdir(parents=True, exist_ok=True)

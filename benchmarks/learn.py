@@ -2,7 +2,7 @@
 
     python -m benchmarks.learn --arch sd21 --device cuda            # the default recipe's step, 512²
     python -m benchmarks.learn --arch tiny --method both --device cpu
-    python -m benchmarks.learn --arch sd21 --speed eager --speed channels_last --speed attention=flash
+    python -m benchmarks.learn --arch sd21 --speed eager --speed default --speed attention=flash
 
 The model is saved to a folder and learned on with ``--model FOLDER`` semantics, so the timed code is
 the code users run. Per-step times come from the loop's own ``progress`` callback, called every step
@@ -11,8 +11,9 @@ of the median. ``floor_ms_median`` is a bare frozen UNet forward + backward with
 only into the text conditioning: what any method that trains through the UNet must pay per step.
 Each ``--speed`` (``sid.speed.Speedups``, e.g. ``channels_last,compile=default``) is one more run in
 this process, floor included; ``--bank-sizes`` also times building the latent bank (VAE encodes) at
-those sizes. ``--arch sdxl`` first asks ``sid.train.learn`` (on a tiny SDXL model) whether it learns
-on SDXL, and records the refusal as ``skipped`` when it does not.
+those sizes. ``--arch sdxl`` learns on both text encoders at 1024² (``--resolution`` lowers it; the
+floor then also feeds the UNet SDXL's pooled text embedding and size condition); ``tiny-sdxl`` is its
+tiny counterpart for CPU checks.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from unittest import mock
 
 from benchmarks.common import (
+    ARCHS,
     DEFAULT_FACE_MODELS,
     DEFAULT_PHOTO,
     Clock,
@@ -58,7 +60,7 @@ TARGET_KEYS = ("s_per_identity", "cost_vs_k1", "peak_mem_gb")  # per K, at the t
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.learn", description=__doc__.splitlines()[0])
-    add_common_args(p)
+    add_common_args(p, archs=(*ARCHS, "tiny-sdxl"))
     p.add_argument("--method", default="stableidentity", choices=(*METHODS, "both"))
     p.add_argument("--steps", type=int, default=30, help="steps to run (the projection uses the recipe's)")
     p.add_argument("--warmup", type=int, default=2, help="first steps left out of the median")
@@ -72,7 +74,7 @@ def parser() -> argparse.ArgumentParser:
         "--speed",
         action="append",
         default=None,
-        help="UNet speed knobs for one run, e.g. channels_last,attention=flash (repeatable; default eager)",
+        help="speed knobs for one run, e.g. eager,channels_last (repeatable; default: sid's defaults)",
     )
     p.add_argument("--bank-sizes", default="", help="also time building banks of these sizes: 32,128,512")
     p.add_argument(
@@ -260,7 +262,7 @@ def floor_ms(
     from diffusers import UNet2DConditionModel
 
     from sid.speed import Speedups, unet_step
-    from sid.train import _autocast_dtype
+    from sid.train import _autocast_dtype, size_condition
 
     amp = _autocast_dtype(device, dtype)
     unet = UNet2DConditionModel.from_pretrained(str(folder), subfolder="unet").to(device)
@@ -276,12 +278,17 @@ def floor_ms(
     z = torch.randn(batch, unet.config.in_channels, side, side, generator=g).to(device, unet.dtype)
     t = torch.randint(0, 1000, (batch,), generator=g).to(device)
     cond = torch.randn(batch, 77, unet.config.cross_attention_dim, generator=g).to(device).requires_grad_()
+    added: tuple[Any, ...] = ()  # SD 1.x/2.x: the text conditioning only
+    if unet.config.addition_embed_type == "text_time":  # SDXL: also the pooled text embedding, time_ids
+        pooled = unet.config.projection_class_embeddings_input_dim - 6 * unet.config.addition_time_embed_dim
+        text_embeds = torch.randn(batch, pooled, generator=g).to(device).requires_grad_()
+        added = (text_embeds, size_condition(resolution, device).expand(batch, -1))
     clock = Clock(device)
     times = []
     for _ in range(warmup + iters):
         t0 = clock.now()
         with torch.autocast(device.split(":")[0], dtype=amp or torch.float32, enabled=amp is not None):
-            out = denoise(z, t, cond.to(unet.dtype)).float()
+            out = denoise(z, t, cond.to(unet.dtype), *(a.to(unet.dtype) for a in added)).float()
         out.square().mean().backward()
         cond.grad = None
         times.append((clock.now() - t0) * 1e3)
@@ -310,30 +317,6 @@ def bank_build_s(
         build_bank(crop, vae, resolution, size, gen, "stableidentity", device, _autocast_dtype(device, dtype))
         seconds[str(size)] = clock.now() - t0
     return seconds
-
-
-def sdxl_refusal(photo: Path, face_models: Path) -> str | None:
-    """Why ``sid.train.learn`` refuses SDXL (tried on a tiny SDXL model, one step), or None if it learns."""
-    import sid.train as train
-    from sid.errors import BadInput
-    from sid.store import IdentityStore
-
-    cfg = train.LearnConfig(
-        model=str(model_folder("tiny-sdxl")),
-        steps=1,
-        device="cpu",
-        bank_size=1,
-        face_models=str(face_models),
-        face_encoder="arcface",  # the probe asks about the diffusion model, not the face models
-        mask="landmarks",
-        checkpoint_every=0,
-    )
-    with tempfile.TemporaryDirectory(prefix="sid-bench-sdxl-") as home:
-        try:
-            train.learn([photo], ["probe"], cfg, store=IdentityStore(Path(home) / "identities"), force=True)
-        except BadInput as e:
-            return e.message
-    return None
 
 
 def time_args(
@@ -462,14 +445,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         from sid.speed import parse_speedups
 
         args.photo, args.face_models = require_faces(args.photo, args.face_models)
-        speeds = [parse_speedups(s) for s in args.speed or ["eager"]]
+        speeds = [parse_speedups(s) for s in args.speed or ["default"]]
         sizes = [int(s) for s in args.bank_sizes.split(",") if s.strip()]
         import_s = import_heavy()
         set_threads(args.threads)
         device = pick_device(args.device)
-        if args.arch == "sdxl" and (refusal := sdxl_refusal(args.photo, args.face_models)):
-            result = {"benchmark": "learn", "arch": "sdxl", "skipped": refusal, "date": today()}
-            return emit(result, args.out)
         folder = model_folder(args.arch)
         if args.parallel:
             if args.method not in METHODS:

@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         args.photo, args.face_models = require_faces(args.photo, args.face_models)
         if args.arch == "sdxl":
-            raise SystemExit("sid does not learn on SDXL yet; use --arch sd15 or sd21")
+            raise SystemExit("the naive baseline conditions one text encoder; use --arch sd15 or sd21")
         if args.steps < args.warmup + 1:
             raise SystemExit(f"--steps {args.steps} leaves no step to time after --warmup {args.warmup}")
         set_threads(args.threads)

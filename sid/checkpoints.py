@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from sid.errors import StoreError
+from sid.errors import BadInput, StoreError
 from sid.files import atomic_write
 from sid.store import read_header
 
@@ -50,7 +50,13 @@ def load_state(
         meta = f.metadata() or {}
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     device = next(module.parameters()).device
-    module.load_state_dict({k[7:]: v.to(device) for k, v in tensors.items() if k.startswith("module.")})
+    try:
+        module.load_state_dict({k[7:]: v.to(device) for k, v in tensors.items() if k.startswith("module.")})
+    except RuntimeError as e:  # other parameter names or shapes: written by another sid version
+        raise BadInput(
+            f"checkpoint {path.name} does not fit this run (written by another sid version?)",
+            "run the same command without --resume to start over",
+        ) from e
     state: dict[int, dict[str, torch.Tensor]] = {}
     for k, v in tensors.items():
         if k.startswith("opt."):

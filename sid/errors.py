@@ -68,25 +68,29 @@ def first_line(e: BaseException, limit: int = 200) -> str:
     return cut.rstrip(" ,;:") + " …"
 
 
-def os_error(e: OSError, doing: str) -> SidError:
-    """A StoreError for a failed read or write, with the fix for the usual causes (space, permissions)."""
+def os_hint(e: OSError, elsewhere: str) -> str:
+    """The fix for a failed read or write, by its errno (space, quota, permissions, read-only...);
+    ``elsewhere`` says how to use another folder (SID_HOME for the store, another path for outputs)."""
     import errno
 
     hints = {
         errno.ENOSPC: "free some disk space and try again",
         errno.EDQUOT: "free some disk space (you are over quota) and try again",
-        errno.EROFS: "the file system is read-only: set SID_HOME to a writable folder",
-        errno.EACCES: "check the folder's permissions, or set SID_HOME to a writable folder",
-        errno.EPERM: "check the folder's permissions, or set SID_HOME to a writable folder",
-        errno.ENOTDIR: "a file stands where a folder should be: move it away, or set SID_HOME elsewhere",
-        errno.EEXIST: "a file stands where a folder should be: move it away, or set SID_HOME elsewhere",
+        errno.EROFS: f"the file system is read-only: {elsewhere}",
+        errno.EACCES: f"check the folder's permissions, or {elsewhere}",
+        errno.EPERM: f"check the folder's permissions, or {elsewhere}",
+        errno.ENOTDIR: f"a file stands where a folder should be: move it away, or {elsewhere}",
+        errno.EEXIST: f"a file stands where a folder should be: move it away, or {elsewhere}",
         errno.EFBIG: "the file system refused a file this large: free space or raise the limit",
     }
+    return hints.get(e.errno or 0, "check the disk and folder")
+
+
+def os_error(e: OSError, doing: str) -> SidError:
+    """A StoreError for a failed read or write in the store, with the fix for the usual causes."""
     reason = e.strerror or first_line(e)
     where = f" ({e.filename})" if e.filename else ""
-    return StoreError(
-        f"could not {doing}: {reason}{where}", hints.get(e.errno or 0, "check the disk and folder")
-    )
+    return StoreError(f"could not {doing}: {reason}{where}", os_hint(e, "set SID_HOME to a writable folder"))
 
 
 def as_sid_error(e: Exception) -> SidError:

@@ -2,8 +2,8 @@
 
 A family is the tuple of its text encoders' token-embedding widths, first encoder first: SD 1.x is
 (768,), SD 2.x (1024,), SDXL (768, 1280). Everything that follows from it (the store slot of each
-encoder, the built-in model presets, the video backend, the default ControlNets, whether sid can
-learn on it) is a column of ``FAMILIES``; every module asks here. A new family is one new row.
+encoder, the built-in model presets, the video backend, the default ControlNets) is a column of
+``FAMILIES``; every module asks here. A new family is one new row. sid learns on every family.
 
 Standard library only: the store (``sid ls``) imports this and must not pull in torch.
 """
@@ -17,6 +17,7 @@ from typing import Any
 # the video backends `sid video` drives (sid.video knows how)
 T2V = "text-to-video"
 ANIMATEDIFF = "animatediff"
+ANIMATEDIFF_SDXL = "animatediff-sdxl"
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,6 @@ class Family:
     presets: tuple[str, ...] = ()  # built-in --model presets of this family (sid.pipelines.PRESETS)
     video: str | None = None  # the video backend whose models share this text encoder, if any
     controlnets: Mapping[str, str] = field(default_factory=dict, compare=False)  # control type -> hub id
-    learnable: bool = True  # whether `sid learn` supports it
 
 
 FAMILIES: tuple[Family, ...] = (
@@ -70,13 +70,12 @@ FAMILIES: tuple[Family, ...] = (
         (768, 1280),
         ("clip_l", "clip_g"),
         ("sdxl",),
-        None,  # AnimateDiff-SDXL motion adapters exist; sid does not drive them yet
+        ANIMATEDIFF_SDXL,
         {
             "pose": "thibaud/controlnet-openpose-sdxl-1.0",
             "canny": "diffusers/controlnet-canny-sdxl-1.0",
             "depth": "diffusers/controlnet-depth-sdxl-1.0",
         },
-        learnable=False,
     ),
 )
 SD1, SD2, SDXL = FAMILIES
@@ -89,7 +88,7 @@ def slot_for_width(width: int) -> str:
 
 def family_by_widths(widths: tuple[int, ...]) -> Family:
     """The family of these text-encoder widths; an unknown tuple is a family of its own (tiny test
-    models, other text encoders): slots ``te<width>``, no presets, learnable with one encoder."""
+    models, other text encoders): slots ``te<width>``, no presets."""
     for family in FAMILIES:
         if family.widths == widths:
             return family
@@ -131,4 +130,4 @@ def pipeline_widths(pipe: Any) -> tuple[int, ...]:
 def _unknown(widths: tuple[int, ...], slots: tuple[str, ...]) -> Family:
     many = len(widths) > 1
     label = " + ".join(f"{w}-d" for w in widths) + (" text encoders" if many else " text encoder")
-    return Family("+".join(f"te{w}" for w in widths), label, label, widths, slots, learnable=not many)
+    return Family("+".join(f"te{w}" for w in widths), label, label, widths, slots)

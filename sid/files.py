@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sid.errors import BadInput, WriteError, first_line
+from sid.errors import BadInput, WriteError, first_line, os_hint
 
 _KINDS = (
     (stat.S_ISDIR, "a folder"),
@@ -161,9 +161,7 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 def _write_error(path: Path, e: OSError) -> WriteError:
     reason = e.strerror or first_line(e)
-    return WriteError(
-        f"could not write {path}: {reason}", "free some space, or check the folder's permissions"
-    )
+    return WriteError(f"could not write {path}: {reason}", os_hint(e, "write to another folder"))
 
 
 def _mode_for(path: Path) -> int:

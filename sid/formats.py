@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from sid.errors import BadInput, StoreError, first_line
-from sid.families import SDXL, family_of_identity, slot_for_width
+from sid.families import SDXL, family_by_widths, family_of_identity, slot_for_width
 from sid.store import (
     NAME_RE,
     Identity,
@@ -175,6 +175,11 @@ def _from_tensors(tensors: dict, path: Path, name: str | None) -> Imported:
         return Imported({k: _matrix(arrays[k], path) for k in SDXL.slots}, name, "a1111-sdxl")
     if "emb_params" in arrays:
         return Imported(_one_slot(arrays["emb_params"], path), name, "a1111")
+    if len(arrays) > 1:  # slot-keyed like SDXL's, for other encoder widths (sid's own `te<width>` slots)
+        matrices = {k: _matrix(v, path) for k, v in arrays.items()}
+        family = family_of_identity({k: m.shape[-1] for k, m in matrices.items()})
+        if family.slots == family_by_widths(family.widths).slots:
+            return Imported(matrices, name, "a1111-sdxl")
     if len(arrays) == 1:
         token, tensor = next(iter(arrays.items()))
         return Imported(_one_slot(tensor, path), name or token.strip("<>"), "diffusers")

@@ -36,7 +36,7 @@ from sid.manifest import Outcome, Row
 from sid.methods import RECIPES, StackedMappers, build_mapper
 from sid.pipelines import pick_device
 from sid.priors import build_prior
-from sid.prompts import add_placeholder_tokens, identity_token, inject_vectors
+from sid.prompts import inject_vectors
 from sid.store import Identity, IdentityStore, read_header
 from sid.train import (
     Frozen,
@@ -55,11 +55,11 @@ from sid.train import (
     learn,
     load_frozen,
     make_identities,
+    placeholder_prompts,
     resolved,
     run_key,
     run_length,
     run_settings,
-    tokenize_templates,
     update,
 )
 from sid.train import _fused as fused
@@ -293,25 +293,22 @@ def learn_alone(
 
 @dataclass
 class Batch:
-    """What every chunk of a group shares: the model, the prior, the placeholder tokens, the templates."""
+    """What every chunk of a group shares: the model, the priors, the placeholders, the templates."""
 
     model: Frozen
     cfg: LearnConfig
-    prior: Any
-    token_ids: list[int]
-    templates: torch.Tensor
+    priors: list[Any]  # one per text encoder
+    placeholders: list[tuple[Any, list[int]]]
+    templates: torch.Tensor  # (T, E, 77)
     parser: Any
 
     @classmethod
     def build(cls, cfg: LearnConfig, model: Frozen, warn: Callable[[str], None] | None) -> Batch:
         device = str(model.alphas_cumprod.device)
-        prior = build_prior(model.tokenizer, model.text_encoder, cfg.method)
-        token = identity_token("__learn__")
-        token_ids = add_placeholder_tokens(model.tokenizer, model.text_encoder, token, 2)
-        model.text_encoder.to(device)
-        templates = tokenize_templates(model.pipe, model.tokenizer, RECIPES[cfg.method].templates, token)
+        priors = [build_prior(tokenizer, encoder, cfg.method) for tokenizer, encoder in model.encoders]
+        placeholders, templates = placeholder_prompts(model, RECIPES[cfg.method].templates, device)
         parser = load_face_parser(cfg.face_parser, warn) if cfg.face_parser else None
-        return cls(model, cfg, prior, token_ids, templates.to(device), parser)
+        return cls(model, cfg, priors, placeholders, templates, parser)
 
     def learn(
         self, jobs: list[Job], resume: bool, meter: Meter, warn: Callable[[str], None] | None
@@ -347,7 +344,7 @@ class Batch:
         mappers, banks, gens, logs = [], [], [], []
         for job, crop, embedding in ready:
             torch.manual_seed(job.cfg.seed)
-            mappers.append(build_mapper(cfg.method, embedding.shape[-1], self.prior).to(device))
+            mappers.append(build_mapper(cfg.method, embedding.shape[-1], self.priors).to(device))
             generator = torch.Generator().manual_seed(job.cfg.seed)
             banks.append(
                 build_bank(
@@ -387,7 +384,7 @@ class Batch:
         # 4. the loop: K identities per step, each on its own samples
         k, reported = len(jobs), first
         try:
-            with inject_vectors(model.text_encoder, self.token_ids) as slot:
+            with inject_vectors(self.placeholders) as slot:
                 predict = model.predictor(slot)  # shapes fixed per chunk: one CUDA-graph capture each
                 for step in range(first, steps):
                     if not (cfg.overfit and step > first):
@@ -421,10 +418,10 @@ class Batch:
         # 5. final vectors: each mapper on its unaugmented face embedding
         mapper.eval()
         with torch.no_grad():
-            final = mapper(faces[:, :1]).float().cpu().numpy()[:, 0]  # (K, 2, d)
+            final = mapper(faces[:, :1]).float().cpu()[:, 0]  # (K, 2, sum d)
         seconds = (time.perf_counter() - start) / k
         for i, job in enumerate(jobs):
-            settings = run_settings(job.cfg, model, steps, batch, lr, bank_size, self.prior)
+            settings = run_settings(job.cfg, model, steps, batch, lr, bank_size, self.priors[0])
             (identity,) = make_identities(
                 [job.row.name], [final[i]], [crops[i]], job.cfg, model, settings, logs[i].values
             )

@@ -71,6 +71,12 @@ class StableIdentityMapper(nn.Module):
     then AdaIN per slot: v_k = std_k * x_k + mean_k with the celebrities' per-dimension statistics.
     h defaults to K*d, as in StableIdentity.
 
+    Several text encoders (SDXL: ``token_dim`` (768, 1280)): one MLP whose output covers every
+    encoder (K * sum(d_e)); the final LayerNorm and AdaIN act per encoder part with that encoder's
+    statistics, so each part lands among its own encoder's celebrities as a lone encoder's would.
+    The output is (B, K, sum(d_e)), encoders side by side (``split_widths`` parts them), and
+    ``mean``/``std`` are the encoders' (K, d_e) statistics side by side likewise.
+
     The final LayerNorm normalises the whole K*d vector, as StableIdentity's code does (its mapper's
     output width is num_tokens * token_dim), not each token: per token would only differ at init (the
     learned LayerNorm gain and bias, K*d each, reshape the output anyway), and per-token gains of size d
@@ -89,31 +95,40 @@ class StableIdentityMapper(nn.Module):
     def __init__(
         self,
         face_dim: int,
-        token_dim: int,
+        token_dim: int | tuple[int, ...],
         mean: torch.Tensor,
         std: torch.Tensor,
         num_tokens: int = 2,
         hidden: int | None = None,
     ):
         super().__init__()
-        if mean.shape != (num_tokens, token_dim) or std.shape != (num_tokens, token_dim):
+        self.widths = _widths(token_dim)
+        width = sum(self.widths)
+        if mean.shape != (num_tokens, width) or std.shape != (num_tokens, width):
             shapes = f"{tuple(mean.shape)}/{tuple(std.shape)}"
-            raise ValueError(f"mean/std must be ({num_tokens}, {token_dim}), got {shapes}")
-        out = num_tokens * token_dim
+            raise ValueError(f"mean/std must be ({num_tokens}, {width}), got {shapes}")
+        out = num_tokens * width
         hidden = hidden or out
-        self.num_tokens, self.token_dim = num_tokens, token_dim
+        self.num_tokens = num_tokens
         self.net = nn.Sequential(
             EqualLinear(face_dim, hidden),
             nn.LeakyReLU(0.2),
             nn.LayerNorm(hidden),
             EqualLinear(hidden, out),
-            nn.LayerNorm(out),
         )
-        self.register_buffer("mean", mean.detach().clone().float())  # (K, d)
-        self.register_buffer("std", std.detach().clone().float())  # (K, d)
+        self.norms = nn.ModuleList(nn.LayerNorm(num_tokens * w) for w in self.widths)  # one per encoder
+        self.register_buffer("mean", mean.detach().clone().float())  # (K, sum d)
+        self.register_buffer("std", std.detach().clone().float())  # (K, sum d)
 
     def forward(self, face_emb: torch.Tensor) -> torch.Tensor:
-        x = self.net(face_emb).view(-1, self.num_tokens, self.token_dim)  # (B, K, d), standardised
+        parts = torch.split(self.net(face_emb), [self.num_tokens * w for w in self.widths], dim=-1)
+        x = torch.cat(  # (B, K, sum d), standardised per encoder
+            [
+                norm(p).view(-1, self.num_tokens, w)
+                for norm, p, w in zip(self.norms, parts, self.widths, strict=True)
+            ],
+            dim=-1,
+        )
         return x * self.std + self.mean
 
 
@@ -125,6 +140,11 @@ class CelebBasisMapper(nn.Module):
     layer (an equalized-lr linear with lr_mul = 1) does, not PyTorch's default uniform(+-1/sqrt(f)):
     the output is invariant to the weight's scale, but with Adam at lr 1e-2 that scale sets how far one
     step turns the coefficients (about 1% of the weights per step here, ~40x more with the default).
+
+    Several text encoders (SDXL): each encoder's slot gets its own unit-norm coefficients over that
+    encoder's basis, so the rows are (encoder, slot) pairs, E*K of them; ``basis`` is ``stack_bases``
+    of the encoders' bases and ``token_dim`` their widths. The output is (B, K, sum(d_e)), encoders
+    side by side as ``split_widths`` parts them.
 
     Celeb Basis stores, per identity, not the mapper's last output but a moving average of the
     coefficients it produced while training (``average``, one row per jointly learned identity; a
@@ -138,30 +158,34 @@ class CelebBasisMapper(nn.Module):
         hidden: int = 512,
         identities: int = 1,
         momentum: float = 0.99,
+        token_dim: int | tuple[int, ...] | None = None,
     ):
         super().__init__()
-        num_tokens, rows, _ = basis.shape  # (K, 1 + p, d)
+        num_rows, rows, width = basis.shape  # (E*K, 1 + p, max d)
+        self.widths = _widths(token_dim or width)
         if rows - 1 > hidden:
             raise ValueError(f"the basis has {rows - 1} directions but only {hidden} coefficients")
-        self.num_tokens, self.hidden, self.momentum = num_tokens, hidden, momentum
-        self.linear = nn.Linear(face_dim, num_tokens * hidden)
+        self.num_tokens, self.hidden, self.momentum = num_rows // len(self.widths), hidden, momentum
+        self.linear = nn.Linear(face_dim, num_rows * hidden)
         nn.init.normal_(self.linear.weight, 0.0, 1.0)
         nn.init.zeros_(self.linear.bias)
-        self.register_buffer("basis", basis.detach().clone().float())  # (K, 1 + p, d)
-        self.register_buffer("average", torch.zeros(identities, num_tokens, hidden))  # (N, K, hidden)
+        self.register_buffer("basis", basis.detach().clone().float())  # (E*K, 1 + p, max d)
+        self.register_buffer("average", torch.zeros(identities, num_rows, hidden))  # (N, E*K, hidden)
         self.register_buffer("updates", torch.zeros(identities, dtype=torch.long))  # samples averaged, per id
 
     def coefficients(self, face_emb: torch.Tensor) -> torch.Tensor:
-        """(B, K, hidden) unit-norm coefficient rows."""
-        x = F.leaky_relu(self.linear(face_emb), 0.2).view(-1, self.num_tokens, self.hidden)
+        """(B, E*K, hidden) unit-norm coefficient rows."""
+        x = F.leaky_relu(self.linear(face_emb), 0.2).view(-1, len(self.basis), self.hidden)
         return F.normalize(x, dim=-1)
 
     def vectors(self, c: torch.Tensor) -> torch.Tensor:
-        """(B, K, d) name vectors of coefficients (B, K, hidden): mean + c[:p] @ directions, per slot."""
-        mean, directions = self.basis[:, 0], self.basis[:, 1:]  # (K, d), (K, p, d)
-        return mean + torch.einsum(
+        """(B, K, sum d) name vectors of coefficients (B, E*K, hidden): mean + c[:p] @ directions, per row."""
+        mean, directions = self.basis[:, 0], self.basis[:, 1:]  # (E*K, d), (E*K, p, d)
+        rows = mean + torch.einsum(
             "bkp,kpd->bkd", c[..., : directions.shape[1]].to(directions.dtype), directions
         )
+        k = self.num_tokens
+        return torch.cat([rows[:, e * k : (e + 1) * k, :w] for e, w in enumerate(self.widths)], dim=-1)
 
     def forward(self, face_emb: torch.Tensor) -> torch.Tensor:
         return self.vectors(self.coefficients(face_emb))
@@ -175,22 +199,44 @@ class CelebBasisMapper(nn.Module):
         starts the average at a random normal draw; here it starts at the first sample's coefficients,
         so short runs are not left holding 0.99^n of noise.
         """
-        for c in self.coefficients(face_emb).float():  # (K, hidden) per sample
+        for c in self.coefficients(face_emb).float():  # (E*K, hidden) per sample
             blended = self.momentum * self.average[who] + (1 - self.momentum) * c
             self.average[who] = torch.where(self.updates[who] > 0, blended, c)
             self.updates[who] += 1
 
     def averaged_vectors(self, who: int) -> torch.Tensor:
-        """(K, d) the stored result of identity ``who``: the vectors of its averaged coefficients."""
+        """(K, sum d) the stored result of identity ``who``: the vectors of its averaged coefficients."""
         return self.vectors(self.average[who : who + 1])[0]
 
 
-def build_mapper(method: str, face_dim: int, prior: CelebPrior, identities: int = 1) -> nn.Module:
-    """The trainable mapper of ``method`` for face features of width ``face_dim``."""
+def split_widths(vectors: torch.Tensor, widths: tuple[int, ...]) -> list[torch.Tensor]:
+    """(..., sum(widths)) -> one (..., w) part per text encoder, encoder 1 first: a mapper's output
+    holds every encoder's vectors side by side, so the step hands one tensor around."""
+    return list(torch.split(vectors, list(widths), dim=-1))
+
+
+def _widths(token_dim: int | tuple[int, ...]) -> tuple[int, ...]:
+    return (token_dim,) if isinstance(token_dim, int) else tuple(token_dim)
+
+
+def stack_bases(bases: list[torch.Tensor]) -> torch.Tensor:
+    """One (E*K, 1 + p, max d) tensor of E encoders' (K, 1 + p_e, d_e) bases, zero-padded: padded
+    directions add nothing and ``CelebBasisMapper.vectors`` cuts the padded dimensions off again."""
+    rows, width = max(b.shape[1] for b in bases), max(b.shape[2] for b in bases)
+    return torch.cat([F.pad(b, (0, width - b.shape[2], 0, rows - b.shape[1])) for b in bases])
+
+
+def build_mapper(method: str, face_dim: int, priors: list[CelebPrior], identities: int = 1) -> nn.Module:
+    """The trainable mapper of ``method`` for face features of width ``face_dim``, with one celebrity
+    prior per text encoder of the model (each built from that encoder's own embedding table)."""
+    widths = tuple(p.token_dim for p in priors)
     if method == "stableidentity":
-        return StableIdentityMapper(face_dim, prior.token_dim, prior.mean, prior.std)
+        mean, std = (torch.cat([getattr(p, stat) for p in priors], dim=-1) for stat in ("mean", "std"))
+        return StableIdentityMapper(face_dim, widths, mean, std)
     if method == "celebbasis":
-        return CelebBasisMapper(face_dim, prior.basis, identities=identities, momentum=RECIPES[method].ema)
+        basis = stack_bases([p.basis for p in priors])
+        ema = RECIPES[method].ema
+        return CelebBasisMapper(face_dim, basis, identities=identities, momentum=ema, token_dim=widths)
     raise BadInput(f"unknown method {method!r}", f"use one of: {', '.join(RECIPES)}")
 
 

@@ -163,33 +163,44 @@ def add_placeholder_tokens(tokenizer: Any, text_encoder: Any, token: str, count:
 class VectorSlot:
     """Where a training loop puts the vectors that ``inject_vectors`` writes into the next forward."""
 
-    vectors: torch.Tensor | None = None  # (B, K, d), differentiable; set before each text-encoder call
+    vectors: torch.Tensor | None = None  # (B, K, sum d), differentiable; set before the encoders run
 
 
 @contextmanager
-def inject_vectors(text_encoder: Any, token_ids: list[int]) -> Iterator[VectorSlot]:
-    """While active, embeddings of ``token_ids`` come from the yielded slot's ``vectors``.
+def inject_vectors(placeholders: list[tuple[Any, list[int]]]) -> Iterator[VectorSlot]:
+    """While active, embeddings of each encoder's placeholder ids come from the yielded slot's ``vectors``.
 
-    A forward hook on the token-embedding layer replaces the rows at placeholder positions, so the
-    text encoder's forward (position embeddings, attention, pooling) is the model's own. The loop
-    assigns ``slot.vectors = mapper(face)`` before calling the encoder: the data flow stays in sight.
+    ``placeholders`` pairs each text encoder (first encoder first) with its placeholder ids; the
+    slot's vectors hold every encoder's part side by side (SDXL: 768 then 1280 dims), and each
+    encoder's hook takes its own part. A forward hook on the token-embedding layer replaces the rows at
+    placeholder positions, so the text encoder's forward (position embeddings, attention, pooling) is
+    the model's own. The loop assigns ``slot.vectors = mapper(face)`` before calling the encoders: the
+    data flow stays in sight.
     """
     import torch
 
     slot = VectorSlot()
 
-    def hook(module: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
-        if slot.vectors is None:
-            raise RuntimeError("inject_vectors: assign slot.vectors before running the text encoder")
-        input_ids = inputs[0]  # (B, L)
-        vectors = slot.vectors.to(output.dtype)  # (B, K, d)
-        for k in range(len(token_ids)):
-            here = (input_ids == token_ids[k]).unsqueeze(-1)  # (B, L, 1); a Python int: no transfer
-            output = torch.where(here, vectors[:, k : k + 1, :], output)
-        return output
+    def hook_for(token_ids: list[int], start: int, width: int) -> Callable[..., torch.Tensor]:
+        def hook(module: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
+            if slot.vectors is None:
+                raise RuntimeError("inject_vectors: assign slot.vectors before running the text encoder")
+            input_ids = inputs[0]  # (B, L)
+            vectors = slot.vectors[..., start : start + width].to(output.dtype)  # (B, K, d)
+            for k in range(len(token_ids)):
+                here = (input_ids == token_ids[k]).unsqueeze(-1)  # (B, L, 1); a Python int: no transfer
+                output = torch.where(here, vectors[:, k : k + 1, :], output)
+            return output
 
-    handle = text_encoder.get_input_embeddings().register_forward_hook(hook)
+        return hook
+
+    handles, start = [], 0
+    for encoder, token_ids in placeholders:
+        layer = encoder.get_input_embeddings()
+        handles.append(layer.register_forward_hook(hook_for(token_ids, start, layer.weight.shape[-1])))
+        start += layer.weight.shape[-1]
     try:
         yield slot
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()

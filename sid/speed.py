@@ -10,6 +10,7 @@ and ``capture`` any tensor function once, before the loop, so the loop itself st
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, fields, replace
@@ -17,7 +18,7 @@ from typing import Any
 
 import torch
 
-from sid.errors import BadInput
+from sid.errors import BadInput, first_line
 
 # SDPA backends a run may pin; "sdpa" lets torch choose, "classic" is diffusers' pre-SDPA processor
 ATTENTION = ("sdpa", "flash", "efficient", "cudnn", "math", "classic")
@@ -26,7 +27,8 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 # "auto" is "predict" on CUDA (with no compile mode) and "off" elsewhere
 GRAPHS = ("auto", "off", "unet", "predict")
 
-UnetStep = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (z_t, t, cond) -> pred
+UnetStep = Callable[..., torch.Tensor]  # (z_t, t, cond, *added) -> pred; added: SDXL text_embeds, time_ids
+ADDED_CONDITIONS = ("text_embeds", "time_ids")  # SDXL's extra UNet inputs, in the order a step takes them
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ class Speedups:
     """How the frozen UNet and text encoder run; the defaults are what the GPU run measured fastest."""
 
     compile: str | None = None  # torch.compile mode of the UNet (None: eager)
-    channels_last: bool = False  # NHWC weights and latents (tensor-core convolutions prefer them)
+    channels_last: bool | None = None  # NHWC weights and latents (None: where CUDA graphs are on)
     attention: str = "sdpa"  # one of ATTENTION
     cuda_graphs: str = "auto"  # one of GRAPHS: replay forward + backward (the step's shapes are fixed)
 
@@ -47,7 +49,7 @@ class Speedups:
             if (f.name, value) == ("cuda_graphs", "off"):
                 parts.insert(0, "eager")
             elif value != f.default:
-                parts.append(f.name if value is True else f"{f.name}={value}")
+                parts.append(f.name if value is True else f"{f.name}={str(value).lower()}")
         return ",".join(parts) or "default"
 
     def check(self, device: str) -> None:
@@ -73,6 +75,11 @@ class Speedups:
             return self.cuda_graphs
         return "predict" if device.startswith("cuda") and self.compile is None else "off"
 
+    def nhwc(self, device: str) -> bool:
+        """Whether the UNet runs channels-last on ``device``: measured 15% faster with CUDA graphs
+        on an H100 (28.4 -> 24.2 ms a step) and 26% slower without them."""
+        return self.channels_last if self.channels_last is not None else self.graphs(device) != "off"
+
 
 def parse_speedups(text: str) -> Speedups:
     """``"default"`` or comma-separated knobs: ``eager,channels_last``, ``compile=reduce-overhead``, ...
@@ -88,7 +95,7 @@ def parse_speedups(text: str) -> Speedups:
         name, _, value = item.partition("=")
         if name not in known:
             raise BadInput(f"unknown speed knob {name!r}", f"use {', '.join(known)}, eager or default")
-        if isinstance(known[name].default, bool):
+        if "bool" in str(known[name].type):
             if value not in ("", "true", "false"):
                 raise BadInput(f"{name} takes no value, not {value!r}", f"write {name} or {name}=false")
             speed = replace(speed, **{name: value != "false"})
@@ -113,7 +120,8 @@ def _attention_backend(attention: str) -> Iterator[None]:
 
 
 def unet_step(unet: Any, speed: Speedups, device: str, amp_dtype: torch.dtype | None) -> UnetStep:
-    """The frozen ``unet`` set up as ``speed`` says, as a call ``(z_t, t, cond) -> predicted sample``.
+    """The frozen ``unet`` set up as ``speed`` says, as a call ``(z_t, t, cond, *added) -> predicted
+    sample``; ``added`` are SDXL's ``text_embeds`` and ``time_ids`` (none for SD 1.x/2.x).
 
     Call it inside the loop's autocast. ``unet`` is changed in place (memory format, attention
     processor, compiled forward); its weights stay frozen.
@@ -123,15 +131,16 @@ def unet_step(unet: Any, speed: Speedups, device: str, amp_dtype: torch.dtype | 
         from diffusers.models.attention_processor import AttnProcessor
 
         unet.set_attn_processor(AttnProcessor())
-    memory_format = torch.channels_last if speed.channels_last else torch.contiguous_format
-    if speed.channels_last:
+    memory_format = torch.channels_last if speed.nhwc(device) else torch.contiguous_format
+    if speed.nhwc(device):
         unet.to(memory_format=memory_format)
     if speed.compile is not None:
         unet.compile(mode=speed.compile, fullgraph=False)
 
-    def step(z_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def step(z_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, *added: torch.Tensor) -> torch.Tensor:
+        extra = {"added_cond_kwargs": dict(zip(ADDED_CONDITIONS, added, strict=True))} if added else {}
         with _attention_backend(speed.attention):
-            return unet(z_t.contiguous(memory_format=memory_format), t, cond).sample
+            return unet(z_t.contiguous(memory_format=memory_format), t, cond, **extra).sample
 
     return capture(step, amp_dtype) if speed.graphs(device) == "unet" else step
 
@@ -145,7 +154,9 @@ def capture(fn: Callable[..., torch.Tensor], amp_dtype: torch.dtype | None) -> C
 
 class _Graphed:
     """The graphs are captured under the loop's autocast dtype (without autocast's weight cache,
-    which graphs forbid); the first call's inputs, cloned, are the capture's sample inputs."""
+    which graphs forbid); the first call's inputs, cloned, are the capture's sample inputs. A capture
+    that fails (an operation, driver or torch build that refuses it) warns once and runs eagerly:
+    slower, never wrong."""
 
     def __init__(self, fn: Callable[..., torch.Tensor], amp_dtype: torch.dtype | None) -> None:
         self.fn, self.amp_dtype, self.graphed = fn, amp_dtype, None
@@ -154,6 +165,13 @@ class _Graphed:
         if self.graphed is None:
             sample = tuple(x.detach().clone().requires_grad_(x.requires_grad) for x in tensors)
             amp = self.amp_dtype or torch.float32
-            with torch.autocast("cuda", dtype=amp, enabled=self.amp_dtype is not None, cache_enabled=False):
-                self.graphed = torch.cuda.make_graphed_callables(self.fn, sample, num_warmup_iters=3)
+            try:
+                with torch.autocast(
+                    "cuda", dtype=amp, enabled=self.amp_dtype is not None, cache_enabled=False
+                ):
+                    self.graphed = torch.cuda.make_graphed_callables(self.fn, sample, num_warmup_iters=3)
+            except RuntimeError as e:
+                message = f"CUDA graph capture failed ({first_line(e)}); running eagerly"
+                warnings.warn(message, RuntimeWarning, stacklevel=2)
+                self.graphed = self.fn
         return self.graphed(*tensors)

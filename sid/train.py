@@ -31,12 +31,12 @@ from sid.checkpoints import find_checkpoints, load_state, save_state
 from sid.errors import BadInput, OutOfMemory
 from sid.face_transformers import face_parser_source, load_face_parser, vit_face_embeddings, vit_model_source
 from sid.faces import FaceCrop, arcface_embedding, extract_face, load_face_pack
-from sid.families import family_of_pipeline, slot_for_width
+from sid.families import family_of_pipeline
 from sid.losslog import LossLog
-from sid.methods import RECIPES, StackedMappers, build_mapper, noise_loss, two_phase_loss
+from sid.methods import RECIPES, StackedMappers, build_mapper, noise_loss, split_widths, two_phase_loss
 from sid.pipelines import check_dtype, fingerprint, load_pipeline, native_size, pick_device
 from sid.priors import build_prior
-from sid.prompts import VectorSlot, add_placeholder_tokens, identity_token, inject_vectors
+from sid.prompts import VectorSlot, add_placeholder_tokens, identity_token, inject_vectors, text_encoders
 from sid.speed import Speedups, capture, unet_step
 from sid.store import Identity, IdentityStore, now_iso, validate_name
 
@@ -47,7 +47,7 @@ FACE_ENCODERS = {"stableidentity": "vit", "celebbasis": "arcface"}
 MASKS = ("parser", "landmarks")
 MASKED_METHODS = ("stableidentity",)  # methods whose loss uses the face (and hair) mask
 Phase = Callable[[str], None]  # names each set-up phase as it starts (before the first step)
-BANK_CHUNK = 8  # photos augmented and VAE-encoded at once while the bank is built
+BANK_CHUNK = 4  # photos augmented and VAE-encoded at once: 8 at 512² was the run's peak memory (H100)
 
 
 @dataclass
@@ -180,13 +180,10 @@ def learn(
     # 3. prior, placeholder tokens and mapper (the only trainable part)
     phase("parsing the celebrity-name prior and building the mapper")
     torch.manual_seed(cfg.seed)
-    prior = build_prior(model.tokenizer, model.text_encoder, cfg.method)
+    priors = [build_prior(tokenizer, encoder, cfg.method) for tokenizer, encoder in model.encoders]
     embeddings = [e.to(device) for e in embeddings]
-    mapper = build_mapper(cfg.method, embeddings[0].shape[-1], prior, len(crops)).to(device)
-    token = identity_token("__learn__")
-    token_ids = add_placeholder_tokens(model.tokenizer, model.text_encoder, token, 2)
-    model.text_encoder.to(device)
-    templates = tokenize_templates(model.pipe, model.tokenizer, recipe.templates, token).to(device)
+    mapper = build_mapper(cfg.method, embeddings[0].shape[-1], priors, len(crops)).to(device)
+    placeholders, templates = placeholder_prompts(model, recipe.templates, device)
 
     # 4. a bank of augmented latents and latent-size masks, encoded once
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -213,7 +210,7 @@ def learn(
     # 6. training loop
     phase(f"training {steps - first_step} steps")
     try:
-        with inject_vectors(model.text_encoder, token_ids) as slot:
+        with inject_vectors(placeholders) as slot:
             predict = model.predictor(slot)
             for step in range(first_step, steps):
                 who = step % len(crops)  # joint learning alternates identities
@@ -243,10 +240,10 @@ def learn(
     mapper.eval()
     with torch.no_grad():
         final = [
-            (mapper.averaged_vectors(i) if recipe.ema else mapper(e[:1])[0]).float().cpu().numpy()
+            (mapper.averaged_vectors(i) if recipe.ema else mapper(e[:1])[0]).float().cpu()
             for i, e in enumerate(embeddings)
-        ]  # each (2, d)
-    settings = run_settings(cfg, model, steps, batch, lr, bank_size, prior)
+        ]  # each (2, sum d)
+    settings = run_settings(cfg, model, steps, batch, lr, bank_size, priors[0])
     identities = make_identities(names, final, crops, cfg, model, settings, log.values)
     if save:
         store.save_all(identities, overwrite=force)  # a joint group is stored whole or not at all
@@ -280,7 +277,7 @@ class Sample:
     t: torch.Tensor  # (B,)
     noise: torch.Tensor  # (B, 4, h, w)
     z_t: torch.Tensor  # (B, 4, h, w)
-    ids: torch.Tensor  # (B, 77) prompt template ids
+    ids: torch.Tensor  # (B, E, 77) prompt template ids, per text encoder
 
 
 @dataclass
@@ -291,15 +288,15 @@ class Frozen:
     spec: Any  # the ModelSpec it was loaded from
     unet: Any
     vae: Any
-    text_encoder: Any
-    tokenizer: Any
+    encoders: list[tuple[Any, Any]]  # (tokenizer, text encoder) pairs, first encoder first
     amp_dtype: torch.dtype | None  # autocast dtype (None: fp32)
-    denoise: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (z_t, t, cond) -> pred
+    denoise: Callable[..., torch.Tensor]  # (z_t, t, cond, *SDXL's text_embeds and time_ids) -> pred
     graph_predict: bool  # capture the whole conditioned prediction as CUDA graphs (speed.GRAPHS)
     noise_scheduler: DDPMScheduler  # the forward process, whatever the sampler
     alphas_cumprod: torch.Tensor
     resolution: int  # training image side
-    base_fingerprint: str  # of the base vocabulary's rows
+    fingerprints: list[str]  # of each encoder's base vocabulary rows
+    time_ids: torch.Tensor | None  # SDXL's (1, 6) size condition: original size, crop corner, target size
 
     @property
     def prediction_type(self) -> str:
@@ -327,20 +324,34 @@ class Frozen:
 
     def predictor(self, slot: VectorSlot) -> Callable[..., torch.Tensor]:
         """``predict(vectors, ids, z_t, t)``: the UNet's fp32 prediction conditioned on the prompts
-        ``ids`` with the identity ``vectors`` injected through ``slot``.
+        ``ids`` (B, E, 77) with the identity ``vectors`` (B, 2, sum d) injected through ``slot``.
 
-        A function of tensors only, so that on CUDA its forward and backward (text encoder and UNet)
+        A function of tensors only, so that on CUDA its forward and backward (text encoders and UNet)
         are captured once as graphs and replayed: the eager step is launch-bound.
         """
 
         def predict(
             vectors: torch.Tensor, ids: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor
         ) -> torch.Tensor:
-            slot.vectors = vectors  # (B, 2, d): the identity's two tokens
-            cond = self.text_encoder(ids)[0]  # (B, 77, d)
-            return self.denoise(z_t.to(self.unet.dtype), t, cond.to(self.unet.dtype)).float()
+            slot.vectors = vectors  # (B, 2, sum d): the identity's two tokens, every encoder's part
+            cond, added = self.condition(ids)
+            dtype = self.unet.dtype
+            return self.denoise(z_t.to(dtype), t, cond.to(dtype), *(a.to(dtype) for a in added)).float()
 
         return capture(predict, self.amp_dtype) if self.graph_predict else predict
+
+    def condition(self, ids: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """The UNet's text conditioning of prompts ``ids`` (B, E, 77) and its added inputs, if any.
+
+        One text encoder: its last hidden states. Two (SDXL), as its pipeline conditions: both
+        encoders' penultimate hidden states side by side, plus encoder 2's pooled projection
+        (``text_embeds``) and the size condition (``time_ids``).
+        """
+        if self.time_ids is None:
+            return self.encoders[0][1](ids[:, 0])[0], ()  # (B, 77, d)
+        outs = [enc(ids[:, e], output_hidden_states=True) for e, (_, enc) in enumerate(self.encoders)]
+        cond = torch.cat([o.hidden_states[-2] for o in outs], dim=-1)  # (B, 77, sum d)
+        return cond, (outs[-1][0], self.time_ids.expand(len(ids), -1))  # text_embeds (B, d2), time_ids (B, 6)
 
     def loss(self, pred: torch.Tensor, s: Sample, method: str) -> torch.Tensor:
         """The method's loss of a prediction (in fp32, outside autocast)."""
@@ -368,26 +379,32 @@ def load_frozen(cfg: LearnConfig, device: str) -> Frozen:
     pipe, spec = load_pipeline(
         cfg.model, device=device, dtype="fp32", default=RECIPES[cfg.method].model, component_dtypes=unet_dtype
     )
-    if not family_of_pipeline(pipe).learnable:
-        raise BadInput("learning on SDXL is not supported yet", "learn on sd21 (default) or sd15")
-    for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+    encoders = text_encoders(pipe)
+    for module in (pipe.unet, pipe.vae, *(enc for _, enc in encoders)):
         module.requires_grad_(False).eval()
     noise_scheduler = training_scheduler(pipe.scheduler.config)
+    resolution = cfg.resolution or native_size(pipe)[0]
     return Frozen(
         pipe=pipe,
         spec=spec,
         unet=pipe.unet,
         vae=pipe.vae,
-        text_encoder=pipe.text_encoder,
-        tokenizer=pipe.tokenizer,
+        encoders=encoders,
         amp_dtype=amp_dtype,
         denoise=unet_step(pipe.unet, cfg.speed, device, amp_dtype),
         graph_predict=cfg.speed.graphs(device) == "predict",
         noise_scheduler=noise_scheduler,
         alphas_cumprod=noise_scheduler.alphas_cumprod.to(device),
-        resolution=cfg.resolution or native_size(pipe)[0],
-        base_fingerprint=fingerprint(pipe.text_encoder, pipe.tokenizer.vocab_size),
+        resolution=resolution,
+        fingerprints=[fingerprint(enc, tok.vocab_size) for tok, enc in encoders],
+        time_ids=size_condition(resolution, device) if len(encoders) > 1 else None,
     )
+
+
+def size_condition(resolution: int, device: str) -> torch.Tensor:
+    """SDXL's (1, 6) ``time_ids`` for a square training image: original size, crop corner (0, 0: the
+    bank's images are whole, aligned faces) and target size, as its pipeline passes at that size."""
+    return torch.tensor([[resolution, resolution, 0, 0, resolution, resolution]], device=device)
 
 
 def update(
@@ -417,7 +434,7 @@ def run_settings(
         "lr": lr,
         "resolution": model.resolution,
         "bank_size": bank_size,
-        "prior": prior.describe(),
+        "prior": prior.describe(),  # SDXL's two tokenizers share the CLIP vocabulary: the first's names
         "prediction_type": model.prediction_type,
         "noise_schedule": describe_schedule(model.noise_scheduler, model.pipe.scheduler),
     }
@@ -425,23 +442,27 @@ def run_settings(
 
 def make_identities(
     names: list[str],
-    final: list[np.ndarray],
+    final: list[torch.Tensor],
     crops: list[FaceCrop],
     cfg: LearnConfig,
     model: Frozen,
     settings: dict[str, Any],
     losses: list[float],
 ) -> list[Identity]:
-    """The learned identities and their metadata (final loss: the mean of the last third)."""
-    slot = slot_for_width(final[0].shape[-1])
+    """The learned identities, one slot per text encoder, and their metadata (final loss: the mean of
+    the last third). ``final`` holds each identity's (2, sum d) vectors, encoders side by side."""
+    family = family_of_pipeline(model.pipe)
     tail = losses[-max(1, len(losses) // 3) :]
     return [
         Identity(
             name=name,
-            vectors={slot: vec.astype(np.float32)},
+            vectors={
+                slot: part.numpy().astype(np.float32)
+                for slot, part in zip(family.slots, split_widths(vec, family.widths), strict=True)
+            },
             method=cfg.method,
             base_model=model.spec.label,
-            fingerprints={slot: model.base_fingerprint},
+            fingerprints=dict(zip(family.slots, model.fingerprints, strict=True)),
             created=now_iso(),
             photo_sha256=crop.photo_sha256,
             settings={**settings, "mask_source": crop.mask_source if cfg.method in MASKED_METHODS else None},
@@ -509,6 +530,21 @@ def face_embeddings(crop: FaceCrop, cfg: LearnConfig, device: str = "cpu") -> to
         pair = [crop.embedding, arcface_embedding(mirrored, load_face_pack(cfg.face_models))]
         pair = [e * math.sqrt(e.shape[-1]) for e in pair]
     return torch.from_numpy(np.stack(pair).astype(np.float32))
+
+
+def placeholder_prompts(
+    model: Frozen, templates: tuple[str, ...], device: str
+) -> tuple[list[tuple[Any, list[int]]], torch.Tensor]:
+    """The training placeholder's ids in each encoder (for ``inject_vectors``) and the (T, E, 77) ids of
+    every template as each encoder's tokenizer reads it; the encoders are moved to ``device``."""
+    token = identity_token("__learn__")  # the same placeholder in every encoder's prompt
+    placeholders = [(enc, add_placeholder_tokens(tok, enc, token, 2)) for tok, enc in model.encoders]
+    ids = torch.stack(
+        [tokenize_templates(model.pipe, tok, templates, token) for tok, _ in model.encoders], dim=1
+    )
+    for _, encoder in model.encoders:
+        encoder.to(device)
+    return placeholders, ids.to(device)
 
 
 def tokenize_templates(pipe: Any, tokenizer: Any, templates: tuple[str, ...], token: str) -> torch.Tensor:

@@ -6,6 +6,8 @@ The backend follows the text encoder the prompt's identities were learned for:
   text-to-video-ms-1.7b (or zeroscope), whose text encoder is the same OpenCLIP ViT-H.
 * SD 1.x identities (CLIP ViT-L, 768-d): ``AnimateDiffPipeline``, an AnimateDiff motion adapter on an
   SD 1.5 base model (``--model``); ``--video-model`` then names the motion adapter.
+* SDXL identities (both encoders): ``AnimateDiffSDXLPipeline``, AnimateDiff's SDXL motion adapter on
+  an SDXL base model; the base model's family picks the pipeline.
 
 Identities are loaded into the video pipeline's text encoder exactly as ``sid render`` loads them
 (``sid.render.prepare``). Frames are written as mp4 (h264) or webm (vp9) through the ffmpeg binary that
@@ -26,14 +28,24 @@ from typing import Any
 
 from sid import limits
 from sid.errors import BadInput, IncompatibleIdentity, Interrupted, OutOfMemory, WriteError, first_line
-from sid.families import ANIMATEDIFF, FAMILIES, SD2, SDXL, T2V, Family, family_of_pipeline, family_of_video
+from sid.families import (
+    ANIMATEDIFF,
+    ANIMATEDIFF_SDXL,
+    FAMILIES,
+    SD2,
+    SDXL,
+    T2V,
+    Family,
+    family_of_pipeline,
+    family_of_video,
+)
 from sid.files import atomic_path, is_folder, output_file
 from sid.pipelines import ModelSpec, component_spec, model_for_identities, native_size
 from sid.prompts import check_compatible, parse_prompt, prompt_family
 from sid.render import StepProgress, parse_size, slug
 from sid.store import Identity, IdentityStore
 
-DEFAULT_BASE = "sd15"  # AnimateDiff's base model when --model is not given
+DEFAULT_BASE = {ANIMATEDIFF: "sd15", ANIMATEDIFF_SDXL: "sdxl"}  # AnimateDiff's base without --model
 
 
 @dataclass(frozen=True)
@@ -41,7 +53,7 @@ class VideoPreset:
     """A video model: a text-to-video pipeline, or an AnimateDiff motion adapter."""
 
     name: str
-    backend: str  # T2V | ANIMATEDIFF
+    backend: str  # T2V | ANIMATEDIFF | ANIMATEDIFF_SDXL
     candidates: tuple[str, ...]  # hub ids, tried in order
     size: tuple[int, int]  # native (width, height)
     max_frames: int | None = None  # frames the model handles at most, if it has a limit
@@ -62,15 +74,22 @@ VIDEO_PRESETS: dict[str, VideoPreset] = {
     "animatediff-v3": VideoPreset(
         "animatediff-v3", ANIMATEDIFF, ("guoyww/animatediff-motion-adapter-v1-5-3",), (512, 512), 32
     ),
+    "animatediff-sdxl": VideoPreset(
+        "animatediff-sdxl",
+        ANIMATEDIFF_SDXL,
+        ("guoyww/animatediff-motion-adapter-sdxl-beta",),
+        (1024, 1024),
+        32,
+    ),
 }
-DEFAULT_VIDEO = {T2V: "text-to-video-ms", ANIMATEDIFF: "animatediff"}
+DEFAULT_VIDEO = {T2V: "text-to-video-ms", ANIMATEDIFF: "animatediff", ANIMATEDIFF_SDXL: "animatediff-sdxl"}
 
 FORMATS = ("mp4", "gif", "webm")
 DEFAULT_FORMAT = "mp4"
 DEFAULT_FRAMES = 16
 DEFAULT_FPS = 8.0
 DEFAULT_STEPS = 25
-DEFAULT_GUIDANCE = {T2V: 9.0, ANIMATEDIFF: 7.5}
+DEFAULT_GUIDANCE = {T2V: 9.0, ANIMATEDIFF: 7.5, ANIMATEDIFF_SDXL: 8.0}  # the SDXL adapter's card uses 8
 
 
 @dataclass
@@ -180,10 +199,11 @@ def check_frames(frames: int, most: int | None) -> None:
 
 def supported() -> str:
     t2v = ", ".join(n for n, p in VIDEO_PRESETS.items() if p.backend == T2V)
-    sd2, sd1 = family_of_video(T2V), family_of_video(ANIMATEDIFF)
+    sd2, sd1, xl = family_of_video(T2V), family_of_video(ANIMATEDIFF), family_of_video(ANIMATEDIFF_SDXL)
     return (
         f"{sd2.name} identities ({sd2.widths[0]}-d) use text-to-video ({t2v}); "
-        f"{sd1.name} identities ({sd1.widths[0]}-d) use AnimateDiff on an SD 1.5 base"
+        f"{sd1.name} identities ({sd1.widths[0]}-d) use AnimateDiff on an SD 1.5 base; "
+        f"{xl.name} identities use AnimateDiff-SDXL on an SDXL base"
     )
 
 
@@ -232,7 +252,9 @@ def video_model_backend(source: str) -> tuple[str, ModelSpec, tuple[int, int] | 
             "check the spelling or the path",
         )
     lowered = source.lower()
-    backend = ANIMATEDIFF if ("motion" in lowered or "animatediff" in lowered) else T2V
+    if "motion" in lowered or "animatediff" in lowered:
+        return (ANIMATEDIFF_SDXL if "sdxl" in lowered else ANIMATEDIFF), component_spec(source), None
+    backend = T2V
     return backend, component_spec(source), None
 
 
@@ -250,7 +272,7 @@ def plan_video(
     if cfg.video_model:
         backend, spec, size = video_model_backend(cfg.video_model)
     elif not identities:
-        backend = ANIMATEDIFF if cfg.model else T2V
+        backend = (ANIMATEDIFF_SDXL if base_family(cfg.model) == SDXL else ANIMATEDIFF) if cfg.model else T2V
         preset = VIDEO_PRESETS[DEFAULT_VIDEO[backend]]
         spec, size = ModelSpec(preset.name, preset.candidates), preset.size
     else:
@@ -276,14 +298,20 @@ def plan_video(
             check_family(identities, family_of_video(T2V))
         return VideoPlan(T2V, spec, None, size, preset_max_frames(spec))
 
-    base = cfg.model or model_for_identities(identities, warn) or DEFAULT_BASE
+    base = cfg.model or model_for_identities(identities, warn) or DEFAULT_BASE[backend]
     family = base_family(base)
-    if family == SDXL:
-        raise BadInput(
-            f"AnimateDiff needs an SD 1.5 base model, and --model {base} is SDXL", "pass --model sd15"
-        )
+    motion = family.video if family is not None and family.video in DEFAULT_BASE else None
+    if motion is not None and motion != backend:  # an SD 1.5 adapter on SDXL, or the other way round
+        if spec.label in VIDEO_PRESETS:
+            adapter_family = family_of_video(backend)
+            raise BadInput(
+                f"motion adapter {spec.label} is made for {adapter_family.name} base models, "
+                f"and --model {base} is {family.name}",
+                f"pass --video-model {DEFAULT_VIDEO[motion]} (or a {adapter_family.name} --model)",
+            )
+        backend = motion  # an adapter without a preset: the base model's family tells which
     check_family(identities, family)
-    return VideoPlan(ANIMATEDIFF, spec, base, size, preset_max_frames(spec))
+    return VideoPlan(backend, spec, base, size, preset_max_frames(spec))
 
 
 def preset_max_frames(spec: ModelSpec) -> int | None:
@@ -331,28 +359,28 @@ def load_video_pipeline(
 
 
 def _animatediff(plan: VideoPlan, torch_dtype: Any, warn: Callable[[str], None] | None) -> Any:
-    """AnimateDiffPipeline from the base model's components and the motion adapter."""
-    from diffusers import AnimateDiffPipeline, DDIMScheduler, MotionAdapter
+    """AnimateDiffPipeline (AnimateDiffSDXLPipeline on an SDXL-layout base) from the base model's
+    components and the motion adapter."""
+    from diffusers import AnimateDiffPipeline, AnimateDiffSDXLPipeline, DDIMScheduler, MotionAdapter
 
     from sid.pipelines import load_from_candidates, resolve_model
 
     base = load_from_candidates(resolve_model(plan.base), dtype=torch_dtype)
     family = family_of_pipeline(base)
-    if len(family.widths) > 1:  # SDXL's layout
-        raise BadInput(
-            f"AnimateDiff needs an SD 1.5 base model, and --model {plan.base} is SDXL", "pass --model sd15"
-        )
+    sdxl = len(family.widths) > 1  # SDXL's layout: two text encoders
     if family == SD2 and warn is not None:
         warn(
             f"AnimateDiff motion adapters are trained on SD 1.5; the SD 2.x base {plan.base} may move poorly"
         )
     adapter = load_from_candidates(plan.video, MotionAdapter, dtype=torch_dtype)
     try:
-        pipe = AnimateDiffPipeline.from_pipe(base, motion_adapter=adapter)
+        pipe = (AnimateDiffSDXLPipeline if sdxl else AnimateDiffPipeline).from_pipe(
+            base, motion_adapter=adapter
+        )
     except (ValueError, RuntimeError) as e:
         raise BadInput(
             f"motion adapter {plan.video.label!r} does not fit base model {plan.base!r}: {first_line(e)}",
-            "use an SD 1.5 base with an SD 1.5 motion adapter",
+            "use a motion adapter of the base model's family (SD 1.5 or SDXL)",
         ) from e
     # AnimateDiff's sampling setup (as in its reference code and diffusers' docs)
     pipe.scheduler = DDIMScheduler.from_config(

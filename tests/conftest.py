@@ -52,6 +52,15 @@ def tiny_model_wide(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_sdxl_model(tmp_path_factory) -> Path:
+    """A saved tiny SDXL pipeline (text encoders 32 + 64 wide), loadable with --model PATH."""
+    _need_bpe()
+    from sid.testing import save_tiny, tiny_sdxl_pipeline
+
+    return save_tiny(tiny_sdxl_pipeline(), tmp_path_factory.mktemp("tiny") / "sdxl")
+
+
+@pytest.fixture(scope="session")
 def tiny_vit(tmp_path_factory) -> Path:
     """A saved tiny random ViT face encoder (model + image processor), loadable with --vit-model PATH."""
     from sid.testing import save_tiny_vit

@@ -240,7 +240,7 @@ def test_threed(capsys):
 
 def test_gpu_dry_run(facepack, face_photos, tmp_path, capsys):
     """The one-command GPU suite on CPU: every part of a selection runs as its own process, the speed
-    variants are merged into one file, GPU-only parts are skipped with a reason, SDXL is probed."""
+    variants are merged into one file, GPU-only parts are skipped with a reason, SDXL learns (tiny)."""
     import tarfile
 
     from benchmarks import gpu
@@ -262,19 +262,23 @@ def test_gpu_dry_run(facepack, face_photos, tmp_path, capsys):
     table = capsys.readouterr().out
     assert code == 0, table
     out = tmp_path / "out"
-    assert sorted(p.name for p in out.iterdir()) == ["gpu-run-cpu.json", "speed-tiny-cpu.json"]
+    names = ["gpu-run-cpu.json", "learn-tiny-sdxl-cpu.json", "speed-tiny-cpu.json"]
+    assert sorted(p.name for p in out.iterdir()) == names
     record = {p["part"]: p for p in json.loads((out / "gpu-run-cpu.json").read_text())["parts"]}
     assert record["speed-eager"]["status"] == "ok" and "learn-sd21" not in record
     assert record["speed-graphs"]["status"] == "skipped" and "CUDA" in record["speed-graphs"]["reason"]
     assert record["speed-compile"]["status"] == "skipped" and "compile" in record["speed-compile"]["reason"]
-    assert record["learn-sdxl"] == {**record["learn-sdxl"], "status": "skipped"}
-    assert "SDXL" in record["learn-sdxl"]["reason"]  # sid.train's own refusal, found by the probe
+    assert record["learn-sdxl"]["status"] == "ok"
+    sdxl = json.loads((out / "learn-tiny-sdxl-cpu.json").read_text())
+    assert [r["method"] for r in sdxl["runs"]] == ["stableidentity", "celebbasis"]
+    for run in sdxl["runs"]:
+        check_numbers(run, "learn")
     speed = json.loads((out / "speed-tiny-cpu.json").read_text())
     labels = [v.get("speed") for v in speed["variants"] if "speed" in v]
     assert labels == [
         "eager",
         "default",
-        "channels_last",
+        "channels_last=false",
         "attention=flash",
         "attention=math",
         "attention=classic",

@@ -33,8 +33,8 @@ def test_lookup_by_widths_tells_encoder_positions_apart() -> None:
     assert family_by_widths((768, 768)).slots == ("te768", "te768")  # one slot per position, no clash
     assert [slot_for_width(w) for w in (768, 1024, 1280, 32)] == ["clip_l", "clip_h", "te1280", "te32"]
     unknown = family_by_widths((32,))
-    assert unknown.slots == ("te32",) and unknown.label == "32-d text encoder" and unknown.learnable
-    assert not family_by_widths((32, 64)).learnable and not SDXL.learnable and SD1.learnable
+    assert unknown.slots == ("te32",) and unknown.label == "32-d text encoder"
+    assert family_by_widths((32, 64)).slots == ("te32", "te64")  # the tiny SDXL's
 
 
 def test_lookup_by_identity_slots_in_any_order() -> None:
@@ -88,6 +88,9 @@ def test_mixing_families_in_one_prompt_names_both() -> None:
     with pytest.raises(IncompatibleIdentity, match=r"one \(SD 1\.x .*\), xl \(SDXL "):
         prompt_family(mixed)
     assert prompt_family(mixed[:1]) is SD1
+    sd2_and_xl = [identity("two", {"clip_h": 1024}), identity("xl", {"clip_l": 768, "clip_g": 1280})]
+    with pytest.raises(IncompatibleIdentity, match=r"two \(SD 2\.x .*\), xl \(SDXL "):
+        prompt_family(sd2_and_xl)
 
 
 def test_config_preset_family_must_be_a_row(isolated_home: Path) -> None:

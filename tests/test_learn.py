@@ -270,7 +270,8 @@ def test_bank_carries_binary_face_and_hair_masks_through_one_augmentation() -> N
     for m, h in zip(bank.masks, bank.hair_masks, strict=True):
         if m.any() and h.any():  # the hair stays above the face, over the same columns (flipped or not)
             assert h.nonzero()[:, 1].float().mean() < m.nonzero()[:, 1].float().mean()
-            assert abs(h.nonzero()[:, 2].float().mean() - m.nonzero()[:, 2].float().mean()) < 1
+            # to within one pixel of this 8x8 latent: a sliver of hair may fall beside the face's centre
+            assert abs(h.nonzero()[:, 2].float().mean() - m.nonzero()[:, 2].float().mean()) <= 1
     assert bank.flips.any() and not bank.flips.all()
     no_hair = build_bank(
         FaceCrop(**{**crop.__dict__, "hair_mask": None}),
@@ -332,7 +333,7 @@ def test_inject_vectors_writes_the_slots_vectors_at_the_placeholders_only() -> N
     ids = torch.tensor([[1, 5, 6, 2], [5, 6, 3, 3]])
     plain = embed(ids).detach()
     vectors = torch.randn(2, 2, 32, requires_grad=True)
-    with inject_vectors(encoder, [5, 6]) as slot:
+    with inject_vectors([(encoder, [5, 6])]) as slot:
         with pytest.raises(RuntimeError, match="assign slot.vectors"):
             embed(ids)
         slot.vectors = vectors
@@ -343,6 +344,22 @@ def test_inject_vectors_writes_the_slots_vectors_at_the_placeholders_only() -> N
     assert torch.equal(out[0, [0, 3]], plain[0, [0, 3]]) and torch.equal(out[1, 2:], plain[1, 2:])
     assert vectors.grad is not None and vectors.grad.abs().sum() > 0
     assert torch.equal(embed(ids), plain)  # the hook is gone on exit
+
+
+def test_inject_vectors_gives_each_encoder_its_own_part() -> None:
+    """SDXL: one (B, K, 32 + 64) tensor, the first 32 dims to encoder 1, the other 64 to encoder 2."""
+    import torch
+
+    from sid.prompts import inject_vectors
+    from sid.testing import tiny_text_encoder
+
+    first, second = tiny_text_encoder(width=32), tiny_text_encoder(width=64, seed=1)
+    ids = torch.tensor([[1, 7, 8, 2]])
+    vectors = torch.randn(1, 2, 96)
+    with inject_vectors([(first, [7, 8]), (second, [7, 8])]) as slot:
+        slot.vectors = vectors
+        one, two = first.get_input_embeddings()(ids), second.get_input_embeddings()(ids)
+    assert torch.equal(one[0, 1:3], vectors[0, :, :32]) and torch.equal(two[0, 1:3], vectors[0, :, 32:])
 
 
 def test_loss_log_moves_losses_off_the_device_only_on_flush() -> None:
@@ -372,3 +389,19 @@ def test_default_bank_is_one_entry_per_sample_and_bounded() -> None:
     assert default_bank_size(800, 2, 2) == 800  # 400 steps per identity, batch 2
     cap = LIMITS["learn"]["bank_size"].high
     assert default_bank_size(100_000, 64, 1) == cap and default_bank_size(100_000, 1, 1) == cap
+
+
+def test_a_checkpoint_of_another_mapper_layout_is_a_clear_error(tmp_path: Path) -> None:
+    """A checkpoint whose mapper parameters differ (another sid version's mapper) is refused with a
+    fix, not a state-dict traceback."""
+    import torch
+
+    from sid.checkpoints import load_state, save_state
+    from sid.errors import BadInput
+
+    old, new = torch.nn.Sequential(torch.nn.Linear(2, 2)), torch.nn.Sequential(torch.nn.Linear(2, 3))
+    path, gen = tmp_path / "learn-x.safetensors", torch.Generator()
+    save_state(path, old, torch.optim.AdamW(old.parameters()), gen, 1, [0.5], {"format": "sid-learn"})
+    with pytest.raises(BadInput, match="does not fit this run") as caught:
+        load_state(path, new, torch.optim.AdamW(new.parameters()), gen)
+    assert "without --resume" in caught.value.hint

@@ -15,6 +15,7 @@ from sid.methods import (
     build_mapper,
     noise_loss,
     split_prediction,
+    split_widths,
     two_phase_loss,
 )
 from sid.priors import CelebPrior, celeb_basis
@@ -96,9 +97,9 @@ def test_stableidentity_landing_matches_celeb_stats_over_a_batch():
     faces = torch.randn(256, 512)  # O(1) entries, like StableIdentity's ViT CLS features
     with torch.no_grad():
         z = (mapper(faces) - prior.mean) / prior.std  # (B, 2, d)
-        pre = mapper.net[:-1](faces)  # (B, 2*d), what enters the final LayerNorm
+        pre = mapper.net(faces)  # (B, 2*d), what enters the final LayerNorm
     var = pre.var(dim=-1, unbiased=False)
-    expected = (var / (var + mapper.net[-1].eps)).mean()
+    expected = (var / (var + mapper.norms[0].eps)).mean()
     torch.testing.assert_close(z.square().mean(), expected, atol=1e-4, rtol=0)
     assert expected > 0.95
     per_slot = z.square().mean(dim=(0, 2))
@@ -154,10 +155,49 @@ def test_celebbasis_average_is_the_papers_momentum_update_per_sample():
 
 def test_build_mapper_by_method():
     prior = _prior()
-    assert isinstance(build_mapper("stableidentity", 512, prior), StableIdentityMapper)
-    assert isinstance(build_mapper("celebbasis", 512, prior), CelebBasisMapper)
+    assert isinstance(build_mapper("stableidentity", 512, [prior]), StableIdentityMapper)
+    assert isinstance(build_mapper("celebbasis", 512, [prior]), CelebBasisMapper)
     with pytest.raises(BadInput, match="unknown method"):
-        build_mapper("dreambooth", 512, prior)
+        build_mapper("dreambooth", 512, [prior])
+
+
+@pytest.mark.parametrize("method", ["stableidentity", "celebbasis"])
+def test_two_encoder_mapper_lands_each_part_on_its_own_encoders_prior(method):
+    """SDXL-like (16, 24): one output (B, K, 40), each encoder's part in its own prior's terms."""
+    torch.manual_seed(0)
+    priors = [_prior(n=50, d=16, seed=1), _prior(n=40, d=24, seed=2)]
+    mapper = build_mapper(method, 32, priors)
+    faces = torch.randn(64, 32)
+    with torch.no_grad():
+        out = mapper(faces)
+    assert out.shape == (64, 2, 40)
+    parts = split_widths(out, (16, 24))
+    assert [p.shape[-1] for p in parts] == [16, 24]
+    for part, prior in zip(parts, priors, strict=True):
+        if method == "stableidentity":  # AdaIN with this encoder's statistics: standardised ~ N(0, 1)
+            z = (part - prior.mean) / prior.std
+            assert (z.square().mean() - 1).abs() < 0.1
+        else:  # in this encoder's celebrity span, nowhere else
+            basis = prior.basis
+            offset = part - basis[:, 0]
+            coords = torch.einsum("bkd,kpd->bkp", offset, basis[:, 1:])
+            back = torch.einsum("bkp,kpd->bkd", coords, basis[:, 1:])
+            assert (offset - back).abs().max() < 1e-5 and offset.abs().max() > 1e-3
+    if method == "celebbasis":  # unit coefficients per (encoder, slot) row
+        torch.testing.assert_close(mapper.coefficients(faces).norm(dim=-1), torch.ones(64, 4))
+
+
+def test_stableidentity_two_encoder_parts_are_normalised_separately():
+    """Scaling one encoder's pre-norm part leaves the other's output alone: a LayerNorm per part."""
+    torch.manual_seed(0)
+    mapper = build_mapper("stableidentity", 32, [_prior(d=16, seed=1), _prior(d=24, seed=2)])
+    faces = torch.randn(4, 32)
+    with torch.no_grad():
+        before = mapper(faces)
+        mapper.net[-1].weight[: 2 * 16] *= 5.0  # the first encoder's rows of the last linear
+        after = mapper(faces)
+    torch.testing.assert_close(after[..., 16:], before[..., 16:])
+    assert len(mapper.norms) == 2 and mapper.mean.shape == (2, 40)
 
 
 # -- prediction split against the scheduler ---------------------------------------------------------

@@ -58,13 +58,21 @@ def parse_a1111(text: str) -> dict[str, str]:
     return fields
 
 
+def plain_diffusers(pipe, prompt: str) -> np.ndarray:
+    """The image plain diffusers draws with ``render``'s settings (2 steps, guidance 8.5, 64², seed 1)."""
+    import torch
+
+    generator = torch.Generator("cpu").manual_seed(1)
+    image = pipe(prompt, num_inference_steps=2, guidance_scale=8.5, width=64, height=64, generator=generator)
+    return np.asarray(image.images[0])
+
+
 @pytest.fixture
 def alice() -> None:
     IdentityStore().save(make_identity("alice", width=32, seed=1))
 
 
 def test_identity_changes_image_and_matches_plain_diffusers(tiny_model: Path, tmp_path: Path, alice) -> None:
-    import torch
     from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
     (with_id,) = pixels(render(tiny_model, tmp_path / "a", "alice as a knight"))
@@ -80,15 +88,7 @@ def test_identity_changes_image_and_matches_plain_diffusers(tiny_model: Path, tm
     pipe = StableDiffusionPipeline.from_pretrained(str(tiny_model))
     pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
     pipe.load_textual_inversion(str(exported))
-    plain = pipe(
-        "<alice> as a knight",
-        num_inference_steps=2,
-        guidance_scale=8.5,
-        width=64,
-        height=64,
-        generator=torch.Generator("cpu").manual_seed(1),
-    ).images[0]
-    np.testing.assert_array_equal(with_id, np.asarray(plain))
+    np.testing.assert_array_equal(with_id, plain_diffusers(pipe, "<alice> as a knight"))
 
 
 def test_two_identities_in_one_prompt(tiny_model: Path, tmp_path: Path, alice) -> None:

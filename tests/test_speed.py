@@ -10,7 +10,13 @@ from sid.speed import Speedups, parse_speedups, unet_step
 
 
 def test_labels_read_back():
-    for text in ("eager", "eager,channels_last", "attention=flash,channels_last", "compile=reduce-overhead"):
+    for text in (
+        "eager",
+        "eager,channels_last",
+        "channels_last=false",
+        "attention=flash,channels_last",
+        "compile=reduce-overhead",
+    ):
         speed = parse_speedups(text)
         assert parse_speedups(speed.label()) == speed
     assert parse_speedups("channels_last,attention=math") == Speedups(channels_last=True, attention="math")
@@ -25,6 +31,9 @@ def test_graphs_default_to_the_whole_prediction_on_cuda_only():
     assert Speedups(compile="default").graphs("cuda") == "off"  # compile decides how the UNet runs
     assert Speedups(cuda_graphs="unet").graphs("cuda") == "unet"
     assert parse_speedups("eager").graphs("cuda") == "off"
+    assert Speedups().nhwc("cuda") and not Speedups().nhwc("cpu")  # channels-last goes with the graphs
+    assert not parse_speedups("eager").nhwc("cuda") and parse_speedups("eager,channels_last").nhwc("cuda")
+    assert not parse_speedups("channels_last=false").nhwc("cuda")
 
 
 @pytest.mark.parametrize(
@@ -73,3 +82,23 @@ def test_cpu_knobs_match_the_eager_unet(text):
     assert eager_grad.abs().sum() > 0  # the gradient reaches the conditioning
     torch.testing.assert_close(out, eager_out, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(grad, eager_grad, rtol=1e-3, atol=1e-6)
+
+
+def test_a_capture_that_fails_warns_and_runs_eagerly():
+    """Here the capture fails for want of CUDA; on a GPU an operation or driver may refuse it."""
+    from sid.speed import capture
+
+    calls = []
+
+    def double(x: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return x * 2
+
+    x = torch.ones(3, requires_grad=True)
+    graphed = capture(double, None)
+    with pytest.warns(RuntimeWarning, match="CUDA graph capture failed"):
+        out = graphed(x)
+    out.sum().backward()
+    assert torch.equal(out.detach(), torch.full((3,), 2.0)) and torch.equal(x.grad, torch.full((3,), 2.0))
+    graphed(x)  # later calls run eagerly without warning again
+    assert len(calls) == 2

@@ -255,3 +255,49 @@ def test_animatediff_base_is_the_identitys_own_model(tiny_adapter: Path, tiny_mo
     assert plan.base == "sd15" and notes == [
         "bob records no base model; using the default model (pass --model to choose)"
     ]
+
+
+def test_sdxl_identity_animates_on_an_sdxl_base(tiny_adapter: Path, tiny_sdxl_model: Path) -> None:
+    """AnimateDiff-SDXL: both halves of an SDXL identity reach both text encoders, and change the clip."""
+    import torch
+
+    from sid.render import prepare
+    from sid.video import VideoConfig, load_video_pipeline, plan_video, video_frames
+
+    rng = np.random.default_rng(0)
+    vectors = {
+        slot: rng.standard_normal((2, width)).astype(np.float32)
+        for slot, width in (("te32", 32), ("te64", 64))
+    }
+    stored = Identity(name="xl", vectors=vectors, method="celebbasis", base_model=str(tiny_sdxl_model))
+    IdentityStore().save(stored)
+    plan = plan_video(VideoConfig("xl dancing", video_model=str(tiny_adapter)), [stored])
+    assert plan.base == str(tiny_sdxl_model)  # the identity's own SDXL model is the base
+    pipe = load_video_pipeline(plan, device="cpu")
+    assert type(pipe).__name__ == "AnimateDiffSDXLPipeline"
+    parsed, _ = prepare("xl dancing", IdentityStore(), pipe)
+    encoders = ((pipe.tokenizer, pipe.text_encoder, "te32"), (pipe.tokenizer_2, pipe.text_encoder_2, "te64"))
+    for tokenizer, encoder, slot in encoders:
+        ids = tokenizer.convert_tokens_to_ids(["<sid-xl>", "<sid-xl>_1"])
+        assert torch.equal(
+            encoder.get_input_embeddings().weight[ids].detach(), torch.from_numpy(vectors[slot])
+        )
+
+    def clip(text: str) -> np.ndarray:
+        return video_frames(pipe, text, seed=5, frames=2, steps=2, guidance=8.0, size=(64, 64))
+
+    with_identity = clip(parsed.text)
+    assert with_identity.shape == (2, 64, 64, 3)
+    assert not np.array_equal(with_identity, clip("a person dancing"))
+
+
+def test_sd15_adapter_preset_on_an_sdxl_base_is_refused_before_loading(tmp_path: Path) -> None:
+    store_identity(width=768)
+    result = invoke(
+        "video", "alice dancing", "--model", "sdxl", "--video-model", "animatediff", "-o", tmp_path
+    )
+    assert result.exit_code == 1
+    assert (
+        "animatediff is made for SD 1.x base models" in result.output and "animatediff-sdxl" in result.output
+    )
+    assert list(tmp_path.iterdir()) == []

@@ -37,7 +37,8 @@ def learn(
         None,
         "--model",
         "-m",
-        help="Preset, hub id or local diffusers folder (default: the method's, sd21 or sd15 for celebbasis).",
+        help="sd21 | sd15 | sdxl, a hub id or a local diffusers folder (default: the method's, sd21 or "
+        "sd15 for celebbasis).",
     ),
     steps: int = typer.Option(
         None,
@@ -101,6 +102,8 @@ def learn(
       sid learn alice.jpg --name alice
 
       sid learn group.jpg --name bob --face 2
+
+      sid learn alice.jpg --name alice_xl --model sdxl
 
       sid learn a.jpg b.jpg --name alice --name bob --method celebbasis
 

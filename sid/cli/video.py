@@ -26,13 +26,13 @@ def video(
         None,
         "--model",
         "-m",
-        help="AnimateDiff's SD 1.5 base: preset, hub id or folder (default: the identities' own, else sd15).",
+        help="AnimateDiff's SD 1.5 or SDXL base: preset, hub id or folder (default: the identities' own).",
     ),
     video_model: str = typer.Option(
         None,
         "--video-model",
-        help="text-to-video-ms | zeroscope | animatediff | animatediff-v3, a hub id, or a folder "
-        "(a TextToVideoSDPipeline, or a MotionAdapter for AnimateDiff).",
+        help="text-to-video-ms | zeroscope | animatediff | animatediff-v3 | animatediff-sdxl, a hub id, "
+        "or a folder (a TextToVideoSDPipeline, or a MotionAdapter for AnimateDiff).",
     ),
     device: str = typer.Option("auto", "--device", help="auto | cuda | mps | cpu."),
     dtype: str = typer.Option("auto", "--dtype", help="auto | fp16 | bf16 | fp32."),
