@@ -113,6 +113,15 @@ PARTS = (
         150,
     ),
     Part(
+        "learn-parallel",
+        "learn",
+        "sd21",
+        ("--parallel", "1,2,4,8", "--dtype", "bf16", "--steps", "12", "--warmup", "3", "--bank-size", "16"),
+        ("--parallel", "1,2", "--steps", "3", "--warmup", "1", "--bank-size", "4"),
+        150,
+        "learn-parallel",
+    ),
+    Part(
         "render-sd21",
         "render",
         "sd21",
@@ -169,6 +178,9 @@ TARGETS = (
     ("learn-sd21", "stableidentity", "step_over_floor", 1.15),
     ("learn-sd21", "stableidentity", "peak_mem_gb", 8.0),
     ("render-sd21", None, "ratio", 1.02),
+    ("learn-parallel", "stableidentity", "s_per_identity_at_8", 9.0),  # >= 400 identities per hour
+    ("learn-parallel", "stableidentity", "cost_vs_k1_at_4", 0.6),
+    ("learn-parallel", "stableidentity", "peak_mem_gb_at_8", 40.0),
 )
 # the numbers the summary table shows, when a result has them
 HEADLINE = (

@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from sid.speed import Speedups
 
 METHODS = ("stableidentity", "celebbasis")
+TARGET_KEYS = ("s_per_identity", "cost_vs_k1", "peak_mem_gb")  # per K, at the top (benchmarks.gpu's targets)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -76,6 +77,11 @@ def parser() -> argparse.ArgumentParser:
         help="speed knobs for one run, e.g. eager,channels_last (repeatable; default: sid's defaults)",
     )
     p.add_argument("--bank-sizes", default="", help="also time building banks of these sizes: 32,128,512")
+    p.add_argument(
+        "--parallel",
+        default="",
+        help="instead: time `sid learn --from` learning K identities per step, for each K of e.g. 1,2,4,8",
+    )
     p.add_argument("--photo", type=Path, default=DEFAULT_PHOTO)
     p.add_argument("--face-models", type=Path, default=DEFAULT_FACE_MODELS)
     return p
@@ -110,14 +116,19 @@ def time_learn(
     speed: Speedups | None = None,
     vit_model: Path | None = None,
     face_parser: Path | None = None,
+    parallel: int = 0,
 ) -> dict[str, Any]:
     """Run ``sid.train.learn`` once and time its phases and every step.
 
     Phases are timed by wrapping the functions ``learn`` calls (extract_face and face_embeddings:
     faces_s, load_pipeline, build_bank), each followed by a device sync; steps by the ``progress``
-    callback. ``vit_model`` and ``face_parser`` are folders (None: sid's own resolution).
+    callback. ``vit_model`` and ``face_parser`` are folders (None: sid's own resolution). With
+    ``parallel`` K, ``sid learn --from``'s loop (``sid.many.learn_many``) learns K copies of the photo
+    together instead, and the times are those of the batch of K.
     """
+    import sid.many as many
     import sid.train as train
+    from sid.manifest import Row
     from sid.speed import Speedups
     from sid.store import IdentityStore
 
@@ -170,11 +181,20 @@ def time_learn(
             "build_bank": "bank_s",
         }
         for name, phase in phases_of.items():
-            stack.enter_context(mock.patch.object(train, name, timed(phase, getattr(train, name))))
+            wrapped = timed(phase, getattr(train, name))
+            for module in (train, many) if hasattr(many, name) else (train,):  # many imports its own names
+                stack.enter_context(mock.patch.object(module, name, wrapped))
         reset_peak_memory(device)
         start = clock.now()
         store = IdentityStore(Path(home) / "identities")
-        result = train.learn([photo], ["bench"], cfg, store=store, force=True, progress=progress)
+        if parallel:
+            rows = [Row(i, photo, f"bench{i}") for i in range(1, parallel + 1)]
+            many.learn_many(rows, cfg, parallel, store=store, force=True, progress=progress)
+            identity = store.get("bench1")
+        else:
+            identity = train.learn(
+                [photo], ["bench"], cfg, store=store, force=True, progress=progress
+            ).identities[0]
         end = clock.now()
         peak_gb, peak_kind = peak_memory_gb(device)
     if len(stamps) != steps:
@@ -187,8 +207,8 @@ def time_learn(
     warmup_s = stamps[warmup - 1] - setup_end if warmup else 0.0  # first steps, optimizer creation included
     finish_s = end - stamps[-1]  # final vectors and the store write
     amp = train._autocast_dtype(device, dtype)
-    entries = result.identities[0].settings["bank_size"]
-    default_entries = train.default_bank_size(recipe.steps, recipe.batch_size, 1)
+    entries = identity.settings["bank_size"] * max(1, parallel)  # of all the identities learned
+    default_entries = train.default_bank_size(recipe.steps, recipe.batch_size, 1) * max(1, parallel)
     default_setup_s = setup_s + (default_entries - entries) * phases["bank_s"] / entries  # the default bank
     return {
         "method": method,
@@ -196,7 +216,7 @@ def time_learn(
         "steps_default": recipe.steps,
         "steps_run": steps,
         "batch_size": recipe.batch_size,
-        "resolution": result.identities[0].settings["resolution"],
+        "resolution": identity.settings["resolution"],
         "bank_size": entries,
         "bank_size_default": default_entries,
         "bank_ms_per_entry": phases["bank_s"] / entries * 1e3,
@@ -212,7 +232,7 @@ def time_learn(
         "warmup_s": warmup_s,
         "finish_s": finish_s,
         "total_s": end - start,
-        "final_loss": result.identities[0].final_loss,
+        "final_loss": identity.final_loss,
         "peak_mem_gb": peak_gb,
         "peak_mem_kind": peak_kind,
         "peak_mem_gb_so_far": peaks,
@@ -299,25 +319,38 @@ def bank_build_s(
     return seconds
 
 
+def time_args(
+    args: argparse.Namespace,
+    method: str,
+    folder: Path,
+    device: str,
+    speed: Speedups | None,
+    parallel: int = 0,
+) -> dict[str, Any]:
+    """``time_learn`` with this command line's settings."""
+    return time_learn(
+        folder,
+        method,
+        device,
+        args.photo,
+        args.face_models,
+        args.steps,
+        args.warmup,
+        args.dtype,
+        args.resolution,
+        args.bank_size,
+        speed,
+        *face_model_folders(args.arch),  # the paper's ViT and parser sizes (tiny ones for tiny)
+        parallel=parallel,
+    )
+
+
 def run(
     args: argparse.Namespace, method: str, speed: Speedups, folder: Path, device: str, import_s: float
 ) -> dict[str, Any]:
     log(f"learn: {method} on {args.arch} ({device}), {args.steps} steps, speed {speed.label()}")
     with LoadMeter() as load:
-        timing = time_learn(
-            folder,
-            method,
-            device,
-            args.photo,
-            args.face_models,
-            args.steps,
-            args.warmup,
-            args.dtype,
-            args.resolution,
-            args.bank_size,
-            speed,
-            *face_model_folders(args.arch),  # the paper's ViT and parser sizes (tiny ones for tiny)
-        )
+        timing = time_args(args, method, folder, device, speed)
         gc.collect()
         floor = floor_ms(
             folder,
@@ -361,6 +394,50 @@ def run(
     return result
 
 
+def run_parallel(
+    args: argparse.Namespace, ks: list[int], folder: Path, device: str, import_s: float
+) -> dict[str, Any]:
+    """Identities per hour and seconds per identity at each K (the default recipe, model load amortised:
+    a batch loads its model once), and each K's cost per identity relative to K = 1."""
+    log(f"learn --parallel {ks[0]}: a warm-up run, not recorded (the first run pays one-off initialisation)")
+    time_args(args, args.method, folder, device, None, parallel=ks[0])
+    runs = []
+    for k in ks:
+        log(f"learn --parallel {k}: {args.method} on {args.arch} ({device}), {args.steps} steps")
+        with LoadMeter() as load:
+            timing = time_args(args, args.method, folder, device, None, parallel=k)
+        per_identity = (timing["projected_default_s"] - timing["model_load_s"]) / k
+        runs.append(
+            {"parallel": k, "s_per_identity": per_identity, "identities_per_hour": 3600 / per_identity}
+        )
+        runs[-1].update(timing, other_load_cores=load.other_cores)
+        gc.collect()
+    base = runs[0]["s_per_identity"] if ks[0] == 1 else None
+    for r in runs:
+        r["cost_vs_k1"] = r["s_per_identity"] / base if base else None
+    return {
+        "benchmark": "learn-parallel",
+        "device": device_name(device),
+        "arch": args.arch,
+        "method": args.method,
+        "dtype": runs[0]["dtype"],
+        "date": today(),
+        "summary": {
+            str(r["parallel"]): {
+                k: r[k] for k in ("s_per_identity", "identities_per_hour", "cost_vs_k1", "step_ms_median")
+            }
+            | {"peak_mem_gb": r["peak_mem_gb"]}
+            for r in runs
+        },
+        **{f"{key}_at_{r['parallel']}": r[key] for r in runs for key in TARGET_KEYS},
+        "by_parallel": runs,
+        "import_s": import_s,
+        "notes": "s_per_identity = (projected_default_s - model_load_s) / K: one batch of K identities "
+        "at the recipe's steps, faces, banks (at the default size) and stores included, the model "
+        "load left out (a manifest loads it once). projected_default_s as in the learn benchmark.",
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser().parse_args(argv)
     with stdout_to_stderr():
@@ -374,6 +451,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         set_threads(args.threads)
         device = pick_device(args.device)
         folder = model_folder(args.arch)
+        if args.parallel:
+            if args.method not in METHODS:
+                raise SystemExit("--parallel times one --method")
+            ks = [int(k) for k in args.parallel.split(",")]
+            result = run_parallel(args, ks, folder, device, import_s) | {"versions": versions()}
+    if args.parallel:
+        return emit(result, args.out)
+    with stdout_to_stderr():
         methods = METHODS if args.method == "both" else (args.method,)
         runs = [run(args, m, s, folder, device, import_s) for m in methods for s in speeds]
         if len(runs) == 1:

@@ -80,6 +80,9 @@ LIMITS: dict[str, dict[str, Limit]] = {
         "checkpoint_every": Limit("--checkpoint-every", 0, 100_000, "50"),
         "face_index": Limit("--face", 1, 1000, "1 (the leftmost face)"),
     },
+    "learn --from": {  # knobs of a batch, not of each identity's run (not in LearnConfig)
+        "parallel": Limit("--parallel", 1, 64, "8"),
+    },
 }
 
 

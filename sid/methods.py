@@ -8,6 +8,7 @@ with the plain noise-prediction loss. Only the mapper is trained; everything her
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -237,6 +238,59 @@ def build_mapper(method: str, face_dim: int, priors: list[CelebPrior], identitie
         ema = RECIPES[method].ema
         return CelebBasisMapper(face_dim, basis, identities=identities, momentum=ema, token_dim=widths)
     raise BadInput(f"unknown method {method!r}", f"use one of: {', '.join(RECIPES)}")
+
+
+class StackedMappers(nn.Module):
+    """K independent mappers of one architecture as one module: parameters stacked on a leading K axis
+    and run as one vmapped call, so a step costs the same few kernels whatever K.
+
+    Identity k's slice only ever sees identity k's samples, so its gradient is the one it would get
+    alone; AdamW is elementwise, so one optimizer over the stacked tensors keeps each identity's own
+    state; ``clip_grad_norm_`` clips each identity's slice by its own norm. Mappers with running
+    buffers that training updates (Celeb Basis's moving average) are not stacked: buffers are shared
+    read-only state here.
+    """
+
+    def __init__(self, mappers: list[nn.Module]) -> None:
+        super().__init__()
+        from torch.func import stack_module_state
+
+        params, buffers = stack_module_state(mappers)
+        self.names, self.buffer_names = list(params), list(buffers)
+        self.stacked = nn.ParameterList([nn.Parameter(params[n].detach()) for n in self.names])
+        for i, name in enumerate(self.buffer_names):
+            self.register_buffer(f"buffer{i}", buffers[name])
+        self.count = len(mappers)
+        self._shape = [copy.deepcopy(mappers[0]).to("meta")]  # the architecture only (not a submodule)
+
+    def _buffers_by_name(self) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, f"buffer{i}") for i, name in enumerate(self.buffer_names)}
+
+    def forward(self, faces: torch.Tensor) -> torch.Tensor:
+        """(K, B, f) face features -> (K, B, ...) each identity's mapper output on its own faces."""
+        from torch.func import functional_call
+
+        def one(params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor):
+            return functional_call(self._shape[0], (params, buffers), (x,))
+
+        params = dict(zip(self.names, self.stacked, strict=True))
+        return torch.vmap(one)(params, self._buffers_by_name(), faces)
+
+    def state_of(self, k: int) -> dict[str, torch.Tensor]:
+        """Identity k's mapper state dict (its parameters' slices and its buffers)."""
+        state = {n: p[k].detach() for n, p in zip(self.names, self.stacked, strict=True)}
+        return state | {n: b[k] for n, b in self._buffers_by_name().items()}
+
+    @torch.no_grad()
+    def clip_grad_norm_(self, max_norm: float) -> torch.Tensor:
+        """Clip each identity's gradient to ``max_norm`` as ``torch.nn.utils.clip_grad_norm_`` would clip
+        it alone; returns the (K,) norms before clipping."""
+        grads = [p.grad for p in self.stacked if p.grad is not None]
+        norms = torch.stack([g.float().flatten(1).square().sum(1) for g in grads]).sum(0).sqrt()
+        coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+        for g in grads:
+            g.mul_(coef.view(-1, *[1] * (g.ndim - 1)).to(g.dtype))
+        return norms
 
 
 # -- losses -------------------------------------------------------------------------------------------

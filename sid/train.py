@@ -33,7 +33,7 @@ from sid.face_transformers import face_parser_source, load_face_parser, vit_face
 from sid.faces import FaceCrop, arcface_embedding, extract_face, load_face_pack
 from sid.families import family_of_pipeline
 from sid.losslog import LossLog
-from sid.methods import RECIPES, build_mapper, noise_loss, split_widths, two_phase_loss
+from sid.methods import RECIPES, StackedMappers, build_mapper, noise_loss, split_widths, two_phase_loss
 from sid.pipelines import check_dtype, fingerprint, load_pipeline, native_size, pick_device
 from sid.priors import build_prior
 from sid.prompts import VectorSlot, add_placeholder_tokens, identity_token, inject_vectors, text_encoders
@@ -151,7 +151,11 @@ def learn(
     progress: Progress | None = None,
     warn: Callable[[str], None] | None = None,
     phase: Phase | None = None,
+    model: Frozen | None = None,
+    save: bool = True,
 ) -> LearnResult:
+    """Learn ``photos`` as ``names`` and store them; ``model`` reuses a loaded one (a batch's group),
+    ``save=False`` leaves storing (and the checkpoint) to the caller (rank 0 of a multi-process batch)."""
     store = store or IdentityStore()
     check_inputs(photos, names, cfg, store, force)
     cfg = resolved(cfg)
@@ -171,7 +175,7 @@ def learn(
 
     # 2. frozen model
     phase("loading the model")
-    model = load_frozen(cfg, device)
+    model = model or load_frozen(cfg, device)
 
     # 3. prior, placeholder tokens and mapper (the only trainable part)
     phase("parsing the celebrity-name prior and building the mapper")
@@ -179,13 +183,7 @@ def learn(
     priors = [build_prior(tokenizer, encoder, cfg.method) for tokenizer, encoder in model.encoders]
     embeddings = [e.to(device) for e in embeddings]
     mapper = build_mapper(cfg.method, embeddings[0].shape[-1], priors, len(crops)).to(device)
-    token = identity_token("__learn__")  # the same placeholder in every encoder's prompt
-    placeholders = [(enc, add_placeholder_tokens(tok, enc, token, 2)) for tok, enc in model.encoders]
-    templates = torch.stack(  # (T, E, 77): each template as each encoder's tokenizer reads it
-        [tokenize_templates(model.pipe, tok, recipe.templates, token) for tok, _ in model.encoders], dim=1
-    ).to(device)
-    for _, encoder in model.encoders:
-        encoder.to(device)
+    placeholders, templates = placeholder_prompts(model, recipe.templates, device)
 
     # 4. a bank of augmented latents and latent-size masks, encoded once
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -202,7 +200,7 @@ def learn(
     )
     step_gen = torch.Generator(device).manual_seed(cfg.seed)  # per-step draws on the device: no host syncs
     first_step, log = 0, LossLog()
-    run_meta = checkpoint_meta(names, cfg, crops)
+    run_meta = checkpoint_meta(names, cfg, [c.photo_sha256 for c in crops])
     if resume and ckpt.is_file():
         first_step, log.values = load_state(ckpt, mapper, optimizer, step_gen)
     elif resume:
@@ -245,21 +243,11 @@ def learn(
             (mapper.averaged_vectors(i) if recipe.ema else mapper(e[:1])[0]).float().cpu()
             for i, e in enumerate(embeddings)
         ]  # each (2, sum d)
-    settings = {
-        **asdict(cfg),
-        "steps": steps,
-        "batch_size": batch,
-        "lr": lr,
-        "resolution": model.resolution,
-        "bank_size": bank_size,
-        "prior": priors[0].describe(),  # SDXL's two tokenizers share the CLIP vocabulary: same names
-        "prediction_type": model.prediction_type,
-        "noise_schedule": describe_schedule(model.noise_scheduler, model.pipe.scheduler),
-    }
+    settings = run_settings(cfg, model, steps, batch, lr, bank_size, priors[0])
     identities = make_identities(names, final, crops, cfg, model, settings, log.values)
-    store.save_all(identities, overwrite=force)  # a joint group is stored whole or not at all
-    for path, _ in same_names(ckpt, run_meta):  # this run's, and earlier runs' that can never resume now
-        path.unlink(missing_ok=True)
+    if save:
+        store.save_all(identities, overwrite=force)  # a joint group is stored whole or not at all
+        drop_checkpoints(ckpt, run_meta)
     return LearnResult(identities, log.values, time.perf_counter() - start_time, first_step)
 
 
@@ -427,9 +415,29 @@ def update(
     scaler.scale(loss).backward()
     if grad_clip:
         scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(mapper.parameters(), grad_clip)
+        if isinstance(mapper, StackedMappers):  # each identity's own norm, as if learned alone
+            mapper.clip_grad_norm_(grad_clip)
+        else:
+            torch.nn.utils.clip_grad_norm_(mapper.parameters(), grad_clip)
     scaler.step(optimizer)
     scaler.update()
+
+
+def run_settings(
+    cfg: LearnConfig, model: Frozen, steps: int, batch: int, lr: float, bank_size: int, prior: Any
+) -> dict[str, Any]:
+    """Every setting an identity's metadata records: the knobs, made concrete, and the model's noise."""
+    return {
+        **asdict(cfg),
+        "steps": steps,
+        "batch_size": batch,
+        "lr": lr,
+        "resolution": model.resolution,
+        "bank_size": bank_size,
+        "prior": prior.describe(),  # SDXL's two tokenizers share the CLIP vocabulary: the first's names
+        "prediction_type": model.prediction_type,
+        "noise_schedule": describe_schedule(model.noise_scheduler, model.pipe.scheduler),
+    }
 
 
 def make_identities(
@@ -524,6 +532,21 @@ def face_embeddings(crop: FaceCrop, cfg: LearnConfig, device: str = "cpu") -> to
     return torch.from_numpy(np.stack(pair).astype(np.float32))
 
 
+def placeholder_prompts(
+    model: Frozen, templates: tuple[str, ...], device: str
+) -> tuple[list[tuple[Any, list[int]]], torch.Tensor]:
+    """The training placeholder's ids in each encoder (for ``inject_vectors``) and the (T, E, 77) ids of
+    every template as each encoder's tokenizer reads it; the encoders are moved to ``device``."""
+    token = identity_token("__learn__")  # the same placeholder in every encoder's prompt
+    placeholders = [(enc, add_placeholder_tokens(tok, enc, token, 2)) for tok, enc in model.encoders]
+    ids = torch.stack(
+        [tokenize_templates(model.pipe, tok, templates, token) for tok, _ in model.encoders], dim=1
+    )
+    for _, encoder in model.encoders:
+        encoder.to(device)
+    return placeholders, ids.to(device)
+
+
 def tokenize_templates(pipe: Any, tokenizer: Any, templates: tuple[str, ...], token: str) -> torch.Tensor:
     """(T, 77) ids of every prompt template with the identity token where the name goes."""
     texts = [pipe.maybe_convert_prompt(t.format(token), tokenizer) for t in templates]
@@ -611,13 +634,13 @@ def checkpoint_path(store: IdentityStore, key: str) -> Path:
     return store.root.parent / "partial" / f"learn-{key}.safetensors"
 
 
-def checkpoint_meta(names: list[str], cfg: LearnConfig, crops: list[FaceCrop]) -> dict[str, str]:
+def checkpoint_meta(names: list[str], cfg: LearnConfig, photo_sha256s: list[str]) -> dict[str, str]:
     """What a learn checkpoint records about its run, to tell a changed --resume what changed."""
     return {
         "format": "sid-learn",
         "names": json.dumps(sorted(n.lower() for n in names)),
         "config": json.dumps(asdict(cfg), sort_keys=True, default=str),
-        "photos": json.dumps([c.photo_sha256 for c in crops]),
+        "photos": json.dumps(photo_sha256s),
     }
 
 
@@ -625,6 +648,12 @@ def same_names(ckpt: Path, meta: dict[str, str]) -> list[tuple[Path, dict[str, s
     """Learn checkpoints beside ``ckpt`` (itself included) for the same identity names."""
     found = find_checkpoints(ckpt.parent, "learn-*.safetensors")
     return [(p, m) for p, m in found if p == ckpt or m.get("names") == meta["names"]]
+
+
+def drop_checkpoints(ckpt: Path, meta: dict[str, str]) -> None:
+    """Once its identities are stored: this run's checkpoint, and earlier runs' that can never resume."""
+    for path, _ in same_names(ckpt, meta):
+        path.unlink(missing_ok=True)
 
 
 def drop_stale_checkpoints(ckpt: Path, meta: dict[str, str], warn: Callable[[str], None] | None) -> None:

@@ -63,6 +63,7 @@ POSITIVE = {
     "3d": ("iter_ms_median", "projected_default_s", "total_s", "peak_mem_gb"),
     "faces": ("vit_ms_median", "parser_ms_median", "vit_first_s", "parser_first_s"),
     "bank": ("augment_ms_per_entry", "encode_ms_per_entry", "entry_ms"),
+    "learn-parallel": ("s_per_identity", "identities_per_hour", "step_ms_median", "projected_default_s"),
 }
 
 
@@ -140,6 +141,24 @@ def test_learn_both_methods(facepack, face_photos, tmp_path, capsys):
         assert run["steps_run"] == 3 and run["bank_size"] == 4
         assert run["bank_size_default"] == {"stableidentity": 451, "celebbasis": 800}[run["method"]]
         check_numbers(run, "learn")
+
+
+def test_learn_parallel(facepack, face_photos, capsys):
+    """`--parallel 1,2`: `sid learn --from`'s loop at each K, seconds per identity and its cost vs K = 1."""
+    from benchmarks import learn
+
+    photo = ("--photo", str(face_photos / "obama_1.jpg"), "--face-models", str(facepack))
+    args = [*TINY, "--parallel", "1,2", "--steps", "3", "--warmup", "1", "--bank-size", "4", *photo]
+    result = learn.main(args)
+    assert json.loads(capsys.readouterr().out)["benchmark"] == "learn-parallel"
+    assert [r["parallel"] for r in result["by_parallel"]] == [1, 2]
+    for run in result["by_parallel"]:
+        k = run["parallel"]
+        assert run["steps_run"] == 3 and run["bank_size"] == 4 * k  # every identity's own bank
+        assert run["identities_per_hour"] == pytest.approx(3600 / run["s_per_identity"])
+        assert result[f"s_per_identity_at_{k}"] == run["s_per_identity"] > 0
+        assert run["cost_vs_k1"] == pytest.approx(run["s_per_identity"] / result["s_per_identity_at_1"])
+        check_numbers(run, "learn-parallel")
 
 
 def test_naive(facepack, face_photos, capsys):

@@ -1,13 +1,13 @@
-"""``sid learn``: one photo in, one stored identity out."""
+"""``sid learn``: one photo in, one stored identity out; or a whole manifest of people (``--from``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from sid.cli import app, err, loss_bar, out, print_json, warn
+from sid.cli import app, err, loss_bar, out, print_columns, print_json, warn
 from sid.errors import Interrupted
 
 if TYPE_CHECKING:
@@ -17,9 +17,21 @@ if TYPE_CHECKING:
 @app.command("learn")
 def learn(
     photos: list[Path] = typer.Argument(
-        ..., help="Photo(s) of the person; several only with --method celebbasis."
+        None, help="Photo(s) of the person; several only with --method celebbasis."
     ),
-    name: list[str] = typer.Option(..., "--name", "-n", help="Identity name (one per photo)."),
+    name: list[str] = typer.Option(None, "--name", "-n", help="Identity name (one per photo)."),
+    manifest: Path = typer.Option(
+        None,
+        "--from",
+        help="Learn many people: a CSV (columns photo,name; optional face, method) or a folder of photos "
+        "(each named by its file stem).",
+    ),
+    parallel: int = typer.Option(
+        None,
+        "--parallel",
+        help="With --from: identities learned together per step (default: what fits the GPU, up to 8; "
+        "1 on CPU).",
+    ),
     method: str = typer.Option("stableidentity", "--method", help="stableidentity | celebbasis."),
     model: str = typer.Option(
         None,
@@ -83,7 +95,7 @@ def learn(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     json_: bool = typer.Option(False, "--json", help="Print the stored identity's metadata as JSON."),
 ) -> None:
-    """Learn an identity from one photo and store it.
+    """Learn an identity from one photo and store it; or many, one per row of --from people.csv or DIR.
 
     [bold]Examples[/bold]
 
@@ -97,7 +109,12 @@ def learn(
 
       sid learn alice.jpg --name alice --vit-model ./vit-face --face-parser ./face-parsing
 
-    Ctrl-C leaves the store untouched; run the same command with --resume to continue.
+      sid learn --from people.csv
+
+      torchrun --nproc-per-node 4 -m sid learn --from people.csv
+
+    Ctrl-C leaves the store untouched (with --from, identities finished so far are stored); run the same
+    command with --resume to continue.
     """
     from sid.train import LearnConfig
 
@@ -120,6 +137,8 @@ def learn(
         face_models=face_models,
         checkpoint_every=checkpoint_every,
     )
+    if manifest is not None or not photos or not name:
+        return _learn_batch(manifest, photos or name, parallel, cfg, force, resume, quiet, json_)
     try:
         result = _run_with_progress(photos, name, cfg, force, resume, quiet or json_)
     except KeyboardInterrupt:
@@ -151,9 +170,6 @@ def _run_with_progress(
     """
     from sid.train import learn as run
 
-    def phase(text: str) -> None:
-        err.print(f"[dim]…[/dim] {text}", highlight=False)
-
     with loss_bar("learning", quiet) as progress:
         return run(
             photos,
@@ -163,5 +179,73 @@ def _run_with_progress(
             resume=resume,
             progress=progress,
             warn=warn,
-            phase=None if quiet else phase,
+            phase=None if quiet else _phase,
         )
+
+
+def _learn_batch(
+    manifest: Path | None,
+    clash: list | None,
+    parallel: int | None,
+    cfg: LearnConfig,
+    force: bool,
+    resume: bool,
+    quiet: bool,
+    json_: bool,
+) -> None:
+    """``--from``: every row learned or failed with its reason, then one summary (rank 0 only)."""
+    from sid.errors import BadInput
+    from sid.manifest import read_rows
+    from sid.ranks import world
+
+    if manifest is None:
+        raise BadInput(
+            "no --name given" if clash else "nothing to learn",
+            "give a photo and --name, or --from people.csv",
+        )
+    if clash:
+        raise BadInput("--from takes the photos and names from its rows", "drop the photos and --name")
+    from sid.many import learn_many
+
+    main = world().main
+    with loss_bar("learning", quiet or json_ or not main) as progress:
+        try:
+            outcomes = learn_many(
+                read_rows(manifest),
+                cfg,
+                parallel,
+                force=force,
+                resume=resume,
+                progress=progress,
+                warn=warn,
+                phase=None if quiet or json_ or not main else _phase,
+            )
+        except KeyboardInterrupt:
+            raise Interrupted(
+                "interrupted; the identities finished so far are stored",
+                "run the same command with --resume to learn the rest",
+            ) from None
+    if not main:
+        return
+    if json_:
+        print_json([o.as_dict() for o in outcomes])
+    else:
+        rows = [
+            [str(o.line), o.name, o.status, f"{o.seconds:.1f}" if o.seconds else "", _detail(o)]
+            for o in outcomes
+        ]
+        print_columns(["line", "name", "outcome", "s/identity", "detail"], rows)
+    failed = sum(o.status == "failed" for o in outcomes)
+    if failed:
+        raise BadInput(
+            f"{failed} of {len(outcomes)} rows failed",
+            "fix those rows and run the same command with --resume: stored identities are skipped",
+        )
+
+
+def _detail(o: Any) -> str:
+    return o.reason or (f"loss {o.final_loss:.4f}" if o.final_loss is not None else "")
+
+
+def _phase(text: str) -> None:
+    err.print(f"[dim]…[/dim] {text}", highlight=False)

@@ -1,0 +1,107 @@
+"""A batch of people to learn: rows read from a CSV manifest or a folder of photos, and their outcomes.
+
+``sid learn --from people.csv`` (columns ``photo,name``, optional ``face`` and ``method``) or
+``--from DIR`` (every image, named by its file stem). Reading never fails on one bad row: a row that
+cannot be understood carries its reason and fails alone later, with the rest of the batch learned.
+No heavy imports: the CLI reads and reports manifests before any model loads.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from sid.errors import BadInput
+
+COLUMNS = ("photo", "name")  # required
+OPTIONAL = ("face", "method")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One person of a batch; ``error`` is why the row itself is unusable (it then fails alone)."""
+
+    line: int  # the CSV line (the header is line 1) or the photo's 1-based position in the folder
+    photo: Path
+    name: str
+    face: int | None = None  # which face of a group photo (1-based); None: the largest
+    method: str | None = None  # None: the command's --method
+    error: str = ""
+
+
+@dataclass
+class Outcome:
+    """What became of one row: learned, skipped (already learned, with --resume) or failed (and why)."""
+
+    line: int
+    name: str
+    photo: str
+    status: str
+    reason: str = ""
+    seconds: float = 0.0  # this identity's share of its batch's wall time
+    final_loss: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def read_rows(source: Path) -> list[Row]:
+    """The rows of a CSV manifest or a folder; a missing, empty or column-less source is an error."""
+    if source.is_dir():
+        rows = folder_rows(source)
+    elif source.is_file():
+        rows = csv_rows(source)
+    else:
+        raise BadInput(f"manifest {source} not found", "give a CSV file (columns photo,name) or a folder")
+    if not rows:
+        raise BadInput(f"{source} lists no photos", "add rows (photo,name) or images to it")
+    return rows
+
+
+def folder_rows(folder: Path) -> list[Row]:
+    """Every image directly in ``folder`` (sorted), named by its file stem."""
+    photos = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    return [Row(line=i, photo=p, name=p.stem) for i, p in enumerate(photos, start=1)]
+
+
+def csv_rows(path: Path) -> list[Row]:
+    """Rows of a CSV with a header naming at least ``photo`` and ``name``; photo paths are relative to it."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise BadInput(f"{path} is not a UTF-8 text file", "save the manifest as UTF-8 CSV") from None
+    reader = csv.DictReader(text.splitlines())
+    header = [c.strip().lower() for c in reader.fieldnames or []]
+    missing = [c for c in COLUMNS if c not in header]
+    if missing:
+        raise BadInput(
+            f"{path} has no {' or '.join(missing)} column",
+            f"start it with the header line: {','.join(COLUMNS)} (optional: {', '.join(OPTIONAL)})",
+        )
+    reader.fieldnames = header
+    rows = []
+    for line, record in enumerate(reader, start=2):
+        cells = {k: (v or "").strip() for k, v in record.items() if k in COLUMNS + OPTIONAL}
+        if not any(cells.values()):
+            continue  # a blank line
+        rows.append(_row(line, cells, path.parent))
+    return rows
+
+
+def _row(line: int, cells: dict[str, str], base: Path) -> Row:
+    photo = Path(cells.get("photo", "")).expanduser()
+    photo = photo if photo.is_absolute() else base / photo
+    face, error = None, ""
+    if not cells.get("photo"):
+        error = "no photo given"
+    elif not cells.get("name"):
+        error = "no name given"
+    elif cells.get("face"):
+        try:
+            face = int(cells["face"])
+        except ValueError:
+            error = f"face must be a whole number (1 = leftmost), not {cells['face']!r}"
+    return Row(line, photo, cells.get("name", ""), face, cells.get("method") or None, error)

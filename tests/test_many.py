@@ -1,0 +1,231 @@
+"""`sid learn --from`: manifests, K identities per step, robust batches, resume and two processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from sid.cli import app
+from sid.store import IdentityStore
+from tests.helpers import one_error
+
+runner = CliRunner()
+
+
+def learn(*args: str):
+    return runner.invoke(app, ["learn", *args])
+
+
+def write_csv(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(["photo,name,face,method", *lines]) + "\n")
+    return path
+
+
+def vectors(name: str) -> np.ndarray:
+    return IdentityStore().get(name).vectors["te32"]
+
+
+def test_csv_manifest_fails_bad_rows_alone(face_photos: Path, learn_args: list[str], tmp_path: Path) -> None:
+    from PIL import Image
+    from skimage import data
+
+    Image.fromarray(data.chelsea()).save(tmp_path / "cat.png")
+    shutil.copy(face_photos / "biden_2.jpg", tmp_path / "biden.jpg")  # relative to the CSV
+    manifest = write_csv(
+        tmp_path / "people.csv",
+        [
+            f"{face_photos / 'obama_1.jpg'},obama,,",
+            "biden.jpg,biden,1,",
+            "cat.png,kitty,,",
+            f"{face_photos / 'obama_2.jpg'},../x,,",
+            "missing.jpg,ghost,,",
+            f"{face_photos / 'obama_3.jpg'},Obama,,",
+            f"{face_photos / 'obama_4.jpg'},ann,two,",
+            f"{face_photos / 'obama_4.jpg'},bea,,dreambooth",
+            f"{face_photos / 'obama_4.jpg'},cyd,,celebbasis",
+        ],
+    )
+    result = learn("--from", str(manifest), "--steps", "2", "--parallel", "2", "--json", *learn_args)
+    assert result.exit_code == 1, result.output
+    rows = {o["name"]: o for o in json.loads(result.stdout)}
+    assert [o["line"] for o in rows.values()] == list(range(2, 11))  # every row, in manifest order
+    assert {n for n, o in rows.items() if o["status"] == "learned"} == {"obama", "biden", "cyd"}
+    reasons = {n: o["reason"] for n, o in rows.items() if o["status"] == "failed"}
+    assert "no face found" in reasons["kitty"]
+    assert "invalid identity name" in reasons["../x"]
+    assert "not found" in reasons["ghost"]
+    assert "also on line 2" in reasons["Obama"]
+    assert "whole number" in reasons["ann"]
+    assert "unknown method" in reasons["bea"]
+    assert "6 of 9 rows failed" in result.stderr
+    assert IdentityStore().names() == ["biden", "cyd", "obama"]
+    assert IdentityStore().get("cyd").method == "celebbasis"  # the row's own method, learned alone
+    info = IdentityStore().info("biden")
+    assert info["settings"]["face_index"] == 1 and info["settings"]["steps"] == 2
+    # the same manifest again: the stored rows now fail as taken, the store is untouched
+    before = vectors("obama").copy()
+    again = learn("--from", str(manifest), "--steps", "2", "--json", *learn_args)
+    again_rows = {o["name"]: o for o in json.loads(again.stdout)}
+    assert again.exit_code == 1 and "already exists" in again_rows["obama"]["reason"]
+    np.testing.assert_array_equal(vectors("obama"), before)
+
+
+def test_folder_manifest_names_by_stem(face_photos: Path, learn_args: list[str], tmp_path: Path) -> None:
+    folder = tmp_path / "people"
+    folder.mkdir()
+    shutil.copy(face_photos / "obama_1.jpg", folder / "barack.jpg")
+    shutil.copy(face_photos / "biden_2.jpg", folder / "joe.JPG")
+    (folder / "notes.txt").write_text("not a photo")
+    result = learn("--from", str(folder), "--steps", "2", *learn_args)
+    assert result.exit_code == 0, result.output
+    table = result.stdout.splitlines()
+    assert table[0].split()[:3] == ["line", "name", "outcome"] and len(table) == 3
+    assert all(" learned " in line for line in table[1:])
+    assert IdentityStore().names() == ["barack", "joe"]
+
+
+def test_bad_manifests_and_flags_are_refused(
+    learn_args: list[str], tmp_path: Path, face_photos: Path
+) -> None:
+    photo = str(face_photos / "obama_1.jpg")
+    (tmp_path / "cols.csv").write_text("file,person\na.jpg,ann\n")
+    (tmp_path / "empty").mkdir()
+    cases = {
+        "has no photo or name column": ["--from", str(tmp_path / "cols.csv")],
+        "lists no photos": ["--from", str(tmp_path / "empty")],
+        "manifest": ["--from", str(tmp_path / "nope.csv")],
+        "takes the photos and names from its rows": [photo, "--from", str(tmp_path / "cols.csv")],
+        "no --name given": [photo],
+        "--parallel must be between 1 and 64": ["--from", str(tmp_path / "cols.csv"), "--parallel", "0"],
+    }
+    (tmp_path / "cols.csv").write_text("file,person\na.jpg,ann\n")
+    for needle, args in cases.items():
+        if needle.startswith("--parallel"):  # a readable manifest, so the flag is what fails
+            args[1] = str(write_csv(tmp_path / "ok.csv", [f"{photo},ann,,"]))
+        one_error(learn(*args, "--quiet", *learn_args), needle)
+    assert IdentityStore().names() == []
+
+
+@pytest.mark.parametrize("model", ["tiny_model", "tiny_sdxl_model"])
+def test_parallel_learning_equals_learning_each_alone(
+    face_photos: Path, learn_args: list[str], tmp_path: Path, model: str, request
+) -> None:
+    """Two identities in one batch of 2 get the vectors each gets alone with the same seed (fp32 CPU),
+    on one text encoder and on SDXL's two."""
+    photos = {"ann": face_photos / "obama_1.jpg", "bob": face_photos / "biden_2.jpg"}
+    manifest = write_csv(tmp_path / "two.csv", [f"{p},{n},," for n, p in photos.items()])
+    folder = str(request.getfixturevalue(model))
+    knobs = ["--steps", "5", "--seed", "3", "--lr", "1e-3", *learn_args, "--model", folder]
+    if model == "tiny_sdxl_model":
+        knobs += ["--resolution", "64"]
+    batched = learn("--from", str(manifest), "--parallel", "2", *knobs)
+    assert batched.exit_code == 0, batched.output
+    assert "(2 per step)" in batched.stderr  # both identities shared each step
+    store = IdentityStore()
+    for name, photo in photos.items():
+        alone = learn(str(photo), "--name", f"{name}_alone", "--quiet", *knobs)
+        assert alone.exit_code == 0, alone.output
+        a, b = store.get(name).vectors, store.get(f"{name}_alone").vectors
+        assert list(a) == list(b) and len(a) == (2 if model == "tiny_sdxl_model" else 1)  # a slot per encoder
+        for slot in a:
+            np.testing.assert_allclose(a[slot], b[slot], rtol=1e-4, atol=1e-5)
+    ann, bob = (next(iter(store.get(n).vectors.values())) for n in ("ann", "bob"))
+    assert not np.allclose(ann, bob, atol=1e-3)  # yet each its own identity
+    assert store.get("ann").settings == store.get("ann_alone").settings
+
+
+def test_stacked_mappers_clip_each_identity_as_alone() -> None:
+    import torch
+
+    from sid.methods import StableIdentityMapper, StackedMappers
+
+    torch.manual_seed(0)
+    mean, std = torch.randn(2, 8), torch.rand(2, 8) + 0.5
+    mappers = [StableIdentityMapper(6, 8, mean, std) for _ in range(3)]
+    stacked = StackedMappers(mappers)
+    faces = torch.randn(3, 2, 6)
+    scales = (1.0, 1e-4, 30.0)  # big, small and in-between gradients: clipped, untouched, clipped
+    out = stacked(faces)
+    sum(s * o.square().sum() for s, o in zip(scales, out, strict=True)).backward()
+    stacked.clip_grad_norm_(0.5)
+    for k, (mapper, scale) in enumerate(zip(mappers, scales, strict=True)):
+        torch.testing.assert_close(out[k], mapper(faces[k]))
+        (scale * mapper(faces[k]).square().sum()).backward()
+        torch.nn.utils.clip_grad_norm_(mapper.parameters(), 0.5)
+        for p, q in zip(mapper.parameters(), stacked.stacked, strict=True):
+            torch.testing.assert_close(q.grad[k], p.grad)
+
+
+def test_interrupted_batch_keeps_finished_identities_and_resumes(
+    face_photos: Path,
+    tiny_model: Path,
+    facepack: Path,
+    tiny_vit: Path,
+    tiny_parser: Path,
+    isolated_home: Path,
+) -> None:
+    from sid.manifest import Row
+    from sid.many import learn_many
+    from sid.train import LearnConfig
+    from sid.train import learn as learn_one
+
+    cfg = LearnConfig(
+        model=str(tiny_model),
+        device="cpu",
+        face_models=str(facepack),
+        vit_model=str(tiny_vit),
+        face_parser=str(tiny_parser),
+        steps=4,
+        lr=1e-3,
+        checkpoint_every=2,
+        log_every=1,
+    )
+    names = {"ann": "obama_1.jpg", "bob": "biden_2.jpg", "cyd": "obama_2.jpg"}
+    rows = [Row(i, face_photos / f, n) for i, (n, f) in enumerate(names.items(), start=2)]
+
+    def stop_in_second_chunk(done: int, total: int, loss: float) -> None:
+        if done > 2 * 4 + 2:  # the first chunk (2 x 4 steps) stored, cyd checkpointed at step 2
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        learn_many(rows, cfg, parallel=2, progress=stop_in_second_chunk)
+    assert IdentityStore().names() == ["ann", "bob"]
+    (ckpt,) = (isolated_home / "partial").glob("*.safetensors")
+    outcomes = learn_many(rows, cfg, parallel=2, resume=True)
+    assert [(o.name, o.status) for o in outcomes] == [
+        ("ann", "skipped"),
+        ("bob", "skipped"),
+        ("cyd", "learned"),
+    ]
+    assert not ckpt.exists() and IdentityStore().names() == ["ann", "bob", "cyd"]
+    # the resumed identity is the one an uninterrupted run learns
+    learn_one([face_photos / names["cyd"]], ["cyd_whole"], cfg)
+    np.testing.assert_allclose(vectors("cyd"), vectors("cyd_whole"), rtol=1e-4, atol=1e-5)
+
+
+def test_two_processes_learn_a_manifest_once(
+    face_photos: Path, learn_args: list[str], tmp_path: Path
+) -> None:
+    """torchrun --nproc-per-node 2 (gloo on CPU): each rank learns its share, rank 0 stores every one."""
+    names = {"ann": "obama_1.jpg", "bob": "biden_2.jpg", "cyd": "obama_2.jpg"}
+    rows = [f"{face_photos / f},{n},," for n, f in names.items()] + [f"{face_photos / 'obama_3.jpg'},a,,"]
+    manifest = write_csv(tmp_path / "people.csv", rows)
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    args += ["-m", "sid", "learn", "--from", str(manifest), "--steps", "2", *learn_args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0  # the bad row ("a" is a common prompt word) fails alone
+    table = done.stdout.splitlines()
+    assert [line.split()[0] for line in table] == ["line", "2", "3", "4", "5"], done.stdout  # one summary
+    assert sum(" learned " in line for line in table) == 3
+    assert "common prompt word" in done.stdout and done.stderr.count("1 of 4 rows failed") == 1
+    assert IdentityStore().names() == ["ann", "bob", "cyd"]
+    assert len({IdentityStore().get(n).photo_sha256 for n in names}) == 3  # each from its own photo
