@@ -178,22 +178,22 @@ def tiny_sd_pipeline(text_width: int = 32, seed: int = 0, prediction_type: str =
     )
 
 
-def tiny_sdxl_pipeline(seed: int = 0) -> Any:
-    """A StableDiffusionXLPipeline with two tiny text encoders (32 and 64 dims)."""
+def tiny_sdxl_pipeline(seed: int = 0, widths: tuple[int, int] = (32, 64)) -> Any:
+    """A StableDiffusionXLPipeline with two tiny text encoders (32 and 64 dims unless ``widths`` says)."""
     from diffusers import StableDiffusionXLPipeline
 
     unet = tiny_unet(
-        96,
+        sum(widths),
         seed,
         addition_embed_type="text_time",
         addition_time_embed_dim=8,
-        projection_class_embeddings_input_dim=64 + 6 * 8,
+        projection_class_embeddings_input_dim=widths[1] + 6 * 8,
     )
     return StableDiffusionXLPipeline(
         unet=unet,
         vae=tiny_vae(seed),
-        text_encoder=tiny_text_encoder(32, seed),
-        text_encoder_2=tiny_text_encoder(64, seed + 1, with_projection=True),
+        text_encoder=tiny_text_encoder(widths[0], seed),
+        text_encoder_2=tiny_text_encoder(widths[1], seed + 1, with_projection=True),
         tokenizer=clip_tokenizer(),
         tokenizer_2=clip_tokenizer(),
         scheduler=tiny_scheduler(),

@@ -30,7 +30,8 @@ def test_lookup_by_widths_tells_encoder_positions_apart() -> None:
     assert family_by_widths((768,)) is SD1 and family_by_widths((1024,)) is SD2
     assert family_by_widths((768, 1280)) is SDXL
     assert family_by_widths((1280, 768)) not in FAMILIES  # encoder order matters
-    assert family_by_widths((768, 768)).slots == ("te768", "te768")  # one slot per position, no clash
+    assert family_by_widths((768, 768)).slots == ("te768", "te768_2")  # one slot per position, no clash
+    assert family_of_identity({"te768_2": 768, "te768": 768}).slots == ("te768", "te768_2")
     assert [slot_for_width(w) for w in (768, 1024, 1280, 32)] == ["clip_l", "clip_h", "te1280", "te32"]
     unknown = family_by_widths((32,))
     assert unknown.slots == ("te32",) and unknown.label == "32-d text encoder"
