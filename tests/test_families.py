@@ -68,7 +68,12 @@ def test_sdxl_identity_is_refused_on_an_sd1_model() -> None:
     with pytest.raises(IncompatibleIdentity, match=r"learned for SD 1\.x .*text encoders are SDXL"):
         check_compatible(sd1, SDXL.widths)
     got = check_compatible(xl, SDXL.widths)  # vectors in encoder order
-    assert [v.shape[-1] for v in got] == [768, 1280]
+    assert [(slot, v.shape[-1]) for slot, v in got.items()] == [("clip_l", 768), ("clip_g", 1280)]
+    # an unknown family read back from a file (keys sorted: te1024 first) fits its 768 + 1024 model
+    stored = identity("odd", {"te1024": 1024, "te768": 768})
+    assert list(check_compatible(stored, (768, 1024))) == ["te768", "te1024"]
+    with pytest.raises(IncompatibleIdentity, match="learned for 1024-d"):
+        check_compatible(stored, (1024, 1024))
 
 
 def test_two_encoder_identity_refused_by_a_real_one_encoder_model(tiny_model: Path, tmp_path: Path) -> None:
