@@ -79,6 +79,29 @@ def test_sdxl_step_gives_gradients_to_the_mapper_only(sdxl_config) -> None:
     assert vectors.grad[..., :32].abs().sum() > 0 and vectors.grad[..., 32:].abs().sum() > 0  # both encoders
 
 
+def test_sdxl_loss_uses_the_vae_configs_scaling_factor(sdxl_config) -> None:
+    """The two-phase loss's x0 branch compares unscaled latents: on SDXL with 0.13025, not SD's 0.18215."""
+    import dataclasses
+
+    import torch
+
+    from sid.methods import two_phase_loss
+    from sid.testing import SDXL_VAE_SCALING_FACTOR
+    from sid.train import Bank, load_frozen
+
+    model = load_frozen(sdxl_config(), "cpu")
+    assert model.vae.config.scaling_factor == SDXL_VAE_SCALING_FACTOR
+    gen = torch.Generator().manual_seed(0)
+    bank = Bank(torch.randn(1, 4, 8, 8, generator=gen), torch.ones(1, 1, 8, 8), None, torch.zeros(1))
+    sample = model.noised(bank.sample(1, 0), torch.randn(1, 16), torch.zeros(1, 2, 77, dtype=torch.long), gen)
+    sample = dataclasses.replace(sample, t=torch.tensor([100]))  # t <= 600: the x0 branch
+    pred = torch.randn(1, 4, 8, 8, generator=gen)
+    args = (pred, sample.noise, sample.z_t, sample.z0, sample.t, model.alphas_cumprod, sample.mask)
+    loss = model.loss(pred, sample, "stableidentity")
+    torch.testing.assert_close(loss, two_phase_loss(*args, vae_scaling_factor=SDXL_VAE_SCALING_FACTOR))
+    assert not torch.allclose(loss, two_phase_loss(*args))  # SD's default factor gives another loss
+
+
 def test_sdxl_identity_renders_and_its_diffusers_export_loads_into_both_encoders(
     face_photos: Path, tiny_sdxl_model: Path, facepack: Path, tmp_path: Path
 ) -> None:
