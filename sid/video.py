@@ -306,7 +306,7 @@ def plan_video(
             adapter_family = family_of_video(backend)
             raise BadInput(
                 f"motion adapter {spec.label} is made for {adapter_family.name} base models, "
-                f"and --model {base} is {family.name}",
+                f"and the base model {base} is {family.name}",
                 f"pass --video-model {DEFAULT_VIDEO[motion]} (or a {adapter_family.name} --model)",
             )
         backend = motion  # an adapter without a preset: the base model's family tells which

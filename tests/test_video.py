@@ -303,6 +303,22 @@ def test_sd15_adapter_preset_on_an_sdxl_base_is_refused_before_loading(tmp_path:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_sdxl_adapter_preset_on_the_identitys_sd15_base_names_that_base(tmp_path: Path) -> None:
+    """No --model given: the refusal names the base the identity brought, not a --model never passed."""
+    IdentityStore().save(
+        Identity(
+            name="alice",
+            vectors={"clip_l": np.zeros((2, 768), np.float32)},
+            method="stableidentity",
+            base_model="sd15",
+        )
+    )
+    result = invoke("video", "alice dancing", "--video-model", "animatediff-sdxl", "-o", tmp_path)
+    assert result.exit_code == 1
+    assert "animatediff-sdxl is made for SDXL base models, and the base model sd15 is SD 1.x" in result.output
+    assert "--model sd15" not in result.output and list(tmp_path.iterdir()) == []
+
+
 def test_sdxl_clip_on_a_folder_base_records_the_sdxl_backend_and_its_guidance(
     tiny_adapter: Path, tiny_sdxl_model: Path, tmp_path: Path
 ) -> None:
