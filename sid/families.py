@@ -131,5 +131,6 @@ def pipeline_widths(pipe: Any) -> tuple[int, ...]:
 
 def _unknown(widths: tuple[int, ...], slots: tuple[str, ...]) -> Family:
     many = len(widths) > 1
-    label = " + ".join(f"{w}-d" for w in widths) + (" text encoders" if many else " text encoder")
+    encoders = " + ".join(f"{w}-d" for w in widths) + (" text encoders" if many else " text encoder")
+    label = f"a model with {encoders}" if many else f"a model with a {encoders}"
     return Family("+".join(f"te{w}" for w in widths), label, label, widths, slots)

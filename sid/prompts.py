@@ -115,10 +115,8 @@ def check_compatible(identity: Identity, widths: tuple[int, ...]) -> dict[str, A
     elif dict(zip(model.slots, model.widths, strict=True)) == identity.widths:
         slots = model.slots
     else:
-        encoders = "text encoders are" if len(model.widths) > 1 else "text encoder is"
         raise IncompatibleIdentity(
-            f"identity {identity.name!r} was learned for {learned.label}; "
-            f"this model's {encoders} {model.label}",
+            f"identity {identity.name!r} was learned for {learned.label}, not for {model.label}",
             f"use a model of the identity's family (base: {identity.base_model or 'unknown'}) or re-learn it",
         )
     return {slot: identity.vectors[slot] for slot in slots}

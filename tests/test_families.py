@@ -34,7 +34,7 @@ def test_lookup_by_widths_tells_encoder_positions_apart() -> None:
     assert family_of_identity({"te768_2": 768, "te768": 768}).slots == ("te768", "te768_2")
     assert [slot_for_width(w) for w in (768, 1024, 1280, 32)] == ["clip_l", "clip_h", "te1280", "te32"]
     unknown = family_by_widths((32,))
-    assert unknown.slots == ("te32",) and unknown.label == "32-d text encoder"
+    assert unknown.slots == ("te32",) and unknown.label == "a model with a 32-d text encoder"
     assert family_by_widths((32, 64)).slots == ("te32", "te64")  # the tiny SDXL's
 
 
@@ -62,17 +62,17 @@ def test_lookup_by_pipeline_and_ls_column(tiny_model: Path) -> None:
 
 def test_sdxl_identity_is_refused_on_an_sd1_model() -> None:
     xl = identity("xl", {"clip_l": 768, "clip_g": 1280})
-    with pytest.raises(IncompatibleIdentity, match=r"for SDXL .*this model's text encoder is SD 1\.x"):
+    with pytest.raises(IncompatibleIdentity, match=r"for SDXL .*, not for SD 1\.x"):
         check_compatible(xl, SD1.widths)
     sd1 = identity("one", {"clip_l": 768})
-    with pytest.raises(IncompatibleIdentity, match=r"learned for SD 1\.x .*text encoders are SDXL"):
+    with pytest.raises(IncompatibleIdentity, match=r"learned for SD 1\.x .*, not for SDXL"):
         check_compatible(sd1, SDXL.widths)
     got = check_compatible(xl, SDXL.widths)  # vectors in encoder order
     assert [(slot, v.shape[-1]) for slot, v in got.items()] == [("clip_l", 768), ("clip_g", 1280)]
     # an unknown family read back from a file (keys sorted: te1024 first) fits its 768 + 1024 model
     stored = identity("odd", {"te1024": 1024, "te768": 768})
     assert list(check_compatible(stored, (768, 1024))) == ["te768", "te1024"]
-    with pytest.raises(IncompatibleIdentity, match="learned for 1024-d"):
+    with pytest.raises(IncompatibleIdentity, match="learned for a model with 1024-d"):
         check_compatible(stored, (1024, 1024))
 
 
@@ -84,7 +84,8 @@ def test_two_encoder_identity_refused_by_a_real_one_encoder_model(tiny_model: Pa
     )
     assert result.exit_code == 1
     assert (
-        "learned for 32-d + 64-d text encoders" in result.output and "is 32-d text encoder" in result.output
+        "learned for a model with 32-d + 64-d text encoders, not for a model with a 32-d text encoder"
+        in result.output
     )
     assert list(tmp_path.iterdir()) == []
 

@@ -160,7 +160,11 @@ def test_family_mismatch_is_one_line_error(tiny_t2v: Path, tmp_path: Path) -> No
     )
     assert result.exit_code == 1
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "learned for 32-d text encoder" in errors[0] and "64-d" in errors[0]
+    assert (
+        len(errors) == 1
+        and "learned for a model with a 32-d text encoder" in errors[0]
+        and "64-d" in errors[0]
+    )
     assert "Traceback" not in result.output
     assert list(tmp_path.iterdir()) == []
 
