@@ -88,11 +88,13 @@ def slot_for_width(width: int) -> str:
 
 def family_by_widths(widths: tuple[int, ...]) -> Family:
     """The family of these text-encoder widths; an unknown tuple is a family of its own (tiny test
-    models, other text encoders): slots ``te<width>``, no presets."""
+    models, other text encoders): slots ``te<width>``, no presets. A width that an earlier encoder
+    already has takes its position too (``te768_2``): two encoders of one width keep two slots."""
     for family in FAMILIES:
         if family.widths == widths:
             return family
-    return _unknown(widths, tuple(f"te{w}" for w in widths))
+    slots = tuple(f"te{w}" if widths.index(w) == i else f"te{w}_{i + 1}" for i, w in enumerate(widths))
+    return _unknown(widths, slots)
 
 
 def family_by_key(key: str) -> Family | None:

@@ -100,21 +100,28 @@ def text_encoders(pipe: Any) -> list[tuple[Any, Any]]:
     return pairs
 
 
-def check_compatible(identity: Identity, widths: tuple[int, ...]) -> list[Any]:
-    """The identity's vectors for each text encoder of a model whose encoders have ``widths``.
+def check_compatible(identity: Identity, widths: tuple[int, ...]) -> dict[str, Any]:
+    """The identity's vectors for each text encoder of a model whose encoders have ``widths``, keyed
+    by the identity's slot, in the model's encoder order.
 
     The identity's family must be the model's: an SD 1.x model never silently takes the CLIP-L half
-    of an SDXL identity. The error names both families.
+    of an SDXL identity. The error names both families. A stored file lists its slots by name, not
+    by encoder position (safetensors sorts keys), so slots that name the model's own (``te1024`` and
+    ``te768`` of a 768 + 1024 model) fit whatever order they come in.
     """
     learned, model = family_of_identity(identity.widths), family_by_widths(widths)
-    if learned.widths != model.widths:
+    if learned.widths == model.widths:
+        slots = learned.slots
+    elif dict(zip(model.slots, model.widths, strict=True)) == identity.widths:
+        slots = model.slots
+    else:
         encoders = "text encoders are" if len(model.widths) > 1 else "text encoder is"
         raise IncompatibleIdentity(
             f"identity {identity.name!r} was learned for {learned.label}; "
             f"this model's {encoders} {model.label}",
             f"use a model of the identity's family (base: {identity.base_model or 'unknown'}) or re-learn it",
         )
-    return [identity.vectors[slot] for slot in learned.slots]
+    return {slot: identity.vectors[slot] for slot in slots}
 
 
 def load_identities(pipe: Any, identities: list[Identity], warn: Any = None) -> None:
@@ -129,9 +136,8 @@ def load_identities(pipe: Any, identities: list[Identity], warn: Any = None) -> 
     widths = pipeline_widths(pipe)
     for identity in identities:
         token = identity_token(identity.name)
-        slots = family_of_identity(identity.widths).slots
-        for (tokenizer, encoder), slot, vectors in zip(
-            text_encoders(pipe), slots, check_compatible(identity, widths), strict=True
+        for (tokenizer, encoder), (slot, vectors) in zip(
+            text_encoders(pipe), check_compatible(identity, widths).items(), strict=True
         ):
             stored = identity.fingerprints.get(slot)
             if warn is not None and stored and stored != fingerprint(encoder, tokenizer.vocab_size):

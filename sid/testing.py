@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 CLIP_VOCAB_SIZE = 49408
+SDXL_VAE_SCALING_FACTOR = 0.13025  # SDXL's VAE config; the tiny SDXL declares it too
 BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
 
 
@@ -129,8 +130,9 @@ def tiny_unet(cross_attention_dim: int = 32, seed: int = 0, **extra: Any) -> Any
     )
 
 
-def tiny_vae(seed: int = 0) -> Any:
-    """A 4-level VAE, so latents are 1/8 of the image size as in Stable Diffusion."""
+def tiny_vae(seed: int = 0, scaling_factor: float = 0.18215) -> Any:
+    """A 4-level VAE, so latents are 1/8 of the image size as in Stable Diffusion; ``scaling_factor``
+    is the latent scale its config declares (SD 1.x/2.x's by default)."""
     import torch
     from diffusers import AutoencoderKL
 
@@ -145,6 +147,7 @@ def tiny_vae(seed: int = 0) -> Any:
         latent_channels=4,
         norm_num_groups=4,
         sample_size=64,
+        scaling_factor=scaling_factor,
     )
 
 
@@ -178,22 +181,22 @@ def tiny_sd_pipeline(text_width: int = 32, seed: int = 0, prediction_type: str =
     )
 
 
-def tiny_sdxl_pipeline(seed: int = 0) -> Any:
-    """A StableDiffusionXLPipeline with two tiny text encoders (32 and 64 dims)."""
+def tiny_sdxl_pipeline(seed: int = 0, widths: tuple[int, int] = (32, 64)) -> Any:
+    """A StableDiffusionXLPipeline with two tiny text encoders (32 and 64 dims unless ``widths`` says)."""
     from diffusers import StableDiffusionXLPipeline
 
     unet = tiny_unet(
-        96,
+        sum(widths),
         seed,
         addition_embed_type="text_time",
         addition_time_embed_dim=8,
-        projection_class_embeddings_input_dim=64 + 6 * 8,
+        projection_class_embeddings_input_dim=widths[1] + 6 * 8,
     )
     return StableDiffusionXLPipeline(
         unet=unet,
-        vae=tiny_vae(seed),
-        text_encoder=tiny_text_encoder(32, seed),
-        text_encoder_2=tiny_text_encoder(64, seed + 1, with_projection=True),
+        vae=tiny_vae(seed, scaling_factor=SDXL_VAE_SCALING_FACTOR),
+        text_encoder=tiny_text_encoder(widths[0], seed),
+        text_encoder_2=tiny_text_encoder(widths[1], seed + 1, with_projection=True),
         tokenizer=clip_tokenizer(),
         tokenizer_2=clip_tokenizer(),
         scheduler=tiny_scheduler(),

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -306,7 +306,7 @@ def plan_video(
             adapter_family = family_of_video(backend)
             raise BadInput(
                 f"motion adapter {spec.label} is made for {adapter_family.name} base models, "
-                f"and --model {base} is {family.name}",
+                f"and the base model {base} is {family.name}",
                 f"pass --video-model {DEFAULT_VIDEO[motion]} (or a {adapter_family.name} --model)",
             )
         backend = motion  # an adapter without a preset: the base model's family tells which
@@ -358,6 +358,12 @@ def load_video_pipeline(
     return pipe.to(dev)
 
 
+def motion_backend(pipe: Any) -> str:
+    """The AnimateDiff backend a loaded base model's layout takes: SDXL's (two text encoders) or SD
+    1.x's. A folder or hub-id base is only known once loaded, so this, not the plan, has the last word."""
+    return ANIMATEDIFF_SDXL if len(family_of_pipeline(pipe).widths) > 1 else ANIMATEDIFF
+
+
 def _animatediff(plan: VideoPlan, torch_dtype: Any, warn: Callable[[str], None] | None) -> Any:
     """AnimateDiffPipeline (AnimateDiffSDXLPipeline on an SDXL-layout base) from the base model's
     components and the motion adapter."""
@@ -367,7 +373,7 @@ def _animatediff(plan: VideoPlan, torch_dtype: Any, warn: Callable[[str], None] 
 
     base = load_from_candidates(resolve_model(plan.base), dtype=torch_dtype)
     family = family_of_pipeline(base)
-    sdxl = len(family.widths) > 1  # SDXL's layout: two text encoders
+    sdxl = motion_backend(base) == ANIMATEDIFF_SDXL
     if family == SD2 and warn is not None:
         warn(
             f"AnimateDiff motion adapters are trained on SD 1.5; the SD 2.x base {plan.base} may move poorly"
@@ -556,6 +562,8 @@ def run_job(
 
     cfg, plan, seed = job.cfg, job.plan, job.seed
     pipe = load_video_pipeline(plan, cfg.device, cfg.dtype, cfg.low_vram, warn)
+    if plan.backend != T2V:  # an SDXL base given as a folder or hub id: its guidance, its name recorded
+        plan = replace(plan, backend=motion_backend(pipe))
     parsed, identities = prepare(cfg.prompt, job.store, pipe, warn)
     check_frames(cfg.frames, max_frames(pipe))
     size = parse_size(cfg.size, "video") or plan.size or native_size(pipe)

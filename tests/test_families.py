@@ -30,7 +30,8 @@ def test_lookup_by_widths_tells_encoder_positions_apart() -> None:
     assert family_by_widths((768,)) is SD1 and family_by_widths((1024,)) is SD2
     assert family_by_widths((768, 1280)) is SDXL
     assert family_by_widths((1280, 768)) not in FAMILIES  # encoder order matters
-    assert family_by_widths((768, 768)).slots == ("te768", "te768")  # one slot per position, no clash
+    assert family_by_widths((768, 768)).slots == ("te768", "te768_2")  # one slot per position, no clash
+    assert family_of_identity({"te768_2": 768, "te768": 768}).slots == ("te768", "te768_2")
     assert [slot_for_width(w) for w in (768, 1024, 1280, 32)] == ["clip_l", "clip_h", "te1280", "te32"]
     unknown = family_by_widths((32,))
     assert unknown.slots == ("te32",) and unknown.label == "32-d text encoder"
@@ -67,7 +68,12 @@ def test_sdxl_identity_is_refused_on_an_sd1_model() -> None:
     with pytest.raises(IncompatibleIdentity, match=r"learned for SD 1\.x .*text encoders are SDXL"):
         check_compatible(sd1, SDXL.widths)
     got = check_compatible(xl, SDXL.widths)  # vectors in encoder order
-    assert [v.shape[-1] for v in got] == [768, 1280]
+    assert [(slot, v.shape[-1]) for slot, v in got.items()] == [("clip_l", 768), ("clip_g", 1280)]
+    # an unknown family read back from a file (keys sorted: te1024 first) fits its 768 + 1024 model
+    stored = identity("odd", {"te1024": 1024, "te768": 768})
+    assert list(check_compatible(stored, (768, 1024))) == ["te768", "te1024"]
+    with pytest.raises(IncompatibleIdentity, match="learned for 1024-d"):
+        check_compatible(stored, (1024, 1024))
 
 
 def test_two_encoder_identity_refused_by_a_real_one_encoder_model(tiny_model: Path, tmp_path: Path) -> None:

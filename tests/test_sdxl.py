@@ -79,6 +79,29 @@ def test_sdxl_step_gives_gradients_to_the_mapper_only(sdxl_config) -> None:
     assert vectors.grad[..., :32].abs().sum() > 0 and vectors.grad[..., 32:].abs().sum() > 0  # both encoders
 
 
+def test_sdxl_loss_uses_the_vae_configs_scaling_factor(sdxl_config) -> None:
+    """The two-phase loss's x0 branch compares unscaled latents: on SDXL with 0.13025, not SD's 0.18215."""
+    import dataclasses
+
+    import torch
+
+    from sid.methods import two_phase_loss
+    from sid.testing import SDXL_VAE_SCALING_FACTOR
+    from sid.train import Bank, load_frozen
+
+    model = load_frozen(sdxl_config(), "cpu")
+    assert model.vae.config.scaling_factor == SDXL_VAE_SCALING_FACTOR
+    gen = torch.Generator().manual_seed(0)
+    bank = Bank(torch.randn(1, 4, 8, 8, generator=gen), torch.ones(1, 1, 8, 8), None, torch.zeros(1))
+    sample = model.noised(bank.sample(1, 0), torch.randn(1, 16), torch.zeros(1, 2, 77, dtype=torch.long), gen)
+    sample = dataclasses.replace(sample, t=torch.tensor([100]))  # t <= 600: the x0 branch
+    pred = torch.randn(1, 4, 8, 8, generator=gen)
+    args = (pred, sample.noise, sample.z_t, sample.z0, sample.t, model.alphas_cumprod, sample.mask)
+    loss = model.loss(pred, sample, "stableidentity")
+    torch.testing.assert_close(loss, two_phase_loss(*args, vae_scaling_factor=SDXL_VAE_SCALING_FACTOR))
+    assert not torch.allclose(loss, two_phase_loss(*args))  # SD's default factor gives another loss
+
+
 def test_sdxl_identity_renders_and_its_diffusers_export_loads_into_both_encoders(
     face_photos: Path, tiny_sdxl_model: Path, facepack: Path, tmp_path: Path
 ) -> None:
@@ -197,3 +220,38 @@ def test_sdxl_eval(tiny_sdxl_model: Path, facepack: Path, face_photos: Path, tmp
     assert result.exit_code == 0, result.output
     overall = json.loads(result.stdout)["identities"]["xl"]["overall"]
     assert overall["images"] == 1 and overall["miss_rate"] == 1.0  # a random tiny model draws no face
+
+
+@pytest.mark.parametrize(
+    "widths,slots",
+    [((32, 32), ("te32", "te32_2")), ((64, 32), ("te64", "te32"))],
+    ids=["one-width", "wide-first"],
+)
+def test_other_two_encoder_models_learn_a_slot_per_encoder_that_loads_back(
+    face_photos: Path, facepack: Path, tiny_vit: Path, tiny_parser: Path, tmp_path: Path, widths, slots
+) -> None:
+    """Two-encoder models of no built-in family: encoders of one width keep a slot each, and slots
+    stored in name order (te32 before te64) still reach their own encoders when the identity loads."""
+    import torch
+
+    from sid.pipelines import load_pipeline
+    from sid.render import prepare
+    from sid.testing import save_tiny, tiny_sdxl_pipeline
+
+    model = save_tiny(tiny_sdxl_pipeline(widths=widths), tmp_path / "model")
+    args = ["--model", str(model), "--face-models", str(facepack), "--device", "cpu", "--steps", "2"]
+    args += ["--vit-model", str(tiny_vit), "--face-parser", str(tiny_parser), "--json"]
+    learned = runner.invoke(app, ["learn", str(face_photos / "obama_1.jpg"), "--name", "duo", *args])
+    assert learned.exit_code == 0, learned.output
+    (info,) = json.loads(learned.stdout)
+    assert info["slots"] == dict(zip(slots, widths, strict=True))
+    stored = IdentityStore().get("duo").vectors
+    assert not np.array_equal(stored[slots[0]][:, :32], stored[slots[1]][:, :32])  # each its own part
+
+    pipe, _ = load_pipeline(str(model), device="cpu", dtype="fp32")
+    prepare("duo as a knight", IdentityStore(), pipe)
+    encoders = ((pipe.tokenizer, pipe.text_encoder), (pipe.tokenizer_2, pipe.text_encoder_2))
+    for (tokenizer, encoder), slot in zip(encoders, slots, strict=True):
+        ids = tokenizer.convert_tokens_to_ids(["<sid-duo>", "<sid-duo>_1"])
+        rows = encoder.get_input_embeddings().weight[ids].detach()
+        assert torch.equal(rows, torch.from_numpy(stored[slot]))

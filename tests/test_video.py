@@ -301,3 +301,38 @@ def test_sd15_adapter_preset_on_an_sdxl_base_is_refused_before_loading(tmp_path:
         "animatediff is made for SD 1.x base models" in result.output and "animatediff-sdxl" in result.output
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sdxl_adapter_preset_on_the_identitys_sd15_base_names_that_base(tmp_path: Path) -> None:
+    """No --model given: the refusal names the base the identity brought, not a --model never passed."""
+    IdentityStore().save(
+        Identity(
+            name="alice",
+            vectors={"clip_l": np.zeros((2, 768), np.float32)},
+            method="stableidentity",
+            base_model="sd15",
+        )
+    )
+    result = invoke("video", "alice dancing", "--video-model", "animatediff-sdxl", "-o", tmp_path)
+    assert result.exit_code == 1
+    assert "animatediff-sdxl is made for SDXL base models, and the base model sd15 is SD 1.x" in result.output
+    assert "--model sd15" not in result.output and list(tmp_path.iterdir()) == []
+
+
+def test_sdxl_clip_on_a_folder_base_records_the_sdxl_backend_and_its_guidance(
+    tiny_adapter: Path, tiny_sdxl_model: Path, tmp_path: Path
+) -> None:
+    """Base and adapter given as folders: only the loaded base tells SDXL, and the clip says so (its
+    backend, and AnimateDiff-SDXL's default guidance in the file's settings)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    vectors = {s: rng.standard_normal((2, w)).astype(np.float32) for s, w in (("te32", 32), ("te64", 64))}
+    IdentityStore().save(Identity(name="xl", vectors=vectors, method="stableidentity"))
+    target = tmp_path / "clip.gif"
+    args = ["--model", tiny_sdxl_model, "--video-model", tiny_adapter, "--frames", 2, "--size", "64x64"]
+    result = invoke("video", "xl dancing", *args, "--steps", 1, "--device", "cpu", "-o", target, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["backend"] == "animatediff-sdxl"
+    settings = json.loads(Image.open(target).info["comment"])["sid"]
+    assert settings["backend"] == "animatediff-sdxl" and settings["guidance"] == 8.0
