@@ -116,7 +116,7 @@ PARTS = (
         "learn-parallel",
         "learn",
         "sd21",
-        ("--parallel", "1,2,4,8", "--dtype", "bf16", "--steps", "12", "--warmup", "3", "--bank-size", "16"),
+        ("--parallel", "1,2,4,8", "--dtype", "bf16", "--steps", "10", "--warmup", "3", "--bank-size", "16"),
         ("--parallel", "1,2", "--steps", "3", "--warmup", "1", "--bank-size", "4"),
         150,
         "learn-parallel",

@@ -370,9 +370,9 @@ class Batch:
         # 3. resumable state, per identity, in its single-identity checkpoint
         first = jobs[0].first_step
         singles = [optimizer_for(m.parameters()) for m in mappers]
-        for job, mapper, opt, gen, log in zip(jobs, mappers, singles, gens, logs, strict=True):
+        for job, single, opt, gen, log in zip(jobs, mappers, singles, gens, logs, strict=True):
             if first and job.ckpt.is_file():
-                _, log.values = load_state(job.ckpt, mapper, opt, gen)
+                _, log.values = load_state(job.ckpt, single, opt, gen)
             elif resume:
                 drop_stale_checkpoints(job.ckpt, job.meta, warn)
         mapper = StackedMappers(mappers)

@@ -78,17 +78,29 @@ def test_csv_manifest_fails_bad_rows_alone(face_photos: Path, learn_args: list[s
     np.testing.assert_array_equal(vectors("obama"), before)
 
 
-def test_folder_manifest_names_by_stem(face_photos: Path, learn_args: list[str], tmp_path: Path) -> None:
+def test_folder_manifest_names_by_stem_and_fails_a_bad_photo_alone(
+    face_photos: Path, learn_args: list[str], tmp_path: Path
+) -> None:
     folder = tmp_path / "people"
     folder.mkdir()
     shutil.copy(face_photos / "obama_1.jpg", folder / "barack.jpg")
     shutil.copy(face_photos / "biden_2.jpg", folder / "joe.JPG")
     (folder / "notes.txt").write_text("not a photo")
+    from PIL import Image
+    from skimage import data
+
+    Image.fromarray(data.chelsea()).save(folder / "kitty.png")  # no face: fails alone
     result = learn("--from", str(folder), "--steps", "2", *learn_args)
-    assert result.exit_code == 0, result.output
-    table = result.stdout.splitlines()
-    assert table[0].split()[:3] == ["line", "name", "outcome"] and len(table) == 3
-    assert all(" learned " in line for line in table[1:])
+    assert result.exit_code == 1, result.output
+    table = {line.split()[1]: line for line in result.stdout.splitlines()[1:]}
+    assert result.stdout.split()[:3] == ["line", "name", "outcome"] and list(table) == [
+        "barack",
+        "joe",
+        "kitty",
+    ]
+    assert " learned " in table["barack"] and " learned " in table["joe"]
+    assert " failed " in table["kitty"] and "no face found" in table["kitty"]
+    assert "1 of 3 rows failed" in result.stderr
     assert IdentityStore().names() == ["barack", "joe"]
 
 
