@@ -275,14 +275,10 @@ def test_gpu_dry_run(facepack, face_photos, tmp_path, capsys):
         check_numbers(run, "learn")
     speed = json.loads((out / "speed-tiny-cpu.json").read_text())
     labels = [v.get("speed") for v in speed["variants"] if "speed" in v]
-    assert labels == [
-        "eager",
-        "default",
-        "channels_last=false",
-        "attention=flash",
-        "attention=math",
-        "attention=classic",
-    ]
+    from benchmarks.gpu import EAGER, ON_GPU_ONLY
+
+    # every knob set of the part ran, in order, as the label it was given (the GPU-only ones left out)
+    assert labels == [label for label in EAGER if label not in ON_GPU_ONLY] and "eager" in labels
     for run in (v for v in speed["variants"] if "speed" in v):
         check_numbers(run, "learn")
     skipped = {v["part"] for v in speed["variants"] if v.get("status") == "skipped"}
