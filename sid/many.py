@@ -11,7 +11,8 @@ mapper, are learned one at a time on the group's already-loaded model.
 A row that cannot be learned (no face, a bad or taken name) fails alone with its reason. Every chunk
 of K is stored as it finishes, and each identity checkpoints under its single-identity run's key, so
 an interrupted batch keeps what it finished and ``--resume`` continues the rest, at any ``--parallel``.
-Under torchrun or accelerate launch each rank learns its share of the rows and rank 0 stores them all.
+Under torchrun or accelerate launch each rank learns its share of the rows and rank 0 stores them all
+at the end; every finished identity is checkpointed until then, so a kill before that loses none.
 """
 
 from __future__ import annotations
@@ -415,7 +416,10 @@ class Batch:
                 f"pass --parallel {max(1, k // 2)} or use a smaller model",
             ) from e
 
-        # 5. final vectors: each mapper on its unaugmented face embedding
+        # 5. each finished state checkpointed: under a launcher rank 0 stores it only at the end, so a
+        # kill before then must not lose it (--resume stores it without training); dropped once stored
+        self.checkpoint(mapper, optimizer, mappers, singles, jobs, gens, logs, steps)
+        # 6. final vectors: each mapper on its unaugmented face embedding
         mapper.eval()
         with torch.no_grad():
             final = mapper(faces[:, :1]).float().cpu()[:, 0]  # (K, 2, sum d)

@@ -155,7 +155,8 @@ def learn(
     save: bool = True,
 ) -> LearnResult:
     """Learn ``photos`` as ``names`` and store them; ``model`` reuses a loaded one (a batch's group),
-    ``save=False`` leaves storing (and the checkpoint) to the caller (rank 0 of a multi-process batch)."""
+    ``save=False`` leaves storing to the caller (rank 0 of a multi-process batch) and checkpoints the
+    finished run, which the caller drops once it has stored the identities."""
     store = store or IdentityStore()
     check_inputs(photos, names, cfg, store, force)
     cfg = resolved(cfg)
@@ -248,6 +249,8 @@ def learn(
     if save:
         store.save_all(identities, overwrite=force)  # a joint group is stored whole or not at all
         drop_checkpoints(ckpt, run_meta)
+    else:  # until the caller stores them, a kill must not lose them: --resume then stores them at once
+        save_state(ckpt, mapper, optimizer, step_gen, steps, log.flush(), run_meta)
     return LearnResult(identities, log.values, time.perf_counter() - start_time, first_step)
 
 

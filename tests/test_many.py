@@ -223,6 +223,57 @@ def test_interrupted_batch_keeps_finished_identities_and_resumes(
     np.testing.assert_allclose(vectors("cyd"), vectors("cyd_whole"), rtol=1e-4, atol=1e-5)
 
 
+def test_identities_learned_but_not_yet_stored_survive_a_kill(
+    face_photos: Path,
+    tiny_model: Path,
+    facepack: Path,
+    tiny_vit: Path,
+    tiny_parser: Path,
+    isolated_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under a launcher rank 0 stores every identity at the end: one killed after a chunk (or a Celeb
+    Basis row) finished but before it was stored resumes without training a step, to the same vectors."""
+    from sid import many
+    from sid.manifest import Row
+    from sid.train import LearnConfig
+
+    cfg = LearnConfig(
+        model=str(tiny_model),
+        device="cpu",
+        face_models=str(facepack),
+        vit_model=str(tiny_vit),
+        face_parser=str(tiny_parser),
+        steps=3,
+        lr=1e-3,
+    )
+    rows = [
+        Row(2, face_photos / "obama_1.jpg", "ann"),
+        Row(3, face_photos / "biden_2.jpg", "bob"),
+        Row(4, face_photos / "obama_2.jpg", "cyd", method="celebbasis"),
+    ]
+    finished: dict[str, np.ndarray] = {}
+
+    def killed_before_storing(store, learned, force):
+        finished[learned.identity.name] = next(iter(learned.identity.vectors.values()))
+        if len(finished) == len(rows):
+            raise KeyboardInterrupt  # every identity learned, none stored
+
+    with monkeypatch.context() as m:
+        m.setattr(many, "store_learned", killed_before_storing)
+        with pytest.raises(KeyboardInterrupt):
+            many.learn_many(rows, cfg, parallel=2)
+    assert IdentityStore().names() == [] and len(list((isolated_home / "partial").glob("*"))) == 3
+    trained: list[int] = []
+    outcomes = many.learn_many(
+        rows, cfg, parallel=2, resume=True, progress=lambda d, t, loss: trained.append(d)
+    )
+    assert [o.status for o in outcomes] == ["learned"] * 3 and trained == []  # not one step again
+    for name, vec in finished.items():
+        np.testing.assert_array_equal(vectors(name), vec)
+    assert not list((isolated_home / "partial").glob("*"))  # each checkpoint dropped once stored
+
+
 def test_two_processes_learn_a_manifest_once(
     face_photos: Path, learn_args: list[str], tmp_path: Path
 ) -> None:
