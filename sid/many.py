@@ -56,6 +56,7 @@ from sid.train import (
     learn,
     load_frozen,
     make_identities,
+    make_optimizer,
     placeholder_prompts,
     resolved,
     run_key,
@@ -63,7 +64,6 @@ from sid.train import (
     run_settings,
     update,
 )
-from sid.train import _fused as fused
 
 # SD 2.1 at 512², bf16: the activations one more sample keeps for the backward (an estimate; the
 # learn-parallel part of benchmarks.gpu measures peak memory at each K)
@@ -363,21 +363,16 @@ class Batch:
             logs.append(LossLog())
             job.meta = checkpoint_meta([job.row.name], job.cfg, [crop.photo_sha256])
 
-        def optimizer_for(params: Any) -> torch.optim.AdamW:
-            return torch.optim.AdamW(
-                params, lr=lr, betas=recipe.betas, weight_decay=recipe.weight_decay, **fused(device)
-            )
-
         # 3. resumable state, per identity, in its single-identity checkpoint
         first = jobs[0].first_step
-        singles = [optimizer_for(m.parameters()) for m in mappers]
+        singles = [make_optimizer(m.parameters(), cfg.method, lr, device) for m in mappers]
         for job, single, opt, gen, log in zip(jobs, mappers, singles, gens, logs, strict=True):
             if first and job.ckpt.is_file():
                 _, log.values = load_state(job.ckpt, single, opt, gen)
             elif resume:
                 drop_stale_checkpoints(job.ckpt, job.meta, warn)
         mapper = StackedMappers(mappers)
-        optimizer = optimizer_for(mapper.parameters())
+        optimizer = make_optimizer(mapper.parameters(), cfg.method, lr, device)
         if first:
             optimizer.load_state_dict(stack_states([o.state_dict() for o in singles], optimizer.state_dict()))
         scaler = torch.amp.GradScaler(enabled=model.amp_dtype == torch.float16)

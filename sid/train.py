@@ -196,9 +196,7 @@ def learn(
     ]
 
     # 5. optimiser and resumable state
-    optimizer = torch.optim.AdamW(
-        mapper.parameters(), lr=lr, betas=recipe.betas, weight_decay=recipe.weight_decay, **_fused(device)
-    )
+    optimizer = make_optimizer(mapper.parameters(), cfg.method, lr, device)
     step_gen = torch.Generator(device).manual_seed(cfg.seed)  # per-step draws on the device: no host syncs
     first_step, log = 0, LossLog()
     run_meta = checkpoint_meta(names, cfg, [c.photo_sha256 for c in crops])
@@ -699,5 +697,9 @@ def _autocast_dtype(device: str, dtype: str) -> torch.dtype | None:
     return torch.float16
 
 
-def _fused(device: str) -> dict[str, bool]:
-    return {"fused": True} if device.startswith("cuda") else {}
+def make_optimizer(params: Any, method: str, lr: float, device: str) -> torch.optim.AdamW:
+    """The method's AdamW over ``params`` (fused on CUDA: one kernel for every parameter); a batch's
+    stacked mappers get the same optimizer as one identity learned alone."""
+    recipe = RECIPES[method]
+    fused = {"fused": True} if device.startswith("cuda") else {}
+    return torch.optim.AdamW(params, lr=lr, betas=recipe.betas, weight_decay=recipe.weight_decay, **fused)
