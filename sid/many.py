@@ -237,13 +237,19 @@ def learn_group(
     phase = phase or (lambda _: None)
     cfg = jobs[0].cfg
     phase(f"loading the model for {len(jobs)} {cfg.method} identit{'y' if len(jobs) == 1 else 'ies'}")
-    model = load_frozen(cfg, device)
-    if RECIPES[cfg.method].ema:
+    try:
+        model = load_frozen(cfg, device)
+        batch = None if RECIPES[cfg.method].ema else Batch.build(cfg, model, warn)
+    except SidError as e:  # this group's model cannot load (e.g. not downloaded): its rows fail, others go on
+        for job in jobs:
+            meter.drop(run_length(job.cfg, 1)[0] - job.first_step)
+            yield failed(job.row, e)
+        return
+    if batch is None:
         for job in jobs:
             yield learn_alone(job, model, store, force, resume, meter, warn)
         return
     k = parallel or default_parallel(device)
-    batch = Batch.build(cfg, model, warn)
     ordered = sorted(jobs, key=lambda j: j.first_step)
     chunks = [  # a chunk's identities resume from one step
         same[i : i + k]

@@ -104,6 +104,25 @@ def test_folder_manifest_names_by_stem_and_fails_a_bad_photo_alone(
     assert IdentityStore().names() == ["barack", "joe"]
 
 
+def test_a_group_whose_model_cannot_load_fails_alone(
+    face_photos: Path, learn_args: list[str], tiny_model: Path, isolated_home: Path, tmp_path: Path
+) -> None:
+    """Rows are grouped by method; Celeb Basis's default model (sd15) is not downloaded (offline), so its
+    rows fail with that reason while the StableIdentity rows, on a local sd21, are learned."""
+    (isolated_home / "config.toml").write_text(f'[presets.sd21]\ncandidates = ["{tiny_model}"]\n')
+    manifest = write_csv(
+        tmp_path / "mixed.csv",
+        [f"{face_photos / 'obama_1.jpg'},ann,,celebbasis", f"{face_photos / 'biden_2.jpg'},bob,,"],
+    )
+    model_free = [a for a in learn_args if a not in ("--model", str(tiny_model))]
+    result = learn("--from", str(manifest), "--steps", "2", "--json", *model_free)
+    assert result.exit_code == 1, result.output
+    ann, bob = json.loads(result.stdout)
+    assert ann["status"] == "failed" and "could not load model 'sd15'" in ann["reason"]
+    assert bob["status"] == "learned"
+    assert "1 of 2 rows failed" in result.stderr and IdentityStore().names() == ["bob"]
+
+
 def test_bad_manifests_and_flags_are_refused(
     learn_args: list[str], tmp_path: Path, face_photos: Path
 ) -> None:
