@@ -69,10 +69,16 @@ def folder_rows(folder: Path) -> list[Row]:
 
 def csv_rows(path: Path) -> list[Row]:
     """Rows of a CSV with a header naming at least ``photo`` and ``name``; photo paths are relative to it."""
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        raise BadInput(
+            f"--from {path} is a photo, not a manifest", f"learn one photo with: sid learn {path} --name NAME"
+        )
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise BadInput(f"{path} is not a UTF-8 text file", "save the manifest as UTF-8 CSV") from None
+    if not text.strip():
+        return []  # an empty file lists no photos (read_rows says so), rather than lacking columns
     reader = csv.DictReader(text.splitlines())
     header = [c.strip().lower() for c in reader.fieldnames or []]
     missing = [c for c in COLUMNS if c not in header]

@@ -129,9 +129,12 @@ def test_bad_manifests_and_flags_are_refused(
     photo = str(face_photos / "obama_1.jpg")
     (tmp_path / "cols.csv").write_text("file,person\na.jpg,ann\n")
     (tmp_path / "empty").mkdir()
+    (tmp_path / "blank.csv").write_text("\n")
     cases = {
         "has no photo or name column": ["--from", str(tmp_path / "cols.csv")],
         "lists no photos": ["--from", str(tmp_path / "empty")],
+        "blank.csv lists no photos": ["--from", str(tmp_path / "blank.csv")],
+        "is a photo, not a manifest": ["--from", photo],
         "manifest": ["--from", str(tmp_path / "nope.csv")],
         "takes the photos and names from its rows": [photo, "--from", str(tmp_path / "cols.csv")],
         "no --name given": [photo],
