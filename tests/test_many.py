@@ -138,11 +138,12 @@ def test_bad_manifests_and_flags_are_refused(
         "manifest": ["--from", str(tmp_path / "nope.csv")],
         "takes the photos and names from its rows": [photo, "--from", str(tmp_path / "cols.csv")],
         "no --name given": [photo],
+        "--parallel applies to --from batches": [photo, "--name", "ann", "--parallel", "2"],
         "--parallel must be between 1 and 64": ["--from", str(tmp_path / "cols.csv"), "--parallel", "0"],
     }
     (tmp_path / "cols.csv").write_text("file,person\na.jpg,ann\n")
     for needle, args in cases.items():
-        if needle.startswith("--parallel"):  # a readable manifest, so the flag is what fails
+        if needle.startswith("--parallel must"):  # a readable manifest, so the flag is what fails
             args[1] = str(write_csv(tmp_path / "ok.csv", [f"{photo},ann,,"]))
         one_error(learn(*args, "--quiet", *learn_args), needle)
     assert IdentityStore().names() == []

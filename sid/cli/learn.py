@@ -137,6 +137,10 @@ def learn(
         face_models=face_models,
         checkpoint_every=checkpoint_every,
     )
+    if parallel is not None and manifest is None:
+        from sid.errors import BadInput
+
+        raise BadInput("--parallel applies to --from batches", "drop --parallel, or learn a list with --from")
     if manifest is not None or not photos or not name:
         return _learn_batch(manifest, photos or name, parallel, cfg, force, resume, quiet, json_)
     try:
