@@ -29,6 +29,18 @@ def write_csv(path: Path, lines: list[str]) -> Path:
     return path
 
 
+@pytest.fixture
+def offline_cfg(tiny_model: Path, facepack: Path, tiny_vit: Path, tiny_parser: Path, isolated_home: Path):
+    """A LearnConfig for learn_many on the tiny model, fully offline, with ``changes`` applied."""
+    from sid.train import LearnConfig
+
+    def make(**changes):
+        offline = dict(face_models=str(facepack), vit_model=str(tiny_vit), face_parser=str(tiny_parser))
+        return LearnConfig(model=str(tiny_model), device="cpu", lr=1e-3, **offline, **changes)
+
+    return make
+
+
 def vectors(name: str) -> np.ndarray:
     return IdentityStore().get(name).vectors["te32"]
 
@@ -200,29 +212,13 @@ def test_stacked_mappers_clip_each_identity_as_alone() -> None:
 
 
 def test_interrupted_batch_keeps_finished_identities_and_resumes(
-    face_photos: Path,
-    tiny_model: Path,
-    facepack: Path,
-    tiny_vit: Path,
-    tiny_parser: Path,
-    isolated_home: Path,
+    face_photos: Path, offline_cfg, isolated_home: Path
 ) -> None:
     from sid.manifest import Row
     from sid.many import learn_many
-    from sid.train import LearnConfig
     from sid.train import learn as learn_one
 
-    cfg = LearnConfig(
-        model=str(tiny_model),
-        device="cpu",
-        face_models=str(facepack),
-        vit_model=str(tiny_vit),
-        face_parser=str(tiny_parser),
-        steps=4,
-        lr=1e-3,
-        checkpoint_every=2,
-        log_every=1,
-    )
+    cfg = offline_cfg(steps=4, checkpoint_every=2, log_every=1)
     names = {"ann": "obama_1.jpg", "bob": "biden_2.jpg", "cyd": "obama_2.jpg"}
     rows = [Row(i, face_photos / f, n) for i, (n, f) in enumerate(names.items(), start=2)]
 
@@ -247,29 +243,14 @@ def test_interrupted_batch_keeps_finished_identities_and_resumes(
 
 
 def test_identities_learned_but_not_yet_stored_survive_a_kill(
-    face_photos: Path,
-    tiny_model: Path,
-    facepack: Path,
-    tiny_vit: Path,
-    tiny_parser: Path,
-    isolated_home: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    face_photos: Path, offline_cfg, isolated_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Under a launcher rank 0 stores every identity at the end: one killed after a chunk (or a Celeb
     Basis row) finished but before it was stored resumes without training a step, to the same vectors."""
     from sid import many
     from sid.manifest import Row
-    from sid.train import LearnConfig
 
-    cfg = LearnConfig(
-        model=str(tiny_model),
-        device="cpu",
-        face_models=str(facepack),
-        vit_model=str(tiny_vit),
-        face_parser=str(tiny_parser),
-        steps=3,
-        lr=1e-3,
-    )
+    cfg = offline_cfg(steps=3)
     rows = [
         Row(2, face_photos / "obama_1.jpg", "ann"),
         Row(3, face_photos / "biden_2.jpg", "bob"),
