@@ -43,6 +43,7 @@ class Outcome:
     reason: str = ""
     seconds: float = 0.0  # this identity's share of its batch's wall time
     final_loss: float | None = None
+    resumed_from: int = 0  # the checkpoint step a --resume continued from (0: learned from the start)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

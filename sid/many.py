@@ -192,7 +192,8 @@ def store_learned(store: IdentityStore, learned: Learned, force: bool) -> Outcom
         return failed(row, e)
     drop_checkpoints(learned.job.ckpt, learned.job.meta)
     loss = learned.identity.final_loss
-    return Outcome(row.line, row.name, str(row.photo), "learned", "", learned.seconds, loss)
+    step = learned.job.first_step
+    return Outcome(row.line, row.name, str(row.photo), "learned", "", learned.seconds, loss, step)
 
 
 def default_parallel(device: str) -> int:

@@ -231,10 +231,10 @@ def test_interrupted_batch_keeps_finished_identities_and_resumes(
     assert IdentityStore().names() == ["ann", "bob"]
     (ckpt,) = (isolated_home / "partial").glob("*.safetensors")
     outcomes = learn_many(rows, cfg, parallel=2, resume=True)
-    assert [(o.name, o.status) for o in outcomes] == [
-        ("ann", "skipped"),
-        ("bob", "skipped"),
-        ("cyd", "learned"),
+    assert [(o.name, o.status, o.resumed_from) for o in outcomes] == [
+        ("ann", "skipped", 0),
+        ("bob", "skipped", 0),
+        ("cyd", "learned", 2),  # from its checkpoint
     ]
     assert not ckpt.exists() and IdentityStore().names() == ["ann", "bob", "cyd"]
     # the resumed identity is the one an uninterrupted run learns
@@ -272,7 +272,7 @@ def test_identities_learned_but_not_yet_stored_survive_a_kill(
     outcomes = many.learn_many(
         rows, cfg, parallel=2, resume=True, progress=lambda d, t, loss: trained.append(d)
     )
-    assert [o.status for o in outcomes] == ["learned"] * 3 and trained == []  # not one step again
+    assert [(o.status, o.resumed_from) for o in outcomes] == [("learned", 3)] * 3 and trained == []
     for name, vec in finished.items():
         np.testing.assert_array_equal(vectors(name), vec)
     assert not list((isolated_home / "partial").glob("*"))  # each checkpoint dropped once stored

@@ -248,7 +248,9 @@ def _learn_batch(
 
 
 def _detail(o: Any) -> str:
-    return o.reason or (f"loss {o.final_loss:.4f}" if o.final_loss is not None else "")
+    if o.reason or o.final_loss is None:
+        return o.reason
+    return f"loss {o.final_loss:.4f}" + (f", resumed from step {o.resumed_from}" if o.resumed_from else "")
 
 
 def _phase(text: str) -> None:
