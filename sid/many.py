@@ -420,7 +420,8 @@ class Batch:
 
         # 5. each finished state checkpointed: under a launcher rank 0 stores it only at the end, so a
         # kill before then must not lose it (--resume stores it without training); dropped once stored
-        self.checkpoint(mapper, optimizer, mappers, singles, jobs, gens, logs, steps)
+        if cfg.checkpoint_every:
+            self.checkpoint(mapper, optimizer, mappers, singles, jobs, gens, logs, steps)
         # 6. final vectors: each mapper on its unaugmented face embedding
         mapper.eval()
         with torch.no_grad():

@@ -247,7 +247,7 @@ def learn(
     if save:
         store.save_all(identities, overwrite=force)  # a joint group is stored whole or not at all
         drop_checkpoints(ckpt, run_meta)
-    else:  # until the caller stores them, a kill must not lose them: --resume then stores them at once
+    elif cfg.checkpoint_every:  # until the caller stores them a kill must not lose them: --resume stores them
         save_state(ckpt, mapper, optimizer, step_gen, steps, log.flush(), run_meta)
     return LearnResult(identities, log.values, time.perf_counter() - start_time, first_step)
 
