@@ -211,7 +211,8 @@ def _learn_batch(
         raise BadInput("--from takes the photos and names from its rows", "drop the photos and --name")
     from sid.many import learn_many
 
-    main = world().main
+    here = world()
+    main = here.main
     with loss_bar("learning", quiet or json_ or not main) as progress:
         try:
             outcomes = learn_many(
@@ -225,8 +226,9 @@ def _learn_batch(
                 phase=None if quiet or json_ or not main else _phase,
             )
         except KeyboardInterrupt:
+            kept = "checkpointed (rank 0 stores at the end)" if here.size > 1 else "stored"
             raise Interrupted(
-                "interrupted; the identities finished so far are stored",
+                f"interrupted; the identities finished so far are {kept}",
                 "run the same command with --resume to learn the rest",
             ) from None
     if not main:
