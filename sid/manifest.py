@@ -9,6 +9,7 @@ No heavy imports: the CLI reads and reports manifests before any model loads.
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -49,12 +50,12 @@ class Outcome:
         return asdict(self)
 
 
-def read_rows(source: Path) -> list[Row]:
+def read_rows(source: Path, warn: Callable[[str], None] | None = None) -> list[Row]:
     """The rows of a CSV manifest or a folder; a missing, empty or column-less source is an error."""
     if source.is_dir():
         rows = folder_rows(source)
     elif source.is_file():
-        rows = csv_rows(source)
+        rows = csv_rows(source, warn)
     else:
         raise BadInput(f"manifest {source} not found", "give a CSV file (columns photo,name) or a folder")
     if not rows:
@@ -68,7 +69,7 @@ def folder_rows(folder: Path) -> list[Row]:
     return [Row(line=i, photo=p, name=p.stem) for i, p in enumerate(photos, start=1)]
 
 
-def csv_rows(path: Path) -> list[Row]:
+def csv_rows(path: Path, warn: Callable[[str], None] | None = None) -> list[Row]:
     """Rows of a CSV with a header naming at least ``photo`` and ``name``; photo paths are relative to it."""
     if path.suffix.lower() in IMAGE_SUFFIXES:
         raise BadInput(
@@ -88,6 +89,9 @@ def csv_rows(path: Path) -> list[Row]:
             f"{path} has no {' or '.join(missing)} column",
             f"start it with the header line: {','.join(COLUMNS)} (optional: {', '.join(OPTIONAL)})",
         )
+    unknown = [c for c in header if c not in COLUMNS + OPTIONAL]
+    if unknown and warn:  # a typo ("methd") would otherwise silently fall back to the default
+        warn(f"{path}: column {', '.join(unknown)} ignored (sid reads {', '.join(COLUMNS + OPTIONAL)})")
     reader.fieldnames = header
     rows = []
     for line, record in enumerate(reader, start=2):

@@ -77,7 +77,7 @@ def test_csv_manifest_fails_bad_rows_alone(face_photos: Path, learn_args: list[s
     assert "also on line 2" in reasons["Obama"]
     assert "whole number" in reasons["ann"]
     assert "unknown method" in reasons["bea"]
-    assert "6 of 9 rows failed" in result.stderr
+    assert "6 of 9 rows failed" in result.stderr and "ignored" not in result.stderr
     assert IdentityStore().names() == ["biden", "cyd", "obama"]
     assert IdentityStore().get("cyd").method == "celebbasis"  # the row's own method, learned alone
     info = IdentityStore().info("biden")
@@ -154,6 +154,10 @@ def test_bad_manifests_and_flags_are_refused(
         "--parallel must be between 1 and 64": ["--from", str(tmp_path / "cols.csv"), "--parallel", "0"],
     }
     (tmp_path / "cols.csv").write_text("file,person\na.jpg,ann\n")
+    typo = tmp_path / "typo.csv"  # a misspelt optional column is ignored with a warning, not silently
+    typo.write_text(f"photo,name,methd\n{photo},ann,celebbasis\n")
+    warned = learn("--from", str(typo), "--parallel", "0", *learn_args)
+    assert "typo.csv: column methd ignored (sid reads photo, name, face, method)" in warned.stderr
     for needle, args in cases.items():
         if needle.startswith("--parallel must"):  # a readable manifest, so the flag is what fails
             args[1] = str(write_csv(tmp_path / "ok.csv", [f"{photo},ann,,"]))
