@@ -216,7 +216,7 @@ def _learn_batch(
     with loss_bar("learning", quiet or json_ or not main) as progress:
         try:
             outcomes = learn_many(
-                read_rows(manifest, warn),
+                read_rows(manifest, warn if main else None),  # one warning, not one per rank
                 cfg,
                 parallel,
                 force=force,
