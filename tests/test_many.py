@@ -300,3 +300,18 @@ def test_two_processes_learn_a_manifest_once(
     assert "common prompt word" in done.stdout and done.stderr.count("1 of 4 rows failed") == 1
     assert IdentityStore().names() == ["ann", "bob", "cyd"]
     assert len({IdentityStore().get(n).photo_sha256 for n in names}) == 3  # each from its own photo
+
+
+def test_a_rank_whose_peer_stopped_says_so(face_photos: Path, learn_args: list[str], tmp_path: Path) -> None:
+    """Rank 0 refuses the batch (its store cannot be created) before sharing the rows: it prints that one
+    error, and rank 1 says it lost its peers rather than 'unexpected RuntimeError ... a bug in sid'."""
+    manifest = write_csv(tmp_path / "people.csv", [f"{face_photos / 'obama_1.jpg'},ann,,"])
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    args += ["-m", "sid", "learn", "--from", str(manifest), "--steps", "2", *learn_args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SID_HOME": str(manifest / "home")}  # under a file
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and "could not create the store folder" in "".join(errors), done.stderr
+    assert any("rank 1 lost the other processes" in line for line in errors), done.stderr
+    assert "a bug in sid" not in done.stderr and "MarkupError" not in done.stderr
