@@ -9,6 +9,7 @@ No heavy imports: the CLI reads and reports manifests before any model loads.
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -43,17 +44,18 @@ class Outcome:
     reason: str = ""
     seconds: float = 0.0  # this identity's share of its batch's wall time
     final_loss: float | None = None
+    resumed_from: int = 0  # the checkpoint step a --resume continued from (0: learned from the start)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def read_rows(source: Path) -> list[Row]:
+def read_rows(source: Path, warn: Callable[[str], None] | None = None) -> list[Row]:
     """The rows of a CSV manifest or a folder; a missing, empty or column-less source is an error."""
     if source.is_dir():
         rows = folder_rows(source)
     elif source.is_file():
-        rows = csv_rows(source)
+        rows = csv_rows(source, warn)
     else:
         raise BadInput(f"manifest {source} not found", "give a CSV file (columns photo,name) or a folder")
     if not rows:
@@ -67,12 +69,18 @@ def folder_rows(folder: Path) -> list[Row]:
     return [Row(line=i, photo=p, name=p.stem) for i, p in enumerate(photos, start=1)]
 
 
-def csv_rows(path: Path) -> list[Row]:
+def csv_rows(path: Path, warn: Callable[[str], None] | None = None) -> list[Row]:
     """Rows of a CSV with a header naming at least ``photo`` and ``name``; photo paths are relative to it."""
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        raise BadInput(
+            f"--from {path} is a photo, not a manifest", f"learn one photo with: sid learn {path} --name NAME"
+        )
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise BadInput(f"{path} is not a UTF-8 text file", "save the manifest as UTF-8 CSV") from None
+    if not text.strip():
+        return []  # an empty file lists no photos (read_rows says so), rather than lacking columns
     reader = csv.DictReader(text.splitlines())
     header = [c.strip().lower() for c in reader.fieldnames or []]
     missing = [c for c in COLUMNS if c not in header]
@@ -81,6 +89,9 @@ def csv_rows(path: Path) -> list[Row]:
             f"{path} has no {' or '.join(missing)} column",
             f"start it with the header line: {','.join(COLUMNS)} (optional: {', '.join(OPTIONAL)})",
         )
+    unknown = [c for c in header if c not in COLUMNS + OPTIONAL]
+    if unknown and warn:  # a typo ("methd") would otherwise silently fall back to the default
+        warn(f"{path}: column {', '.join(unknown)} ignored (sid reads {', '.join(COLUMNS + OPTIONAL)})")
     reader.fieldnames = header
     rows = []
     for line, record in enumerate(reader, start=2):

@@ -11,7 +11,8 @@ mapper, are learned one at a time on the group's already-loaded model.
 A row that cannot be learned (no face, a bad or taken name) fails alone with its reason. Every chunk
 of K is stored as it finishes, and each identity checkpoints under its single-identity run's key, so
 an interrupted batch keeps what it finished and ``--resume`` continues the rest, at any ``--parallel``.
-Under torchrun or accelerate launch each rank learns its share of the rows and rank 0 stores them all.
+Under torchrun or accelerate launch each rank learns its share of the rows and rank 0 stores them all
+at the end; every finished identity is checkpointed until then, so a kill before that loses none.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from sid.train import (
     learn,
     load_frozen,
     make_identities,
+    make_optimizer,
     placeholder_prompts,
     resolved,
     run_key,
@@ -62,7 +64,6 @@ from sid.train import (
     run_settings,
     update,
 )
-from sid.train import _fused as fused
 
 # SD 2.1 at 512², bf16: the activations one more sample keeps for the backward (an estimate; the
 # learn-parallel part of benchmarks.gpu measures peak memory at each K)
@@ -191,7 +192,8 @@ def store_learned(store: IdentityStore, learned: Learned, force: bool) -> Outcom
         return failed(row, e)
     drop_checkpoints(learned.job.ckpt, learned.job.meta)
     loss = learned.identity.final_loss
-    return Outcome(row.line, row.name, str(row.photo), "learned", "", learned.seconds, loss)
+    step = learned.job.first_step
+    return Outcome(row.line, row.name, str(row.photo), "learned", "", learned.seconds, loss, step)
 
 
 def default_parallel(device: str) -> int:
@@ -236,13 +238,19 @@ def learn_group(
     phase = phase or (lambda _: None)
     cfg = jobs[0].cfg
     phase(f"loading the model for {len(jobs)} {cfg.method} identit{'y' if len(jobs) == 1 else 'ies'}")
-    model = load_frozen(cfg, device)
-    if RECIPES[cfg.method].ema:
+    try:
+        model = load_frozen(cfg, device)
+        batch = None if RECIPES[cfg.method].ema else Batch.build(cfg, model, warn)
+    except SidError as e:  # this group's model cannot load (e.g. not downloaded): its rows fail, others go on
+        for job in jobs:
+            meter.drop(run_length(job.cfg, 1)[0] - job.first_step)
+            yield failed(job.row, e)
+        return
+    if batch is None:
         for job in jobs:
             yield learn_alone(job, model, store, force, resume, meter, warn)
         return
     k = parallel or default_parallel(device)
-    batch = Batch.build(cfg, model, warn)
     ordered = sorted(jobs, key=lambda j: j.first_step)
     chunks = [  # a chunk's identities resume from one step
         same[i : i + k]
@@ -362,21 +370,16 @@ class Batch:
             logs.append(LossLog())
             job.meta = checkpoint_meta([job.row.name], job.cfg, [crop.photo_sha256])
 
-        def optimizer_for(params: Any) -> torch.optim.AdamW:
-            return torch.optim.AdamW(
-                params, lr=lr, betas=recipe.betas, weight_decay=recipe.weight_decay, **fused(device)
-            )
-
         # 3. resumable state, per identity, in its single-identity checkpoint
         first = jobs[0].first_step
-        singles = [optimizer_for(m.parameters()) for m in mappers]
+        singles = [make_optimizer(m.parameters(), cfg.method, lr, device) for m in mappers]
         for job, single, opt, gen, log in zip(jobs, mappers, singles, gens, logs, strict=True):
             if first and job.ckpt.is_file():
                 _, log.values = load_state(job.ckpt, single, opt, gen)
             elif resume:
                 drop_stale_checkpoints(job.ckpt, job.meta, warn)
         mapper = StackedMappers(mappers)
-        optimizer = optimizer_for(mapper.parameters())
+        optimizer = make_optimizer(mapper.parameters(), cfg.method, lr, device)
         if first:
             optimizer.load_state_dict(stack_states([o.state_dict() for o in singles], optimizer.state_dict()))
         scaler = torch.amp.GradScaler(enabled=model.amp_dtype == torch.float16)
@@ -415,7 +418,11 @@ class Batch:
                 f"pass --parallel {max(1, k // 2)} or use a smaller model",
             ) from e
 
-        # 5. final vectors: each mapper on its unaugmented face embedding
+        # 5. each finished state checkpointed: under a launcher rank 0 stores it only at the end, so a
+        # kill before then must not lose it (--resume stores it without training); dropped once stored
+        if cfg.checkpoint_every:
+            self.checkpoint(mapper, optimizer, mappers, singles, jobs, gens, logs, steps)
+        # 6. final vectors: each mapper on its unaugmented face embedding
         mapper.eval()
         with torch.no_grad():
             final = mapper(faces[:, :1]).float().cpu()[:, 0]  # (K, 2, sum d)

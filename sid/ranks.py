@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from sid.errors import SidError, first_line
+
 # a rank that finishes its share early waits in the final gather for the slowest rank: hours, not minutes
 GATHER_TIMEOUT = timedelta(hours=48)
 
@@ -71,7 +73,8 @@ def from_main(obj: Any, w: World) -> Any:
     import torch.distributed as dist
 
     box = [obj]
-    dist.broadcast_object_list(box, src=0)
+    with _peers(w):
+        dist.broadcast_object_list(box, src=0)
     return box[0]
 
 
@@ -82,5 +85,19 @@ def to_main(obj: Any, w: World) -> list[Any]:
     import torch.distributed as dist
 
     boxes: list[Any] | None = [None] * w.size if w.main else None
-    dist.gather_object(obj, boxes, dst=0)
+    with _peers(w):
+        dist.gather_object(obj, boxes, dst=0)
     return boxes or []
+
+
+@contextmanager
+def _peers(w: World) -> Iterator[None]:
+    """A collective whose peer died (rank 0 refused the manifest, a rank ran out of memory) says so,
+    rather than as an unexpected gloo error: the dead rank's own error is the one to read."""
+    try:
+        yield
+    except RuntimeError as e:
+        raise SidError(
+            f"rank {w.rank} lost the other processes of this launch ({first_line(e)})",
+            "another rank stopped first: its error says why; fix that and launch again (--resume keeps work)",
+        ) from e

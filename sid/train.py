@@ -155,7 +155,8 @@ def learn(
     save: bool = True,
 ) -> LearnResult:
     """Learn ``photos`` as ``names`` and store them; ``model`` reuses a loaded one (a batch's group),
-    ``save=False`` leaves storing (and the checkpoint) to the caller (rank 0 of a multi-process batch)."""
+    ``save=False`` leaves storing to the caller (rank 0 of a multi-process batch) and checkpoints the
+    finished run, which the caller drops once it has stored the identities."""
     store = store or IdentityStore()
     check_inputs(photos, names, cfg, store, force)
     cfg = resolved(cfg)
@@ -195,9 +196,7 @@ def learn(
     ]
 
     # 5. optimiser and resumable state
-    optimizer = torch.optim.AdamW(
-        mapper.parameters(), lr=lr, betas=recipe.betas, weight_decay=recipe.weight_decay, **_fused(device)
-    )
+    optimizer = make_optimizer(mapper.parameters(), cfg.method, lr, device)
     step_gen = torch.Generator(device).manual_seed(cfg.seed)  # per-step draws on the device: no host syncs
     first_step, log = 0, LossLog()
     run_meta = checkpoint_meta(names, cfg, [c.photo_sha256 for c in crops])
@@ -248,6 +247,8 @@ def learn(
     if save:
         store.save_all(identities, overwrite=force)  # a joint group is stored whole or not at all
         drop_checkpoints(ckpt, run_meta)
+    elif cfg.checkpoint_every:  # until the caller stores them a kill must not lose them: --resume stores them
+        save_state(ckpt, mapper, optimizer, step_gen, steps, log.flush(), run_meta)
     return LearnResult(identities, log.values, time.perf_counter() - start_time, first_step)
 
 
@@ -696,5 +697,9 @@ def _autocast_dtype(device: str, dtype: str) -> torch.dtype | None:
     return torch.float16
 
 
-def _fused(device: str) -> dict[str, bool]:
-    return {"fused": True} if device.startswith("cuda") else {}
+def make_optimizer(params: Any, method: str, lr: float, device: str) -> torch.optim.AdamW:
+    """The method's AdamW over ``params`` (fused on CUDA: one kernel for every parameter); a batch's
+    stacked mappers get the same optimizer as one identity learned alone."""
+    recipe = RECIPES[method]
+    fused = {"fused": True} if device.startswith("cuda") else {}
+    return torch.optim.AdamW(params, lr=lr, betas=recipe.betas, weight_decay=recipe.weight_decay, **fused)

@@ -60,6 +60,15 @@ def test_bad_name_is_one_line_error() -> None:
     assert len(result.output.strip().splitlines()) == 1
 
 
+def test_an_error_quoting_brackets_stays_one_line() -> None:
+    """User input (or a library's message) with '[/...]' in it is text, not rich markup."""
+    for args in (["show", "[/x]"], ["learn", "--from", "[/a].csv"]):
+        result = invoke(*args)
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        (line,) = result.output.strip().splitlines()
+        assert line.startswith("error:") and ("[/x]" in line or "[/a].csv" in line)
+
+
 def test_rm_asks_and_respects_answer() -> None:
     IdentityStore().save(make_identity("alice"))
     assert invoke("rm", "alice", input="n\n").exit_code == 1

@@ -29,6 +29,18 @@ def write_csv(path: Path, lines: list[str]) -> Path:
     return path
 
 
+@pytest.fixture
+def offline_cfg(tiny_model: Path, facepack: Path, tiny_vit: Path, tiny_parser: Path, isolated_home: Path):
+    """A LearnConfig for learn_many on the tiny model, fully offline, with ``changes`` applied."""
+    from sid.train import LearnConfig
+
+    def make(**changes):
+        offline = dict(face_models=str(facepack), vit_model=str(tiny_vit), face_parser=str(tiny_parser))
+        return LearnConfig(model=str(tiny_model), device="cpu", lr=1e-3, **offline, **changes)
+
+    return make
+
+
 def vectors(name: str) -> np.ndarray:
     return IdentityStore().get(name).vectors["te32"]
 
@@ -65,7 +77,7 @@ def test_csv_manifest_fails_bad_rows_alone(face_photos: Path, learn_args: list[s
     assert "also on line 2" in reasons["Obama"]
     assert "whole number" in reasons["ann"]
     assert "unknown method" in reasons["bea"]
-    assert "6 of 9 rows failed" in result.stderr
+    assert "6 of 9 rows failed" in result.stderr and "ignored" not in result.stderr
     assert IdentityStore().names() == ["biden", "cyd", "obama"]
     assert IdentityStore().get("cyd").method == "celebbasis"  # the row's own method, learned alone
     info = IdentityStore().info("biden")
@@ -104,23 +116,50 @@ def test_folder_manifest_names_by_stem_and_fails_a_bad_photo_alone(
     assert IdentityStore().names() == ["barack", "joe"]
 
 
+def test_a_group_whose_model_cannot_load_fails_alone(
+    face_photos: Path, learn_args: list[str], tiny_model: Path, isolated_home: Path, tmp_path: Path
+) -> None:
+    """Rows are grouped by method; Celeb Basis's default model (sd15) is not downloaded (offline), so its
+    rows fail with that reason while the StableIdentity rows, on a local sd21, are learned."""
+    (isolated_home / "config.toml").write_text(f'[presets.sd21]\ncandidates = ["{tiny_model}"]\n')
+    manifest = write_csv(
+        tmp_path / "mixed.csv",
+        [f"{face_photos / 'obama_1.jpg'},ann,,celebbasis", f"{face_photos / 'biden_2.jpg'},bob,,"],
+    )
+    model_free = [a for a in learn_args if a not in ("--model", str(tiny_model))]
+    result = learn("--from", str(manifest), "--steps", "2", "--json", *model_free)
+    assert result.exit_code == 1, result.output
+    ann, bob = json.loads(result.stdout)
+    assert ann["status"] == "failed" and "could not load model 'sd15'" in ann["reason"]
+    assert bob["status"] == "learned"
+    assert "1 of 2 rows failed" in result.stderr and IdentityStore().names() == ["bob"]
+
+
 def test_bad_manifests_and_flags_are_refused(
     learn_args: list[str], tmp_path: Path, face_photos: Path
 ) -> None:
     photo = str(face_photos / "obama_1.jpg")
     (tmp_path / "cols.csv").write_text("file,person\na.jpg,ann\n")
     (tmp_path / "empty").mkdir()
+    (tmp_path / "blank.csv").write_text("\n")
     cases = {
         "has no photo or name column": ["--from", str(tmp_path / "cols.csv")],
         "lists no photos": ["--from", str(tmp_path / "empty")],
+        "blank.csv lists no photos": ["--from", str(tmp_path / "blank.csv")],
+        "is a photo, not a manifest": ["--from", photo],
         "manifest": ["--from", str(tmp_path / "nope.csv")],
         "takes the photos and names from its rows": [photo, "--from", str(tmp_path / "cols.csv")],
         "no --name given": [photo],
+        "--parallel applies to --from batches": [photo, "--name", "ann", "--parallel", "2"],
         "--parallel must be between 1 and 64": ["--from", str(tmp_path / "cols.csv"), "--parallel", "0"],
     }
     (tmp_path / "cols.csv").write_text("file,person\na.jpg,ann\n")
+    typo = tmp_path / "typo.csv"  # a misspelt optional column is ignored with a warning, not silently
+    typo.write_text(f"photo,name,methd\n{photo},ann,celebbasis\n")
+    warned = learn("--from", str(typo), "--parallel", "0", *learn_args)
+    assert "typo.csv: column methd ignored (sid reads photo, name, face, method)" in warned.stderr
     for needle, args in cases.items():
-        if needle.startswith("--parallel"):  # a readable manifest, so the flag is what fails
+        if needle.startswith("--parallel must"):  # a readable manifest, so the flag is what fails
             args[1] = str(write_csv(tmp_path / "ok.csv", [f"{photo},ann,,"]))
         one_error(learn(*args, "--quiet", *learn_args), needle)
     assert IdentityStore().names() == []
@@ -177,29 +216,13 @@ def test_stacked_mappers_clip_each_identity_as_alone() -> None:
 
 
 def test_interrupted_batch_keeps_finished_identities_and_resumes(
-    face_photos: Path,
-    tiny_model: Path,
-    facepack: Path,
-    tiny_vit: Path,
-    tiny_parser: Path,
-    isolated_home: Path,
+    face_photos: Path, offline_cfg, isolated_home: Path
 ) -> None:
     from sid.manifest import Row
     from sid.many import learn_many
-    from sid.train import LearnConfig
     from sid.train import learn as learn_one
 
-    cfg = LearnConfig(
-        model=str(tiny_model),
-        device="cpu",
-        face_models=str(facepack),
-        vit_model=str(tiny_vit),
-        face_parser=str(tiny_parser),
-        steps=4,
-        lr=1e-3,
-        checkpoint_every=2,
-        log_every=1,
-    )
+    cfg = offline_cfg(steps=4, checkpoint_every=2, log_every=1)
     names = {"ann": "obama_1.jpg", "bob": "biden_2.jpg", "cyd": "obama_2.jpg"}
     rows = [Row(i, face_photos / f, n) for i, (n, f) in enumerate(names.items(), start=2)]
 
@@ -212,15 +235,51 @@ def test_interrupted_batch_keeps_finished_identities_and_resumes(
     assert IdentityStore().names() == ["ann", "bob"]
     (ckpt,) = (isolated_home / "partial").glob("*.safetensors")
     outcomes = learn_many(rows, cfg, parallel=2, resume=True)
-    assert [(o.name, o.status) for o in outcomes] == [
-        ("ann", "skipped"),
-        ("bob", "skipped"),
-        ("cyd", "learned"),
+    assert [(o.name, o.status, o.resumed_from) for o in outcomes] == [
+        ("ann", "skipped", 0),
+        ("bob", "skipped", 0),
+        ("cyd", "learned", 2),  # from its checkpoint
     ]
     assert not ckpt.exists() and IdentityStore().names() == ["ann", "bob", "cyd"]
     # the resumed identity is the one an uninterrupted run learns
     learn_one([face_photos / names["cyd"]], ["cyd_whole"], cfg)
     np.testing.assert_allclose(vectors("cyd"), vectors("cyd_whole"), rtol=1e-4, atol=1e-5)
+
+
+def test_identities_learned_but_not_yet_stored_survive_a_kill(
+    face_photos: Path, offline_cfg, isolated_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a launcher rank 0 stores every identity at the end: one killed after a chunk (or a Celeb
+    Basis row) finished but before it was stored resumes without training a step, to the same vectors."""
+    from sid import many
+    from sid.manifest import Row
+
+    cfg = offline_cfg(steps=3)
+    rows = [
+        Row(2, face_photos / "obama_1.jpg", "ann"),
+        Row(3, face_photos / "biden_2.jpg", "bob"),
+        Row(4, face_photos / "obama_2.jpg", "cyd", method="celebbasis"),
+    ]
+    finished: dict[str, np.ndarray] = {}
+
+    def killed_before_storing(store, learned, force):
+        finished[learned.identity.name] = next(iter(learned.identity.vectors.values()))
+        if len(finished) == len(rows):
+            raise KeyboardInterrupt  # every identity learned, none stored
+
+    with monkeypatch.context() as m:
+        m.setattr(many, "store_learned", killed_before_storing)
+        with pytest.raises(KeyboardInterrupt):
+            many.learn_many(rows, cfg, parallel=2)
+    assert IdentityStore().names() == [] and len(list((isolated_home / "partial").glob("*"))) == 3
+    trained: list[int] = []
+    outcomes = many.learn_many(
+        rows, cfg, parallel=2, resume=True, progress=lambda d, t, loss: trained.append(d)
+    )
+    assert [(o.status, o.resumed_from) for o in outcomes] == [("learned", 3)] * 3 and trained == []
+    for name, vec in finished.items():
+        np.testing.assert_array_equal(vectors(name), vec)
+    assert not list((isolated_home / "partial").glob("*"))  # each checkpoint dropped once stored
 
 
 def test_two_processes_learn_a_manifest_once(
@@ -241,3 +300,18 @@ def test_two_processes_learn_a_manifest_once(
     assert "common prompt word" in done.stdout and done.stderr.count("1 of 4 rows failed") == 1
     assert IdentityStore().names() == ["ann", "bob", "cyd"]
     assert len({IdentityStore().get(n).photo_sha256 for n in names}) == 3  # each from its own photo
+
+
+def test_a_rank_whose_peer_stopped_says_so(face_photos: Path, learn_args: list[str], tmp_path: Path) -> None:
+    """Rank 0 refuses the batch (its store cannot be created) before sharing the rows: it prints that one
+    error, and rank 1 says it lost its peers rather than 'unexpected RuntimeError ... a bug in sid'."""
+    manifest = write_csv(tmp_path / "people.csv", [f"{face_photos / 'obama_1.jpg'},ann,,"])
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    args += ["-m", "sid", "learn", "--from", str(manifest), "--steps", "2", *learn_args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SID_HOME": str(manifest / "home")}  # under a file
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and "could not create the store folder" in "".join(errors), done.stderr
+    assert any("rank 1 lost the other processes" in line for line in errors), done.stderr
+    assert "a bug in sid" not in done.stderr and "MarkupError" not in done.stderr

@@ -18,6 +18,7 @@ from typing import Any
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from sid import __version__
@@ -90,12 +91,14 @@ def print_columns(header: list[str], rows: list[list[str]]) -> None:
 
 
 def report(e: SidError) -> None:
-    hint = f" [dim]— {e.hint}[/dim]" if e.hint else ""
-    err.print(f"[bold red]error:[/bold red] {e.message}{hint}", markup=True, highlight=False)
+    # escaped: a message quotes user input and library errors ('[/x]', gloo's '[/.../pair.cc:553]'),
+    # which rich would otherwise read as markup and fail on with a traceback
+    hint = f" [dim]— {escape(e.hint)}[/dim]" if e.hint else ""
+    err.print(f"[bold red]error:[/bold red] {escape(e.message)}{hint}", markup=True, highlight=False)
 
 
 def warn(message: str) -> None:
-    err.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+    err.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False)
 
 
 @contextmanager

@@ -137,6 +137,10 @@ def learn(
         face_models=face_models,
         checkpoint_every=checkpoint_every,
     )
+    if parallel is not None and manifest is None:
+        from sid.errors import BadInput
+
+        raise BadInput("--parallel applies to --from batches", "drop --parallel, or learn a list with --from")
     if manifest is not None or not photos or not name:
         return _learn_batch(manifest, photos or name, parallel, cfg, force, resume, quiet, json_)
     try:
@@ -207,11 +211,12 @@ def _learn_batch(
         raise BadInput("--from takes the photos and names from its rows", "drop the photos and --name")
     from sid.many import learn_many
 
-    main = world().main
+    here = world()
+    main = here.main
     with loss_bar("learning", quiet or json_ or not main) as progress:
         try:
             outcomes = learn_many(
-                read_rows(manifest),
+                read_rows(manifest, warn if main else None),  # one warning, not one per rank
                 cfg,
                 parallel,
                 force=force,
@@ -221,8 +226,9 @@ def _learn_batch(
                 phase=None if quiet or json_ or not main else _phase,
             )
         except KeyboardInterrupt:
+            kept = "checkpointed (rank 0 stores at the end)" if here.size > 1 else "stored"
             raise Interrupted(
-                "interrupted; the identities finished so far are stored",
+                f"interrupted; the identities finished so far are {kept}",
                 "run the same command with --resume to learn the rest",
             ) from None
     if not main:
@@ -244,7 +250,9 @@ def _learn_batch(
 
 
 def _detail(o: Any) -> str:
-    return o.reason or (f"loss {o.final_loss:.4f}" if o.final_loss is not None else "")
+    if o.reason or o.final_loss is None:
+        return o.reason
+    return f"loss {o.final_loss:.4f}" + (f", resumed from step {o.resumed_from}" if o.resumed_from else "")
 
 
 def _phase(text: str) -> None:
