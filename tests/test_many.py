@@ -306,8 +306,21 @@ def test_a_rank_whose_peer_stopped_says_so(face_photos: Path, learn_args: list[s
     """Rank 0 refuses the batch (its store cannot be created) before sharing the rows: it prints that one
     error, and rank 1 says it lost its peers rather than 'unexpected RuntimeError ... a bug in sid'."""
     manifest = write_csv(tmp_path / "people.csv", [f"{face_photos / 'obama_1.jpg'},ann,,"])
+    # torchrun stops the other ranks when it sees one fail; looking every 3 s (not 0.1 s) leaves rank 1
+    # the time to report its lost peer on a slow machine, so the test does not race the launcher
     args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    args += ["-m", "sid", "learn", "--from", str(manifest), "--steps", "2", *learn_args]
+    args += [
+        "--monitor-interval",
+        "3",
+        "-m",
+        "sid",
+        "learn",
+        "--from",
+        str(manifest),
+        "--steps",
+        "2",
+        *learn_args,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SID_HOME": str(manifest / "home")}  # under a file
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode != 0
