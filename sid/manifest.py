@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sid.errors import BadInput
+from sid.limits import LIMITS
 
 COLUMNS = ("photo", "name")  # required
 OPTIONAL = ("face", "method")
@@ -111,8 +112,12 @@ def _row(line: int, cells: dict[str, str], base: Path) -> Row:
     elif not cells.get("name"):
         error = "no name given"
     elif cells.get("face"):
+        bound = LIMITS["learn"]["face_index"]  # --face's bounds, named as the column here
         try:
             face = int(cells["face"])
         except ValueError:
             error = f"face must be a whole number (1 = leftmost), not {cells['face']!r}"
+        else:
+            if not bound.low <= face <= bound.high:
+                error = f"face must be {bound.describe()} (1 = leftmost), not {face}"
     return Row(line, photo, cells.get("name", ""), face, cells.get("method") or None, error)

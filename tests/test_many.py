@@ -63,12 +63,13 @@ def test_csv_manifest_fails_bad_rows_alone(face_photos: Path, learn_args: list[s
             f"{face_photos / 'obama_4.jpg'},ann,two,",
             f"{face_photos / 'obama_4.jpg'},bea,,dreambooth",
             f"{face_photos / 'obama_4.jpg'},cyd,,celebbasis",
+            f"{face_photos / 'obama_4.jpg'},dee,0,",
         ],
     )
     result = learn("--from", str(manifest), "--steps", "2", "--parallel", "2", "--json", *learn_args)
     assert result.exit_code == 1, result.output
     rows = {o["name"]: o for o in json.loads(result.stdout)}
-    assert [o["line"] for o in rows.values()] == list(range(2, 11))  # every row, in manifest order
+    assert [o["line"] for o in rows.values()] == list(range(2, 12))  # every row, in manifest order
     assert {n for n, o in rows.items() if o["status"] == "learned"} == {"obama", "biden", "cyd"}
     reasons = {n: o["reason"] for n, o in rows.items() if o["status"] == "failed"}
     assert "no face found" in reasons["kitty"]
@@ -77,7 +78,8 @@ def test_csv_manifest_fails_bad_rows_alone(face_photos: Path, learn_args: list[s
     assert "also on line 2" in reasons["Obama"]
     assert "whole number" in reasons["ann"]
     assert "unknown method" in reasons["bea"]
-    assert "6 of 9 rows failed" in result.stderr and "ignored" not in result.stderr
+    assert "face must be between 1 and 1000" in reasons["dee"] and "--face" not in reasons["dee"]
+    assert "7 of 10 rows failed" in result.stderr and "ignored" not in result.stderr
     assert IdentityStore().names() == ["biden", "cyd", "obama"]
     assert IdentityStore().get("cyd").method == "celebbasis"  # the row's own method, learned alone
     info = IdentityStore().info("biden")
