@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,9 @@ DEFAULT_LOCK_TIMEOUT = 60.0  # seconds a writer waits for another process's stor
 RENDER_STEPS = 30
 RENDER_GUIDANCE = 8.5
 RENDER_SCHEDULER = "dpm++"
+# -q/--json: the command prints its result alone. The CLI sets it; the model loaders read it
+# (pipelines.quiet_libraries), so a command that loads no library imports nothing to be quiet.
+QUIET: ContextVar[bool] = ContextVar("sid_quiet", default=False)
 
 if sys.version_info >= (3, 11):
     import tomllib

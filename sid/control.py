@@ -12,7 +12,7 @@ from typing import Any
 
 from sid.errors import BadInput, ModelNotFound
 from sid.families import family_of_pipeline
-from sid.pipelines import ModelSpec, component_spec, load_from_candidates
+from sid.pipelines import ModelSpec, component_spec, load_from_candidates, quiet_libraries
 
 DEPTH_MODEL = "Intel/dpt-hybrid-midas"
 POSE_ANNOTATORS = "lllyasviel/Annotators"
@@ -89,6 +89,7 @@ def _openpose(image: Any) -> Any:
             "detecting a pose needs the optional package controlnet_aux",
             "pip install controlnet_aux, or pass a ready pose skeleton with --control-is-map",
         ) from e
+    quiet_libraries()  # as every loader: no loading chatter, download bars unless the command is quiet
     try:
         detector = OpenposeDetector.from_pretrained(POSE_ANNOTATORS)
     except Exception as e:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sid.config import config_path, config_value
+from sid.config import QUIET, config_path, config_value
 from sid.errors import BadInput, ModelNotFound, first_line
 from sid.families import FAMILIES, SD1, Family, family_by_key
 
@@ -318,18 +318,27 @@ def quiet_libraries() -> None:
     """Silence diffusers'/transformers' loading bars and chatter: sid reports progress itself.
 
     The Hub's download bars stay on (a first run downloads gigabytes) unless the command is quiet
-    (``-q``/``--json``), which switches them off before anything loads.
+    (``-q``/``--json``: ``config.QUIET``) or the user hid them (HF_HUB_DISABLE_PROGRESS_BARS).
     """
     import diffusers
     import transformers
-    from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
+    from huggingface_hub.utils import disable_progress_bars
 
-    downloads_hidden = are_progress_bars_disabled()
     for lib in (diffusers, transformers):
         lib.utils.logging.disable_progress_bar()  # transformers' also switches off the Hub's bars
         # Their ERROR logs too: every failure they log is raised as well, and sid reports it in one line.
         lib.utils.logging.set_verbosity(lib.utils.logging.CRITICAL)
-    if not downloads_hidden:
+    if QUIET.get():
+        disable_progress_bars()
+    else:
+        show_download_bars()
+
+
+def show_download_bars() -> None:
+    """The Hub's download bars on, unless the user switched them off in the environment."""
+    from huggingface_hub.utils import enable_progress_bars
+
+    if os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS", "").lower() not in ("1", "true", "yes", "on"):
         enable_progress_bars()
 
 

@@ -139,7 +139,7 @@ def test_doctor_shows_the_configured_face_models(isolated_home: Path, monkeypatc
     assert table.exit_code == 0 and "me/my-vit" in table.output and "face parser" in table.output
 
 
-HEAVY = ("torch", "diffusers", "transformers", "insightface", "onnxruntime", "cv2")
+HEAVY = ("torch", "diffusers", "transformers", "huggingface_hub", "insightface", "onnxruntime", "cv2")
 PROBE = """
 import sys, runpy
 sys.argv = ["sid"] + sys.argv[1:]
@@ -155,7 +155,9 @@ sys.exit(code)
 """
 
 
-@pytest.mark.parametrize("args", [["--help"], ["ls"], ["ls", "--json"], ["show", "alice"]])
+@pytest.mark.parametrize(
+    "args", [["--help"], ["ls"], ["ls", "--json"], ["show", "alice"], ["show", "alice", "--json"]]
+)
 def test_light_commands_do_not_import_heavy_libraries(args: list[str]) -> None:
     IdentityStore().save(make_identity("alice"))
     proc = subprocess.run(

@@ -26,13 +26,13 @@ def test_learn_names_each_phase_and_keeps_download_bars_unless_quiet(
     from huggingface_hub.utils import are_progress_bars_disabled
 
     seen: list[bool] = []
-    real = sid.train.extract_face
+    real = sid.train.build_bank
 
     def recording(*args, **kwargs):
-        seen.append(are_progress_bars_disabled())  # the Hub's bars while the command runs
+        seen.append(are_progress_bars_disabled())  # the Hub's bars once the model has loaded
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sid.train, "extract_face", recording)
+    monkeypatch.setattr(sid.train, "build_bank", recording)
     args = ["learn", str(face_photos / "obama_1.jpg"), "--name", "alice", *learn_args]
     args += ["--steps", "10", "--bank-size", "2"]
     result = runner.invoke(app, [*args, *(["-q"] if quiet else [])])

@@ -22,6 +22,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from sid import __version__
+from sid.config import QUIET
 from sid.errors import Interrupted, SidError, as_sid_error
 
 out = Console(soft_wrap=True)
@@ -29,7 +30,6 @@ err = Console(stderr=True, soft_wrap=True)
 
 
 QUIET_FLAGS = ("-q", "--quiet", "--json")
-STORE_ONLY = ("ls", "show", "rm", "mv")  # commands that load no library that could print bars or warnings
 
 
 class SidGroup(TyperGroup):
@@ -41,7 +41,7 @@ class SidGroup(TyperGroup):
 
     def invoke(self, ctx: click.Context) -> Any:
         args = [*getattr(ctx, "_protected_args", []), *ctx.args]
-        quiet = any(a in QUIET_FLAGS for a in args) and not (args and args[0] in STORE_ONLY)
+        quiet = any(a in QUIET_FLAGS for a in args)
         try:
             with quiet_output(quiet):
                 return super().invoke(ctx)
@@ -62,21 +62,22 @@ class SidGroup(TyperGroup):
 
 @contextmanager
 def quiet_output(quiet: bool) -> Iterator[None]:
-    """While a -q/--json command runs: no Hub download bars and no library warnings around its output."""
+    """While a -q/--json command runs: no library warnings around its output, and no Hub download bars
+    (the loaders ask ``config.QUIET``); afterwards, the bars as they were."""
     if not quiet:
         yield
         return
-    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
-
-    was_hidden = are_progress_bars_disabled()
-    disable_progress_bars()
+    token = QUIET.set(True)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
-        if not was_hidden:
-            enable_progress_bars()
+        QUIET.reset(token)
+        if "huggingface_hub" in sys.modules:  # a loader ran and hid the Hub's bars for this command
+            from sid.pipelines import show_download_bars
+
+            show_download_bars()
 
 
 def print_columns(header: list[str], rows: list[list[str]]) -> None:

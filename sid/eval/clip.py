@@ -101,6 +101,10 @@ def load_clip(model_id: str = DEFAULT_CLIP_MODEL) -> ClipScorer:
 def _load_clip(source: str, local_only: bool) -> ClipScorer:
     from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
 
+    from sid.pipelines import quiet_libraries
+
+    quiet_libraries()  # as every loader: no loading chatter, download bars unless the command is quiet
+
     model = CLIPModel.from_pretrained(source, local_files_only=local_only).eval()
     tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
     try:  # Pillow preprocessing, as the original CLIP (and no torchvision needed)
