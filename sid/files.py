@@ -15,6 +15,7 @@ the link kept). Standard library only: the store imports this module.
 
 from __future__ import annotations
 
+import glob
 import os
 import stat
 import tempfile
@@ -157,6 +158,12 @@ def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never a mix."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def leftover_temp_files(path: Path) -> list[Path]:
+    """Temporary files that atomic writes of ``path`` left beside it when their process was killed
+    (SIGKILL runs no clean-up); whoever owns ``path`` may delete them."""
+    return sorted(path.parent.glob(f".{glob.escape(path.name)}.*.tmp{path.suffix}"))
 
 
 def _write_error(path: Path, e: OSError) -> WriteError:

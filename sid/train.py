@@ -32,6 +32,7 @@ from sid.errors import BadInput, OutOfMemory
 from sid.face_transformers import face_parser_source, load_face_parser, vit_face_embeddings, vit_model_source
 from sid.faces import FaceCrop, arcface_embedding, extract_face, load_face_pack
 from sid.families import family_of_pipeline
+from sid.files import leftover_temp_files
 from sid.losslog import LossLog
 from sid.methods import RECIPES, StackedMappers, build_mapper, noise_loss, split_widths, two_phase_loss
 from sid.pipelines import check_dtype, fingerprint, load_pipeline, native_size, pick_device
@@ -652,8 +653,9 @@ def same_names(ckpt: Path, meta: dict[str, str]) -> list[tuple[Path, dict[str, s
 
 
 def drop_checkpoints(ckpt: Path, meta: dict[str, str]) -> None:
-    """Once its identities are stored: this run's checkpoint, and earlier runs' that can never resume."""
-    for path, _ in same_names(ckpt, meta):
+    """Once its identities are stored: this run's checkpoint, and earlier runs' that can never resume,
+    with any half-written copy a killed run left of this one."""
+    for path in [p for p, _ in same_names(ckpt, meta)] + leftover_temp_files(ckpt):
         path.unlink(missing_ok=True)
 
 

@@ -405,3 +405,17 @@ def test_a_checkpoint_of_another_mapper_layout_is_a_clear_error(tmp_path: Path) 
     with pytest.raises(BadInput, match="does not fit this run") as caught:
         load_state(path, new, torch.optim.AdamW(new.parameters()), gen)
     assert "without --resume" in caught.value.hint
+
+
+def test_storing_drops_the_half_written_checkpoint_a_kill_left(tmp_path: Path) -> None:
+    """A run killed while writing its checkpoint leaves a temp file (named as tests/test_outputs.py
+    shows atomic writes name them); the run that finishes deletes it, and nobody else's."""
+    from sid.train import drop_checkpoints
+
+    ckpt = tmp_path / "learn-k.safetensors"
+    stray = tmp_path / ".learn-k.safetensors.x1y2.tmp.safetensors"
+    others = tmp_path / ".learn-kk.safetensors.x1y2.tmp.safetensors"
+    for path in (stray, others):
+        path.write_bytes(b"half")
+    drop_checkpoints(ckpt, {"names": '["alice"]'})
+    assert not stray.exists() and others.exists()

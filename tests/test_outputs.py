@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from sid.cli import app
 from sid.errors import BadInput
-from sid.files import atomic_path, atomic_write
+from sid.files import atomic_path, atomic_write, leftover_temp_files
 from sid.store import IdentityStore, identity_from_file
 from tests.helpers import one_error
 from tests.test_store import make_identity
@@ -244,3 +244,23 @@ def test_atomic_write_refuses_a_target_that_became_a_fifo(tmp_path: Path) -> Non
     assert is_fifo(target) and temp_files(tmp_path) == []
     atomic_write(tmp_path / "fresh.bin", b"whole")
     assert (tmp_path / "fresh.bin").read_bytes() == b"whole"
+
+
+def test_a_killed_atomic_write_leaves_a_temp_file_its_owner_can_find(tmp_path: Path) -> None:
+    """SIGKILL runs no clean-up: the half-written temp stays, and leftover_temp_files names it (and
+    nothing else) so that whoever owns the target can delete it (learn does, for its checkpoints)."""
+    import subprocess
+    import sys
+
+    target = tmp_path / "learn-abc.safetensors"
+    (tmp_path / "learn-abcd.safetensors").write_bytes(b"another checkpoint")
+    killed = (
+        "import os, sys; from pathlib import Path; from sid.files import atomic_path\n"
+        "with atomic_path(Path(sys.argv[1])) as tmp:\n"
+        "    tmp.write_bytes(b'half'); os._exit(9)"
+    )
+    proc = subprocess.run([sys.executable, "-c", killed, str(target)], capture_output=True, timeout=60)
+    assert proc.returncode == 9 and not target.exists()
+    (left,) = leftover_temp_files(target)
+    assert left.read_bytes() == b"half" and left.parent == tmp_path and left.name.startswith(".learn-abc.")
+    assert leftover_temp_files(tmp_path / "learn-abcd.safetensors") == []
