@@ -199,16 +199,17 @@ def choose_face(faces: list[Detection], photo: str, face_index: int | None, warn
     if face_index is not None:
         if not 1 <= face_index <= len(faces):
             many = len(faces) > 1
+            where = "--face (or a manifest's face column)"  # the one check for both
             raise BadInput(
-                f"--face {face_index} asked for, but {photo} has {_count(len(faces))}",
-                f"use --face 1 to {len(faces)}, counted from the left" if many else "leave out --face",
+                f"face {face_index} asked for, but {photo} has {_count(len(faces))}",
+                f"set {where} to 1 to {len(faces)}, counted from the left" if many else f"leave out {where}",
             )
         return faces[face_index - 1]
     largest = max(range(len(faces)), key=lambda i: faces[i].area)
     if len(faces) > 1:
         warn(
             f"found {_count(len(faces))} in {photo}; using the largest (face {largest + 1} from the left). "
-            f"Pick another with --face K (1 to {len(faces)}, counted from the left)"
+            f"Pick another with --face K or a manifest's face column (1 to {len(faces)}, from the left)"
         )
     return faces[largest]
 

@@ -64,12 +64,13 @@ def test_csv_manifest_fails_bad_rows_alone(face_photos: Path, learn_args: list[s
             f"{face_photos / 'obama_4.jpg'},bea,,dreambooth",
             f"{face_photos / 'obama_4.jpg'},cyd,,celebbasis",
             f"{face_photos / 'obama_4.jpg'},dee,0,",
+            f"{face_photos / 'obama_4.jpg'},eve,3,",
         ],
     )
     result = learn("--from", str(manifest), "--steps", "2", "--parallel", "2", "--json", *learn_args)
     assert result.exit_code == 1, result.output
     rows = {o["name"]: o for o in json.loads(result.stdout)}
-    assert [o["line"] for o in rows.values()] == list(range(2, 12))  # every row, in manifest order
+    assert [o["line"] for o in rows.values()] == list(range(2, 13))  # every row, in manifest order
     assert {n for n, o in rows.items() if o["status"] == "learned"} == {"obama", "biden", "cyd"}
     reasons = {n: o["reason"] for n, o in rows.items() if o["status"] == "failed"}
     assert "no face found" in reasons["kitty"]
@@ -79,7 +80,9 @@ def test_csv_manifest_fails_bad_rows_alone(face_photos: Path, learn_args: list[s
     assert "whole number" in reasons["ann"]
     assert "unknown method" in reasons["bea"]
     assert "face must be between 1 and 1000" in reasons["dee"] and "--face" not in reasons["dee"]
-    assert "7 of 10 rows failed" in result.stderr and "ignored" not in result.stderr
+    assert "face 3 asked for" in reasons["eve"] and "has 1 face" in reasons["eve"]
+    assert "face column" in reasons["eve"]  # the hint, in parentheses: the row's own way to fix it
+    assert "8 of 11 rows failed" in result.stderr and "ignored" not in result.stderr
     assert IdentityStore().names() == ["biden", "cyd", "obama"]
     assert IdentityStore().get("cyd").method == "celebbasis"  # the row's own method, learned alone
     info = IdentityStore().info("biden")
