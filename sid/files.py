@@ -132,7 +132,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
         path = Path(os.path.realpath(path))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
+        prefix, suffix = _temp_affixes(path)
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix)
         os.close(fd)
     except OSError as e:
         raise _write_error(path, e) from e
@@ -163,7 +164,13 @@ def atomic_write(path: Path, data: bytes) -> None:
 def leftover_temp_files(path: Path) -> list[Path]:
     """Temporary files that atomic writes of ``path`` left beside it when their process was killed
     (SIGKILL runs no clean-up); whoever owns ``path`` may delete them."""
-    return sorted(path.parent.glob(f".{glob.escape(path.name)}.*.tmp{path.suffix}"))
+    prefix, suffix = _temp_affixes(path)
+    return sorted(path.parent.glob(f"{glob.escape(prefix)}*{glob.escape(suffix)}"))
+
+
+def _temp_affixes(path: Path) -> tuple[str, str]:
+    """How ``atomic_path`` names its temporary files: hidden, named after ``path``, same suffix."""
+    return f".{path.name}.", f".tmp{path.suffix}"
 
 
 def _write_error(path: Path, e: OSError) -> WriteError:
