@@ -40,6 +40,15 @@ def save_state(
     atomic_write(path, save(tensors, metadata=header))
 
 
+def step_reached(path: Path) -> int:
+    """The step a checkpoint written by ``save_state`` reached; 0 when there is none or it is unreadable
+    (its run starts over)."""
+    try:
+        return int(read_header(path)[0].get("step", 0)) if path.is_file() else 0
+    except (StoreError, ValueError):
+        return 0
+
+
 def load_state(
     path: Path, module: torch.nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator
 ) -> tuple[int, list[float]]:

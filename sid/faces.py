@@ -12,7 +12,6 @@ are ``sid.face_transformers``. See docs/faces.md.
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
 import os
 import warnings
@@ -25,7 +24,7 @@ import numpy as np
 
 from sid.errors import BadInput, ModelNotFound, NoFaceFound, first_line
 from sid.face_transformers import FaceParser, parse_face
-from sid.photos import decode_photo, read_photo_file
+from sid.photos import decode_photo, photo_sha256, read_photo_file
 from sid.pipelines import offline
 
 if TYPE_CHECKING:
@@ -451,7 +450,7 @@ def extract_face(
         keypoints=face.keypoints.astype(np.float32),
         score=face.score,
         num_faces=len(faces),
-        photo_sha256=hashlib.sha256(data).hexdigest(),
+        photo_sha256=photo_sha256(data),
     )
 
 

@@ -17,7 +17,6 @@ at the end; every finished identity is checkpointed until then, so a kill before
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import time
 from collections.abc import Callable, Iterator
@@ -28,17 +27,18 @@ from typing import Any
 import torch
 
 from sid import limits, ranks
-from sid.checkpoints import load_state, save_state
-from sid.errors import BadInput, OutOfMemory, SidError, StoreError
+from sid.checkpoints import load_state, save_state, step_reached
+from sid.errors import BadInput, OutOfMemory, SidError
 from sid.face_transformers import load_face_parser
 from sid.faces import extract_face
 from sid.losslog import LossLog
 from sid.manifest import Outcome, Row
 from sid.methods import RECIPES, StackedMappers, build_mapper
+from sid.photos import photo_sha256
 from sid.pipelines import pick_device
 from sid.priors import build_prior
 from sid.prompts import inject_vectors
-from sid.store import Identity, IdentityStore, read_header
+from sid.store import Identity, IdentityStore
 from sid.train import (
     Frozen,
     LearnConfig,
@@ -155,15 +155,14 @@ def check_rows(
             check_inputs([row.photo], [row.name], row_cfg, store, force)
             row_cfg = resolved(row_cfg)
             ckpt = checkpoint_path(store, run_key([row.photo], [row.name], row_cfg))
-            jobs.append(Job(row, row_cfg, ckpt, _checkpoint_step(ckpt) if resume else 0))
+            jobs.append(Job(row, row_cfg, ckpt, step_reached(ckpt) if resume else 0))
         except SidError as e:
             outcomes.append(failed(row, e))
     return jobs, outcomes
 
 
 def failed(row: Row, e: SidError) -> Outcome:
-    reason = f"{e.message} ({e.hint})" if e.hint else e.message
-    return Outcome(row.line, row.name, str(row.photo), "failed", reason)
+    return Outcome(row.line, row.name, str(row.photo), "failed", str(e))  # the message (and its hint)
 
 
 def _stored_from(store: IdentityStore, row: Row) -> bool:
@@ -171,16 +170,9 @@ def _stored_from(store: IdentityStore, row: Row) -> bool:
     try:
         if not row.photo.is_file() or not store.exists(row.name):
             return False
-        return store.get(row.name).photo_sha256 == hashlib.sha256(row.photo.read_bytes()).hexdigest()
+        return store.get(row.name).photo_sha256 == photo_sha256(row.photo.read_bytes())
     except SidError:
         return False  # a bad name or a damaged file: the row's own checks say why
-
-
-def _checkpoint_step(ckpt: Path) -> int:
-    try:
-        return int(read_header(ckpt)[0].get("step", 0)) if ckpt.is_file() else 0
-    except (StoreError, ValueError):
-        return 0  # unreadable: this row starts over
 
 
 def store_learned(store: IdentityStore, learned: Learned, force: bool) -> Outcome:

@@ -7,6 +7,7 @@ returns RGB (transparency over white, CMYK through its profile, 16-bit scaled, n
 
 from __future__ import annotations
 
+import hashlib
 import io
 import warnings
 from pathlib import Path
@@ -38,6 +39,11 @@ def read_photo_file(path: Path) -> bytes:
         raise BadInput(f"photo {path} not found", "check the path") from None
     except OSError as e:
         raise BadInput(f"could not read photo {path}: {first_line(e)}", "check the file's permissions") from e
+
+
+def photo_sha256(data: bytes) -> str:
+    """The photo fingerprint an identity records (``Identity.photo_sha256``): the file's bytes, hashed."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def decode_photo(data: bytes, path: Path) -> Image.Image:
