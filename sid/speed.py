@@ -1,11 +1,12 @@
 """Speed knobs for the learn step's frozen UNet and text encoder, measured side by side on a GPU.
 
 They are library knobs (``LearnConfig.speed``), not CLI flags: ``python -m benchmarks.gpu`` toggles
-each one on one GPU (docs/performance.md, "GPU run") and only the winners become defaults. The one
-that won on an H100 is CUDA graphs (the eager step is launch-bound: 150 ms eager, 53 ms with the UNet
-replayed as a graph), so ``cuda_graphs="auto"`` replays the whole conditioned prediction (text encoder
-and UNet, forward and backward) as graphs on CUDA; the others stay off. ``unet_step`` wraps the UNet
-and ``capture`` any tensor function once, before the loop, so the loop itself stays one call.
+each one on one GPU (docs/performance.md, "GPU run") and only the winners become defaults. On an H100
+the eager step was launch-bound (130 ms, against 24 ms for the UNet replayed as a graph), so
+``cuda_graphs="auto"`` replays the whole conditioned prediction (text encoder and UNet, forward and
+backward) as graphs on CUDA, with a channels-last UNet (faster only with graphs); compile and pinned
+attention backends lost and stay off. ``unet_step`` wraps the UNet and ``capture`` any tensor function
+once, before the loop, so the loop itself stays one call.
 """
 
 from __future__ import annotations
