@@ -336,9 +336,10 @@ def quiet_libraries() -> None:
 
 def show_download_bars() -> None:
     """The Hub's download bars on, unless the user switched them off in the environment."""
+    from huggingface_hub import constants
     from huggingface_hub.utils import enable_progress_bars
 
-    if os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS", "").lower() not in ("1", "true", "yes", "on"):
+    if constants.HF_HUB_DISABLE_PROGRESS_BARS is not True:  # the Hub's own reading of the variable
         enable_progress_bars()
 
 
