@@ -82,6 +82,12 @@ class Adapter:
         self.resolution = resolution or self.native_size(pipe)[0]  # training image side
         self.fingerprints = [fingerprint(enc, tok.vocab_size) for tok, enc in self.encoders]
         self.graph_predict = speed.graphs(device) == "predict"  # capture the whole prediction
+        self.setup(speed)
+
+    def setup(self, speed: Speedups) -> None:
+        """The family's own state (its training noise, its denoiser set up as ``speed`` says), once the
+        common attributes are set."""
+        raise NotImplementedError
 
     # -- what a pipeline is (asked before or without learning) -------------------------------------
     @classmethod
@@ -167,20 +173,11 @@ class DDPMAdapter(Adapter):
     controlnet_pipeline = "StableDiffusionControlNetPipeline"
     threed = True
 
-    def __init__(
-        self,
-        pipe: Any,
-        spec: Any,
-        device: str,
-        amp_dtype: torch.dtype | None,
-        speed: Speedups,
-        resolution: int | None = None,
-    ) -> None:
-        super().__init__(pipe, spec, device, amp_dtype, speed, resolution)
+    def setup(self, speed: Speedups) -> None:
         self.unet = self.denoiser
-        self.noise_scheduler = training_scheduler(pipe.scheduler.config)
-        self.alphas_cumprod = self.noise_scheduler.alphas_cumprod.to(device)
-        self._step = unet_step(self.unet, speed, device, amp_dtype)
+        self.noise_scheduler = training_scheduler(self.pipe.scheduler.config)
+        self.alphas_cumprod = self.noise_scheduler.alphas_cumprod.to(self.device)
+        self._step = unet_step(self.unet, speed, self.device, self.amp_dtype)
 
     @classmethod
     def fits(cls, pipe: Any) -> bool:
@@ -248,17 +245,9 @@ class SDXLAdapter(DDPMAdapter):
     controlnet_pipeline = "StableDiffusionXLControlNetPipeline"
     threed = False
 
-    def __init__(
-        self,
-        pipe: Any,
-        spec: Any,
-        device: str,
-        amp_dtype: torch.dtype | None,
-        speed: Speedups,
-        resolution: int | None = None,
-    ) -> None:
-        super().__init__(pipe, spec, device, amp_dtype, speed, resolution)
-        self.time_ids = size_condition(self.resolution, device)  # (1, 6)
+    def setup(self, speed: Speedups) -> None:
+        super().setup(speed)
+        self.time_ids = size_condition(self.resolution, self.device)  # (1, 6)
 
     @classmethod
     def fits(cls, pipe: Any) -> bool:
