@@ -181,12 +181,15 @@ class DDPMAdapter(Adapter):
 
     @classmethod
     def fits(cls, pipe: Any) -> bool:
-        unet = getattr(pipe, "unet", None)
-        has_text = getattr(pipe, "text_encoder", None) is not None
-        return type(unet).__name__ == "UNet2DConditionModel" and has_text and cls._encoders(pipe) == 1
+        return cls._text_encoders(pipe) == 1
 
     @staticmethod
-    def _encoders(pipe: Any) -> int:
+    def _text_encoders(pipe: Any) -> int:
+        """How many text encoders a pipeline with a 2D conditional UNet and a first text encoder has
+        (0 for any other pipeline: a video model's, an SDXL refiner's with no first encoder)."""
+        unet, first = getattr(pipe, "unet", None), getattr(pipe, "text_encoder", None)
+        if type(unet).__name__ != "UNet2DConditionModel" or first is None:
+            return 0
         return 1 + (getattr(pipe, "text_encoder_2", None) is not None)
 
     @property
@@ -251,8 +254,7 @@ class SDXLAdapter(DDPMAdapter):
 
     @classmethod
     def fits(cls, pipe: Any) -> bool:
-        unet = getattr(pipe, "unet", None)
-        return type(unet).__name__ == "UNet2DConditionModel" and cls._encoders(pipe) == 2
+        return cls._text_encoders(pipe) == 2
 
     def condition(self, ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(B, L, sum d) penultimate hidden states, (B, d2) ``text_embeds`` and (B, 6) ``time_ids``."""
