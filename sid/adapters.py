@@ -85,9 +85,8 @@ class Adapter:
         self.setup(speed)
 
     def setup(self, speed: Speedups) -> None:
-        """The family's own state (its training noise, its denoiser set up as ``speed`` says), once the
-        common attributes are set."""
-        raise NotImplementedError
+        """The family's own state (its training noise, its denoiser set up as ``speed`` says), built once
+        the shared attributes are set; nothing beyond them by default."""
 
     # -- what a pipeline is (asked before or without learning) -------------------------------------
     @classmethod
