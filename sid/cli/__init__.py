@@ -45,8 +45,9 @@ class SidGroup(TyperGroup):
         try:
             with quiet_output(quiet):
                 return super().invoke(ctx)
-        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
-            raise  # exits a command chose, and click's own usage errors
+        except (typer.Exit, typer.Abort, typer.TyperException, click.exceptions.Exit, click.ClickException):
+            raise  # exits a command chose, and usage errors: typer's bundled click raises TyperExceptions,
+            # which typer prints as usage + the closest command or option, exit 2
         except KeyboardInterrupt:
             if os.environ.get("SID_DEBUG"):
                 raise
