@@ -222,6 +222,6 @@ def _one_slot(tensor: np.ndarray, path: Path) -> dict[str, np.ndarray]:
 def infer_name(imported: Imported, path: Path) -> str | None:
     """A legal identity name for an imported file: its own, else the file name; None if neither is legal."""
     for candidate in (imported.name, path.stem):
-        if candidate and NAME_RE.match(candidate):
+        if candidate and NAME_RE.fullmatch(candidate):
             return candidate
     return None

@@ -53,7 +53,7 @@ if TYPE_CHECKING:  # numpy loads only where vectors are read or written: `sid ls
 
 SUFFIX = ".safetensors"
 THUMB_SUFFIX = ".png"
-NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,39}$")
+NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,39}")  # always fullmatch: `$` also matches before a final "\n"
 MAX_VECTORS = 75  # more than fits in one CLIP prompt is not an embedding
 MIN_WIDTH = 8  # narrower rows are not token embeddings
 THUMB_KEY = "thumbnail"  # header key of the base64 PNG face thumbnail ("" = none; absent = older file)
@@ -66,10 +66,11 @@ RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])$", re.IGNORECASE)  
 
 def check_name_syntax(name: str) -> str:
     """Return ``name`` if it can name a stored identity's file, else raise InvalidName (lookups use this)."""
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         shown = name if isinstance(name, str) and len(name) <= 60 else f"{str(name)[:57]}..."
+        control = isinstance(name, str) and any(not c.isprintable() for c in name)
         raise InvalidName(
-            f"invalid identity name {shown!r}",
+            f"invalid identity name {shown!r}" + (": it holds control characters" if control else ""),
             "use 1-40 letters, digits, '_' or '-', starting with a letter",
         )
     return name
@@ -379,7 +380,7 @@ class IdentityStore:
         for p in entries:
             if p.suffix != SUFFIX or p.name.startswith("."):
                 continue
-            if not NAME_RE.match(p.stem):
+            if not NAME_RE.fullmatch(p.stem):
                 bad.append(BadFile(str(p), f"{p} is not named like an identity: rename the file"))
                 continue
             found.setdefault(p.stem.lower(), []).append(p)

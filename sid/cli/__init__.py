@@ -81,9 +81,22 @@ def quiet_output(quiet: bool) -> Iterator[None]:
             show_download_bars()
 
 
+def printable(text: object) -> str:
+    """``text`` with every control character (ESC, newline, BEL, ...) written as its escape: what a file
+    says (a name, metadata, a file name) can never clear the screen, set a title or forge a line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
+def shown(text: object) -> str:
+    """``text`` from outside sid, ready for a rich string with markup: control characters escaped
+    (``printable``) and brackets too, so ``[/bold]`` or ``[link=...]`` in metadata prints as itself."""
+    return escape(printable(text))
+
+
 def print_columns(header: list[str], rows: list[list[str]]) -> None:
     """Plain aligned columns on stdout: a list of many rows in a few ms (a rich Table takes ~60 ms for
     100 rows, most of `sid ls`'s budget), and the same text whether or not stdout is a terminal."""
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
     lines = [
         "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
@@ -95,12 +108,12 @@ def print_columns(header: list[str], rows: list[list[str]]) -> None:
 def report(e: SidError) -> None:
     # escaped: a message quotes user input and library errors ('[/x]', gloo's '[/.../pair.cc:553]'),
     # which rich would otherwise read as markup and fail on with a traceback
-    hint = f" [dim]— {escape(e.hint)}[/dim]" if e.hint else ""
-    err.print(f"[bold red]error:[/bold red] {escape(e.message)}{hint}", markup=True, highlight=False)
+    hint = f" [dim]— {shown(e.hint)}[/dim]" if e.hint else ""
+    err.print(f"[bold red]error:[/bold red] {shown(e.message)}{hint}", markup=True, highlight=False)
 
 
 def warn(message: str) -> None:
-    err.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False)
+    err.print(f"[yellow]warning:[/yellow] {shown(message)}", highlight=False)
 
 
 @contextmanager

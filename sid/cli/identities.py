@@ -7,8 +7,9 @@ from pathlib import Path
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from sid.cli import app, out, print_columns, print_json, warn
+from sid.cli import app, out, print_columns, print_json, printable, warn
 from sid.errors import BadInput, IdentityExists
 from sid.store import Identity, IdentityStore, now_iso
 
@@ -60,7 +61,7 @@ def show(
     for key, value in info.items():
         if isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
-        table.add_row(key, "-" if value is None else str(value))
+        table.add_row(key, Text("-" if value is None else printable(value)))  # Text: never read as markup
     out.print(table)
 
 

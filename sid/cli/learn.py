@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from sid.cli import app, err, loss_bar, out, print_columns, print_json, warn
+from sid.cli import app, err, loss_bar, out, print_columns, print_json, shown, warn
 from sid.errors import Interrupted
 
 if TYPE_CHECKING:
@@ -256,4 +256,4 @@ def _detail(o: Any) -> str:
 
 
 def _phase(text: str) -> None:
-    err.print(f"[dim]…[/dim] {text}", highlight=False)
+    err.print(f"[dim]…[/dim] {shown(text)}", highlight=False)
