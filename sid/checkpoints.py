@@ -37,7 +37,7 @@ def save_state(
     tensors["losses"] = torch.tensor(losses, dtype=torch.float64)
     header = {**(meta or {}), "step": str(step), "param_groups": json.dumps(opt["param_groups"])}
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, save(tensors, metadata=header))
+    atomic_write(path, save(tensors, metadata=header), follow_links=False)
 
 
 def step_reached(path: Path) -> int:

@@ -10,7 +10,8 @@ the rename refuses a target that became a device, FIFO, socket or folder.
 write, before any model loads: devices, FIFOs and sockets are refused, an existing folder (or a path
 written with a trailing slash) means "write inside it", an existing file needs ``--force``, and a
 symbolic link is refused unless ``--force``, which writes through it (the link's target is replaced,
-the link kept). Standard library only: the store imports this module.
+the link kept). Inside sid's own folders a link is never followed (``no_link``). Standard library only:
+the store imports this module.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sid.errors import BadInput, WriteError, first_line, os_hint
+from sid.errors import BadInput, StoreError, WriteError, first_line, os_hint
 
 _KINDS = (
     (stat.S_ISDIR, "a folder"),
@@ -120,15 +121,28 @@ def output_file(given: str | Path | None, name: str, force: bool, suffix: str = 
     return check_output_target(path, force)
 
 
+def no_link(path: Path) -> Path:
+    """``path`` unless it is a symbolic link. In sid's own folders (the store, checkpoints) a link is never
+    followed: anyone who can write a shared SID_HOME could otherwise make its user overwrite their files."""
+    if path.is_symlink():
+        raise StoreError(
+            f"{path} is a symbolic link, and sid never follows links in its own folders",
+            "remove the link (and find out who put it there)",
+        )
+    return path
+
+
 @contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
+def atomic_path(path: Path, follow_links: bool = True) -> Iterator[Path]:
     """A unique temporary path beside ``path`` (same suffix, so writers pick the format from it); when the
     block succeeds it is fsynced and renamed onto ``path``, when it fails it is removed.
 
-    A link at ``path`` is written through (its target is replaced, the link kept); anything else there
-    must be a regular file at rename time. The folder is made if missing. OSError (full disk, read-only
-    folder) becomes a one-line WriteError."""
-    if path.is_symlink():
+    A link at ``path`` is written through (its target is replaced, the link kept) when ``follow_links``
+    (a user's ``-o``), else refused (``no_link``); anything else there must be a regular file at rename
+    time. The folder is made if missing. OSError (full disk, read-only folder) becomes a WriteError."""
+    if not follow_links:
+        no_link(path)
+    elif path.is_symlink():
         path = Path(os.path.realpath(path))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -155,9 +169,9 @@ def atomic_path(path: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes, follow_links: bool = True) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never a mix."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path, follow_links) as tmp:
         tmp.write_bytes(data)
 
 

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 
 MIN_SIDE = 32  # smaller photos cannot hold a usable face
 MAX_PIXELS = 120_000_000  # above every phone/DSLR photo sid needs; guards against decompression bombs
+# The raster formats a photo comes in, as Pillow names them; HEIF (HEIC) only where a plugin such as
+# pillow-heif registered it. Nothing else is ever opened: Pillow would run an EPS file through Ghostscript.
+PHOTO_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "HEIF")
+FORMATS_HINT = "give a JPEG, PNG, WebP, BMP or TIFF photo"
 
 
 def load_photo(path: str | Path) -> Image.Image:
@@ -46,12 +50,14 @@ def photo_sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def decode_photo(data: bytes, path: Path) -> Image.Image:
-    """Decode, refuse bombs and damaged files, apply EXIF orientation, then normalise to RGB."""
+def decode_photo(data: bytes, path: Path, formats: tuple[str, ...] = PHOTO_FORMATS) -> Image.Image:
+    """Decode (only ``formats``), refuse bombs and damaged files, apply EXIF orientation, normalise to RGB."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     if not data:
-        raise BadInput(f"photo {path} is empty (0 bytes)", "give a JPEG, PNG or WebP photo")
+        raise BadInput(f"photo {path} is empty (0 bytes)", FORMATS_HINT)
+    Image.init()  # every plugin registered, so a HEIF one installed counts
+    allowed = [f for f in formats if f in Image.OPEN]
     too_big = BadInput(
         f"photo {path} is too large (more than {MAX_PIXELS // 1_000_000} megapixels)",
         "downscale it, e.g. to 4000 px on the long side; a face needs far less",
@@ -60,12 +66,15 @@ def decode_photo(data: bytes, path: Path) -> Image.Image:
         with warnings.catch_warnings():
             # sid applies its own limit (MAX_PIXELS) below; Pillow's softer warning would only be noise
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(io.BytesIO(data), formats=allowed)
             if img.width * img.height > MAX_PIXELS:
                 raise too_big
             img.load()
     except UnidentifiedImageError:
-        raise BadInput(f"{path} is not an image sid can read", "give a JPEG, PNG or WebP photo") from None
+        found = _format_of(data)
+        if found is not None:
+            raise BadInput(f"{path} is in {found} format, which sid never opens", FORMATS_HINT) from None
+        raise BadInput(f"{path} is not an image sid can read", FORMATS_HINT) from None
     except Image.DecompressionBombError:
         raise too_big from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
@@ -88,6 +97,22 @@ def decode_photo(data: bytes, path: Path) -> Image.Image:
             f"photo {path} uses colour mode {img.mode}, which sid cannot convert ({first_line(e)})",
             "save it as an 8-bit RGB JPEG or PNG",
         ) from e
+
+
+def _format_of(data: bytes) -> str | None:
+    """The image format Pillow recognises by the file's first bytes, to name in an error; nothing is parsed
+    (only each plugin's check of the signature runs)."""
+    from PIL import Image
+
+    prefix = data[:16]
+    for name in Image.ID:
+        accept = Image.OPEN[name][1]
+        try:
+            if accept is not None and accept(prefix):
+                return name
+        except Exception:  # a plugin's signature check failing on odd bytes: not that format
+            continue
+    return None
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

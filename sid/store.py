@@ -46,7 +46,7 @@ from sid.errors import (
     os_error,
 )
 from sid.families import family_of_identity
-from sid.files import atomic_path, atomic_write
+from sid.files import atomic_path, atomic_write, no_link
 
 if TYPE_CHECKING:  # numpy loads only where vectors are read or written: `sid ls` never needs it
     import numpy as np
@@ -307,7 +307,8 @@ class IdentityStore:
         from filelock import FileLock, Timeout
 
         self._make_root()
-        lock = FileLock(str(self.root / LOCK_FILE))
+        info = no_link(self.root / LOCK_INFO)
+        lock = FileLock(str(no_link(self.root / LOCK_FILE)))
         try:
             lock.acquire(timeout=0.5)
         except Timeout:
@@ -322,10 +323,9 @@ class IdentityStore:
                 ) from None
         except OSError as e:
             raise os_error(e, f"lock the store {self.root}") from e
-        info = self.root / LOCK_INFO
         try:
             try:  # advisory: who holds the lock, for the message above; a full disk must not stop us
-                info.write_text(json.dumps(_holder_info()), encoding="utf-8")
+                _create_new(info, json.dumps(_holder_info()).encode("utf-8"))
             except OSError:
                 pass
             yield
@@ -338,7 +338,9 @@ class IdentityStore:
 
     def _lock_holder(self) -> str:
         try:
-            who = json.loads((self.root / LOCK_INFO).read_text(encoding="utf-8"))
+            fd = os.open(self.root / LOCK_INFO, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            with open(fd, encoding="utf-8") as f:
+                who = json.loads(f.read())
             return f"pid {who['pid']} on {who['host']} (`{who['command']}`, since {who['since']})"
         except (OSError, ValueError, KeyError, TypeError):
             return "another sid process"
@@ -380,6 +382,11 @@ class IdentityStore:
         for p in entries:
             if p.suffix != SUFFIX or p.name.startswith("."):
                 continue
+            try:
+                no_link(p)
+            except StoreError as e:
+                bad.append(BadFile(str(p), e.message))
+                continue
             if not NAME_RE.fullmatch(p.stem):
                 bad.append(BadFile(str(p), f"{p} is not named like an identity: rename the file"))
                 continue
@@ -392,7 +399,7 @@ class IdentityStore:
 
     def path(self, name: str) -> Path:
         """The file of an existing identity (case-insensitive), else IdentityNotFound."""
-        check_name_syntax(name)
+        no_link(self.root / f"{check_name_syntax(name)}{SUFFIX}")
         found = self._scan()[0].get(name.lower())
         if found is None:
             known = ", ".join(self.names()) or "none"
@@ -480,6 +487,7 @@ class IdentityStore:
         return f"{__version__}/{LISTING_FORMAT}"
 
     def _read_listing_cache(self) -> dict[str, Any]:
+        no_link(self.root / LISTING_CACHE)
         try:
             data = json.loads((self.root / LISTING_CACHE).read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -494,7 +502,8 @@ class IdentityStore:
     def _write_listing_cache(self, rows: dict[str, Any]) -> None:
         try:
             data = {"key": self._listing_key(), "rows": rows}
-            atomic_write(self.root / LISTING_CACHE, json.dumps(data, separators=(",", ":")).encode("utf-8"))
+            text = json.dumps(data, separators=(",", ":")).encode("utf-8")
+            atomic_write(self.root / LISTING_CACHE, text, follow_links=False)
         except OSError:  # a read-only or full store: the listing itself is still right
             pass
 
@@ -529,7 +538,7 @@ class IdentityStore:
                 targets.append(self.root / f"{identity.name}{SUFFIX}")
             with _writing(f"write to {self.root}"), ExitStack() as renames:  # renamed as the block closes
                 for target, data in zip(targets, payloads, strict=True):
-                    renames.enter_context(atomic_path(target)).write_bytes(data)
+                    renames.enter_context(atomic_path(target, follow_links=False)).write_bytes(data)
             for old, target in zip(olds, targets, strict=True):
                 self._drop_old(old, target)
         return targets
@@ -553,7 +562,7 @@ class IdentityStore:
             identity.name = new
             target = self.root / f"{new}{SUFFIX}"
             with _writing(f"write {target}"):
-                atomic_write(target, identity_to_bytes(identity))
+                atomic_write(target, identity_to_bytes(identity), follow_links=False)
             self._drop_old(src, target)
         return target
 
@@ -583,6 +592,15 @@ def _writing(doing: str) -> Iterator[None]:
 def _clash_message(paths: list[Path]) -> str:
     names = " and ".join(p.name for p in paths)
     return f"{names} in {paths[0].parent} differ only in case: sid cannot tell these identities apart"
+
+
+def _create_new(path: Path, data: bytes) -> None:
+    """Write ``data`` as a new file at ``path``: what stood there (a link, a planted hard link) is removed,
+    never written through, and the file is created exclusively (``O_EXCL``, ``O_NOFOLLOW``)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    with open(fd, "wb") as f:
+        f.write(data)
 
 
 def _holder_info() -> dict[str, Any]:
