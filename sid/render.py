@@ -21,7 +21,6 @@ from sid import limits
 from sid.config import RENDER_GUIDANCE, RENDER_SCHEDULER, RENDER_STEPS
 from sid.errors import BadInput, Interrupted
 from sid.files import atomic_path, check_output_target, output_folder
-from sid.photos import load_photo
 from sid.pipelines import model_for_identities, native_size
 from sid.prompts import ParsedPrompt, load_identities, parse_prompt
 from sid.store import Identity, IdentityStore
@@ -105,6 +104,8 @@ def check_inputs(cfg: RenderConfig) -> None:
             )
         if not cfg.control.is_file():
             raise BadInput(f"control image {cfg.control} not found", "check the path")
+        from sid.photos import load_photo  # numpy: not imported by `sid ls`, which imports this module
+
         load_photo(cfg.control)  # a photo format, readable: refused now, not after the model loads
 
 

@@ -56,6 +56,9 @@ THUMB_SUFFIX = ".png"
 NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,39}")  # always fullmatch: `$` also matches before a final "\n"
 MAX_VECTORS = 75  # more than fits in one CLIP prompt is not an embedding
 MIN_WIDTH = 8  # narrower rows are not token embeddings
+# An identity's vectors stay within this many times the largest token embedding of the text encoder
+# they load into: learned or imported ones come nowhere near it; 3e38 is finite, yet renders black.
+SCALE_LIMIT = 100.0
 THUMB_KEY = "thumbnail"  # header key of the base64 PNG face thumbnail ("" = none; absent = older file)
 LOCK_FILE, LOCK_INFO = ".lock", ".lock.info"
 MIN_FREE_BYTES = 64 * 1024 * 1024  # checkpoints and the identity of one learn run fit easily
@@ -228,6 +231,20 @@ def check_vectors(vectors: dict[str, np.ndarray], source: str, error: type[SidEr
         counts.add(v.shape[0])
     if len(counts) != 1:
         raise error(f"{source}: slots hold different numbers of vectors", "check the file")
+
+
+def check_scale(vectors: np.ndarray, largest: float, source: str) -> None:
+    """StoreError when a row of ``vectors`` is longer than ``SCALE_LIMIT`` times ``largest``, the longest
+    token embedding of the text encoder they are for (only a model knows that scale)."""
+    import numpy as np
+
+    norm = float(np.linalg.norm(vectors.astype(np.float64), axis=-1).max())
+    if not norm <= SCALE_LIMIT * largest:
+        raise StoreError(
+            f"{source} holds vectors of length {norm:.3g}, far beyond this text encoder's token embeddings "
+            f"(at most {largest:.3g})",
+            "re-learn or re-import it: no prompt renders with vectors this large",
+        )
 
 
 def identity_to_bytes(identity: Identity) -> bytes:

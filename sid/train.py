@@ -114,8 +114,6 @@ def check_inputs(
         raise BadInput(f"unknown mask {cfg.mask!r}", f"use {' or '.join(MASKS)}")
     # every bounded knob of the table, before any model loads
     limits.check_all("learn", {knob: getattr(cfg, knob) for knob in limits.LIMITS["learn"]})
-    if cfg.lr is not None and not 0 < cfg.lr < math.inf:
-        raise BadInput(f"--lr must be a positive number, not {cfg.lr}", "try the default")
     check_dtype(cfg.dtype)
 
 

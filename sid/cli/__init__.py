@@ -7,6 +7,7 @@ its body, so ``sid --help``, ``sid ls`` and ``sid show`` start fast.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -192,8 +193,19 @@ def _lazy_bar(
 
 
 def print_json(data: Any) -> None:
-    """Machine-readable output on stdout, never wrapped or coloured."""
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    """Machine-readable output on stdout, never wrapped or coloured, and valid JSON: a NaN or infinite
+    number (an imported file's loss, say) is null, never the ``NaN`` json.dumps would write."""
+    sys.stdout.write(json.dumps(_finite(data), indent=2, default=str, allow_nan=False) + "\n")
+
+
+def _finite(data: Any) -> Any:
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(v) for v in data]
+    return data
 
 
 app = typer.Typer(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -135,12 +134,11 @@ def check_inputs(cfg: ThreeDConfig) -> Outputs:
         "mesh_resolution",
         "frames",
         "seed",
+        "lr",
     )
     limits.check_all("3d", {knob: getattr(cfg, knob) for knob in knobs})
     limits.check_guidance(cfg.guidance)
     check_dtype(cfg.dtype)
-    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
-        raise BadInput(f"--lr must be positive, not {cfg.lr}", "try 0.01")
     if cfg.method not in METHODS:
         raise BadInput(f"unknown method {cfg.method!r}", f"use one of: {', '.join(METHODS)}")
     outputs = outputs_for(cfg)
