@@ -35,13 +35,13 @@ _KINDS = (
 )
 
 
-def _kind(mode: int) -> str:
+def kind_of(mode: int) -> str:
     """What a non-regular file is, in words."""
     return next((words for test, words in _KINDS if test(mode)), "not a regular file")
 
 
 def _not_writable(path: Path, mode: int) -> BadInput:
-    return BadInput(f"{path} is {_kind(mode)}, not a file sid can write", "pick a regular file or a folder")
+    return BadInput(f"{path} is {kind_of(mode)}, not a file sid can write", "pick a regular file or a folder")
 
 
 def _lstat(path: Path) -> os.stat_result | None:

@@ -106,6 +106,10 @@ def _read_safetensors(path: Path) -> Imported:
         return Imported(identity.vectors, identity.name, "sid", identity)
     try:
         tensors = load_file(str(path))
+    except (TypeError, AttributeError):  # a dtype numpy lacks (bfloat16, float8): torch reads those
+        from safetensors.torch import load_file as load_torch
+
+        tensors = load_torch(str(path))
     except Exception as e:  # safetensors raises its own error types
         raise BadInput(f"{path.name} could not be read: {e}", "check the file") from e
     return _from_tensors(tensors, path, meta.get("name"))
@@ -200,6 +204,12 @@ def _to_numpy(value: object, path: Path) -> np.ndarray:
     if isinstance(value, torch.Tensor):
         if not value.is_floating_point():
             raise BadInput(f"{path.name} holds {value.dtype} values, not floats", "check the file")
+        if value.element_size() < 2:  # float8: too coarse for a token embedding (bfloat16 is fine)
+            dtype = str(value.dtype).removeprefix("torch.")
+            raise BadInput(
+                f"{path.name} holds {dtype} values, too coarse for an embedding",
+                "export it as float16, bfloat16 or float32",
+            )
         return value.detach().to("cpu", torch.float32).numpy()
     raise BadInput(f"{path.name} holds a non-tensor value", "export it from its tool again")
 

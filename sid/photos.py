@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import stat
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,11 +17,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sid.errors import BadInput, first_line
+from sid.files import kind_of
 
 if TYPE_CHECKING:
     from PIL import Image
 
 MIN_SIDE = 32  # smaller photos cannot hold a usable face
+MAX_ASPECT = 20  # a longer strip is no photo of a face: scaled for the detector, its short side vanishes
 MAX_PIXELS = 120_000_000  # above every phone/DSLR photo sid needs; guards against decompression bombs
 # The raster formats a photo comes in, as Pillow names them; HEIF (HEIC) only where a plugin such as
 # pillow-heif registered it. Nothing else is ever opened: Pillow would run an EPS file through Ghostscript.
@@ -34,9 +37,21 @@ def load_photo(path: str | Path) -> Image.Image:
     return decode_photo(read_photo_file(path), path)
 
 
+def check_photo_file(path: Path) -> None:
+    """BadInput unless ``path`` is a regular file: a folder, a device (``/dev/null``) or a FIFO is called
+    what it is (reading a FIFO would wait forever), a missing file "not found"."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise BadInput(f"photo {path} not found", "check the path") from None
+    except OSError as e:
+        raise BadInput(f"could not read photo {path}: {first_line(e)}", "check the path") from e
+    if not stat.S_ISREG(mode):
+        raise BadInput(f"{path} is {kind_of(mode)}, not a photo", "give the path of one image file")
+
+
 def read_photo_file(path: Path) -> bytes:
-    if path.is_dir():
-        raise BadInput(f"{path} is a folder, not a photo", "give the path of one image file")
+    check_photo_file(path)
     try:
         return path.read_bytes()
     except FileNotFoundError:
@@ -89,6 +104,11 @@ def decode_photo(data: bytes, path: Path, formats: tuple[str, ...] = PHOTO_FORMA
         raise BadInput(
             f"photo {path} is only {img.width}x{img.height} pixels",
             f"use a photo at least {MIN_SIDE} px on each side (a face of 256 px or more works best)",
+        )
+    if max(img.size) > MAX_ASPECT * min(img.size):
+        raise BadInput(
+            f"photo {path} is {img.width}x{img.height} pixels, a strip rather than a photo",
+            f"crop it to the face (sides at most {MAX_ASPECT} times as long as each other)",
         )
     try:
         return _to_rgb(img)

@@ -180,8 +180,9 @@ def _parse_header(meta: dict[str, str], path: Path) -> dict[str, Any]:
             "final_loss": float(loss) if loss else None,
             "sid_version": meta.get("sid_version", ""),
         }
-    except ValueError as e:  # json.JSONDecodeError is a ValueError
-        raise StoreError(f"{path} has corrupt metadata: {e}", "re-import or re-learn it") from e
+    except (ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError; deep nesting recurses
+        reason = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+        raise StoreError(f"{path} has corrupt metadata: {reason}", "re-import or re-learn it") from e
     if not isinstance(fields["fingerprints"], dict) or not isinstance(fields["settings"], dict):
         raise StoreError(
             f"{path} has corrupt metadata (fingerprints or settings)", "re-import or re-learn it"

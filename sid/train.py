@@ -35,6 +35,7 @@ from sid.families import family_of_pipeline
 from sid.files import leftover_temp_files
 from sid.losslog import LossLog
 from sid.methods import RECIPES, StackedMappers, build_mapper, noise_loss, split_widths, two_phase_loss
+from sid.photos import check_photo_file
 from sid.pipelines import check_dtype, fingerprint, load_pipeline, native_size, pick_device
 from sid.priors import build_prior
 from sid.prompts import VectorSlot, add_placeholder_tokens, identity_token, inject_vectors, text_encoders
@@ -101,10 +102,7 @@ def check_inputs(
     if len({n.lower() for n in names}) != len(names):
         raise BadInput("the same --name is given twice", "give each photo its own name")
     for photo in photos:
-        if photo.is_dir():
-            raise BadInput(f"{photo} is a folder, not a photo", "give the path of one image file")
-        if not photo.is_file():
-            raise BadInput(f"photo {photo} not found", "check the path")
+        check_photo_file(photo)
     for name in names:
         validate_name(name)
         store.check_free(name, force, "pick another --name or pass --force")
