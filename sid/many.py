@@ -367,7 +367,7 @@ class Batch:
         singles = [make_optimizer(m.parameters(), cfg.method, lr, device) for m in mappers]
         for job, single, opt, gen, log in zip(jobs, mappers, singles, gens, logs, strict=True):
             if first and job.ckpt.is_file():
-                _, log.values = load_state(job.ckpt, single, opt, gen)
+                _, log.values = load_state(job.ckpt, single, opt, gen, steps)
             elif resume:
                 drop_stale_checkpoints(job.ckpt, job.meta, warn)
         mapper = StackedMappers(mappers)

@@ -27,7 +27,7 @@ from diffusers import DDPMScheduler
 
 from sid import __version__, limits
 from sid.augment import augment_batch
-from sid.checkpoints import find_checkpoints, load_state, save_state
+from sid.checkpoints import find_checkpoints, load_state, result_settings, save_state
 from sid.errors import BadInput, OutOfMemory
 from sid.face_transformers import face_parser_source, load_face_parser, vit_face_embeddings, vit_model_source
 from sid.faces import FaceCrop, arcface_embedding, extract_face, load_face_pack
@@ -133,7 +133,7 @@ def run_key(photos: list[Path], names: list[str], cfg: LearnConfig) -> str:
     h = hashlib.sha256()
     for photo in photos:
         h.update(hashlib.sha256(photo.read_bytes()).digest())
-    h.update(json.dumps([names, asdict(cfg)], sort_keys=True, default=str).encode())
+    h.update(json.dumps([names, result_settings(asdict(cfg))], sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
 
 
@@ -198,7 +198,7 @@ def learn(
     first_step, log = 0, LossLog()
     run_meta = checkpoint_meta(names, cfg, [c.photo_sha256 for c in crops])
     if resume and ckpt.is_file():
-        first_step, log.values = load_state(ckpt, mapper, optimizer, step_gen)
+        first_step, log.values = load_state(ckpt, mapper, optimizer, step_gen, steps)
     elif resume:
         drop_stale_checkpoints(ckpt, run_meta, warn)
     scaler = torch.amp.GradScaler(enabled=model.amp_dtype == torch.float16)  # fp16 needs loss scaling
@@ -637,7 +637,7 @@ def checkpoint_meta(names: list[str], cfg: LearnConfig, photo_sha256s: list[str]
     return {
         "format": "sid-learn",
         "names": json.dumps(sorted(n.lower() for n in names)),
-        "config": json.dumps(asdict(cfg), sort_keys=True, default=str),
+        "config": json.dumps(result_settings(asdict(cfg)), sort_keys=True, default=str),
         "photos": json.dumps(photo_sha256s),
     }
 

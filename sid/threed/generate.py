@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from sid import limits
-from sid.checkpoints import load_state, save_state
+from sid.checkpoints import load_state, result_settings, save_state
 from sid.errors import BadInput, Interrupted, OutOfMemory
 from sid.files import is_folder, output_file
 from sid.losslog import LossLog
@@ -151,27 +151,7 @@ def check_inputs(cfg: ThreeDConfig) -> Outputs:
 
 def run_key(cfg: ThreeDConfig, model_label: str) -> str:
     """Settings a checkpoint shares with the run resuming it (not --iters: a run can be extended)."""
-    keep = {
-        k: v
-        for k, v in asdict(cfg).items()
-        if k
-        not in {
-            "iters",
-            "output",
-            "format",
-            "turntable",
-            "make_turntable",
-            "force",
-            "checkpoint_every",
-            "mesh_resolution",
-            "mesh_threshold",
-            "frames",
-            "turntable_size",
-            "log_every",
-            "device",
-            "model",
-        }
-    }
+    keep = {k: v for k, v in result_settings(asdict(cfg)).items() if k not in ("iters", "model")}
     keep["model"] = model_label
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -191,7 +171,10 @@ def check_checkpoint(path: Path, key: str) -> int:
             f"checkpoint {path} was made with other settings",
             "run with the same prompt and options, or drop --resume to start over",
         )
-    return int(meta.get("step", "0"))
+    step = meta.get("step", "0")
+    if not step.isdigit():
+        raise BadInput(f"checkpoint {path} is damaged (step {step!r})", "delete it and run without --resume")
+    return int(step)
 
 
 # -- one step's random choices -------------------------------------------------------------------------
