@@ -46,12 +46,29 @@ def with_controlnet(pipe: Any, spec: ModelSpec, control_type: str, controlnet: s
         raise ModelNotFound(
             e.message, "pass --controlnet with a local ControlNet folder, or go online once"
         ) from e
+    check_family(model, pipe, source)
     cls = (
         StableDiffusionXLControlNetPipeline
         if len(family_of_pipeline(pipe).widths) > 1  # SDXL's layout: two text encoders
         else StableDiffusionControlNetPipeline
     )
-    return cls.from_pipe(pipe, controlnet=model.to(pipe.device))
+    wrapped = cls.from_pipe(pipe, controlnet=model.to(pipe.device))
+    wrapped.set_progress_bar_config(disable=True)  # from_pipe starts a new config: sid draws its own bars
+    return wrapped
+
+
+def check_family(controlnet: Any, pipe: Any, source: str) -> None:
+    """BadInput unless ``controlnet`` conditions like the model's UNet (the text width it attends to and
+    SDXL's extra embeddings): another family's ControlNet would fail mid-render on a matrix shape."""
+    keys = ("cross_attention_dim", "addition_embed_type")
+    theirs, ours = ({k: getattr(m.config, k, None) for k in keys} for m in (controlnet, pipe.unet))
+    if theirs != ours:
+        raise BadInput(
+            f"ControlNet {source!r} is for another model family than {family_of_pipeline(pipe).label} "
+            f"(it attends to {theirs['cross_attention_dim']}-wide text, the model to "
+            f"{ours['cross_attention_dim']}-wide)",
+            "pass --controlnet with a ControlNet made for this model's family",
+        )
 
 
 def make_control_image(path: Path, control_type: str, is_map: bool, size: tuple[int, int] | None) -> Any:

@@ -97,12 +97,24 @@ def output_folder(given: str | Path) -> Path:
     ancestor is a folder (so nothing is created before the work succeeds)."""
     folder = Path(given).expanduser()
     _refuse_special(folder)
+    if folder.is_symlink() and not folder.exists():
+        raise BadInput(
+            f"{folder} is a symbolic link to {os.path.realpath(folder)}, which does not exist",
+            "remove the link or pick another -o",
+        )
     for existing in (folder, *folder.parents):
         if existing.exists():
             if not existing.is_dir():
                 raise BadInput(f"{existing} is not a folder", "pick another -o folder")
+            _check_writable(existing)
             return folder
     return folder
+
+
+def _check_writable(folder: Path) -> None:
+    """Refuse, before any work, a folder sid could not write in (read-only file system, permissions)."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise BadInput(f"cannot write in {folder} (read-only, or no permission)", "pick another -o")
 
 
 def output_file(given: str | Path | None, name: str, force: bool, suffix: str = "") -> Path:
@@ -118,6 +130,7 @@ def output_file(given: str | Path | None, name: str, force: bool, suffix: str = 
         path = path.with_name(f"{path.name}{suffix}")
     if not path.parent.is_dir():
         raise BadInput(f"the folder {path.parent} does not exist", "create it first or pick another -o")
+    _check_writable(path.parent)
     return check_output_target(path, force)
 
 

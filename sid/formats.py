@@ -42,15 +42,32 @@ def export_tensors(identity: Identity, fmt: str) -> dict[str, np.ndarray]:
     return {"emb_params": only}
 
 
+def check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise BadInput(f"unknown export format {fmt!r}", f"use one of: {', '.join(FORMATS)}")
+
+
+def export_path(output: str | None, name: str, fmt: str, force: bool) -> Path:
+    """The checked file ``sid export`` writes: the format first (a typo is never hidden behind "already
+    exists"), then ``-o`` (``sid.files.output_file``), which must name a .safetensors file: every format
+    is one, and a ``.pt`` name would promise a pickle."""
+    from sid.files import output_file
+
+    check_format(fmt)
+    path = output_file(output, f"{name}.safetensors", force, ".safetensors")
+    if path.suffix.lower() != ".safetensors":
+        raise BadInput(f"-o {path}: sid exports .safetensors files", f"name it {path.stem}.safetensors")
+    return path
+
+
 def write_export(identity: Identity, fmt: str, path: Path) -> None:
     """Write ``identity`` to the file ``path`` in ``fmt``, whole or not at all. The caller picks and checks
-    the path (``sid.files.output_file``): A1111 takes the trigger word from the file name."""
+    the path (``export_path``): A1111 takes the trigger word from the file name."""
     from safetensors.numpy import save
 
     from sid.files import atomic_write
 
-    if fmt not in FORMATS:
-        raise BadInput(f"unknown export format {fmt!r}", f"use one of: {', '.join(FORMATS)}")
+    check_format(fmt)
     if fmt == "sid":
         data = identity_to_bytes(identity)
     else:

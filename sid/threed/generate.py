@@ -21,7 +21,7 @@ import torch
 from sid import limits
 from sid.checkpoints import load_state, result_settings, save_state
 from sid.errors import BadInput, Interrupted, OutOfMemory
-from sid.files import is_folder, output_file
+from sid.files import check_output_target, is_folder, output_file
 from sid.losslog import LossLog
 from sid.pipelines import check_dtype
 from sid.store import IdentityStore
@@ -117,7 +117,10 @@ def outputs_for(cfg: ThreeDConfig) -> Outputs:
     mesh = output_file(cfg.output, f"{slug(cfg.prompt)}.{fmt}", cfg.force, f".{fmt}")
     turntable = None
     if cfg.make_turntable:
-        turntable = output_file(cfg.turntable or mesh.with_suffix(".mp4"), f"{mesh.stem}.mp4", cfg.force)
+        if cfg.turntable:
+            turntable = output_file(cfg.turntable, f"{mesh.stem}.mp4", cfg.force)
+        else:  # beside the mesh, in a folder that may be made with it (as `-o newdir/` asks)
+            turntable = check_output_target(mesh.with_suffix(".mp4"), cfg.force)
     return Outputs(mesh, fmt, turntable, mesh.with_name(f"{mesh.stem}.partial.safetensors"))
 
 
