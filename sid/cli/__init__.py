@@ -24,7 +24,7 @@ from typer.core import TyperGroup
 
 from sid import __version__
 from sid.config import QUIET
-from sid.errors import Interrupted, SidError, as_sid_error
+from sid.errors import Interrupted, OutOfMemory, SidError, as_sid_error
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -52,14 +52,29 @@ class SidGroup(TyperGroup):
         except KeyboardInterrupt:
             if os.environ.get("SID_DEBUG"):
                 raise
-            report(Interrupted("interrupted"))  # commands that finish work in parts say what they kept
+            interrupted = Interrupted("interrupted")  # commands that finish work in parts say what they kept
+            if _reports_here(interrupted, own=False):
+                report(interrupted)
             raise typer.Exit(Interrupted.exit_code) from None
         except Exception as e:
             if os.environ.get("SID_DEBUG"):
                 raise
             error = e if isinstance(e, SidError) else as_sid_error(e)
-            report(error)
+            if _reports_here(error, own=isinstance(error, OutOfMemory) or not isinstance(e, SidError)):
+                report(error)
             raise typer.Exit(error.exit_code) from None
+
+
+def _reports_here(error: SidError, own: bool) -> bool:
+    """Under torchrun every rank runs the same checks and fails alike: rank 0 alone prints the error, so
+    it reads once; another rank prints only what is its ``own`` (out of memory, an error sid did not
+    expect), its message then starting with the rank."""
+    from sid.ranks import world
+
+    here = world()
+    if not here.main and own:
+        error.message = f"rank {here.rank} of {here.size}: {error.message}"
+    return here.main or own
 
 
 @contextmanager
