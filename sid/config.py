@@ -57,7 +57,10 @@ def config_path() -> Path:
 def _expanded(variable: str, value: str) -> Path:
     """``value`` with ``~`` expanded; ``~nouser/x`` stays unexpanded, and would become a folder named
     ``~nouser`` wherever sid runs, so it is refused."""
-    path = Path(value).expanduser()
+    try:
+        path = Path(value).expanduser()
+    except RuntimeError:  # Python 3.12+: "Could not determine home directory"
+        path = Path(value)
     if path.parts and path.parts[0].startswith("~"):
         user = path.parts[0][1:]
         raise BadInput(f"{variable}={value!r}: there is no user {user!r}", "use an absolute path")

@@ -211,24 +211,31 @@ def _from_tensors(tensors: dict, path: Path, name: str | None) -> Imported:
 
 
 def _to_numpy(value: object, path: Path) -> np.ndarray:
-    """float32 numpy of a float tensor; integer or boolean tensors are not embeddings."""
+    """float32 numpy of a float tensor; integer or boolean tensors are not embeddings, float8 ones too
+    coarse. numpy reads bfloat16 and float8 too where a library registered them (ml_dtypes)."""
     if isinstance(value, np.ndarray):
-        if not np.issubdtype(value.dtype, np.floating):
+        name = value.dtype.name
+        if not (np.issubdtype(value.dtype, np.floating) or name.startswith(("bfloat16", "float8"))):
             raise BadInput(f"{path.name} holds {value.dtype} values, not floats", "check the file")
+        _check_precision(name, path)
         return value.astype(np.float32)
     import torch
 
     if isinstance(value, torch.Tensor):
         if not value.is_floating_point():
             raise BadInput(f"{path.name} holds {value.dtype} values, not floats", "check the file")
-        if value.element_size() < 2:  # float8: too coarse for a token embedding (bfloat16 is fine)
-            dtype = str(value.dtype).removeprefix("torch.")
-            raise BadInput(
-                f"{path.name} holds {dtype} values, too coarse for an embedding",
-                "export it as float16, bfloat16 or float32",
-            )
+        _check_precision(str(value.dtype).removeprefix("torch."), path)
         return value.detach().to("cpu", torch.float32).numpy()
     raise BadInput(f"{path.name} holds a non-tensor value", "export it from its tool again")
+
+
+def _check_precision(dtype: str, path: Path) -> None:
+    """float8 is too coarse for a token embedding (bfloat16, float16 and wider are fine)."""
+    if dtype.startswith("float8"):
+        raise BadInput(
+            f"{path.name} holds {dtype} values, too coarse for an embedding",
+            "export it as float16, bfloat16 or float32",
+        )
 
 
 def _matrix(tensor: np.ndarray, path: Path) -> np.ndarray:
