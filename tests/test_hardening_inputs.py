@@ -135,7 +135,7 @@ def test_a_damaged_checkpoint_is_refused_on_resume(
     ("text", "needle"),
     [
         ('photo,name\na.jpg,alice\n"b.jpg,bob\n', "line 3: unexpected end of data"),
-        ("photo,name\n" + "x" * 200_000 + ",carol\n", "field larger than field limit"),
+        ("photo,name\n" + "x" * 200_000 + ",carol\n", "line 2: field larger than field limit"),
         ("photo,name,photo\na.jpg,alice,b.jpg\n", "column photo appears twice"),
     ],
 )
