@@ -84,11 +84,10 @@ def test_a_long_prompt_is_warned_about(tiny_model: Path, tmp_path: Path) -> None
     assert "the text encoder reads the first 75, the rest is cut" in result.output
 
 
-@pytest.mark.parametrize("command", [["render", "a castle"], ["video", "a dance"], ["3d", "a bust"]])
-def test_a_dangling_output_link_fails_before_any_model_loads(command: list[str], tmp_path: Path) -> None:
-    link = tmp_path / ("out" if command[0] == "render" else "out.mp4" if command[0] == "video" else "out.glb")
+def test_a_dangling_output_folder_link_fails_before_any_model_loads(tmp_path: Path) -> None:
+    link = tmp_path / "out"  # render's -o is a folder (video's and 3d's files were checked already)
     link.symlink_to(tmp_path / "gone" / "away")
-    result = runner.invoke(app, [*command, "-o", str(link), "--model", NO_MODEL])
+    result = runner.invoke(app, ["render", "a castle", "-o", str(link), "--model", NO_MODEL])
     one_error(result, "which does not exist")
 
 
