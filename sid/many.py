@@ -28,7 +28,7 @@ import torch
 
 from sid import limits, ranks
 from sid.checkpoints import load_state, save_state, step_reached
-from sid.errors import BadInput, OutOfMemory, SidError
+from sid.errors import BadInput, IdentityExists, OutOfMemory, SidError
 from sid.face_transformers import load_face_parser
 from sid.faces import extract_face
 from sid.losslog import LossLog
@@ -180,6 +180,11 @@ def store_learned(store: IdentityStore, learned: Learned, force: bool) -> Outcom
     row = learned.job.row
     try:
         store.save(learned.identity, overwrite=force)
+    except IdentityExists as e:
+        if not _stored_from(store, row):
+            return failed(row, e)
+        drop_checkpoints(learned.job.ckpt, learned.job.meta)  # an overlapping run stored this very row
+        return Outcome(row.line, row.name, str(row.photo), "skipped", "already learned (by another run)")
     except SidError as e:
         return failed(row, e)
     drop_checkpoints(learned.job.ckpt, learned.job.meta)

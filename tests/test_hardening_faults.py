@@ -130,3 +130,31 @@ def test_a_declined_rm_says_so() -> None:
     result = runner.invoke(app, ["rm", "alice"], input="n\n")
     assert result.exit_code == 1 and "Kept alice: nothing removed." in result.output
     assert IdentityStore().names() == ["alice"]
+
+
+def test_a_row_another_run_stored_first_leaves_no_checkpoint(
+    face_photos: Path, learn_args: list[str], tmp_path: Path, isolated_home: Path, monkeypatch
+) -> None:
+    """Two overlapping --from runs learn the same row: the one that stores second keeps no checkpoint."""
+    import sid.many
+    from sid.photos import photo_sha256
+
+    photo = face_photos / "obama_1.jpg"
+    manifest = tmp_path / "people.csv"
+    manifest.write_text(f"photo,name\n{photo},alice\n")
+    real_check = sid.many.check_rows
+
+    def other_run_stores_first(*args, **kwargs):
+        plan = real_check(*args, **kwargs)
+        winner = make_identity("alice", width=32)
+        winner.photo_sha256 = photo_sha256(photo.read_bytes())
+        IdentityStore().save(winner)  # as the other run does while this one learns
+        return plan
+
+    monkeypatch.setattr(sid.many, "check_rows", other_run_stores_first)
+    args = ["learn", "--from", str(manifest), *learn_args, "--steps", "2", "--checkpoint-every", "1"]
+    result = runner.invoke(app, [*args, "--bank-size", "2", "--mask", "landmarks", "--json"])
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)
+    assert row["status"] == "skipped" and "another run" in row["reason"]
+    assert list((isolated_home / "partial").glob("*.safetensors")) == []
