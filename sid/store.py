@@ -11,8 +11,8 @@ changed since the last listing, and never imports torch (nor numpy, once the cac
 Every file is checked when read: one corrupt or foreign file is reported by name and never hides
 the others (``IdentityStore.list`` returns the good rows and the problems).
 
-One concern, the identity files and the folder that holds them (format, checks, lock, listing),
-hence one file past 450 lines.
+One concern, the identity files and the folder that holds them (format, checks, listing), hence one
+file past 450 lines; the lock that serialises writers is ``sid.storelock``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sid import __version__
-from sid.config import lock_timeout, store_dir
+from sid.config import store_dir
 from sid.errors import (
     IdentityExists,
     IdentityNotFound,
@@ -47,6 +46,7 @@ from sid.errors import (
 )
 from sid.families import family_of_identity
 from sid.files import atomic_path, atomic_write, no_link
+from sid.storelock import store_lock
 
 if TYPE_CHECKING:  # numpy loads only where vectors are read or written: `sid ls` never needs it
     import numpy as np
@@ -60,7 +60,6 @@ MIN_WIDTH = 8  # narrower rows are not token embeddings
 # they load into: learned or imported ones come nowhere near it; 3e38 is finite, yet renders black.
 SCALE_LIMIT = 100.0
 THUMB_KEY = "thumbnail"  # header key of the base64 PNG face thumbnail ("" = none; absent = older file)
-LOCK_FILE, LOCK_INFO = ".lock", ".lock.info"
 MIN_FREE_BYTES = 64 * 1024 * 1024  # checkpoints and the identity of one learn run fit easily
 LISTING_CACHE = ".listing.json"  # derived data, rebuilt whenever it is missing, stale or unreadable
 LISTING_FORMAT = 1  # bump when the fields ``IdentityStore._info`` returns change
@@ -322,46 +321,9 @@ class IdentityStore:
     @contextmanager
     def lock(self) -> Iterator[None]:
         """Serialise writers across processes; say who holds the lock while waiting for it."""
-        from filelock import FileLock, Timeout
-
         self._make_root()
-        info = no_link(self.root / LOCK_INFO)
-        lock = FileLock(str(no_link(self.root / LOCK_FILE)))
-        try:
-            lock.acquire(timeout=0.5)
-        except Timeout:
-            timeout = lock_timeout()
-            self.notify(f"waiting up to {timeout:g} s for the store lock, held by {self._lock_holder()}")
-            try:
-                lock.acquire(timeout=timeout)
-            except Timeout:
-                raise StoreError(
-                    f"the store {self.root} is still locked by {self._lock_holder()} after {timeout:g} s",
-                    "wait for that command to finish (or stop it), then run yours again",
-                ) from None
-        except OSError as e:
-            raise os_error(e, f"lock the store {self.root}") from e
-        try:
-            try:  # advisory: who holds the lock, for the message above; a full disk must not stop us
-                _create_new(info, json.dumps(_holder_info()).encode("utf-8"))
-            except OSError:
-                pass
+        with store_lock(self.root, self.notify):
             yield
-        finally:
-            try:
-                info.unlink(missing_ok=True)
-            except OSError:  # a read-only or failing disk must never keep the lock held
-                pass
-            lock.release()
-
-    def _lock_holder(self) -> str:
-        try:
-            fd = os.open(self.root / LOCK_INFO, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-            with open(fd, encoding="utf-8") as f:
-                who = json.loads(f.read())
-            return f"pid {who['pid']} on {who['host']} (`{who['command']}`, since {who['since']})"
-        except (OSError, ValueError, KeyError, TypeError):
-            return "another sid process"
 
     def _make_root(self) -> None:
         try:
@@ -610,24 +572,6 @@ def _writing(doing: str) -> Iterator[None]:
 def _clash_message(paths: list[Path]) -> str:
     names = " and ".join(p.name for p in paths)
     return f"{names} in {paths[0].parent} differ only in case: sid cannot tell these identities apart"
-
-
-def _create_new(path: Path, data: bytes) -> None:
-    """Write ``data`` as a new file at ``path``: what stood there (a link, a planted hard link) is removed,
-    never written through, and the file is created exclusively (``O_EXCL``, ``O_NOFOLLOW``)."""
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
-    with open(fd, "wb") as f:
-        f.write(data)
-
-
-def _holder_info() -> dict[str, Any]:
-    return {
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "command": " ".join(["sid", *sys.argv[1:]])[:200],
-        "since": datetime.now().replace(microsecond=0).isoformat(sep=" "),
-    }
 
 
 def _stamp(path: Path) -> list[int]:
