@@ -67,12 +67,8 @@ def check_output_target(path: Path, force: bool) -> Path:
     if st is None:
         return path
     if stat.S_ISLNK(st.st_mode):
+        _refuse_dangling(path)
         target = Path(os.path.realpath(path))
-        if not target.exists():
-            raise BadInput(
-                f"{path} is a symbolic link to {target}, which does not exist",
-                "remove the link or pick another -o",
-            )
         if not force:
             raise BadInput(
                 f"{path} is a symbolic link to {target}", f"pass --force to overwrite {target} through it"
@@ -97,11 +93,7 @@ def output_folder(given: str | Path) -> Path:
     ancestor is a folder (so nothing is created before the work succeeds)."""
     folder = Path(given).expanduser()
     _refuse_special(folder)
-    if folder.is_symlink() and not folder.exists():
-        raise BadInput(
-            f"{folder} is a symbolic link to {os.path.realpath(folder)}, which does not exist",
-            "remove the link or pick another -o",
-        )
+    _refuse_dangling(folder)
     for existing in (folder, *folder.parents):
         if existing.exists():
             if not existing.is_dir():
@@ -109,6 +101,15 @@ def output_folder(given: str | Path) -> Path:
             _check_writable(existing)
             return folder
     return folder
+
+
+def _refuse_dangling(path: Path) -> None:
+    """A link to nothing is never an output: writing through it would create a file somewhere unexpected."""
+    if path.is_symlink() and not path.exists():
+        raise BadInput(
+            f"{path} is a symbolic link to {os.path.realpath(path)}, which does not exist",
+            "remove the link or pick another -o",
+        )
 
 
 def _check_writable(folder: Path) -> None:
