@@ -24,7 +24,7 @@ from typer.core import TyperGroup
 
 from sid import __version__
 from sid.config import QUIET
-from sid.errors import Interrupted, OutOfMemory, SidError, as_sid_error
+from sid.errors import Interrupted, LostPeers, OutOfMemory, SidError, as_sid_error
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -60,21 +60,24 @@ class SidGroup(TyperGroup):
             if os.environ.get("SID_DEBUG"):
                 raise
             error = e if isinstance(e, SidError) else as_sid_error(e)
-            if _reports_here(error, own=isinstance(error, OutOfMemory) or not isinstance(e, SidError)):
+            own = isinstance(error, (OutOfMemory, LostPeers)) or not isinstance(e, SidError)
+            if _reports_here(error, own):
                 report(error)
             raise typer.Exit(error.exit_code) from None
 
 
 def _reports_here(error: SidError, own: bool) -> bool:
     """Under torchrun every rank runs the same checks and fails alike: rank 0 alone prints the error, so
-    it reads once; another rank prints only what is its ``own`` (out of memory, an error sid did not
-    expect), its message then starting with the rank."""
+    it reads once; another rank prints only what is its ``own`` (out of memory, lost peers, an error sid
+    did not expect), its message then naming the rank."""
     from sid.ranks import world
 
     here = world()
-    if not here.main and own:
+    if here.main:
+        return True
+    if own and not isinstance(error, LostPeers):  # that message names its rank already
         error.message = f"rank {here.rank} of {here.size}: {error.message}"
-    return here.main or own
+    return own
 
 
 @contextmanager
