@@ -34,7 +34,7 @@ def home() -> Path:
     """sid's data folder: $SID_HOME, else the platform's user data dir."""
     env = os.environ.get("SID_HOME")
     if env:
-        return Path(env).expanduser()
+        return _expanded("SID_HOME", env)
     import platformdirs
 
     return Path(platformdirs.user_data_dir("sid", appauthor=False))
@@ -48,10 +48,23 @@ def config_path() -> Path:
     """The TOML config file: $SID_CONFIG, else config.toml in the platform's user config dir."""
     env = os.environ.get("SID_CONFIG")
     if env:
-        return Path(env).expanduser()
+        return _expanded("SID_CONFIG", env)
     import platformdirs
 
     return Path(platformdirs.user_config_dir("sid", appauthor=False)) / "config.toml"
+
+
+def _expanded(variable: str, value: str) -> Path:
+    """``value`` with ``~`` expanded; ``~nouser/x`` stays unexpanded, and would become a folder named
+    ``~nouser`` wherever sid runs, so it is refused."""
+    try:
+        path = Path(value).expanduser()
+    except RuntimeError:  # Python 3.12+: "Could not determine home directory"
+        path = Path(value)
+    if path.parts and path.parts[0].startswith("~"):
+        user = path.parts[0][1:]
+        raise BadInput(f"{variable}={value!r}: there is no user {user!r}", "use an absolute path")
+    return path
 
 
 def load_config() -> dict[str, Any]:
@@ -70,7 +83,7 @@ def setting(flag: str | None, env: str, key: str, default: str) -> str:
 
     One precedence rule for every "where does this model come from" setting, so they all behave alike.
     """
-    return flag or os.environ.get(env) or load_config().get(key) or default
+    return flag or os.environ.get(env) or config_value(key, str) or default
 
 
 def config_value(key: str, kind: type | tuple[type, ...]) -> Any:

@@ -51,8 +51,37 @@ def with_controlnet(pipe: Any, spec: ModelSpec, control_type: str, controlnet: s
         raise ModelNotFound(
             e.message, "pass --controlnet with a local ControlNet folder, or go online once"
         ) from e
+    denoiser = getattr(pipe, family.denoiser_name)
+    check_family(model, denoiser, pipe, source)
     cls = getattr(diffusers, family.controlnet_pipeline)
-    return cls.from_pipe(pipe, controlnet=model.to(pipe.device))
+    wrapped = cls.from_pipe(pipe, controlnet=model.to(pipe.device))
+    wrapped.set_progress_bar_config(disable=True)  # from_pipe starts a new config: sid draws its own bars
+    return wrapped
+
+
+# what a ControlNet shares with the denoiser it steers: the text width it attends to and SDXL's extra
+# embeddings (UNets), the joint and pooled widths (FLUX's transformer)
+CONDITIONING_KEYS = (
+    "cross_attention_dim",
+    "addition_embed_type",
+    "joint_attention_dim",
+    "pooled_projection_dim",
+)
+
+
+def check_family(controlnet: Any, denoiser: Any, pipe: Any, source: str) -> None:
+    """BadInput unless ``controlnet`` conditions like the model's denoiser: another family's ControlNet
+    would fail mid-render on a matrix shape."""
+    theirs, ours = (
+        {k: getattr(m.config, k, None) for k in CONDITIONING_KEYS} for m in (controlnet, denoiser)
+    )
+    if theirs != ours:
+        width = "cross_attention_dim" if ours["cross_attention_dim"] is not None else "joint_attention_dim"
+        raise BadInput(
+            f"ControlNet {source!r} is for another model family than {family_of_pipeline(pipe).label} "
+            f"(it attends to {theirs[width]}-wide text, the model to {ours[width]}-wide)",
+            "pass --controlnet with a ControlNet made for this model's family",
+        )
 
 
 def make_control_image(path: Path, control_type: str, is_map: bool, size: tuple[int, int] | None) -> Any:

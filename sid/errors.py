@@ -56,6 +56,10 @@ class OutOfMemory(SidError):
     """The device ran out of memory."""
 
 
+class LostPeers(SidError):
+    """Under a launcher, the other processes stopped (the first one to stop says why)."""
+
+
 def first_line(e: BaseException, limit: int = 200) -> str:
     """The first line of an exception's message, for one-line error reports, cut at a word boundary."""
     lines = str(e).strip().splitlines()

@@ -82,7 +82,8 @@ def _pretrained(source: str, role: str, local_files_only: bool) -> tuple[Any, An
         )
         model = auto.from_pretrained(source, local_files_only=local_files_only)
     except Exception as e:  # hub, file and config errors all mean "not loadable from here"
-        why = "sid is offline and it is not in the local cache" if local_files_only else first_line(e)
+        cache_miss = local_files_only and not Path(source).is_dir()  # a folder's own error says what it lacks
+        why = "sid is offline and it is not in the local cache" if cache_miss else first_line(e)
         raise ModelNotFound(
             f"could not load the {role} {source!r}: {why}",
             f"download it once online, or point {flag} at a local folder saved with save_pretrained "

@@ -40,6 +40,11 @@ FOREHEAD, CHIN = 1.1, 0.8  # face-mask reach beyond the eyes and the mouth, in e
 
 Warn = Callable[[str], None]
 
+# onnxruntime keeps a device id and an event database in ~/.cache/Microsoft from its import on: sid
+# writes nowhere but its store, the caches a user configured and -o, so this is set before any
+# insightface/onnxruntime import (all of them are in this module), and _load_pack turns events off too.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 
 # ---------------------------------------------------------------- face-model pack
 
@@ -121,6 +126,7 @@ def _load_pack(folder: str, stamp: tuple[tuple[str, int, int], ...]) -> FacePack
     import onnxruntime
     from insightface.model_zoo import get_model
 
+    onnxruntime.disable_telemetry_events()
     onnxruntime.set_default_logger_severity(3)
     found: dict[str, Any] = {}
     for name, _size, _mtime in stamp:

@@ -10,7 +10,8 @@ the rename refuses a target that became a device, FIFO, socket or folder.
 write, before any model loads: devices, FIFOs and sockets are refused, an existing folder (or a path
 written with a trailing slash) means "write inside it", an existing file needs ``--force``, and a
 symbolic link is refused unless ``--force``, which writes through it (the link's target is replaced,
-the link kept). Standard library only: the store imports this module.
+the link kept). Inside sid's own folders a link is never followed (``no_link``). Standard library only:
+the store imports this module.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sid.errors import BadInput, WriteError, first_line, os_hint
+from sid.errors import BadInput, StoreError, WriteError, first_line, os_hint
 
 _KINDS = (
     (stat.S_ISDIR, "a folder"),
@@ -34,13 +35,13 @@ _KINDS = (
 )
 
 
-def _kind(mode: int) -> str:
+def kind_of(mode: int) -> str:
     """What a non-regular file is, in words."""
     return next((words for test, words in _KINDS if test(mode)), "not a regular file")
 
 
 def _not_writable(path: Path, mode: int) -> BadInput:
-    return BadInput(f"{path} is {_kind(mode)}, not a file sid can write", "pick a regular file or a folder")
+    return BadInput(f"{path} is {kind_of(mode)}, not a file sid can write", "pick a regular file or a folder")
 
 
 def _lstat(path: Path) -> os.stat_result | None:
@@ -66,12 +67,8 @@ def check_output_target(path: Path, force: bool) -> Path:
     if st is None:
         return path
     if stat.S_ISLNK(st.st_mode):
+        _refuse_dangling(path)
         target = Path(os.path.realpath(path))
-        if not target.exists():
-            raise BadInput(
-                f"{path} is a symbolic link to {target}, which does not exist",
-                "remove the link or pick another -o",
-            )
         if not force:
             raise BadInput(
                 f"{path} is a symbolic link to {target}", f"pass --force to overwrite {target} through it"
@@ -96,12 +93,29 @@ def output_folder(given: str | Path) -> Path:
     ancestor is a folder (so nothing is created before the work succeeds)."""
     folder = Path(given).expanduser()
     _refuse_special(folder)
+    _refuse_dangling(folder)
     for existing in (folder, *folder.parents):
         if existing.exists():
             if not existing.is_dir():
                 raise BadInput(f"{existing} is not a folder", "pick another -o folder")
+            _check_writable(existing)
             return folder
     return folder
+
+
+def _refuse_dangling(path: Path) -> None:
+    """A link to nothing is never an output: writing through it would create a file somewhere unexpected."""
+    if path.is_symlink() and not path.exists():
+        raise BadInput(
+            f"{path} is a symbolic link to {os.path.realpath(path)}, which does not exist",
+            "remove the link or pick another -o",
+        )
+
+
+def _check_writable(folder: Path) -> None:
+    """Refuse, before any work, a folder sid could not write in (read-only file system, permissions)."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise BadInput(f"cannot write in {folder} (read-only, or no permission)", "pick another -o")
 
 
 def output_file(given: str | Path | None, name: str, force: bool, suffix: str = "") -> Path:
@@ -117,18 +131,32 @@ def output_file(given: str | Path | None, name: str, force: bool, suffix: str = 
         path = path.with_name(f"{path.name}{suffix}")
     if not path.parent.is_dir():
         raise BadInput(f"the folder {path.parent} does not exist", "create it first or pick another -o")
+    _check_writable(path.parent)
     return check_output_target(path, force)
 
 
+def no_link(path: Path) -> Path:
+    """``path`` unless it is a symbolic link. In sid's own folders (the store, checkpoints) a link is never
+    followed: anyone who can write a shared SID_HOME could otherwise make its user overwrite their files."""
+    if path.is_symlink():
+        raise StoreError(
+            f"{path} is a symbolic link, and sid never follows links in its own folders",
+            "remove the link (and find out who put it there)",
+        )
+    return path
+
+
 @contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
+def atomic_path(path: Path, follow_links: bool = True) -> Iterator[Path]:
     """A unique temporary path beside ``path`` (same suffix, so writers pick the format from it); when the
     block succeeds it is fsynced and renamed onto ``path``, when it fails it is removed.
 
-    A link at ``path`` is written through (its target is replaced, the link kept); anything else there
-    must be a regular file at rename time. The folder is made if missing. OSError (full disk, read-only
-    folder) becomes a one-line WriteError."""
-    if path.is_symlink():
+    A link at ``path`` is written through (its target is replaced, the link kept) when ``follow_links``
+    (a user's ``-o``), else refused (``no_link``); anything else there must be a regular file at rename
+    time. The folder is made if missing. OSError (full disk, read-only folder) becomes a WriteError."""
+    if not follow_links:
+        no_link(path)
+    elif path.is_symlink():
         path = Path(os.path.realpath(path))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -155,9 +183,9 @@ def atomic_path(path: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes, follow_links: bool = True) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never a mix."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path, follow_links) as tmp:
         tmp.write_bytes(data)
 
 

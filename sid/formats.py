@@ -42,15 +42,32 @@ def export_tensors(identity: Identity, fmt: str) -> dict[str, np.ndarray]:
     return {"emb_params": only}
 
 
+def check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise BadInput(f"unknown export format {fmt!r}", f"use one of: {', '.join(FORMATS)}")
+
+
+def export_path(output: str | None, name: str, fmt: str, force: bool) -> Path:
+    """The checked file ``sid export`` writes: the format first (a typo is never hidden behind "already
+    exists"), then ``-o`` (``sid.files.output_file``), which must name a .safetensors file: every format
+    is one, and a ``.pt`` name would promise a pickle."""
+    from sid.files import output_file
+
+    check_format(fmt)
+    path = output_file(output, f"{name}.safetensors", force, ".safetensors")
+    if path.suffix.lower() != ".safetensors":
+        raise BadInput(f"-o {path}: sid exports .safetensors files", f"name it {path.stem}.safetensors")
+    return path
+
+
 def write_export(identity: Identity, fmt: str, path: Path) -> None:
     """Write ``identity`` to the file ``path`` in ``fmt``, whole or not at all. The caller picks and checks
-    the path (``sid.files.output_file``): A1111 takes the trigger word from the file name."""
+    the path (``export_path``): A1111 takes the trigger word from the file name."""
     from safetensors.numpy import save
 
     from sid.files import atomic_write
 
-    if fmt not in FORMATS:
-        raise BadInput(f"unknown export format {fmt!r}", f"use one of: {', '.join(FORMATS)}")
+    check_format(fmt)
     if fmt == "sid":
         data = identity_to_bytes(identity)
     else:
@@ -106,6 +123,10 @@ def _read_safetensors(path: Path) -> Imported:
         return Imported(identity.vectors, identity.name, "sid", identity)
     try:
         tensors = load_file(str(path))
+    except (TypeError, AttributeError):  # a dtype numpy lacks (bfloat16, float8): torch reads those
+        from safetensors.torch import load_file as load_torch
+
+        tensors = load_torch(str(path))
     except Exception as e:  # safetensors raises its own error types
         raise BadInput(f"{path.name} could not be read: {e}", "check the file") from e
     return _from_tensors(tensors, path, meta.get("name"))
@@ -190,18 +211,31 @@ def _from_tensors(tensors: dict, path: Path, name: str | None) -> Imported:
 
 
 def _to_numpy(value: object, path: Path) -> np.ndarray:
-    """float32 numpy of a float tensor; integer or boolean tensors are not embeddings."""
+    """float32 numpy of a float tensor; integer or boolean tensors are not embeddings, float8 ones too
+    coarse. numpy reads bfloat16 and float8 too where a library registered them (ml_dtypes)."""
     if isinstance(value, np.ndarray):
-        if not np.issubdtype(value.dtype, np.floating):
+        name = value.dtype.name
+        if not (np.issubdtype(value.dtype, np.floating) or name.startswith(("bfloat16", "float8"))):
             raise BadInput(f"{path.name} holds {value.dtype} values, not floats", "check the file")
+        _check_precision(name, path)
         return value.astype(np.float32)
     import torch
 
     if isinstance(value, torch.Tensor):
         if not value.is_floating_point():
             raise BadInput(f"{path.name} holds {value.dtype} values, not floats", "check the file")
+        _check_precision(str(value.dtype).removeprefix("torch."), path)
         return value.detach().to("cpu", torch.float32).numpy()
     raise BadInput(f"{path.name} holds a non-tensor value", "export it from its tool again")
+
+
+def _check_precision(dtype: str, path: Path) -> None:
+    """float8 is too coarse for a token embedding (bfloat16, float16 and wider are fine)."""
+    if dtype.startswith("float8"):
+        raise BadInput(
+            f"{path.name} holds {dtype} values, too coarse for an embedding",
+            "export it as float16, bfloat16 or float32",
+        )
 
 
 def _matrix(tensor: np.ndarray, path: Path) -> np.ndarray:
@@ -222,6 +256,6 @@ def _one_slot(tensor: np.ndarray, path: Path) -> dict[str, np.ndarray]:
 def infer_name(imported: Imported, path: Path) -> str | None:
     """A legal identity name for an imported file: its own, else the file name; None if neither is legal."""
     for candidate in (imported.name, path.stem):
-        if candidate and NAME_RE.match(candidate):
+        if candidate and NAME_RE.fullmatch(candidate):
             return candidate
     return None

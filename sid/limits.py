@@ -30,8 +30,9 @@ class Limit:
 
 
 def _number(value: float) -> str:
-    """4294967295, not 4.29497e+09; 0.5 as 0.5."""
-    return str(int(value)) if math.isfinite(value) and value == int(value) else f"{value:g}"
+    """4294967295, not 4.29497e+09; 0.5 as 0.5; 1e+308, not its 309 digits."""
+    whole = math.isfinite(value) and value == int(value) and abs(value) < 1e16
+    return str(int(value)) if whole else f"{value:g}"
 
 
 SEED_MAX = 2**32 - 1  # seeds are 32-bit, as in A1111; image i of a render uses seed + i
@@ -62,6 +63,7 @@ LIMITS: dict[str, dict[str, Limit]] = {
         "batch": Limit("batch (ThreeDConfig, no flag)", 1, 16, "1"),
         "checkpoint_every": Limit("--checkpoint-every", 0, 100_000, "200"),
         "seed": Limit("--seed", 0, SEED_MAX, "0"),
+        "lr": Limit("--lr", 1e-8, 1.0, "0.01"),
     },
     "eval": {
         "per_prompt": Limit("-n", 1, 32, "4"),
@@ -79,6 +81,7 @@ LIMITS: dict[str, dict[str, Limit]] = {
         "seed": Limit("--seed", 0, SEED_MAX, "0"),
         "checkpoint_every": Limit("--checkpoint-every", 0, 100_000, "50"),
         "face_index": Limit("--face", 1, 1000, "1 (the leftmost face)"),
+        "lr": Limit("--lr", 1e-8, 1.0, "the recipe's"),  # beyond 1, AdamW only diverges: refused, not run
     },
     "learn --from": {  # knobs of a batch, not of each identity's run (not in LearnConfig)
         "parallel": Limit("--parallel", 1, 64, "8"),
@@ -92,7 +95,8 @@ def check(command: str, knob: str, value: float | None) -> None:
         return
     limit = LIMITS[command][knob]
     finite = isinstance(value, int) or math.isfinite(value)  # ints of any size; floats but NaN and inf
-    if not (finite and limit.low <= value <= limit.high and value % limit.multiple == 0):
+    multiple = limit.multiple == 1 or value % limit.multiple == 0  # a float of any fraction when 1
+    if not (finite and limit.low <= value <= limit.high and multiple):
         shown = value if isinstance(value, int) else _number(value)
         raise BadInput(f"{limit.flag} must be {limit.describe()}, not {shown}", f"try {limit.example}")
 

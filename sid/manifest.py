@@ -9,6 +9,7 @@ No heavy imports: the CLI reads and reports manifests before any model loads.
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -82,8 +83,20 @@ def csv_rows(path: Path, warn: Callable[[str], None] | None = None) -> list[Row]
         raise BadInput(f"{path} is not a UTF-8 text file", "save the manifest as UTF-8 CSV") from None
     if not text.strip():
         return []  # an empty file lists no photos (read_rows says so), rather than lacking columns
-    reader = csv.DictReader(text.splitlines())
-    header = [c.strip().lower() for c in reader.fieldnames or []]
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)  # quoted fields may span lines
+    try:
+        return _records(reader, path, warn)
+    except csv.Error as e:  # an unclosed quote, a field over the csv module's size limit
+        hint = "close the quote or shorten the field (one photo,name row per line)"
+        raise BadInput(f"{path}, line {reader.line_num}: {e}", hint) from None
+
+
+def _records(reader: Any, path: Path, warn: Callable[[str], None] | None) -> list[Row]:
+    """The rows of ``reader``, each numbered by the line it starts on (blank and multi-line rows count)."""
+    header = [c.strip().lower() for c in next(reader, [])]
+    twice = sorted({c for c in header if c and header.count(c) > 1})
+    if twice:
+        raise BadInput(f"{path}: column {', '.join(twice)} appears twice", "keep one column of each name")
     missing = [c for c in COLUMNS if c not in header]
     if missing:
         raise BadInput(
@@ -93,13 +106,13 @@ def csv_rows(path: Path, warn: Callable[[str], None] | None = None) -> list[Row]
     unknown = [c for c in header if c not in COLUMNS + OPTIONAL]
     if unknown and warn:  # a typo ("methd") would otherwise silently fall back to the default
         warn(f"{path}: column {', '.join(unknown)} ignored (sid reads {', '.join(COLUMNS + OPTIONAL)})")
-    reader.fieldnames = header
     rows = []
-    for line, record in enumerate(reader, start=2):
-        cells = {k: (v or "").strip() for k, v in record.items() if k in COLUMNS + OPTIONAL}
-        if not any(cells.values()):
-            continue  # a blank line
-        rows.append(_row(line, cells, path.parent))
+    line = reader.line_num + 1
+    for record in reader:
+        cells = {k: v.strip() for k, v in zip(header, record, strict=False) if k in COLUMNS + OPTIONAL}
+        if any(cells.values()):  # else a blank line
+            rows.append(_row(line, cells, path.parent))
+        line = reader.line_num + 1
     return rows
 
 

@@ -29,7 +29,7 @@ import torch
 from sid import limits, ranks
 from sid.adapters import Adapter
 from sid.checkpoints import step_reached
-from sid.errors import BadInput, OutOfMemory, SidError
+from sid.errors import BadInput, IdentityExists, OutOfMemory, SidError
 from sid.face_transformers import load_face_parser
 from sid.losslog import LossLog
 from sid.manifest import Outcome, Row
@@ -166,6 +166,11 @@ def store_learned(store: IdentityStore, learned: Learned, force: bool) -> Outcom
     row = learned.job.row
     try:
         store.save(learned.identity, overwrite=force)
+    except IdentityExists as e:
+        if not _stored_from(store, row):
+            return failed(row, e)
+        drop_checkpoints(learned.job.ckpt, learned.job.meta)  # an overlapping run stored this very row
+        return Outcome(row.line, row.name, str(row.photo), "skipped", "already learned (by another run)")
     except SidError as e:
         return failed(row, e)
     drop_checkpoints(learned.job.ckpt, learned.job.meta)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import stat
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,12 +17,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sid.errors import BadInput, first_line
+from sid.files import kind_of
 
 if TYPE_CHECKING:
     from PIL import Image
 
 MIN_SIDE = 32  # smaller photos cannot hold a usable face
+MAX_ASPECT = 20  # a longer strip is no photo of a face: scaled for the detector, its short side vanishes
 MAX_PIXELS = 120_000_000  # above every phone/DSLR photo sid needs; guards against decompression bombs
+# The raster formats a photo comes in, as Pillow names them; HEIF (HEIC) only where a plugin such as
+# pillow-heif registered it. Nothing else is ever opened: Pillow would run an EPS file through Ghostscript.
+PHOTO_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "HEIF")
+FORMATS_HINT = "give a JPEG, PNG, WebP, BMP or TIFF photo"
 
 
 def load_photo(path: str | Path) -> Image.Image:
@@ -30,9 +37,21 @@ def load_photo(path: str | Path) -> Image.Image:
     return decode_photo(read_photo_file(path), path)
 
 
+def check_photo_file(path: Path) -> None:
+    """BadInput unless ``path`` is a regular file: a folder, a device (``/dev/null``) or a FIFO is called
+    what it is (reading a FIFO would wait forever), a missing file "not found"."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise BadInput(f"photo {path} not found", "check the path") from None
+    except OSError as e:
+        raise BadInput(f"could not read photo {path}: {first_line(e)}", "check the path") from e
+    if not stat.S_ISREG(mode):
+        raise BadInput(f"{path} is {kind_of(mode)}, not a photo", "give the path of one image file")
+
+
 def read_photo_file(path: Path) -> bytes:
-    if path.is_dir():
-        raise BadInput(f"{path} is a folder, not a photo", "give the path of one image file")
+    check_photo_file(path)
     try:
         return path.read_bytes()
     except FileNotFoundError:
@@ -46,12 +65,14 @@ def photo_sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def decode_photo(data: bytes, path: Path) -> Image.Image:
-    """Decode, refuse bombs and damaged files, apply EXIF orientation, then normalise to RGB."""
+def decode_photo(data: bytes, path: Path, formats: tuple[str, ...] = PHOTO_FORMATS) -> Image.Image:
+    """Decode (only ``formats``), refuse bombs and damaged files, apply EXIF orientation, normalise to RGB."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     if not data:
-        raise BadInput(f"photo {path} is empty (0 bytes)", "give a JPEG, PNG or WebP photo")
+        raise BadInput(f"photo {path} is empty (0 bytes)", FORMATS_HINT)
+    Image.init()  # every plugin registered, so a HEIF one installed counts
+    allowed = [f for f in formats if f in Image.OPEN]
     too_big = BadInput(
         f"photo {path} is too large (more than {MAX_PIXELS // 1_000_000} megapixels)",
         "downscale it, e.g. to 4000 px on the long side; a face needs far less",
@@ -60,12 +81,15 @@ def decode_photo(data: bytes, path: Path) -> Image.Image:
         with warnings.catch_warnings():
             # sid applies its own limit (MAX_PIXELS) below; Pillow's softer warning would only be noise
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(io.BytesIO(data), formats=allowed)
             if img.width * img.height > MAX_PIXELS:
                 raise too_big
             img.load()
     except UnidentifiedImageError:
-        raise BadInput(f"{path} is not an image sid can read", "give a JPEG, PNG or WebP photo") from None
+        found = _format_of(data)
+        if found is not None:
+            raise BadInput(f"{path} is in {found} format, which sid never opens", FORMATS_HINT) from None
+        raise BadInput(f"{path} is not an image sid can read", FORMATS_HINT) from None
     except Image.DecompressionBombError:
         raise too_big from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
@@ -81,6 +105,11 @@ def decode_photo(data: bytes, path: Path) -> Image.Image:
             f"photo {path} is only {img.width}x{img.height} pixels",
             f"use a photo at least {MIN_SIDE} px on each side (a face of 256 px or more works best)",
         )
+    if max(img.size) > MAX_ASPECT * min(img.size):
+        raise BadInput(
+            f"photo {path} is {img.width}x{img.height} pixels, a strip rather than a photo",
+            f"crop it to the face (sides at most {MAX_ASPECT} times as long as each other)",
+        )
     try:
         return _to_rgb(img)
     except (ValueError, OSError) as e:
@@ -88,6 +117,22 @@ def decode_photo(data: bytes, path: Path) -> Image.Image:
             f"photo {path} uses colour mode {img.mode}, which sid cannot convert ({first_line(e)})",
             "save it as an 8-bit RGB JPEG or PNG",
         ) from e
+
+
+def _format_of(data: bytes) -> str | None:
+    """The image format Pillow recognises by the file's first bytes, to name in an error; nothing is parsed
+    (only each plugin's check of the signature runs)."""
+    from PIL import Image
+
+    prefix = data[:16]
+    for name in Image.ID:
+        accept = Image.OPEN[name][1]
+        try:
+            if accept is not None and accept(prefix):
+                return name
+        except Exception:  # a plugin's signature check failing on odd bytes: not that format
+            continue
+    return None
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

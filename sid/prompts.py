@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from sid.errors import IdentityNotFound, IncompatibleIdentity
 from sid.families import Family, family_by_widths, family_of_identity, pipeline_widths
-from sid.store import stop_words
+from sid.store import check_scale, stop_words
 
 if TYPE_CHECKING:
     import torch
@@ -145,6 +145,8 @@ def load_identities(pipe: Any, identities: list[Identity], warn: Any = None) -> 
                 )
             if token in tokenizer.get_vocab():
                 continue
+            table = encoder.get_input_embeddings().weight.detach()
+            check_scale(vectors, float(table.float().norm(dim=-1).max()), f"identity {identity.name!r}")
             tensor = torch.from_numpy(vectors).to(encoder.dtype)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

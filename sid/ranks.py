@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sid.errors import SidError, first_line
+from sid.errors import LostPeers, first_line
 
 # a rank that finishes its share early waits in the final gather for the slowest rank: hours, not minutes
 GATHER_TIMEOUT = timedelta(hours=48)
@@ -97,7 +97,7 @@ def _peers(w: World) -> Iterator[None]:
     try:
         yield
     except RuntimeError as e:
-        raise SidError(
+        raise LostPeers(
             f"rank {w.rank} lost the other processes of this launch ({first_line(e)})",
             "another rank stopped first: its error says why; fix that and launch again (--resume keeps work)",
         ) from e

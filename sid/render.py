@@ -104,6 +104,9 @@ def check_inputs(cfg: RenderConfig) -> None:
             )
         if not cfg.control.is_file():
             raise BadInput(f"control image {cfg.control} not found", "check the path")
+        from sid.photos import load_photo  # numpy: not imported by `sid ls`, which imports this module
+
+        load_photo(cfg.control)  # a photo format, readable: refused now, not after the model loads
 
 
 def set_scheduler(pipe: Any, name: str) -> None:
@@ -120,7 +123,24 @@ def prepare(
     parsed = parse_prompt(prompt, store)
     identities = [store.get(name) for name in parsed.names]
     load_identities(pipe, identities, warn)
+    warn_if_cut(pipe, parsed.text, warn)
     return parsed, identities
+
+
+def warn_if_cut(pipe: Any, text: str, warn: Callable[[str], None] | None) -> None:
+    """Say so when the text encoder will not read the whole prompt: diffusers cuts it at the tokenizer's
+    limit (77 CLIP tokens, an identity counting as its vectors) with a log line sid keeps quiet."""
+    tokenizer = getattr(pipe, "tokenizer", None)
+    if warn is None or tokenizer is None:
+        return
+    if hasattr(pipe, "maybe_convert_prompt"):  # an identity's token -> its K vector tokens
+        text = pipe.maybe_convert_prompt(text, tokenizer)
+    count, limit = len(tokenizer(text, verbose=False).input_ids), tokenizer.model_max_length
+    if count > limit:  # both count the start and end tokens
+        warn(
+            f"the prompt is {count - 2} tokens long: the text encoder reads the first {limit - 2}, "
+            "the rest is cut"
+        )
 
 
 def generate(
@@ -208,6 +228,7 @@ def render(
         cfg = replace(cfg, model=model_for_identities(identities, warn))
     pipe, spec = load_render_pipeline(cfg)
     load_identities(pipe, identities, warn)
+    warn_if_cut(pipe, parsed.text, warn)
     if not identities and warn is not None:
         warn("the prompt names no stored identity: rendering plain text-to-image")
     control = control_image_for(cfg) if cfg.control is not None else None

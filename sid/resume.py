@@ -14,7 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sid.checkpoints import find_checkpoints
+from sid.checkpoints import find_checkpoints, result_settings
 from sid.files import leftover_temp_files
 from sid.store import IdentityStore
 
@@ -27,7 +27,7 @@ def run_key(photos: list[Path], names: list[str], cfg: LearnConfig) -> str:
     h = hashlib.sha256()
     for photo in photos:
         h.update(hashlib.sha256(photo.read_bytes()).digest())
-    h.update(json.dumps([names, asdict(cfg)], sort_keys=True, default=str).encode())
+    h.update(json.dumps([names, result_settings(asdict(cfg))], sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
 
 
@@ -41,7 +41,7 @@ def checkpoint_meta(names: list[str], cfg: LearnConfig, photo_sha256s: list[str]
     return {
         "format": "sid-learn",
         "names": json.dumps(sorted(n.lower() for n in names)),
-        "config": json.dumps(asdict(cfg), sort_keys=True, default=str),
+        "config": json.dumps(result_settings(asdict(cfg)), sort_keys=True, default=str),
         "photos": json.dumps(photo_sha256s),
     }
 

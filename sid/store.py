@@ -11,8 +11,8 @@ changed since the last listing, and never imports torch (nor numpy, once the cac
 Every file is checked when read: one corrupt or foreign file is reported by name and never hides
 the others (``IdentityStore.list`` returns the good rows and the problems).
 
-One concern, the identity files and the folder that holds them (format, checks, lock, listing),
-hence one file past 450 lines.
+One concern, the identity files and the folder that holds them (format, checks, listing), hence one
+file past 450 lines; the lock that serialises writers is ``sid.storelock``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sid import __version__
-from sid.config import lock_timeout, store_dir
+from sid.config import store_dir
 from sid.errors import (
     IdentityExists,
     IdentityNotFound,
@@ -46,18 +45,21 @@ from sid.errors import (
     os_error,
 )
 from sid.families import family_of_identity
-from sid.files import atomic_path, atomic_write
+from sid.files import atomic_path, atomic_write, no_link
+from sid.storelock import store_lock
 
 if TYPE_CHECKING:  # numpy loads only where vectors are read or written: `sid ls` never needs it
     import numpy as np
 
 SUFFIX = ".safetensors"
 THUMB_SUFFIX = ".png"
-NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,39}$")
+NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,39}")  # always fullmatch: `$` also matches before a final "\n"
 MAX_VECTORS = 75  # more than fits in one CLIP prompt is not an embedding
 MIN_WIDTH = 8  # narrower rows are not token embeddings
+# An identity's vectors stay within this many times the largest token embedding of the text encoder
+# they load into: learned or imported ones come nowhere near it; 3e38 is finite, yet renders black.
+SCALE_LIMIT = 100.0
 THUMB_KEY = "thumbnail"  # header key of the base64 PNG face thumbnail ("" = none; absent = older file)
-LOCK_FILE, LOCK_INFO = ".lock", ".lock.info"
 MIN_FREE_BYTES = 64 * 1024 * 1024  # checkpoints and the identity of one learn run fit easily
 LISTING_CACHE = ".listing.json"  # derived data, rebuilt whenever it is missing, stale or unreadable
 LISTING_FORMAT = 1  # bump when the fields ``IdentityStore._info`` returns change
@@ -66,10 +68,11 @@ RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])$", re.IGNORECASE)  
 
 def check_name_syntax(name: str) -> str:
     """Return ``name`` if it can name a stored identity's file, else raise InvalidName (lookups use this)."""
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         shown = name if isinstance(name, str) and len(name) <= 60 else f"{str(name)[:57]}..."
+        control = isinstance(name, str) and any(not c.isprintable() for c in name)
         raise InvalidName(
-            f"invalid identity name {shown!r}",
+            f"invalid identity name {shown!r}" + (": it holds control characters" if control else ""),
             "use 1-40 letters, digits, '_' or '-', starting with a letter",
         )
     return name
@@ -176,8 +179,9 @@ def _parse_header(meta: dict[str, str], path: Path) -> dict[str, Any]:
             "final_loss": float(loss) if loss else None,
             "sid_version": meta.get("sid_version", ""),
         }
-    except ValueError as e:  # json.JSONDecodeError is a ValueError
-        raise StoreError(f"{path} has corrupt metadata: {e}", "re-import or re-learn it") from e
+    except (ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError; deep nesting recurses
+        reason = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+        raise StoreError(f"{path} has corrupt metadata: {reason}", "re-import or re-learn it") from e
     if not isinstance(fields["fingerprints"], dict) or not isinstance(fields["settings"], dict):
         raise StoreError(
             f"{path} has corrupt metadata (fingerprints or settings)", "re-import or re-learn it"
@@ -227,6 +231,20 @@ def check_vectors(vectors: dict[str, np.ndarray], source: str, error: type[SidEr
         counts.add(v.shape[0])
     if len(counts) != 1:
         raise error(f"{source}: slots hold different numbers of vectors", "check the file")
+
+
+def check_scale(vectors: np.ndarray, largest: float, source: str) -> None:
+    """StoreError when a row of ``vectors`` is longer than ``SCALE_LIMIT`` times ``largest``, the longest
+    token embedding of the text encoder they are for (only a model knows that scale)."""
+    import numpy as np
+
+    norm = float(np.linalg.norm(vectors.astype(np.float64), axis=-1).max())
+    if not norm <= SCALE_LIMIT * largest:
+        raise StoreError(
+            f"{source} holds vectors of length {norm:.3g}, far beyond this text encoder's token embeddings "
+            f"(at most {largest:.3g})",
+            "re-learn or re-import it: no prompt renders with vectors this large",
+        )
 
 
 def identity_to_bytes(identity: Identity) -> bytes:
@@ -303,44 +321,9 @@ class IdentityStore:
     @contextmanager
     def lock(self) -> Iterator[None]:
         """Serialise writers across processes; say who holds the lock while waiting for it."""
-        from filelock import FileLock, Timeout
-
         self._make_root()
-        lock = FileLock(str(self.root / LOCK_FILE))
-        try:
-            lock.acquire(timeout=0.5)
-        except Timeout:
-            timeout = lock_timeout()
-            self.notify(f"waiting up to {timeout:g} s for the store lock, held by {self._lock_holder()}")
-            try:
-                lock.acquire(timeout=timeout)
-            except Timeout:
-                raise StoreError(
-                    f"the store {self.root} is still locked by {self._lock_holder()} after {timeout:g} s",
-                    "wait for that command to finish (or stop it), then run yours again",
-                ) from None
-        except OSError as e:
-            raise os_error(e, f"lock the store {self.root}") from e
-        info = self.root / LOCK_INFO
-        try:
-            try:  # advisory: who holds the lock, for the message above; a full disk must not stop us
-                info.write_text(json.dumps(_holder_info()), encoding="utf-8")
-            except OSError:
-                pass
+        with store_lock(self.root, self.notify):
             yield
-        finally:
-            try:
-                info.unlink(missing_ok=True)
-            except OSError:  # a read-only or failing disk must never keep the lock held
-                pass
-            lock.release()
-
-    def _lock_holder(self) -> str:
-        try:
-            who = json.loads((self.root / LOCK_INFO).read_text(encoding="utf-8"))
-            return f"pid {who['pid']} on {who['host']} (`{who['command']}`, since {who['since']})"
-        except (OSError, ValueError, KeyError, TypeError):
-            return "another sid process"
 
     def _make_root(self) -> None:
         try:
@@ -379,7 +362,12 @@ class IdentityStore:
         for p in entries:
             if p.suffix != SUFFIX or p.name.startswith("."):
                 continue
-            if not NAME_RE.match(p.stem):
+            try:
+                no_link(p)
+            except StoreError as e:
+                bad.append(BadFile(str(p), e.message))
+                continue
+            if not NAME_RE.fullmatch(p.stem):
                 bad.append(BadFile(str(p), f"{p} is not named like an identity: rename the file"))
                 continue
             found.setdefault(p.stem.lower(), []).append(p)
@@ -391,7 +379,7 @@ class IdentityStore:
 
     def path(self, name: str) -> Path:
         """The file of an existing identity (case-insensitive), else IdentityNotFound."""
-        check_name_syntax(name)
+        no_link(self.root / f"{check_name_syntax(name)}{SUFFIX}")
         found = self._scan()[0].get(name.lower())
         if found is None:
             known = ", ".join(self.names()) or "none"
@@ -479,6 +467,7 @@ class IdentityStore:
         return f"{__version__}/{LISTING_FORMAT}"
 
     def _read_listing_cache(self) -> dict[str, Any]:
+        no_link(self.root / LISTING_CACHE)
         try:
             data = json.loads((self.root / LISTING_CACHE).read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -493,7 +482,8 @@ class IdentityStore:
     def _write_listing_cache(self, rows: dict[str, Any]) -> None:
         try:
             data = {"key": self._listing_key(), "rows": rows}
-            atomic_write(self.root / LISTING_CACHE, json.dumps(data, separators=(",", ":")).encode("utf-8"))
+            text = json.dumps(data, separators=(",", ":")).encode("utf-8")
+            atomic_write(self.root / LISTING_CACHE, text, follow_links=False)
         except OSError:  # a read-only or full store: the listing itself is still right
             pass
 
@@ -528,7 +518,7 @@ class IdentityStore:
                 targets.append(self.root / f"{identity.name}{SUFFIX}")
             with _writing(f"write to {self.root}"), ExitStack() as renames:  # renamed as the block closes
                 for target, data in zip(targets, payloads, strict=True):
-                    renames.enter_context(atomic_path(target)).write_bytes(data)
+                    renames.enter_context(atomic_path(target, follow_links=False)).write_bytes(data)
             for old, target in zip(olds, targets, strict=True):
                 self._drop_old(old, target)
         return targets
@@ -552,7 +542,7 @@ class IdentityStore:
             identity.name = new
             target = self.root / f"{new}{SUFFIX}"
             with _writing(f"write {target}"):
-                atomic_write(target, identity_to_bytes(identity))
+                atomic_write(target, identity_to_bytes(identity), follow_links=False)
             self._drop_old(src, target)
         return target
 
@@ -582,15 +572,6 @@ def _writing(doing: str) -> Iterator[None]:
 def _clash_message(paths: list[Path]) -> str:
     names = " and ".join(p.name for p in paths)
     return f"{names} in {paths[0].parent} differ only in case: sid cannot tell these identities apart"
-
-
-def _holder_info() -> dict[str, Any]:
-    return {
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "command": " ".join(["sid", *sys.argv[1:]])[:200],
-        "since": datetime.now().replace(microsecond=0).isoformat(sep=" "),
-    }
 
 
 def _stamp(path: Path) -> list[int]:

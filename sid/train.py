@@ -38,6 +38,7 @@ from sid.face_transformers import face_parser_source, load_face_parser, vit_face
 from sid.faces import FaceCrop, arcface_embedding, extract_face, load_face_pack
 from sid.losslog import LossLog
 from sid.methods import MASKED_METHODS, RECIPES, StackedMappers, build_mapper, split_widths
+from sid.photos import check_photo_file
 from sid.pipelines import check_dtype, load_pipeline, pick_device
 from sid.priors import build_prior
 from sid.prompts import add_placeholder_tokens, identity_token, inject_vectors
@@ -104,10 +105,7 @@ def check_inputs(
     if len({n.lower() for n in names}) != len(names):
         raise BadInput("the same --name is given twice", "give each photo its own name")
     for photo in photos:
-        if photo.is_dir():
-            raise BadInput(f"{photo} is a folder, not a photo", "give the path of one image file")
-        if not photo.is_file():
-            raise BadInput(f"photo {photo} not found", "check the path")
+        check_photo_file(photo)
     for name in names:
         validate_name(name)
         store.check_free(name, force, "pick another --name or pass --force")
@@ -117,8 +115,6 @@ def check_inputs(
         raise BadInput(f"unknown mask {cfg.mask!r}", f"use {' or '.join(MASKS)}")
     # every bounded knob of the table, before any model loads
     limits.check_all("learn", {knob: getattr(cfg, knob) for knob in limits.LIMITS["learn"]})
-    if cfg.lr is not None and not 0 < cfg.lr < math.inf:
-        raise BadInput(f"--lr must be a positive number, not {cfg.lr}", "try the default")
     check_dtype(cfg.dtype)
 
 
@@ -273,7 +269,7 @@ class Learner:
         logs, first = [LossLog() for _ in units], 0
         for unit, mapper, optimizer, gen, log in zip(units, mappers, optimizers, gens, logs, strict=True):
             if unit.load:
-                first, log.values = load_state(unit.ckpt, mapper, optimizer, gen)
+                first, log.values = load_state(unit.ckpt, mapper, optimizer, gen, steps)
             elif resume:
                 drop_stale_checkpoints(unit.ckpt, unit.meta, warn)
         group = Mappers(mappers, optimizers, cfg.method, lr, device, resumed=first > 0)

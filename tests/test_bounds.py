@@ -89,8 +89,8 @@ def test_eval_bounds_the_prompts_file(tmp_path: Path) -> None:
 def test_bounds_are_inclusive_and_reject_what_lies_outside(command: str, knob: str) -> None:
     limit = LIMITS[command][knob]
     step = limit.multiple
-    check(command, knob, int(limit.low))
-    check(command, knob, int(limit.high))
+    check(command, knob, limit.low)  # ints as written in the table; --lr's fractions as they are
+    check(command, knob, limit.high)
     check(command, knob, None)  # not given: the default applies
     for outside in (limit.low - step, limit.high + step, math.nan, math.inf):
         with pytest.raises(BadInput, match=re.escape(f"{limit.flag} must be")):

@@ -136,9 +136,9 @@ def test_malformed_config_values(isolated_home: Path, config: str, needle: str) 
     ("args", "needle"),
     [
         (["--dtype", "fp8"], "unknown dtype 'fp8'"),
-        (["--lr", "inf"], "--lr must be a positive number"),
-        (["--lr", "nan"], "--lr must be a positive number"),
-        (["--lr", "-1"], "--lr must be a positive number"),
+        (["--lr", "inf"], "--lr must be between 1e-08 and 1"),
+        (["--lr", "nan"], "--lr must be between 1e-08 and 1"),
+        (["--lr", "-1"], "--lr must be between 1e-08 and 1"),
     ],
 )
 def test_learn_options_checked_before_anything_loads(tmp_path: Path, args: list[str], needle: str) -> None:

@@ -345,7 +345,7 @@ def test_other_formats_and_turntable_path(tiny_model: Path, tmp_path: Path) -> N
         (("-o", "bust.glb", "--format", "obj"), "does not end in .obj"),
         (("--turntable", "spin.gif"), "not an .mp4"),
         (("--method", "vsd"), "unknown method"),
-        (("--lr", "0"), "--lr must be positive"),
+        (("--lr", "0"), "--lr must be between 1e-08 and 1"),
         (("--dtype", "fp8"), "unknown dtype 'fp8'"),
     ],
 )

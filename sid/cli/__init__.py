@@ -7,6 +7,7 @@ its body, so ``sid --help``, ``sid ls`` and ``sid show`` start fast.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -23,7 +24,7 @@ from typer.core import TyperGroup
 
 from sid import __version__
 from sid.config import QUIET
-from sid.errors import Interrupted, SidError, as_sid_error
+from sid.errors import Interrupted, LostPeers, OutOfMemory, SidError, as_sid_error
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -45,19 +46,38 @@ class SidGroup(TyperGroup):
         try:
             with quiet_output(quiet):
                 return super().invoke(ctx)
-        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
-            raise  # exits a command chose, and click's own usage errors
+        except (typer.Exit, typer.Abort, typer.TyperException, click.exceptions.Exit, click.ClickException):
+            raise  # exits a command chose, and usage errors: typer's bundled click raises TyperExceptions,
+            # which typer prints as usage + the closest command or option, exit 2
         except KeyboardInterrupt:
             if os.environ.get("SID_DEBUG"):
                 raise
-            report(Interrupted("interrupted"))  # commands that finish work in parts say what they kept
+            interrupted = Interrupted("interrupted")  # commands that finish work in parts say what they kept
+            if _reports_here(interrupted, own=False):
+                report(interrupted)
             raise typer.Exit(Interrupted.exit_code) from None
         except Exception as e:
             if os.environ.get("SID_DEBUG"):
                 raise
             error = e if isinstance(e, SidError) else as_sid_error(e)
-            report(error)
+            own = isinstance(error, (OutOfMemory, LostPeers)) or not isinstance(e, SidError)
+            if _reports_here(error, own):
+                report(error)
             raise typer.Exit(error.exit_code) from None
+
+
+def _reports_here(error: SidError, own: bool) -> bool:
+    """Under torchrun every rank runs the same checks and fails alike: rank 0 alone prints the error, so
+    it reads once; another rank prints only what is its ``own`` (out of memory, lost peers, an error sid
+    did not expect), its message then naming the rank."""
+    from sid.ranks import world
+
+    here = world()
+    if here.main:
+        return True
+    if own and not isinstance(error, LostPeers):  # that message names its rank already
+        error.message = f"rank {here.rank} of {here.size}: {error.message}"
+    return own
 
 
 @contextmanager
@@ -80,9 +100,22 @@ def quiet_output(quiet: bool) -> Iterator[None]:
             show_download_bars()
 
 
+def printable(text: object) -> str:
+    """``text`` with every control character (ESC, newline, BEL, ...) written as its escape: what a file
+    says (a name, metadata, a file name) can never clear the screen, set a title or forge a line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
+def shown(text: object) -> str:
+    """``text`` from outside sid, ready for a rich string with markup: control characters escaped
+    (``printable``) and brackets too, so ``[/bold]`` or ``[link=...]`` in metadata prints as itself."""
+    return escape(printable(text))
+
+
 def print_columns(header: list[str], rows: list[list[str]]) -> None:
     """Plain aligned columns on stdout: a list of many rows in a few ms (a rich Table takes ~60 ms for
     100 rows, most of `sid ls`'s budget), and the same text whether or not stdout is a terminal."""
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
     lines = [
         "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
@@ -94,12 +127,12 @@ def print_columns(header: list[str], rows: list[list[str]]) -> None:
 def report(e: SidError) -> None:
     # escaped: a message quotes user input and library errors ('[/x]', gloo's '[/.../pair.cc:553]'),
     # which rich would otherwise read as markup and fail on with a traceback
-    hint = f" [dim]— {escape(e.hint)}[/dim]" if e.hint else ""
-    err.print(f"[bold red]error:[/bold red] {escape(e.message)}{hint}", markup=True, highlight=False)
+    hint = f" [dim]— {shown(e.hint)}[/dim]" if e.hint else ""
+    err.print(f"[bold red]error:[/bold red] {shown(e.message)}{hint}", markup=True, highlight=False)
 
 
 def warn(message: str) -> None:
-    err.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False)
+    err.print(f"[yellow]warning:[/yellow] {shown(message)}", highlight=False)
 
 
 @contextmanager
@@ -178,8 +211,19 @@ def _lazy_bar(
 
 
 def print_json(data: Any) -> None:
-    """Machine-readable output on stdout, never wrapped or coloured."""
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    """Machine-readable output on stdout, never wrapped or coloured, and valid JSON: a NaN or infinite
+    number (an imported file's loss, say) is null, never the ``NaN`` json.dumps would write."""
+    sys.stdout.write(json.dumps(_finite(data), indent=2, default=str, allow_nan=False) + "\n")
+
+
+def _finite(data: Any) -> Any:
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(v) for v in data]
+    return data
 
 
 app = typer.Typer(

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from sid.cli import app, out, print_columns, print_json, warn
+from sid.cli import app, err, out, print_columns, print_json, printable, warn
 from sid.errors import BadInput, IdentityExists
 from sid.store import Identity, IdentityStore, now_iso
 
@@ -60,7 +61,7 @@ def show(
     for key, value in info.items():
         if isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
-        table.add_row(key, "-" if value is None else str(value))
+        table.add_row(key, Text("-" if value is None else printable(value)))  # Text: never read as markup
     out.print(table)
 
 
@@ -76,6 +77,7 @@ def rm(
     store = IdentityStore()
     path = store.path(name)
     if not yes and not typer.confirm(f"Delete identity {path.stem!r}?", default=False):
+        err.print(f"Kept {path.stem}: nothing removed.", highlight=False)
         raise typer.Exit(1)
     store.remove(name)
     out.print(f"Removed {path.stem}.")
@@ -116,11 +118,10 @@ def export(
     diffusers: pipe.load_textual_inversion("alice.safetensors") then prompt with "<alice>".
     A1111 / ComfyUI: the file name is the trigger word ("embedding:alice" in ComfyUI).
     """
-    from sid.files import output_file
-    from sid.formats import write_export
+    from sid.formats import export_path, write_export
 
     identity = IdentityStore().get(name)
-    target = output_file(output, f"{identity.name}.safetensors", force)
+    target = export_path(output, identity.name, fmt, force)
     write_export(identity, fmt, target)
     out.print(f"Wrote {target} ({fmt}).")
 

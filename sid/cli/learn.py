@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from sid.cli import app, err, loss_bar, out, print_columns, print_json, warn
+from sid.cli import app, err, loss_bar, out, print_columns, print_json, shown, warn
 from sid.errors import Interrupted
 
 if TYPE_CHECKING:
@@ -142,7 +142,7 @@ def learn(
 
         raise BadInput("--parallel applies to --from batches", "drop --parallel, or learn a list with --from")
     if manifest is not None or not photos or not name:
-        return _learn_batch(manifest, photos or name, parallel, cfg, force, resume, quiet, json_)
+        return _learn_batch(manifest, photos, name, parallel, cfg, force, resume, quiet, json_)
     try:
         result = _run_with_progress(photos, name, cfg, force, resume, quiet or json_)
     except KeyboardInterrupt:
@@ -189,7 +189,8 @@ def _run_with_progress(
 
 def _learn_batch(
     manifest: Path | None,
-    clash: list | None,
+    photos: list[Path] | None,
+    names: list[str] | None,
     parallel: int | None,
     cfg: LearnConfig,
     force: bool,
@@ -203,11 +204,9 @@ def _learn_batch(
     from sid.ranks import world
 
     if manifest is None:
-        raise BadInput(
-            "no --name given" if clash else "nothing to learn",
-            "give a photo and --name, or --from people.csv",
-        )
-    if clash:
+        missing = "no --name given" if photos else "no photo given" if names else "nothing to learn"
+        raise BadInput(missing, "give a photo and --name, or --from people.csv")
+    if photos or names:
         raise BadInput("--from takes the photos and names from its rows", "drop the photos and --name")
     from sid.many import learn_many
 
@@ -256,4 +255,4 @@ def _detail(o: Any) -> str:
 
 
 def _phase(text: str) -> None:
-    err.print(f"[dim]…[/dim] {text}", highlight=False)
+    err.print(f"[dim]…[/dim] {shown(text)}", highlight=False)

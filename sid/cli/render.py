@@ -6,8 +6,9 @@ from pathlib import Path
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from sid.cli import app, out, print_json, step_bar, warn
+from sid.cli import app, out, print_json, printable, step_bar, warn
 from sid.config import RENDER_GUIDANCE, RENDER_SCHEDULER, RENDER_STEPS
 
 
@@ -94,5 +95,5 @@ def render(
         return
     table = Table("image", "seed")
     for r in rows:
-        table.add_row(r["path"], str(r["seed"]))
+        table.add_row(Text(printable(r["path"])), str(r["seed"]))
     out.print(table)

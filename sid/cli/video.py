@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from sid.cli import app, out, print_json, step_bar, warn
+from sid.cli import app, out, print_json, printable, step_bar, warn
 
 
 @app.command("video")
@@ -93,6 +94,11 @@ def video(
         return
     table = Table("video", "frames", "fps", "seed", "size", "backend")
     table.add_row(
-        info["path"], str(info["frames"]), f"{result.fps:g}", str(info["seed"]), info["size"], info["backend"]
+        Text(printable(info["path"])),
+        str(info["frames"]),
+        f"{result.fps:g}",
+        str(info["seed"]),
+        info["size"],
+        info["backend"],
     )
     out.print(table)

@@ -3,7 +3,6 @@ identity's stored 128 px aligned thumbnail, embedded by ``sid.faces`` as ``sid l
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +10,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sid.errors import BadInput
+from sid.errors import BadInput, StoreError
+from sid.photos import decode_photo
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -76,8 +76,11 @@ def reference_for(
             f"no --photo given and identity {name!r} has no stored face thumbnail to compare with",
             "pass --photo with the photo it was learned from",
         )
-    from PIL import Image
-
-    image = Image.open(io.BytesIO(thumb)).convert("RGB")
+    try:  # from the store, so read as strictly as a photo: a PNG, and no bomb
+        image = decode_photo(thumb, Path(f"{name}.thumbnail"), formats=("PNG",))
+    except BadInput as e:
+        raise StoreError(
+            f"identity {name!r} has a damaged face thumbnail: {e.message}", "pass --photo, or re-learn it"
+        ) from e
     embedding = embed_aligned_thumbnail(image, load_face_pack(face_models))
     return Reference(embedding, "thumbnail", str(store.path(name)))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -20,9 +19,9 @@ from typing import Any
 import torch
 
 from sid import limits
-from sid.checkpoints import load_state, save_state
+from sid.checkpoints import load_state, result_settings, save_state
 from sid.errors import BadInput, Interrupted, OutOfMemory
-from sid.files import is_folder, output_file
+from sid.files import check_output_target, is_folder, output_file
 from sid.losslog import LossLog
 from sid.pipelines import check_dtype
 from sid.store import IdentityStore
@@ -118,7 +117,10 @@ def outputs_for(cfg: ThreeDConfig) -> Outputs:
     mesh = output_file(cfg.output, f"{slug(cfg.prompt)}.{fmt}", cfg.force, f".{fmt}")
     turntable = None
     if cfg.make_turntable:
-        turntable = output_file(cfg.turntable or mesh.with_suffix(".mp4"), f"{mesh.stem}.mp4", cfg.force)
+        if cfg.turntable:
+            turntable = output_file(cfg.turntable, f"{mesh.stem}.mp4", cfg.force)
+        else:  # beside the mesh, in a folder that may be made with it (as `-o newdir/` asks)
+            turntable = check_output_target(mesh.with_suffix(".mp4"), cfg.force)
     return Outputs(mesh, fmt, turntable, mesh.with_name(f"{mesh.stem}.partial.safetensors"))
 
 
@@ -135,12 +137,11 @@ def check_inputs(cfg: ThreeDConfig) -> Outputs:
         "mesh_resolution",
         "frames",
         "seed",
+        "lr",
     )
     limits.check_all("3d", {knob: getattr(cfg, knob) for knob in knobs})
     limits.check_guidance(cfg.guidance)
     check_dtype(cfg.dtype)
-    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
-        raise BadInput(f"--lr must be positive, not {cfg.lr}", "try 0.01")
     if cfg.method not in METHODS:
         raise BadInput(f"unknown method {cfg.method!r}", f"use one of: {', '.join(METHODS)}")
     outputs = outputs_for(cfg)
@@ -153,27 +154,7 @@ def check_inputs(cfg: ThreeDConfig) -> Outputs:
 
 def run_key(cfg: ThreeDConfig, model_label: str) -> str:
     """Settings a checkpoint shares with the run resuming it (not --iters: a run can be extended)."""
-    keep = {
-        k: v
-        for k, v in asdict(cfg).items()
-        if k
-        not in {
-            "iters",
-            "output",
-            "format",
-            "turntable",
-            "make_turntable",
-            "force",
-            "checkpoint_every",
-            "mesh_resolution",
-            "mesh_threshold",
-            "frames",
-            "turntable_size",
-            "log_every",
-            "device",
-            "model",
-        }
-    }
+    keep = {k: v for k, v in result_settings(asdict(cfg)).items() if k not in ("iters", "model")}
     keep["model"] = model_label
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -193,7 +174,10 @@ def check_checkpoint(path: Path, key: str) -> int:
             f"checkpoint {path} was made with other settings",
             "run with the same prompt and options, or drop --resume to start over",
         )
-    return int(meta.get("step", "0"))
+    step = meta.get("step", "0")
+    if not step.isdigit():
+        raise BadInput(f"checkpoint {path} is damaged (step {step!r})", "delete it and run without --resume")
+    return int(step)
 
 
 # -- one step's random choices -------------------------------------------------------------------------
