@@ -18,8 +18,9 @@ def _recipes_help() -> str:
         for method, r in RENDER_RECIPES.items()
     )
     return (
-        "Sampling recipe (each flag, or the config file's render.steps, render.guidance, render.scheduler overrides it): "
-        f"the paper's own when every identity in the prompt was learned with one method, else the default. {each}."
+        "Sampling recipe (each flag, or the config file's render.steps, render.guidance, "
+        "render.scheduler overrides it): the paper's own when every identity in the prompt was "
+        f"learned with one method, else the default. {each}."
     )
 
 
@@ -39,7 +40,8 @@ def render(
     scheduler: str = typer.Option(
         None,
         "--scheduler",
-        help="dpm++ | dpm++-karras | ddim | euler | euler-a | unipc | pndm | heun | lms (default: the recipe's).",
+        help="dpm++ | dpm++-karras | ddim | euler | euler-a | unipc | pndm | heun | lms "
+        "(default: the recipe's).",
     ),
     model: str = typer.Option(
         None,
