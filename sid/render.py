@@ -3,9 +3,9 @@
 Sampler, steps and guidance come from ``with_recipe``: the flag, else the config's ``[render]`` table,
 else the test recipe of the paper whose method learned every identity in the prompt, else sid's
 default (``config.RENDER_RECIPES``); the size is the model's native one. Each image i uses seed + i
-with its own generator, so one image of a batch can be reproduced alone, and is written as soon as it is decoded (Ctrl-C keeps the finished
-ones; nothing holds all of them). Every PNG carries an AUTOMATIC1111 ``parameters`` chunk and a
-``sid`` chunk with the full settings as JSON.
+with its own generator, so one image of a batch can be reproduced alone, and is written as soon as
+it is decoded (Ctrl-C keeps the finished ones; nothing holds all of them). Every PNG carries an
+AUTOMATIC1111 ``parameters`` chunk and a ``sid`` chunk with the full settings as JSON.
 """
 
 from __future__ import annotations
