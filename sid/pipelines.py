@@ -261,6 +261,28 @@ def load_pipeline(
     return pipe.to(dev), spec
 
 
+LEGACY_EOS_TOKEN_ID = 2  # what SD 1.x/2.x/SDXL checkpoints' CLIP text-encoder configs still carry
+
+
+def pool_at_end_token(pipe: Any) -> None:
+    """Make each CLIP text encoder of ``pipe`` pool at the prompt's end token, as the original models,
+    ComfyUI and AUTOMATIC1111 do.
+
+    The text-encoder configs of SD 1.x, 2.x and SDXL checkpoints carry the legacy ``eos_token_id`` 2,
+    for which transformers pools at the highest token id: the end token of the original vocabulary,
+    but an added identity token (ids past it) once one is in the prompt. SDXL's UNet is conditioned on
+    text encoder 2's pooled output, so that would condition on the identity instead of the prompt.
+    Given the tokenizer's real end-token id, transformers pools at its first occurrence instead: the
+    same position for prompts of the original vocabulary. Training and rendering both load here.
+    """
+    for encoder_name, tokenizer_name in (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2")):
+        encoder = getattr(pipe, encoder_name, None)
+        model = getattr(encoder, "text_model", encoder)  # where transformers keeps eos_token_id
+        tokenizer = getattr(pipe, tokenizer_name, None)
+        if getattr(model, "eos_token_id", None) == LEGACY_EOS_TOKEN_ID and tokenizer is not None:
+            model.eos_token_id = tokenizer.eos_token_id
+
+
 def load_from_candidates(spec: ModelSpec, pipeline_class: type | None = None, **kwargs: Any) -> Any:
     """Try each candidate: first from the local cache only, then (if online) from the Hub.
 
@@ -286,6 +308,7 @@ def load_from_candidates(spec: ModelSpec, pipeline_class: type | None = None, **
                 continue
             if pipeline_class is None:
                 check_text_to_image(loaded, spec.label)
+            pool_at_end_token(loaded)
             if hasattr(loaded, "set_progress_bar_config"):
                 loaded.set_progress_bar_config(disable=True)  # sid draws its own progress bars
             return loaded

@@ -29,6 +29,12 @@ def render(tiny: Path | None, out: Path, prompt: str, *extra: str):
         "cpu",
         "--steps",
         "2",
+        *(
+            "--scheduler",
+            "dpm++",
+            "--guidance",
+            "8.5",
+        ),  # what plain_diffusers draws with, whatever the method
         "--seed",
         "1",
         "--size",
