@@ -27,8 +27,8 @@ import numpy as np
 from sid.errors import BadInput, StoreError, first_line
 from sid.families import FAMILIES, SDXL, family_by_widths, family_of_identity, slot_for_width
 from sid.interop import FORMATS
+from sid.names import NAME_RE
 from sid.store import (
-    NAME_RE,
     Identity,
     check_vectors,
     identity_from_file,

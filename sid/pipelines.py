@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from sid.config import QUIET, config_path, config_value
 from sid.errors import BadInput, ModelNotFound, first_line
-from sid.families import FAMILIES, SD1, Family, family_by_key
+from sid.families import FAMILIES, SD1, Family, family_by_key, prompt_family
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -157,8 +157,6 @@ def model_for_identities(identities: list[Identity], warn: Callable[[str], None]
     record names no model that can still be found (imported, or learned on a folder that is gone) fall
     back, with a note, to the others' model or else to the configured default (None).
     """
-    from sid.prompts import prompt_family
-
     if not identities:
         return None
     prompt_family(identities)

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sid.errors import IdentityNotFound, IncompatibleIdentity
-from sid.families import Family, family_by_widths, family_of_identity, pipeline_widths
-from sid.store import stop_words
+from sid.families import family_by_widths, family_of_identity, pipeline_widths
+from sid.names import stop_words
 
 if TYPE_CHECKING:
     import torch
@@ -27,21 +27,6 @@ if TYPE_CHECKING:
     from sid.store import Identity, IdentityStore
 
 WORD = re.compile(r"(?<![\w@<-])(@?)([A-Za-z][A-Za-z0-9_-]*)")
-
-
-def prompt_family(identities: list[Identity]) -> Family:
-    """The one family all identities share (a model has one set of text encoders); else an error."""
-    families = {i.name: family_of_identity(i.widths) for i in identities}
-    if len({f.widths for f in families.values()}) > 1:
-        listing = ", ".join(
-            f"{i.name} ({families[i.name].label}, learned on {i.base_model or 'an unrecorded model'})"
-            for i in identities
-        )
-        raise IncompatibleIdentity(
-            f"the prompt mixes identities learned for different text encoders: {listing}",
-            "a model has one text encoder: name identities of one family in a prompt",
-        )
-    return next(iter(families.values()))
 
 
 def identity_token(name: str) -> str:
