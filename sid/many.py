@@ -75,11 +75,13 @@ MAX_DEFAULT_PARALLEL = 8
 class Job:
     """A row that passed every check: its concrete settings and where its run checkpoints."""
 
-    row: Row
+    row: Row  # the person's first row (a name on several rows is one person's several photos)
     cfg: LearnConfig  # resolved, with the row's method and face
     ckpt: Path
     first_step: int = 0  # the checkpoint step it resumes from
     meta: dict[str, str] = field(default_factory=dict)  # the checkpoint's header, once the face is known
+    photos: list[Path] = field(default_factory=list)  # every photo of the person, its rows' order
+    faces: list[int | None] = field(default_factory=list)  # the face of each photo (None: the largest)
 
 
 @dataclass
@@ -136,26 +138,34 @@ def check_rows(
 ) -> tuple[list[Job], list[Outcome]]:
     """Every row through ``sid learn``'s own checks, before anything heavy loads.
 
-    A row that fails becomes a failed outcome with the check's message; with ``resume``, a row whose
-    identity is already stored from the same photo is skipped (an interrupted batch stored it).
+    A row that fails becomes a failed outcome with the check's message; rows of one name (any case) are
+    one person's photos, learned as one identity with the outcome on its first row; with ``resume``, a
+    person already stored from the same first photo is skipped (an interrupted batch stored it).
     """
-    jobs, outcomes, seen = [], [], {}
+    jobs, outcomes, people = [], [], {}
     store.check_writable(checkpoint_path(store, "").parent)  # where every row checkpoints
     for row in rows:
+        if row.error:
+            outcomes.append(failed(row, BadInput(row.error, "fix the row")))
+        else:
+            people.setdefault(row.name.lower(), []).append(row)
+    for same in people.values():
+        row = same[0]
         try:
-            if row.error:
-                raise BadInput(row.error, "fix the row")
-            if (first := seen.setdefault(row.name.lower(), row.line)) != row.line:
-                raise BadInput(f"the name {row.name!r} is also on line {first}", "give each row its own name")
-            face = row.face if row.face is not None else cfg.face_index
-            row_cfg = replace(cfg, method=row.method or cfg.method, face_index=face)
+            if len({r.method for r in same}) > 1:
+                lines = ", ".join(str(r.line) for r in same)
+                raise BadInput(f"the rows of {row.name!r} (lines {lines}) name different methods", "give one")
+            photos = [r.photo for r in same]
+            faces = [r.face if r.face is not None else cfg.face_index for r in same]
+            row_cfg = replace(cfg, method=row.method or cfg.method, face_index=faces[0])
             if resume and not force and _stored_from(store, row):
                 outcomes.append(Outcome(row.line, row.name, str(row.photo), "skipped", "already learned"))
                 continue
-            check_inputs([row.photo], [row.name], row_cfg, store, force)
+            check_inputs(photos, [row.name], row_cfg, store, force)
             row_cfg = resolved(row_cfg)
-            ckpt = checkpoint_path(store, run_key([row.photo], [row.name], row_cfg))
-            jobs.append(Job(row, row_cfg, ckpt, step_reached(ckpt) if resume else 0))
+            per_photo = faces if len(photos) > 1 else None  # one photo: its key as `sid learn` makes it
+            ckpt = checkpoint_path(store, run_key(photos, [row.name], row_cfg, per_photo))
+            jobs.append(Job(row, row_cfg, ckpt, step_reached(ckpt) if resume else 0, {}, photos, faces))
         except SidError as e:
             outcomes.append(failed(row, e))
     return jobs, outcomes
@@ -238,9 +248,11 @@ def learn_group(
             meter.drop(run_length(job.cfg, 1)[0] - job.first_step)
             yield failed(job.row, e)
         return
-    if batch is None:
-        for job in jobs:
-            yield learn_alone(job, model, store, force, resume, meter, warn)
+    several = [j for j in jobs if len(j.photos) > 1]  # several photos of one person: learned as alone
+    for job in jobs if batch is None else several:
+        yield learn_alone(job, model, store, force, resume, meter, warn)
+    jobs = [] if batch is None else [j for j in jobs if len(j.photos) == 1]
+    if not jobs:
         return
     k = parallel or default_parallel(device)
     ordered = sorted(jobs, key=lambda j: j.first_step)
@@ -273,7 +285,7 @@ def learn_alone(
 
     try:
         result = learn(
-            [job.row.photo],
+            job.photos,
             [job.row.name],
             job.cfg,
             store,
@@ -283,11 +295,12 @@ def learn_alone(
             warn,
             model=model,
             save=False,
+            faces=job.faces if len(job.photos) > 1 else None,
         )
     except SidError as e:
         meter.drop(run_length(job.cfg, 1)[0] - reached[0])
         return failed(job.row, e)
-    job.meta = checkpoint_meta([job.row.name], job.cfg, [result.identities[0].photo_sha256])
+    job.meta = checkpoint_meta([job.row.name], job.cfg, result.identities[0].settings["photos_sha256"])
     return Learned(job, result.identities[0], result.seconds)
 
 
@@ -422,7 +435,7 @@ class Batch:
         for i, job in enumerate(jobs):
             settings = run_settings(job.cfg, model, steps, batch, lr, bank_size, self.priors[0])
             (identity,) = make_identities(
-                [job.row.name], [final[i]], [crops[i]], job.cfg, model, settings, logs[i].values
+                [job.row.name], [final[i]], [[crops[i]]], job.cfg, model, settings, logs[i].values
             )
             results.append(Learned(job, identity, seconds))
         return results

@@ -30,7 +30,7 @@ from sid.augment import augment_batch
 from sid.checkpoints import find_checkpoints, load_state, save_state
 from sid.errors import BadInput, OutOfMemory
 from sid.face_transformers import face_parser_source, load_face_parser, vit_face_embeddings, vit_model_source
-from sid.faces import FaceCrop, arcface_embedding, extract_face, load_face_pack
+from sid.faces import FaceCrop, arcface_embedding, extract_face, load_face_pack, odd_faces
 from sid.families import family_of_pipeline
 from sid.files import leftover_temp_files
 from sid.losslog import LossLog
@@ -94,12 +94,16 @@ def check_inputs(
     """All validation before anything heavy loads, with messages that say the fix."""
     if cfg.method not in RECIPES:
         raise BadInput(f"unknown method {cfg.method!r}", f"use one of: {', '.join(RECIPES)}")
-    if len(photos) != len(names):
-        raise BadInput(f"{len(photos)} photo(s) but {len(names)} --name(s)", "give one --name per photo")
-    if len(photos) > 1 and cfg.method != "celebbasis":
-        raise BadInput("joint learning of several photos is a Celeb Basis feature", "add --method celebbasis")
-    if len({n.lower() for n in names}) != len(names):
-        raise BadInput("the same --name is given twice", "give each photo its own name")
+    if len(photos) != len(names) and len(names) != 1:
+        raise BadInput(
+            f"{len(photos)} photos but {len(names)} --names",
+            "give one --name for all the photos of one person, or one per photo",
+        )
+    if len({n.lower() for n in names}) > 1 and cfg.method != "celebbasis":
+        raise BadInput(
+            "joint learning of several people is a Celeb Basis feature",
+            "add --method celebbasis, or give one --name for several photos of one person",
+        )
     for photo in photos:
         if photo.is_dir():
             raise BadInput(f"{photo} is a folder, not a photo", "give the path of one image file")
@@ -119,6 +123,15 @@ def check_inputs(
     check_dtype(cfg.dtype)
 
 
+def group_photos(photos: list[Path], names: list[str]) -> list[tuple[str, list[Path]]]:
+    """(name, photos) per person, in order of first appearance: one name for all the photos, or one
+    name per photo where a repeated name (any case) is the same person's next photo."""
+    people: dict[str, tuple[str, list[Path]]] = {}
+    for photo, name in zip(photos, names * len(photos) if len(names) == 1 else names, strict=True):
+        people.setdefault(name.lower(), (name, []))[1].append(photo)
+    return list(people.values())
+
+
 def resolved(cfg: LearnConfig) -> LearnConfig:
     """``cfg`` with the face choices made concrete (encoder by method, model sources by flag > env >
     config > default), so the checkpoint key and the metadata name what was actually used."""
@@ -132,12 +145,16 @@ def resolved(cfg: LearnConfig) -> LearnConfig:
     )
 
 
-def run_key(photos: list[Path], names: list[str], cfg: LearnConfig) -> str:
+def run_key(
+    photos: list[Path], names: list[str], cfg: LearnConfig, faces: list[int | None] | None = None
+) -> str:
     """A stable id for one run's inputs and settings, naming its resumable checkpoint."""
     h = hashlib.sha256()
     for photo in photos:
         h.update(hashlib.sha256(photo.read_bytes()).digest())
-    h.update(json.dumps([names, asdict(cfg)], sort_keys=True, default=str).encode())
+    h.update(
+        json.dumps([names, asdict(cfg)] + ([faces] if faces else []), sort_keys=True, default=str).encode()
+    )
     return h.hexdigest()[:16]
 
 
@@ -154,26 +171,32 @@ def learn(
     phase: Phase | None = None,
     model: Frozen | None = None,
     save: bool = True,
+    faces: list[int | None] | None = None,
 ) -> LearnResult:
     """Learn ``photos`` as ``names`` and store them; ``model`` reuses a loaded one (a batch's group),
     ``save=False`` leaves storing to the caller (rank 0 of a multi-process batch) and checkpoints the
-    finished run, which the caller drops once it has stored the identities."""
+    finished run, which the caller drops once it has stored the identities.
+
+    One name for several photos, or a name repeated per photo, is one person learned from all of them
+    (``group_photos``); ``faces`` picks the face per photo (default: ``cfg.face_index`` for each)."""
     store = store or IdentityStore()
     check_inputs(photos, names, cfg, store, force)
     cfg = resolved(cfg)
-    ckpt = checkpoint_path(store, run_key(photos, names, cfg))
+    ckpt = checkpoint_path(store, run_key(photos, names, cfg, faces))
+    people = group_photos(photos, names)
+    names = [name for name, _ in people]
     store.check_writable(ckpt.parent)  # a read-only or full store fails now, not after training
     phase = phase or (lambda _: None)
     recipe = RECIPES[cfg.method]
-    steps, batch, lr = run_length(cfg, len(photos))
+    steps, batch, lr = run_length(cfg, len(people))
     start_time = time.perf_counter()
 
-    # 1. faces: one aligned crop, mask and face embedding (plain, mirrored) per photo
+    # 1. faces: one aligned crop, mask and face embedding (plain, mirrored) per photo, per person
     phase(
         ("finding and parsing the face" if cfg.face_parser else "finding the face") + "s" * (len(photos) > 1)
     )
     device = pick_device(cfg.device)
-    crops, embeddings = prepare_faces(photos, cfg, device, warn)
+    crops, embeddings = prepare_faces(people, cfg, device, warn, faces)
 
     # 2. frozen model
     phase("loading the model")
@@ -183,24 +206,37 @@ def learn(
     phase("parsing the celebrity-name prior and building the mapper")
     torch.manual_seed(cfg.seed)
     priors = [build_prior(tokenizer, encoder, cfg.method) for tokenizer, encoder in model.encoders]
-    embeddings = [e.to(device) for e in embeddings]
-    mapper = build_mapper(cfg.method, embeddings[0].shape[-1], priors, len(crops)).to(device)
+    embeddings = [[e.to(device) for e in each] for each in embeddings]  # per person, per photo: (2, f)
+    mapper = build_mapper(cfg.method, embeddings[0][0].shape[-1], priors, len(people)).to(device)
     placeholders, templates = placeholder_prompts(model, recipe.templates, device)
 
-    # 4. a bank of augmented latents and latent-size masks, encoded once
+    # 4. a bank of augmented latents and latent-size masks, encoded once: per person, its share
+    # from each of its photos
     generator = torch.Generator().manual_seed(cfg.seed)
-    bank_size = cfg.bank_size or default_bank_size(steps, batch, len(crops))
-    phase(f"encoding the latent bank ({bank_size} augmented images per photo)")
+    bank_size = cfg.bank_size or default_bank_size(steps, batch, len(people))
+    phase(f"encoding the latent bank ({bank_size} augmented images per person)")
     bank = [
-        build_bank(c, model.vae, model.resolution, bank_size, generator, cfg.method, device, model.amp_dtype)
-        for c in crops
+        [
+            build_bank(
+                c,
+                model.vae,
+                model.resolution,
+                -(-bank_size // len(cs)),
+                generator,
+                cfg.method,
+                device,
+                model.amp_dtype,
+            )
+            for c in cs
+        ]
+        for cs in crops
     ]
 
     # 5. optimiser and resumable state
     optimizer = make_optimizer(mapper.parameters(), cfg.method, lr, device)
     step_gen = torch.Generator(device).manual_seed(cfg.seed)  # per-step draws on the device: no host syncs
     first_step, log = 0, LossLog()
-    run_meta = checkpoint_meta(names, cfg, [c.photo_sha256 for c in crops])
+    run_meta = checkpoint_meta(names, cfg, [c.photo_sha256 for cs in crops for c in cs])
     if resume and ckpt.is_file():
         first_step, log.values = load_state(ckpt, mapper, optimizer, step_gen)
     elif resume:
@@ -213,10 +249,11 @@ def learn(
         with inject_vectors(placeholders) as slot:
             predict = model.predictor(slot)
             for step in range(first_step, steps):
-                who = step % len(crops)  # joint learning alternates identities
+                who = step % len(people)  # joint learning alternates identities
                 if not (cfg.overfit and step > first_step):
-                    draw = bank[who].sample(batch, step // len(crops))
-                    sample = model.noised(draw, embeddings[who], templates, step_gen)
+                    turn, shots = step // len(people), len(bank[who])  # several photos: each in turn
+                    draw = bank[who][turn % shots].sample(batch, turn // shots)
+                    sample = model.noised(draw, embeddings[who][turn % shots], templates, step_gen)
                 with model.autocast():
                     pred = predict(mapper(sample.face), sample.ids, sample.z_t, sample.t)
                 loss = model.loss(pred, sample, cfg.method)
@@ -235,13 +272,20 @@ def learn(
             f"out of memory on {device} while learning", "pass --batch-size 1 or use a smaller model"
         ) from e
 
-    # 7. final vectors, stored atomically: the mapper on the unaugmented face embedding (StableIdentity)
-    # or the moving average of the training coefficients (Celeb Basis)
+    # 7. final vectors, stored atomically: the mapper on the unaugmented face embedding (StableIdentity;
+    # several photos: the mean of its outputs for each) or the moving average of the training
+    # coefficients over every sample (Celeb Basis)
     mapper.eval()
     with torch.no_grad():
         final = [
-            (mapper.averaged_vectors(i) if recipe.ema else mapper(e[:1])[0]).float().cpu()
-            for i, e in enumerate(embeddings)
+            (
+                mapper.averaged_vectors(i)
+                if recipe.ema
+                else torch.stack([mapper(e[:1])[0] for e in each]).mean(dim=0)
+            )
+            .float()
+            .cpu()
+            for i, each in enumerate(embeddings)
         ]  # each (2, sum d)
     settings = run_settings(cfg, model, steps, batch, lr, bank_size, priors[0])
     identities = make_identities(names, final, crops, cfg, model, settings, log.values)
@@ -255,17 +299,39 @@ def learn(
 
 # -- the run's parts ---------------------------------------------------------------------------------
 def prepare_faces(
-    photos: list[Path], cfg: LearnConfig, device: str, warn: Callable[[str], None] | None
-) -> tuple[list[FaceCrop], list[torch.Tensor]]:
-    """Each photo's aligned crop (with masks) and its (2, f) face embeddings, plain and mirrored."""
+    people: list[tuple[str, list[Path]]],
+    cfg: LearnConfig,
+    device: str,
+    warn: Callable[[str], None] | None,
+    faces: list[int | None] | None = None,
+) -> tuple[list[list[FaceCrop]], list[list[torch.Tensor]]]:
+    """Per person, each photo's aligned crop (with masks) and its (2, f) face embeddings, plain and
+    mirrored; ``faces`` picks the face of each photo in order. A photo whose face does not look like
+    the person's other photos gets a warning naming it."""
     parser = load_face_parser(cfg.face_parser, warn) if cfg.face_parser else None
+    choices = iter(faces or [])
     crops = [
-        extract_face(
-            p, face_index=cfg.face_index, face_models=cfg.face_models, warn=warn, parser=parser, device=device
-        )
-        for p in photos
+        [
+            extract_face(
+                p,
+                face_index=next(choices, cfg.face_index),
+                face_models=cfg.face_models,
+                warn=warn,
+                parser=parser,
+                device=device,
+            )
+            for p in photos
+        ]
+        for _, photos in people
     ]
-    return crops, [face_embeddings(c, cfg, device) for c in crops]
+    for (name, photos), cs in zip(people, crops, strict=True):
+        odd = [str(photos[i]) for i in odd_faces([c.embedding for c in cs])]
+        if odd and warn is not None:
+            warn(
+                f"the face in {' and '.join(odd)} does not look like the other photos of {name}: "
+                "check that every photo shows the same person (and --face picks it)"
+            )
+    return crops, [[face_embeddings(c, cfg, device) for c in cs] for cs in crops]
 
 
 @dataclass
@@ -445,14 +511,15 @@ def run_settings(
 def make_identities(
     names: list[str],
     final: list[torch.Tensor],
-    crops: list[FaceCrop],
+    crops: list[list[FaceCrop]],
     cfg: LearnConfig,
     model: Frozen,
     settings: dict[str, Any],
     losses: list[float],
 ) -> list[Identity]:
     """The learned identities, one slot per text encoder, and their metadata (final loss: the mean of
-    the last third). ``final`` holds each identity's (2, sum d) vectors, encoders side by side."""
+    the last third). ``final`` holds each identity's (2, sum d) vectors, encoders side by side; ``crops``
+    each identity's photos: the first gives the thumbnail, and every photo's SHA-256 is listed."""
     family = family_of_pipeline(model.pipe)
     tail = losses[-max(1, len(losses) // 3) :]
     return [
@@ -466,13 +533,17 @@ def make_identities(
             base_model=model.spec.label,
             fingerprints=dict(zip(family.slots, model.fingerprints, strict=True)),
             created=now_iso(),
-            photo_sha256=crop.photo_sha256,
-            settings={**settings, "mask_source": crop.mask_source if cfg.method in MASKED_METHODS else None},
+            photo_sha256=cs[0].photo_sha256,
+            settings={
+                **settings,
+                "mask_source": cs[0].mask_source if cfg.method in MASKED_METHODS else None,
+                "photos_sha256": [c.photo_sha256 for c in cs],
+            },
             final_loss=float(np.mean(tail)) if tail else None,
             sid_version=__version__,
-            thumbnail_png=crop.thumbnail_png(),  # inside the identity's file: they change together
+            thumbnail_png=cs[0].thumbnail_png(),  # inside the identity's file: they change together
         )
-        for name, vec, crop in zip(names, final, crops, strict=False)
+        for name, vec, cs in zip(names, final, crops, strict=False)
     ]
 
 
