@@ -116,7 +116,10 @@ def test_joint_learning_stores_both(face_photos: Path, learn_args: list[str]) ->
     store = IdentityStore()
     assert store.names() == ["biden", "obama"]
     a, b = store.get("obama"), store.get("biden")
-    assert a.settings == b.settings and not np.allclose(a.vectors["te32"], b.vectors["te32"])
+    shared = {k: v for k, v in a.settings.items() if k != "photos_sha256"}  # each lists its own photo
+    assert shared == {k: v for k, v in b.settings.items() if k != "photos_sha256"}
+    assert a.settings["photos_sha256"] == [a.photo_sha256] and b.settings["photos_sha256"] == [b.photo_sha256]
+    assert not np.allclose(a.vectors["te32"], b.vectors["te32"])
     assert a.settings["bank_size"] == 8  # 4 steps each at batch 2: a fresh augmentation per sample
     assert a.photo_sha256 != b.photo_sha256
 
