@@ -12,9 +12,10 @@ which format each tool takes.
 Reading is by keys, never by trusting the suffix: safetensors always; legacy ``.pt``/``.bin`` only
 through ``torch.load(weights_only=True)``, which refuses pickled code (A1111's pickled
 ``torch.nn.ParameterDict`` is the one class added to its allow-list, as A1111's own restricted
-unpickler allows it); AUTOMATIC1111's PNG embeddings from their ``sd-ti-embedding`` text chunk
-(base64 JSON, no pickle). Two single-encoder files of one SDXL-like family (diffusers' SDXL training
-writes ``learned_embeds.safetensors`` and ``learned_embeds_2.safetensors``) combine into one identity.
+unpickler allows it); AUTOMATIC1111's embedding images from their text chunk or their pixels (JSON,
+no pickle: ``sid.embedding_image``). Two single-encoder files of one SDXL-like family (diffusers'
+SDXL training writes ``learned_embeds.safetensors`` and ``learned_embeds_2.safetensors``) combine
+into one identity.
 """
 
 from __future__ import annotations
@@ -35,8 +36,6 @@ from sid.store import (
     identity_to_bytes,
     read_header,
 )
-
-PNG_EMBEDDING_KEY = "sd-ti-embedding"  # AUTOMATIC1111's text chunk of a PNG embedding
 
 
 def export_tensors(identity: Identity, fmt: str) -> dict[str, np.ndarray]:
@@ -191,36 +190,25 @@ def _from_a1111(data: dict, path: Path) -> Imported:
 
 
 def _read_image(path: Path) -> Imported:
-    """An AUTOMATIC1111 embedding saved as an image: the base64 JSON of its ``sd-ti-embedding`` text
-    chunk, tensors as ``{"TORCHTENSOR": nested lists}``. Only JSON is parsed."""
-    import base64
-    import binascii
-    import json
-
+    """An AUTOMATIC1111 embedding saved as an image (``sid.embedding_image``)."""
     from PIL import Image, UnidentifiedImageError
+
+    from sid.embedding_image import read_embedding_image
 
     try:
         with Image.open(path) as image:
-            chunk = getattr(image, "text", {}).get(PNG_EMBEDDING_KEY) or image.info.get(PNG_EMBEDDING_KEY)
+            data = read_embedding_image(image)
     except (OSError, UnidentifiedImageError) as e:
         raise BadInput(f"{path.name} is not a readable image: {first_line(e)}", "check the file") from e
-    if not chunk:
+    except ValueError as e:
+        raise BadInput(f"{path.name}: its embedding is not valid: {first_line(e)}", "check the file") from e
+    if data is None:
         raise BadInput(
-            f"{path.name} holds no embedding (no {PNG_EMBEDDING_KEY!r} text chunk)",
-            "import the AUTOMATIC1111 embedding image itself, or its .pt/.safetensors file",
+            f"{path.name} holds no AUTOMATIC1111 embedding (no text chunk, none in its pixels)",
+            "import the embedding image A1111 saved, or its .pt/.safetensors file",
         )
-
-    def tensors(d: dict) -> object:
-        return np.asarray(d["TORCHTENSOR"], dtype=np.float32) if "TORCHTENSOR" in d else d
-
-    try:
-        data = json.loads(base64.b64decode(chunk), object_hook=tensors)
-    except (binascii.Error, ValueError, TypeError) as e:
-        raise BadInput(
-            f"{path.name}: its embedding chunk is not valid: {first_line(e)}", "check the file"
-        ) from e
-    if not isinstance(data, dict) or "string_to_param" not in data:
-        raise BadInput(f"{path.name}: its embedding chunk holds no string_to_param", "check the file")
+    if "string_to_param" not in data:
+        raise BadInput(f"{path.name}: its embedding holds no string_to_param", "check the file")
     return _from_a1111(data, path)
 
 

@@ -186,7 +186,40 @@ def _a1111_png(path: Path, data: dict) -> None:
     Image.new("RGB", (16, 16)).save(path, pnginfo=info)
 
 
-def test_a1111_png_embedding_imports(tmp_path: Path) -> None:
+def _a1111_pixels(picture: np.ndarray, payload: dict):
+    """An embedding hidden in an image's pixels as AUTOMATIC1111 lays it out: zlib JSON, low nibbles in
+    a block left of the picture and high nibbles right of it, behind one black column each, every
+    nibble XOR-ed with its LCG key stream (here with a constant pattern in the high bits)."""
+    import json
+    import zlib
+
+    from PIL import Image
+
+    raw = np.frombuffer(zlib.compress(json.dumps(payload).encode(), 9), np.uint8)
+    h = picture.shape[0]
+    width = -(-raw.size // (h * 3))
+    seed, key = 0, []
+    for _ in range(h * width * 3):
+        seed = (1664525 * seed + 1013904223) % 2**32
+        key.append(seed % 255)
+    key = (np.array(key, np.uint8) & 0x0F).reshape(h, width, 3)
+    low = (np.resize(raw & 0x0F, (h, width, 3)) ^ key) | 0x80
+    high = (np.resize(raw >> 4, (h, width, 3)) ^ key) | 0x40
+    canvas = np.zeros((h, 2 * width + picture.shape[1] + 2, 3), np.uint8)
+    canvas[:, :width], canvas[:, width + 1 : width + 1 + picture.shape[1]] = low, picture
+    canvas[:, -width:] = high
+    return Image.fromarray(canvas)
+
+
+def test_a1111_embedding_images_import_from_their_chunk_or_their_pixels(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from sid.embedding_image import key_stream
+
+    # A1111's own test pins its generator's first values (its lcg() as uint8)
+    reference = [253, 242, 127, 44, 157, 27, 239, 133, 38, 79, 167, 4, 177, 95, 130, 79, 78, 14]
+    np.testing.assert_array_equal(key_stream(len(reference)), np.array(reference, np.uint8) & 0x0F)
+
     vectors = np.random.default_rng(3).standard_normal((2, 768)).astype(np.float32)
     data = {
         "string_to_token": {"*": 265},
@@ -200,11 +233,20 @@ def test_a1111_png_embedding_imports(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     np.testing.assert_array_equal(IdentityStore().get("pictured").vectors["clip_l"], vectors)
 
-    from PIL import Image
+    picture = np.random.default_rng(4).integers(16, 256, (64, 48, 3), dtype=np.uint8)
+    _a1111_pixels(picture, {**data, "name": "hidden"}).save(tmp_path / "stripped.png")  # no text chunk
+    result = runner.invoke(app, ["import", str(tmp_path / "stripped.png")])
+    assert result.exit_code == 0, result.output
+    np.testing.assert_array_equal(IdentityStore().get("hidden").vectors["clip_l"], vectors)
 
-    Image.new("RGB", (16, 16)).save(tmp_path / "plain.png")
+    Image.fromarray(picture).save(tmp_path / "plain.png")
     _a1111_png(tmp_path / "broken.png", {"name": "x"})
-    for file, needle in (("plain.png", "holds no embedding"), ("broken.png", "no string_to_param")):
+    (tmp_path / "garbled.png").write_bytes(b"\x89PNG not really")
+    for file, needle in (
+        ("plain.png", "holds no AUTOMATIC1111 embedding"),
+        ("broken.png", "no string_to_param"),
+        ("garbled.png", "not a readable image"),
+    ):
         refused = runner.invoke(app, ["import", str(tmp_path / file), "--name", "x"])
         assert refused.exit_code == 1 and needle in refused.output, refused.output
 
