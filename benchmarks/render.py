@@ -58,7 +58,7 @@ def store_identity(root: Path, folder: Path, name: str = "alice") -> Any:
     from transformers import CLIPTextModel
 
     from sid.families import slot_for_width
-    from sid.pipelines import fingerprint
+    from sid.prompts import fingerprint
     from sid.store import Identity, IdentityStore
 
     rng = np.random.default_rng(0)

@@ -33,24 +33,25 @@ def controlnet_source(spec: ModelSpec, pipe: Any, control_type: str, controlnet:
 
 def with_controlnet(pipe: Any, spec: ModelSpec, control_type: str, controlnet: str | None) -> Any:
     """The same components wrapped in the matching ControlNet pipeline (no reload)."""
-    from diffusers import (
-        ControlNetModel,
-        StableDiffusionControlNetPipeline,
-        StableDiffusionXLControlNetPipeline,
-    )
+    import diffusers
 
+    from sid.adapters import adapter_for
+
+    family = adapter_for(pipe)  # its ControlNet model and pipeline classes
+    if family.controlnet_pipeline is None:
+        raise BadInput(
+            f"--control is not available for {family_of_pipeline(pipe).label} models", "drop --control"
+        )
     source = controlnet_source(spec, pipe, control_type, controlnet)
+    model_class = getattr(diffusers, family.controlnet_model)
+    dtype = getattr(pipe, family.denoiser_name).dtype
     try:
-        model = load_from_candidates(component_spec(source), ControlNetModel, dtype=pipe.unet.dtype)
+        model = load_from_candidates(component_spec(source), model_class, dtype=dtype)
     except ModelNotFound as e:
         raise ModelNotFound(
             e.message, "pass --controlnet with a local ControlNet folder, or go online once"
         ) from e
-    cls = (
-        StableDiffusionXLControlNetPipeline
-        if len(family_of_pipeline(pipe).widths) > 1  # SDXL's layout: two text encoders
-        else StableDiffusionControlNetPipeline
-    )
+    cls = getattr(diffusers, family.controlnet_pipeline)
     return cls.from_pipe(pipe, controlnet=model.to(pipe.device))
 
 

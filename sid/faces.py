@@ -477,3 +477,13 @@ def odd_faces(embeddings: list[np.ndarray]) -> list[int]:
     cos = unit @ unit.T
     mean_to_others = (cos.sum(axis=1) - 1.0) / (len(embeddings) - 1)
     return [i for i, m in enumerate(mean_to_others) if m < SAME_PERSON_COSINE]
+
+
+def warn_odd_faces(name: str, photos: list[Path], embeddings: list[np.ndarray], warn: Warn | None) -> None:
+    """Warn, naming it, about a photo of ``name`` whose face does not look like the other photos'."""
+    odd = [str(photos[i]) for i in odd_faces(embeddings)]
+    if odd and warn is not None:
+        warn(
+            f"the face in {' and '.join(odd)} does not look like the other photos of {name}: "
+            "check that every photo shows the same person (and --face picks it)"
+        )

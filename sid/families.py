@@ -2,8 +2,9 @@
 
 A family is the tuple of its text encoders' token-embedding widths, first encoder first: SD 1.x is
 (768,), SD 2.x (1024,), SDXL (768, 1280). Everything that follows from it (the store slot of each
-encoder, the built-in model presets, the video backend, the default ControlNets) is a column of
-``FAMILIES``; every module asks here. A new family is one new row. sid learns on every family.
+encoder, the built-in model presets, the video backend, the default ControlNets, the adapter
+that drives its pipelines) is a column of ``FAMILIES``; every module asks here. A new family is one
+new row (and, if no adapter drives it yet, one class in sid.adapters). sid learns on every family.
 
 Standard library only: the store (``sid ls``) imports this and must not pull in torch.
 """
@@ -34,6 +35,7 @@ class Family:
     presets: tuple[str, ...] = ()  # built-in --model presets of this family (sid.pipelines.PRESETS)
     video: str | None = None  # the video backend whose models share this text encoder, if any
     controlnets: Mapping[str, str] = field(default_factory=dict, compare=False)  # control type -> hub id
+    adapter: str = ""  # how sid drives its pipelines: a key of sid.adapters.ADAPTERS ("": the one that fits)
 
 
 FAMILIES: tuple[Family, ...] = (
@@ -50,6 +52,7 @@ FAMILIES: tuple[Family, ...] = (
             "canny": "lllyasviel/control_v11p_sd15_canny",
             "depth": "lllyasviel/control_v11f1p_sd15_depth",
         },
+        adapter="sd",
     ),
     Family(
         "sd2",
@@ -64,6 +67,7 @@ FAMILIES: tuple[Family, ...] = (
             "canny": "thibaud/controlnet-sd21-canny-diffusers",
             "depth": "thibaud/controlnet-sd21-depth-diffusers",
         },
+        adapter="sd",
     ),
     Family(
         "sdxl",
@@ -78,6 +82,7 @@ FAMILIES: tuple[Family, ...] = (
             "canny": "diffusers/controlnet-canny-sdxl-1.0",
             "depth": "diffusers/controlnet-depth-sdxl-1.0",
         },
+        adapter="sdxl",
     ),
 )
 SD1, SD2, SDXL = FAMILIES

@@ -12,6 +12,7 @@ import copy
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,7 @@ from sid.errors import BadInput
 from sid.priors import CelebPrior
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+MASKED_METHODS = ("stableidentity",)  # methods whose loss uses the face (and hair) mask
 SD_VAE_SCALING_FACTOR = 0.18215  # Stable Diffusion 1.x/2.x
 # Floor of ab and 1 - ab where they divide: a zero-terminal-SNR schedule has ab = 0 at its last step,
 # where the x0 estimate would be 0/0 (NaN gradients even through torch.where's unused branch). The
@@ -312,6 +314,27 @@ class StackedMappers(nn.Module):
         for g in grads:
             g.mul_(coef.view(-1, *[1] * (g.ndim - 1)).to(g.dtype))
         return norms
+
+
+def slice_state(stacked: dict[str, Any], k: int, like: dict[str, Any]) -> dict[str, Any]:
+    """Identity k's AdamW state (step, moments) out of the stacked optimizer's state dict."""
+    state = {
+        pid: {name: v if name == "step" else v[k] for name, v in entry.items()}
+        for pid, entry in stacked["state"].items()
+    }
+    return {"state": state, "param_groups": like["param_groups"]}
+
+
+def stack_states(singles: list[dict[str, Any]], like: dict[str, Any]) -> dict[str, Any]:
+    """The stacked optimizer's state from K identities' own (resumed from the same step)."""
+    state = {
+        pid: {
+            name: v if name == "step" else torch.stack([s["state"][pid][name] for s in singles])
+            for name, v in entry.items()
+        }
+        for pid, entry in singles[0]["state"].items()
+    }
+    return {"state": state, "param_groups": like["param_groups"]}
 
 
 # -- losses -------------------------------------------------------------------------------------------

@@ -192,9 +192,11 @@ def offline() -> bool:
 
 
 def native_size(pipe: Any) -> tuple[int, int]:
-    """(width, height) a pipeline was trained at: the UNet's latent side times the VAE's factor."""
-    side = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
-    return side, side
+    """(width, height) a pipeline was trained at, as its family's adapter reads it; a pipeline no
+    adapter drives (a video model's) as the base adapter reads it: its UNet's side times the VAE's factor."""
+    from sid.adapters import Adapter, adapter_for, fits_any
+
+    return (adapter_for(pipe) if fits_any(pipe) else Adapter).native_size(pipe)
 
 
 def pick_device(device: str = "auto") -> str:
@@ -326,12 +328,14 @@ def load_from_candidates(spec: ModelSpec, pipeline_class: type | None = None, **
 
 
 def check_text_to_image(pipe: Any, label: str) -> None:
-    """BadInput unless ``pipe`` is an image pipeline with a 2D UNet and a text encoder (SD 1.x/2.x/XL)."""
-    unet = getattr(pipe, "unet", None)
-    if type(unet).__name__ != "UNet2DConditionModel" or getattr(pipe, "text_encoder", None) is None:
+    """BadInput unless ``pipe`` is a text-to-image pipeline of a family sid drives (sid.adapters)."""
+    from sid.adapters import fits_any
+
+    if not fits_any(pipe):
+        families = ", ".join(dict.fromkeys(f.name for f in FAMILIES))
         raise BadInput(
-            f"model {label!r} is a {type(pipe).__name__}, not a text-to-image Stable Diffusion pipeline",
-            "pass an SD 1.x, SD 2.x or SDXL model (a text-to-video model goes to `sid video --video-model`)",
+            f"model {label!r} is a {type(pipe).__name__}, not a text-to-image pipeline sid can drive",
+            f"pass a model of one of: {families} (a text-to-video model goes to `sid video --video-model`)",
         )
 
 
@@ -362,24 +366,3 @@ def show_download_bars() -> None:
 
     if constants.HF_HUB_DISABLE_PROGRESS_BARS is not True:  # the Hub's own reading of the variable
         enable_progress_bars()
-
-
-def fingerprint(text_encoder: Any, rows: int | None = None) -> str:
-    """``width:hash`` of a text encoder's token-embedding matrix, independent of the load dtype.
-
-    Only the first ``rows`` rows (the base vocabulary) count, so tokens added by textual inversion do
-    not change it; the result is cached on the encoder, whose base rows never change. Identities
-    learned on one text encoder fit any model whose fingerprint matches; a different hash at the same
-    width (a fine-tune) still works, only less exactly.
-    """
-    import hashlib
-
-    import torch
-
-    cache = text_encoder.__dict__.setdefault("_sid_fingerprints", {})
-    weight = text_encoder.get_input_embeddings().weight.detach()
-    rows = rows or weight.shape[0]
-    if rows not in cache:
-        data = weight[:rows].to("cpu", torch.float16).contiguous().numpy().tobytes()
-        cache[rows] = f"{weight.shape[-1]}:{hashlib.sha256(data).hexdigest()[:16]}"
-    return cache[rows]

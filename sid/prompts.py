@@ -114,8 +114,6 @@ def load_identities(pipe: Any, identities: list[Identity], warn: Any = None) -> 
     """
     import torch
 
-    from sid.pipelines import fingerprint
-
     widths = pipeline_widths(pipe)
     for identity in identities:
         token = identity_token(identity.name)
@@ -193,3 +191,24 @@ def inject_vectors(placeholders: list[tuple[Any, list[int]]]) -> Iterator[Vector
     finally:
         for handle in handles:
             handle.remove()
+
+
+def fingerprint(text_encoder: Any, rows: int | None = None) -> str:
+    """``width:hash`` of a text encoder's token-embedding matrix, independent of the load dtype.
+
+    Only the first ``rows`` rows (the base vocabulary) count, so tokens added by textual inversion do
+    not change it; the result is cached on the encoder, whose base rows never change. Identities
+    learned on one text encoder fit any model whose fingerprint matches; a different hash at the same
+    width (a fine-tune) still works, only less exactly.
+    """
+    import hashlib
+
+    import torch
+
+    cache = text_encoder.__dict__.setdefault("_sid_fingerprints", {})
+    weight = text_encoder.get_input_embeddings().weight.detach()
+    rows = rows or weight.shape[0]
+    if rows not in cache:
+        data = weight[:rows].to("cpu", torch.float16).contiguous().numpy().tobytes()
+        cache[rows] = f"{weight.shape[-1]}:{hashlib.sha256(data).hexdigest()[:16]}"
+    return cache[rows]

@@ -209,7 +209,7 @@ def test_canny_edges_of_a_square() -> None:
 def test_fingerprint_mismatch_only_warns(tiny_model: Path, tmp_path: Path) -> None:
     from diffusers import StableDiffusionPipeline
 
-    from sid.pipelines import fingerprint
+    from sid.prompts import fingerprint
 
     pipe = StableDiffusionPipeline.from_pretrained(str(tiny_model))
     real = fingerprint(pipe.text_encoder, pipe.tokenizer.vocab_size)
