@@ -93,9 +93,8 @@ class Adapter:
         self.setup(speed)
 
     def setup(self, speed: Speedups) -> None:
-        """The family's own state (its training noise, its denoiser set up as ``speed`` says), once the
-        common attributes are set."""
-        raise NotImplementedError
+        """The family's own state (its training noise, its denoiser set up as ``speed`` says), built once
+        the shared attributes are set; nothing beyond them by default."""
 
     # -- what a pipeline is (asked before or without learning) -------------------------------------
     @classmethod
@@ -189,12 +188,15 @@ class DDPMAdapter(Adapter):
 
     @classmethod
     def fits(cls, pipe: Any) -> bool:
-        unet = getattr(pipe, "unet", None)
-        has_text = getattr(pipe, "text_encoder", None) is not None
-        return type(unet).__name__ == "UNet2DConditionModel" and has_text and cls._encoders(pipe) == 1
+        return cls._text_encoders(pipe) == 1
 
     @staticmethod
-    def _encoders(pipe: Any) -> int:
+    def _text_encoders(pipe: Any) -> int:
+        """How many text encoders a pipeline with a 2D conditional UNet and a first text encoder has
+        (0 for any other pipeline: a video model's, an SDXL refiner's with no first encoder)."""
+        unet, first = getattr(pipe, "unet", None), getattr(pipe, "text_encoder", None)
+        if type(unet).__name__ != "UNet2DConditionModel" or first is None:
+            return 0
         return 1 + (getattr(pipe, "text_encoder_2", None) is not None)
 
     @property
@@ -259,8 +261,7 @@ class SDXLAdapter(DDPMAdapter):
 
     @classmethod
     def fits(cls, pipe: Any) -> bool:
-        unet = getattr(pipe, "unet", None)
-        return type(unet).__name__ == "UNet2DConditionModel" and cls._encoders(pipe) == 2
+        return cls._text_encoders(pipe) == 2
 
     def condition(self, ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(B, L, sum d) penultimate hidden states, (B, d2) ``text_embeds`` and (B, 6) ``time_ids``."""
