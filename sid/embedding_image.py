@@ -20,6 +20,7 @@ import numpy as np
 
 TEXT_KEY = "sd-ti-embedding"
 MAX_JSON_BYTES = 64 * 2**20  # far above any embedding's JSON; a bound for a hostile stream
+MAX_BLOCK_BYTES = 4 * 2**20  # a data block's bytes: an embedding's zlib JSON is some 10-100 KB
 LCG = (1664525, 1013904223, 2**32)  # A1111's key stream: seed = (a * seed + c) mod m from 0, then mod 255
 
 
@@ -64,8 +65,8 @@ def _pixel_bytes(rgb: np.ndarray) -> bytes | None:
     if len(gaps) < 2:
         return None
     lower, upper = low[:, : gaps.min()], low[:, gaps.max() + 1 :]
-    if lower.size == 0 or lower.shape != upper.shape:
-        return None
+    if not 0 < lower.size <= MAX_BLOCK_BYTES or lower.shape != upper.shape:
+        return None  # no blocks, or a picture's own dark lines: not worth the key stream
     key = key_stream(lower.size).reshape(lower.shape)
     return (((upper ^ key) << 4) | (lower ^ key)).astype(np.uint8).tobytes()
 
