@@ -58,7 +58,7 @@ def store_identity(root: Path, folder: Path, name: str = "alice") -> Any:
     from transformers import CLIPTextModel
 
     from sid.families import slot_for_width
-    from sid.pipelines import fingerprint
+    from sid.prompts import fingerprint
     from sid.store import Identity, IdentityStore
 
     rng = np.random.default_rng(0)
@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         import torch
         from diffusers import DiffusionPipeline
 
+        from sid.config import RENDER_GUIDANCE
         from sid.pipelines import pick_device, pick_dtype
         from sid.render import (
             RenderConfig,
@@ -106,6 +107,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             count=1,
             seed=0,
             steps=args.steps,
+            guidance=RENDER_GUIDANCE,  # given, as steps and scheduler: both sides sample alike
             size=args.size,
             scheduler=args.scheduler,
             model=str(folder),

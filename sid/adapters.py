@@ -15,7 +15,7 @@ here, one entry in ``ADAPTERS`` and one row in the table. docs/adapters.md descr
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 import torch
@@ -24,8 +24,7 @@ from diffusers import DDPMScheduler
 from sid.errors import BadInput
 from sid.families import FAMILIES, family_of_pipeline
 from sid.methods import MASKED_METHODS, noise_loss, two_phase_loss
-from sid.pipelines import fingerprint
-from sid.prompts import VectorSlot, text_encoders
+from sid.prompts import VectorSlot, fingerprint, text_encoders
 from sid.speed import Speedups, capture, unet_step
 
 Predict = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -47,6 +46,15 @@ class Sample:
     noise: torch.Tensor  # (B, C, h, w)
     z_t: torch.Tensor  # (B, C, h, w)
     ids: torch.Tensor  # (B, E, L) prompt template ids, per text encoder
+
+
+def concat(samples: list[Sample]) -> Sample:
+    """K units' samples as one batch, unit by unit (the loop's one forward of the model)."""
+    parts = {}
+    for f in fields(Sample):
+        values = [getattr(s, f.name) for s in samples]
+        parts[f.name] = None if values[0] is None else torch.cat(values)
+    return Sample(**parts)
 
 
 class Adapter:

@@ -71,8 +71,9 @@ def build_bank(
     """Augment the aligned photo ``size`` times and VAE-encode it once; the VAE is frozen.
 
     The face and hair masks go through the same augmentation as two channels of one mask. The VAE
-    encodes under bf16 autocast when the loop runs in bf16 (the papers' scripts encode in their half
-    weight dtype); never in fp16, which overflows SDXL's VAE.
+    encodes under bf16 autocast when the loop runs in bf16 (a speed choice: both papers' official runs
+    encode in fp32, StableIdentity's with no mixed precision set); never in fp16, which overflows
+    SDXL's VAE.
     """
     image = torch.from_numpy(np.asarray(crop.image.resize((resolution, resolution)), np.float32) / 127.5 - 1)
     image = image.permute(2, 0, 1)  # (3, R, R) in [-1, 1]

@@ -9,17 +9,36 @@ from __future__ import annotations
 import os
 import sys
 from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sid.errors import BadInput
 
 DEFAULT_LOCK_TIMEOUT = 60.0  # seconds a writer waits for another process's store lock
-# Rendering defaults (StableIdentity's inference: DPM-Solver multistep, guidance 8.5; 30 steps), here in
-# the light config module so that `sid render`/`sid eval` option defaults cost no heavy import.
-RENDER_STEPS = 30
-RENDER_GUIDANCE = 8.5
-RENDER_SCHEDULER = "dpm++"
+
+
+@dataclass(frozen=True)
+class RenderRecipe:
+    """How images are sampled: a scheduler of ``sid.render.SCHEDULERS``, its steps and guidance."""
+
+    scheduler: str
+    steps: int
+    guidance: float
+
+
+# The render recipes, here in the light config module so that option defaults cost no heavy import.
+# `sid render` uses a paper's own test recipe when every identity in the prompt was learned with that
+# method (flags and the config's [render] table override it); "default" otherwise (no identity,
+# imported ones, or a mix), and for `sid eval`. Celeb Basis's DDIM runs with eta 0 (diffusers' default).
+RENDER_RECIPES: dict[str, RenderRecipe] = {
+    "default": RenderRecipe("dpm++", 30, 8.5),  # StableIdentity's sampler at fewer steps
+    "stableidentity": RenderRecipe("dpm++", 50, 8.5),  # test.ipynb: DPM-Solver multistep, diffusers' 50
+    "celebbasis": RenderRecipe("ddim", 50, 10.0),  # its 02_start_test.sh: DDIM, eta 0, scale 10
+}
+RENDER_STEPS = RENDER_RECIPES["default"].steps
+RENDER_GUIDANCE = RENDER_RECIPES["default"].guidance
+RENDER_SCHEDULER = RENDER_RECIPES["default"].scheduler
 # -q/--json: the command prints its result alone. The CLI sets it; the model loaders read it
 # (pipelines.quiet_libraries), so a command that loads no library imports nothing to be quiet.
 QUIET: ContextVar[bool] = ContextVar("sid_quiet", default=False)

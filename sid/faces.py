@@ -469,3 +469,27 @@ def _landmark_mask(bgr: np.ndarray, face: Detection, pack: FacePack, matrix: np.
         points = pack.landmark106.get(bgr, Face(bbox=face.bbox, kps=face.keypoints))
         outline = transform_points(points[:, :2], matrix)
     return face_mask(transform_points(face.keypoints, matrix), outline=outline)
+
+
+SAME_PERSON_COSINE = 0.3  # ArcFace: two photos of one person score ~0.4-0.8, of two people below ~0.2
+
+
+def odd_faces(embeddings: list[np.ndarray]) -> list[int]:
+    """Which of one person's photos do not look like the others: those whose mean face-embedding
+    cosine to the other photos is below SAME_PERSON_COSINE (both, when there are only two)."""
+    if len(embeddings) < 2:
+        return []
+    unit = np.stack([e / np.linalg.norm(e) for e in embeddings]).astype(np.float64)
+    cos = unit @ unit.T
+    mean_to_others = (cos.sum(axis=1) - 1.0) / (len(embeddings) - 1)
+    return [i for i, m in enumerate(mean_to_others) if m < SAME_PERSON_COSINE]
+
+
+def warn_odd_faces(name: str, photos: list[Path], embeddings: list[np.ndarray], warn: Warn | None) -> None:
+    """Warn, naming it, about a photo of ``name`` whose face does not look like the other photos'."""
+    odd = [str(photos[i]) for i in odd_faces(embeddings)]
+    if odd and warn is not None:
+        warn(
+            f"the face in {' and '.join(odd)} does not look like the other photos of {name}: "
+            "check that every photo shows the same person (and --face picks it)"
+        )

@@ -11,9 +11,11 @@ Standard library only: the store (``sid ls``) imports this and must not pull in 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from sid.errors import IncompatibleIdentity
 
 # the video backends `sid video` drives (sid.video knows how)
 T2V = "text-to-video"
@@ -139,3 +141,19 @@ def _unknown(widths: tuple[int, ...], slots: tuple[str, ...]) -> Family:
     encoders = " + ".join(f"{w}-d" for w in widths) + (" text encoders" if many else " text encoder")
     label = f"a model with {encoders}" if many else f"a model with a {encoders}"
     return Family("+".join(f"te{w}" for w in widths), label, label, widths, slots)
+
+
+def prompt_family(identities: Sequence[Any]) -> Family:
+    """The one family all identities (``store.Identity``) share (a model has one set of text
+    encoders); else an error naming each with its family and base model."""
+    families = {i.name: family_of_identity(i.widths) for i in identities}
+    if len({f.widths for f in families.values()}) > 1:
+        listing = ", ".join(
+            f"{i.name} ({families[i.name].label}, learned on {i.base_model or 'an unrecorded model'})"
+            for i in identities
+        )
+        raise IncompatibleIdentity(
+            f"the prompt mixes identities learned for different text encoders: {listing}",
+            "a model has one text encoder: name identities of one family in a prompt",
+        )
+    return next(iter(families.values()))

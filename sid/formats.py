@@ -1,13 +1,21 @@
-"""Identities as files other tools load: sid's own, diffusers, AUTOMATIC1111 and ComfyUI.
+"""Identities as files other tools load: sid's own, diffusers, AUTOMATIC1111, ComfyUI and InvokeAI.
 
 - sid: the store's own file (vectors per slot + all metadata).
 - diffusers: ``{"<name>": (K, d)}``, which ``pipe.load_textual_inversion(file)`` loads as is.
-- a1111 / comfyui: ``{"emb_params": (K, d)}`` for SD1/SD2, ``{"clip_l", "clip_g"}`` for SDXL; both
-  tools take the trigger word from the file name, so the file is named after the identity.
-SDXL identities use the clip_l/clip_g layout in every format but sid's.
+- a1111 / comfyui / invokeai: ``{"emb_params": (K, d)}`` for SD1/SD2, ``{"clip_l", "clip_g"}`` for
+  SDXL; the tools take the trigger word from the file name, so the file is named after the identity.
+  InvokeAI's probe refuses the diffusers and sid layouts of SD 1.x/2.x identities ("unrecognized
+  token dimension 2"), so ``invokeai`` writes this layout.
+SDXL identities use the clip_l/clip_g layout in every format but sid's. ``sid.interop.TOOLS`` says
+which format each tool takes.
 
 Reading is by keys, never by trusting the suffix: safetensors always; legacy ``.pt``/``.bin`` only
-through ``torch.load(weights_only=True)``, which refuses pickled code.
+through ``torch.load(weights_only=True)``, which refuses pickled code (A1111's pickled
+``torch.nn.ParameterDict`` is the one class added to its allow-list, as A1111's own restricted
+unpickler allows it); AUTOMATIC1111's embedding images from their text chunk or their pixels (JSON,
+no pickle: ``sid.embedding_image``). Two single-encoder files of one SDXL-like family (diffusers'
+SDXL training writes ``learned_embeds.safetensors`` and ``learned_embeds_2.safetensors``) combine
+into one identity.
 """
 
 from __future__ import annotations
@@ -18,17 +26,16 @@ from pathlib import Path
 import numpy as np
 
 from sid.errors import BadInput, StoreError, first_line
-from sid.families import SDXL, family_by_widths, family_of_identity, slot_for_width
+from sid.families import FAMILIES, SDXL, family_by_widths, family_of_identity, slot_for_width
+from sid.interop import FORMATS
+from sid.names import NAME_RE
 from sid.store import (
-    NAME_RE,
     Identity,
     check_vectors,
     identity_from_file,
     identity_to_bytes,
     read_header,
 )
-
-FORMATS = ("sid", "diffusers", "a1111", "comfyui")
 
 
 def export_tensors(identity: Identity, fmt: str) -> dict[str, np.ndarray]:
@@ -98,13 +105,43 @@ def read_import(path: Path) -> Imported:
         result = _read_safetensors(path)
     elif suffix in (".pt", ".bin"):
         result = _read_torch(path)
+    elif suffix in (".png", ".webp"):
+        result = _read_image(path)
     else:
         raise BadInput(
             f"{path.name}: unsupported file type {suffix or '(none)'}",
-            "import a .safetensors file (or a legacy .pt/.bin embedding)",
+            "import a .safetensors file (or a legacy .pt/.bin or .png embedding)",
         )
     check_vectors(result.vectors, path.name, BadInput)
     return result
+
+
+def read_imports(paths: list[Path]) -> Imported:
+    """One identity from one file, or from one single-encoder file per text encoder of a family
+    (diffusers' SDXL ``learned_embeds.safetensors`` + ``learned_embeds_2.safetensors``, in either order)."""
+    if len(paths) == 1:
+        return read_import(paths[0])
+    parts = [read_import(p) for p in paths]
+    listing = ", ".join(p.name for p in paths)
+    if any(part.identity is not None or len(part.vectors) != 1 for part in parts):
+        raise BadInput(
+            f"{listing}: only single-encoder embeddings combine into one identity",
+            "import a file that already holds every encoder on its own",
+        )
+    matrices = [next(iter(part.vectors.values())) for part in parts]
+    widths = tuple(m.shape[-1] for m in matrices)
+    known = {f.widths: f for f in FAMILIES}
+    order = next((o for o in (widths, widths[::-1]) if o in known and len(known[o].slots) > 1), None)
+    if order is None or len(set(widths)) != len(widths):
+        raise BadInput(
+            f"{listing}: widths {', '.join(map(str, widths))} are not the text encoders of one model family",
+            "pass one file per text encoder, e.g. learned_embeds.safetensors learned_embeds_2.safetensors",
+        )
+    by_width = {m.shape[-1]: m for m in matrices}
+    vectors = {slot: by_width[w] for slot, w in zip(known[order].slots, order, strict=True)}
+    check_vectors(vectors, listing, BadInput)
+    name = next((part.name for part in parts if part.name), None)
+    return Imported(vectors, name, f"{parts[0].source_format} ({len(parts)} files)")
 
 
 def _read_safetensors(path: Path) -> Imported:
@@ -139,8 +176,8 @@ def _read_torch(path: Path) -> Imported:
     import torch
 
     try:
-        with warnings.catch_warnings():  # torch warns about pickle protocols on the way to refusing them
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(), torch.serialization.safe_globals([torch.nn.ParameterDict]):
+            warnings.simplefilter("ignore")  # torch warns about pickle protocols on the way to refusing them
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if not _is_pickle(path):  # torch fails on garbage with the same error it refuses code with
@@ -154,17 +191,46 @@ def _read_torch(path: Path) -> Imported:
     except Exception as e:  # torch raises assorted errors (IndexError, KeyError, RuntimeError) on garbage
         raise _not_torch(path) from e
     if isinstance(obj, dict) and "string_to_param" in obj:  # A1111 legacy .pt
-        params = obj["string_to_param"]
-        if not isinstance(params, dict) or len(params) != 1:
-            raise BadInput(f"{path.name}: unexpected A1111 layout", "re-export it as .safetensors")
-        tensor = next(iter(params.values()))
-        name = obj.get("name") if isinstance(obj.get("name"), str) else None
-        return _from_tensors({"emb_params": tensor}, path, name)
+        return _from_a1111(obj, path)
     if isinstance(obj, torch.Tensor):
         return _from_tensors({"emb_params": obj}, path, None)
     if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return _from_tensors(obj, path, None)
     raise BadInput(f"{path.name}: no embedding found in this file", "import a textual-inversion embedding")
+
+
+def _from_a1111(data: dict, path: Path) -> Imported:
+    """A1111's embedding dict: ``string_to_param`` holds one (K, d) tensor (a plain dict, a pickled
+    ``ParameterDict`` in older .pt files, or nested lists from a PNG's JSON)."""
+    params = data["string_to_param"]
+    values = list(params.values()) if hasattr(params, "values") else []
+    if len(values) != 1:
+        raise BadInput(f"{path.name}: unexpected A1111 layout", "re-export it as .safetensors")
+    name = data.get("name") if isinstance(data.get("name"), str) else None
+    return _from_tensors({"emb_params": values[0]}, path, name)
+
+
+def _read_image(path: Path) -> Imported:
+    """An AUTOMATIC1111 embedding saved as an image (``sid.embedding_image``)."""
+    from PIL import Image, UnidentifiedImageError
+
+    from sid.embedding_image import read_embedding_image
+
+    try:
+        with Image.open(path) as image:
+            data = read_embedding_image(image)
+    except (OSError, UnidentifiedImageError) as e:
+        raise BadInput(f"{path.name} is not a readable image: {first_line(e)}", "check the file") from e
+    except ValueError as e:
+        raise BadInput(f"{path.name}: its embedding is not valid: {first_line(e)}", "check the file") from e
+    if data is None:
+        raise BadInput(
+            f"{path.name} holds no AUTOMATIC1111 embedding (no text chunk, none in its pixels)",
+            "import the embedding image A1111 saved, or its .pt/.safetensors file",
+        )
+    if "string_to_param" not in data:
+        raise BadInput(f"{path.name}: its embedding holds no string_to_param", "check the file")
+    return _from_a1111(data, path)
 
 
 def _is_pickle(path: Path) -> bool:

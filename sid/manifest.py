@@ -1,7 +1,8 @@
 """A batch of people to learn: rows read from a CSV manifest or a folder of photos, and their outcomes.
 
-``sid learn --from people.csv`` (columns ``photo,name``, optional ``face`` and ``method``) or
-``--from DIR`` (every image, named by its file stem). Reading never fails on one bad row: a row that
+``sid learn --from people.csv`` (columns ``photo,name``, optional ``face`` and ``method``; a name on
+several rows is one person's several photos) or ``--from DIR`` (every image, named by its file stem;
+a sub-folder is one person, named by the folder). Reading never fails on one bad row: a row that
 cannot be understood carries its reason and fails alone later, with the rest of the batch learned.
 No heavy imports: the CLI reads and reports manifests before any model loads.
 """
@@ -66,9 +67,17 @@ def read_rows(source: Path, warn: Callable[[str], None] | None = None) -> list[R
 
 
 def folder_rows(folder: Path) -> list[Row]:
-    """Every image directly in ``folder`` (sorted), named by its file stem."""
-    photos = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    return [Row(line=i, photo=p, name=p.stem) for i, p in enumerate(photos, start=1)]
+    """Every image directly in ``folder``, named by its file stem, then every image of each sub-folder,
+    named by the sub-folder: a sub-folder is one person, all its photos learned as one identity
+    (rows of one name are one person's photos). Sorted, so a batch's rows are the same on every run."""
+
+    def images(where: Path) -> list[Path]:
+        return sorted(p for p in where.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+    found = [(p, p.stem) for p in images(folder)]
+    for person in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        found += [(p, person.name) for p in images(person)]
+    return [Row(line=i, photo=p, name=name) for i, (p, name) in enumerate(found, start=1)]
 
 
 def csv_rows(path: Path, warn: Callable[[str], None] | None = None) -> list[Row]:

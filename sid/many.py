@@ -31,6 +31,7 @@ from sid.adapters import Adapter
 from sid.checkpoints import step_reached
 from sid.errors import BadInput, IdentityExists, OutOfMemory, SidError
 from sid.face_transformers import load_face_parser
+from sid.faces import warn_odd_faces
 from sid.losslog import LossLog
 from sid.manifest import Outcome, Row
 from sid.methods import RECIPES
@@ -61,11 +62,13 @@ MAX_DEFAULT_PARALLEL = 8
 class Job:
     """A row that passed every check: its concrete settings and where its run checkpoints."""
 
-    row: Row
+    row: Row  # the person's first row (a name on several rows is one person's several photos)
     cfg: LearnConfig  # resolved, with the row's method and face
     ckpt: Path
     first_step: int = 0  # the checkpoint step it resumes from
     meta: dict[str, str] = field(default_factory=dict)  # the checkpoint's header, once the face is known
+    photos: list[Path] = field(default_factory=list)  # every photo of the person, its rows' order
+    faces: list[int | None] = field(default_factory=list)  # the face of each photo (None: the largest)
 
 
 @dataclass
@@ -122,26 +125,34 @@ def check_rows(
 ) -> tuple[list[Job], list[Outcome]]:
     """Every row through ``sid learn``'s own checks, before anything heavy loads.
 
-    A row that fails becomes a failed outcome with the check's message; with ``resume``, a row whose
-    identity is already stored from the same photo is skipped (an interrupted batch stored it).
+    A row that fails becomes a failed outcome with the check's message; rows of one name (any case) are
+    one person's photos, learned as one identity with the outcome on its first row; with ``resume``, a
+    person already stored from the same first photo is skipped (an interrupted batch stored it).
     """
-    jobs, outcomes, seen = [], [], {}
+    jobs, outcomes, people = [], [], {}
     store.check_writable(checkpoint_path(store, "").parent)  # where every row checkpoints
     for row in rows:
+        if row.error:
+            outcomes.append(failed(row, BadInput(row.error, "fix the row")))
+        else:
+            people.setdefault(row.name.lower(), []).append(row)
+    for same in people.values():
+        row = same[0]
         try:
-            if row.error:
-                raise BadInput(row.error, "fix the row")
-            if (first := seen.setdefault(row.name.lower(), row.line)) != row.line:
-                raise BadInput(f"the name {row.name!r} is also on line {first}", "give each row its own name")
-            face = row.face if row.face is not None else cfg.face_index
-            row_cfg = replace(cfg, method=row.method or cfg.method, face_index=face)
+            if len({r.method for r in same}) > 1:
+                lines = ", ".join(str(r.line) for r in same)
+                raise BadInput(f"the rows of {row.name!r} (lines {lines}) name different methods", "give one")
+            photos = [r.photo for r in same]
+            faces = [r.face if r.face is not None else cfg.face_index for r in same]
+            row_cfg = replace(cfg, method=row.method or cfg.method, face_index=faces[0])
             if resume and not force and _stored_from(store, row):
                 outcomes.append(Outcome(row.line, row.name, str(row.photo), "skipped", "already learned"))
                 continue
-            check_inputs([row.photo], [row.name], row_cfg, store, force)
+            check_inputs(photos, [row.name], row_cfg, store, force)
             row_cfg = resolved(row_cfg)
-            ckpt = checkpoint_path(store, run_key([row.photo], [row.name], row_cfg))
-            jobs.append(Job(row, row_cfg, ckpt, step_reached(ckpt) if resume else 0))
+            per_photo = faces if len(photos) > 1 else None  # one photo: its key as `sid learn` makes it
+            ckpt = checkpoint_path(store, run_key(photos, [row.name], row_cfg, per_photo))
+            jobs.append(Job(row, row_cfg, ckpt, step_reached(ckpt) if resume else 0, {}, photos, faces))
         except SidError as e:
             outcomes.append(failed(row, e))
     return jobs, outcomes
@@ -264,15 +275,21 @@ class Batch:
         steps = run_length(self.learner.cfg, 1)[0]
         results: list[Outcome | Learned] = []
         ready, units = [], []
-        for job in jobs:  # faces, each row on its own
+        device = self.learner.model.device
+        for job in jobs:  # faces, each person on its own: a photo without its face fails the person
             try:
-                crop, face = face_of(job.row.photo, job.cfg, self.learner.model.device, warn, self.parser)
+                found = [
+                    face_of(photo, replace(job.cfg, face_index=face), device, warn, self.parser)
+                    for photo, face in zip(job.photos, job.faces, strict=True)
+                ]
             except SidError as e:
                 meter.drop(steps - job.first_step)
                 results.append(failed(job.row, e))
                 continue
+            crops, faces = [c for c, _ in found], [f for _, f in found]
+            warn_odd_faces(job.row.name, job.photos, [c.embedding for c in crops], warn)
             load = job.first_step > 0 and job.ckpt.is_file()
-            units.append(Unit([job.row.name], job.cfg, [crop], [face], job.ckpt, load))
+            units.append(Unit([job.row.name], job.cfg, crops, faces, job.ckpt, load, [0] * len(crops)))
             job.meta = units[-1].meta
             ready.append(job)
         if not ready:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from sid.config import QUIET, config_path, config_value
 from sid.errors import BadInput, ModelNotFound, first_line
-from sid.families import FAMILIES, SD1, Family, family_by_key
+from sid.families import FAMILIES, SD1, Family, family_by_key, prompt_family
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -157,8 +157,6 @@ def model_for_identities(identities: list[Identity], warn: Callable[[str], None]
     record names no model that can still be found (imported, or learned on a folder that is gone) fall
     back, with a note, to the others' model or else to the configured default (None).
     """
-    from sid.prompts import prompt_family
-
     if not identities:
         return None
     prompt_family(identities)
@@ -263,6 +261,28 @@ def load_pipeline(
     return pipe.to(dev), spec
 
 
+LEGACY_EOS_TOKEN_ID = 2  # what SD 1.x/2.x/SDXL checkpoints' CLIP text-encoder configs still carry
+
+
+def pool_at_end_token(pipe: Any) -> None:
+    """Make each CLIP text encoder of ``pipe`` pool at the prompt's end token, as the original models,
+    ComfyUI and AUTOMATIC1111 do.
+
+    The text-encoder configs of SD 1.x, 2.x and SDXL checkpoints carry the legacy ``eos_token_id`` 2,
+    for which transformers pools at the highest token id: the end token of the original vocabulary,
+    but an added identity token (ids past it) once one is in the prompt. SDXL's UNet is conditioned on
+    text encoder 2's pooled output, so that would condition on the identity instead of the prompt.
+    Given the tokenizer's real end-token id, transformers pools at its first occurrence instead: the
+    same position for prompts of the original vocabulary. Training and rendering both load here.
+    """
+    for encoder_name, tokenizer_name in (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2")):
+        encoder = getattr(pipe, encoder_name, None)
+        model = getattr(encoder, "text_model", encoder)  # where transformers keeps eos_token_id
+        tokenizer = getattr(pipe, tokenizer_name, None)
+        if getattr(model, "eos_token_id", None) == LEGACY_EOS_TOKEN_ID and tokenizer is not None:
+            model.eos_token_id = tokenizer.eos_token_id
+
+
 def load_from_candidates(spec: ModelSpec, pipeline_class: type | None = None, **kwargs: Any) -> Any:
     """Try each candidate: first from the local cache only, then (if online) from the Hub.
 
@@ -288,6 +308,7 @@ def load_from_candidates(spec: ModelSpec, pipeline_class: type | None = None, **
                 continue
             if pipeline_class is None:
                 check_text_to_image(loaded, spec.label)
+            pool_at_end_token(loaded)
             if hasattr(loaded, "set_progress_bar_config"):
                 loaded.set_progress_bar_config(disable=True)  # sid draws its own progress bars
             return loaded
@@ -345,24 +366,3 @@ def show_download_bars() -> None:
 
     if constants.HF_HUB_DISABLE_PROGRESS_BARS is not True:  # the Hub's own reading of the variable
         enable_progress_bars()
-
-
-def fingerprint(text_encoder: Any, rows: int | None = None) -> str:
-    """``width:hash`` of a text encoder's token-embedding matrix, independent of the load dtype.
-
-    Only the first ``rows`` rows (the base vocabulary) count, so tokens added by textual inversion do
-    not change it; the result is cached on the encoder, whose base rows never change. Identities
-    learned on one text encoder fit any model whose fingerprint matches; a different hash at the same
-    width (a fine-tune) still works, only less exactly.
-    """
-    import hashlib
-
-    import torch
-
-    cache = text_encoder.__dict__.setdefault("_sid_fingerprints", {})
-    weight = text_encoder.get_input_embeddings().weight.detach()
-    rows = rows or weight.shape[0]
-    if rows not in cache:
-        data = weight[:rows].to("cpu", torch.float16).contiguous().numpy().tobytes()
-        cache[rows] = f"{weight.shape[-1]}:{hashlib.sha256(data).hexdigest()[:16]}"
-    return cache[rows]

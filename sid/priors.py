@@ -5,8 +5,10 @@ StableIdentity scales its output by the per-dimension std of celebrity name embe
 their mean (AdaIN), Celeb Basis spans it with their principal directions. Each method uses its own
 paper's list (``sid/data``, MIT, see NOTICE.md) the way its official code does: slot 0 is the first
 BPE token of each name, slot 1 the second. StableIdentity's 326 names are each two single tokens
-(first and last name), kept as pairs; Celeb Basis's 691 names give each slot the distinct tokens at
-that position, so its slots hold different numbers of vectors.
+(first and last name), kept as pairs. Celeb Basis's code takes its 691 lines as a sorted set of 646
+distinct names and gives each slot every name's token at that position, repeated tokens included
+(its ``rm_repeats`` compares tensors by identity and so removes none): 646 rows in slot 0, 638 in
+slot 1 (8 names are one token) with CLIP's BPE.
 """
 
 from __future__ import annotations
@@ -30,12 +32,14 @@ class PriorList:
     """A packaged name list and how its method turns it into per-slot token embeddings."""
 
     file: str
-    distinct_per_slot: bool  # True: each slot keeps its distinct tokens (Celeb Basis); False: name pairs
+    # True (Celeb Basis): the distinct names, sorted, each slot every token at its position (repeats
+    # kept, names of one token in slot 0 only); False (StableIdentity): names of two tokens, as pairs
+    by_position: bool
 
 
 PRIOR_LISTS: dict[str, PriorList] = {
-    "stableidentity": PriorList("stableidentity_celeb_names.txt", distinct_per_slot=False),
-    "celebbasis": PriorList("celebbasis_wiki_names_v2.txt", distinct_per_slot=True),
+    "stableidentity": PriorList("stableidentity_celeb_names.txt", by_position=False),
+    "celebbasis": PriorList("celebbasis_wiki_names_v2.txt", by_position=True),
 }
 
 
@@ -58,10 +62,13 @@ def first_two_tokens(tokenizer: Any, names: list[str]) -> tuple[torch.Tensor, li
     return torch.tensor(rows, dtype=torch.long).reshape(-1, NUM_SLOTS), [name for name, _ in kept]
 
 
-def distinct_in_order(ids: torch.Tensor) -> torch.Tensor:
-    """The distinct values of a 1-d id tensor, in order of first appearance."""
-    seen: dict[int, None] = dict.fromkeys(ids.tolist())
-    return torch.tensor(list(seen), dtype=torch.long)
+def tokens_by_position(tokenizer: Any, names: list[str]) -> tuple[list[torch.Tensor], list[str]]:
+    """Celeb Basis's columns: per slot k, BPE token k of every name that has one, over the distinct
+    names in sorted order (its code reads the list into a set and sorts it); and those names."""
+    names = sorted(set(names))
+    ids = tokenizer(names, add_special_tokens=False).input_ids if names else []
+    columns = [[row[k] for row in ids if len(row) > k] for k in range(NUM_SLOTS)]
+    return [torch.tensor(c, dtype=torch.long) for c in columns], names
 
 
 def adain_stats(slots: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,26 +78,22 @@ def adain_stats(slots: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def celeb_basis(slots: list[torch.Tensor], p: int = BASIS_SIZE) -> torch.Tensor:
-    """(K, 1 + p', d): per slot, row 0 the mean and rows 1.. unit principal directions (PCA by SVD).
+    """(K, 1 + min(p, d), d): per slot, row 0 the mean and rows 1.. the first p right singular vectors
+    of the centred rows, computed as Celeb Basis's code does (fp32 on the CPU, a full SVD).
 
-    Slot k of (n_k, d) has at most min(p, n_k - 1, d) directions (centred data of n points has rank at
-    most n - 1); p' is the largest over the slots. Directions past a slot's numerical rank (repeated or
-    too few vectors) are zero rows rather than the arbitrary null-space vectors an SVD returns there,
-    so mean + coefficients @ directions always stays in that slot's affine hull. Directions are not
-    scaled by their singular values.
+    The full SVD has d right singular vectors whatever the number of rows, so a slot of rank r < p
+    (slot 0: 646 rows of 409 distinct tokens with CLIP's BPE) gets p - r directions past its rank:
+    orthonormal completions of the row space that LAPACK picks, not principal directions. They are
+    kept, as the official basis keeps them (the coefficients over them move the vectors out of the
+    celebrities' span); being an arbitrary choice among equals, they match the official ones bit for
+    bit only on the same LAPACK build. Directions are unit length, not scaled by their singular values.
     """
-    keep = max(min(p, s.shape[0] - 1, s.shape[1]) for s in slots)
     rows = []
     for emb in slots:
-        n, d = emb.shape
-        x = emb.double()  # float64: SVD of near-duplicate rows needs the precision
-        mean = x.mean(dim=0)
-        _, s, vh = torch.linalg.svd(x - mean, full_matrices=False)  # s (min(n, d),), vh (min(n, d), d)
-        rank = int((s > s.max() * max(n, d) * torch.finfo(torch.float32).eps).sum())
-        directions = torch.zeros(keep, d, dtype=x.dtype)
-        usable = min(rank, keep, vh.shape[0])
-        directions[:usable] = vh[:usable]
-        rows.append(torch.cat([mean[None], directions]))
+        x = emb.detach().to("cpu", torch.float32)  # (n, d)
+        mean = x.mean(dim=0, keepdim=True)
+        _, _, vh = torch.linalg.svd(x - mean, full_matrices=True)  # vh (d, d)
+        rows.append(torch.cat([mean, vh[:p]]))
     return torch.stack(rows).to(slots[0].dtype)
 
 
@@ -126,11 +129,11 @@ class CelebPrior:
 
     @cached_property
     def basis(self) -> torch.Tensor:
-        """(2, 1 + p', d) Celeb Basis: mean then principal directions, per slot."""
+        """(2, 1 + min(512, d), d) Celeb Basis: mean then principal directions, per slot."""
         return celeb_basis(self.slots)
 
     def describe(self) -> dict[str, Any]:
-        """What an identity's metadata records of its prior."""
+        """What an identity's metadata records of its prior: the list, its names used, rows per slot."""
         return {"file": self.file, "names": len(self.names), "slot_sizes": self.slot_sizes}
 
 
@@ -143,15 +146,17 @@ def build_prior(
     """
     spec = PRIOR_LISTS[method]
     names = load_names(spec.file) if names is None else names
-    ids, kept = first_two_tokens(tokenizer, names)
-    if len(kept) < MIN_NAMES:
+    if spec.by_position:
+        columns, kept = tokens_by_position(tokenizer, names)
+        usable = len(columns[-1])  # names with a token in every slot
+    else:
+        ids, kept = first_two_tokens(tokenizer, names)
+        columns, usable = [ids[:, k] for k in range(NUM_SLOTS)], len(kept)
+    if usable < MIN_NAMES:
         raise BadInput(
-            f"only {len(kept)} of {len(names)} celebrity names have two tokens for this model's tokenizer "
+            f"only {usable} of {len(names)} celebrity names have two tokens for this model's tokenizer "
             f"(at least {MIN_NAMES} are needed)",
             "use a Stable Diffusion model with its CLIP tokenizer (sd15, sd21)",
         )
-    columns = [ids[:, k] for k in range(NUM_SLOTS)]
-    if spec.distinct_per_slot:
-        columns = [distinct_in_order(c) for c in columns]
     weight = text_encoder.get_input_embeddings().weight.detach().to("cpu", torch.float32)
     return CelebPrior(spec.file, kept, [weight[c] for c in columns])

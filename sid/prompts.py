@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sid.errors import IdentityNotFound, IncompatibleIdentity
-from sid.families import Family, family_by_widths, family_of_identity, pipeline_widths
-from sid.store import check_scale, stop_words
+from sid.families import family_by_widths, family_of_identity, pipeline_widths
+from sid.names import stop_words
+from sid.store import check_scale
 
 if TYPE_CHECKING:
     import torch
@@ -27,21 +28,6 @@ if TYPE_CHECKING:
     from sid.store import Identity, IdentityStore
 
 WORD = re.compile(r"(?<![\w@<-])(@?)([A-Za-z][A-Za-z0-9_-]*)")
-
-
-def prompt_family(identities: list[Identity]) -> Family:
-    """The one family all identities share (a model has one set of text encoders); else an error."""
-    families = {i.name: family_of_identity(i.widths) for i in identities}
-    if len({f.widths for f in families.values()}) > 1:
-        listing = ", ".join(
-            f"{i.name} ({families[i.name].label}, learned on {i.base_model or 'an unrecorded model'})"
-            for i in identities
-        )
-        raise IncompatibleIdentity(
-            f"the prompt mixes identities learned for different text encoders: {listing}",
-            "a model has one text encoder: name identities of one family in a prompt",
-        )
-    return next(iter(families.values()))
 
 
 def identity_token(name: str) -> str:
@@ -129,8 +115,6 @@ def load_identities(pipe: Any, identities: list[Identity], warn: Any = None) -> 
     """
     import torch
 
-    from sid.pipelines import fingerprint
-
     widths = pipeline_widths(pipe)
     for identity in identities:
         token = identity_token(identity.name)
@@ -210,3 +194,24 @@ def inject_vectors(placeholders: list[tuple[Any, list[int]]]) -> Iterator[Vector
     finally:
         for handle in handles:
             handle.remove()
+
+
+def fingerprint(text_encoder: Any, rows: int | None = None) -> str:
+    """``width:hash`` of a text encoder's token-embedding matrix, independent of the load dtype.
+
+    Only the first ``rows`` rows (the base vocabulary) count, so tokens added by textual inversion do
+    not change it; the result is cached on the encoder, whose base rows never change. Identities
+    learned on one text encoder fit any model whose fingerprint matches; a different hash at the same
+    width (a fine-tune) still works, only less exactly.
+    """
+    import hashlib
+
+    import torch
+
+    cache = text_encoder.__dict__.setdefault("_sid_fingerprints", {})
+    weight = text_encoder.get_input_embeddings().weight.detach()
+    rows = rows or weight.shape[0]
+    if rows not in cache:
+        data = weight[:rows].to("cpu", torch.float16).contiguous().numpy().tobytes()
+        cache[rows] = f"{weight.shape[-1]}:{hashlib.sha256(data).hexdigest()[:16]}"
+    return cache[rows]

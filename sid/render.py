@@ -1,10 +1,11 @@
 """``sid render``: text-to-image with identities, optionally guided by a ControlNet.
 
-Defaults follow StableIdentity's inference (DPM-Solver multistep, guidance 8.5), at 30 steps and
-the model's native size. Each image i uses seed + i with its own generator, so one image of a
-batch can be reproduced alone, and is written as soon as it is decoded (Ctrl-C keeps the finished
-ones; nothing holds all of them). Every PNG carries an AUTOMATIC1111 ``parameters`` chunk and a
-``sid`` chunk with the full settings as JSON.
+Sampler, steps and guidance come from ``with_recipe``: the flag, else the config's ``[render]`` table,
+else the test recipe of the paper whose method learned every identity in the prompt, else sid's
+default (``config.RENDER_RECIPES``); the size is the model's native one. Each image i uses seed + i
+with its own generator, so one image of a batch can be reproduced alone, and is written as soon as
+it is decoded (Ctrl-C keeps the finished ones; nothing holds all of them). Every PNG carries an
+AUTOMATIC1111 ``parameters`` chunk and a ``sid`` chunk with the full settings as JSON.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sid import limits
-from sid.config import RENDER_GUIDANCE, RENDER_SCHEDULER, RENDER_STEPS
+from sid.config import RENDER_RECIPES, RenderRecipe, config_value
 from sid.errors import BadInput, Interrupted
 from sid.files import atomic_path, check_output_target, output_folder
 from sid.pipelines import model_for_identities, native_size
@@ -47,11 +48,11 @@ class RenderConfig:
     prompt: str
     count: int = 1  # images to render
     seed: int | None = None  # first seed (None: random); image i uses seed + i
-    steps: int = RENDER_STEPS
-    guidance: float = RENDER_GUIDANCE
+    steps: int | None = None  # None: with_recipe decides (as guidance and scheduler)
+    guidance: float | None = None
     negative: str = ""
     size: str | None = None  # "WxH"; None: the model's native size
-    scheduler: str = RENDER_SCHEDULER
+    scheduler: str | None = None
     model: str | None = None
     device: str = "auto"
     dtype: str = "auto"
@@ -87,8 +88,34 @@ def parse_size(size: str | None, command: str = "render") -> tuple[int, int] | N
     return width, height
 
 
+def recipe_for(identities: list[Identity]) -> RenderRecipe:
+    """The paper's test recipe when every identity was learned with its method, else the default."""
+    methods = {i.method for i in identities}
+    return RENDER_RECIPES.get(methods.pop() if len(methods) == 1 else "", RENDER_RECIPES["default"])
+
+
+def with_recipe(cfg: RenderConfig, identities: list[Identity]) -> RenderConfig:
+    """``cfg`` with scheduler, steps and guidance filled in, first found wins: the flag, the config
+    file's ``[render]`` table (``steps``, ``guidance``, ``scheduler``), ``recipe_for(identities)``."""
+    recipe = recipe_for(identities)
+    kinds = {"scheduler": str, "steps": int, "guidance": (int, float)}
+    filled = {}
+    for key, kind in kinds.items():
+        value = getattr(cfg, key)
+        value = config_value(f"render.{key}", kind) if value is None else value
+        filled[key] = getattr(recipe, key) if value is None else value
+    filled["guidance"] = float(filled["guidance"])
+    return replace(cfg, **filled)
+
+
+def settings_for(cfg: RenderConfig, store: IdentityStore) -> RenderConfig:
+    """``with_recipe`` for the identities ``cfg.prompt`` names (the CLI asks, to size its progress bar)."""
+    parsed = parse_prompt(cfg.prompt, store)
+    return with_recipe(cfg, [store.get(name) for name in parsed.names])
+
+
 def check_inputs(cfg: RenderConfig) -> None:
-    """Every option checked before the model loads."""
+    """Every option checked before the model loads (after ``with_recipe`` filled the sampling ones)."""
     if not cfg.prompt.strip():
         raise BadInput("the prompt is empty", 'pass a prompt like "alice as a knight"')
     limits.check_all("render", {"count": cfg.count, "steps": cfg.steps, "seed": cfg.seed})
@@ -212,11 +239,13 @@ def render(
     """Render ``cfg.count`` images, writing each PNG (with metadata) as soon as it is decoded.
 
     Ctrl-C keeps the images already written and raises Interrupted saying how many."""
-    # 1. check inputs, output files and the prompt's identities before loading anything heavy
-    check_inputs(cfg)
+    # 1. check the prompt's identities, the sampling recipe they imply, inputs and output files before
+    # loading anything heavy
     store = store or IdentityStore()
     parsed = parse_prompt(cfg.prompt, store, warn)  # unknown @names fail fast
     identities = [store.get(name) for name in parsed.names]
+    cfg = with_recipe(cfg, identities)
+    check_inputs(cfg)
     seed = cfg.seed if cfg.seed is not None else secrets.randbelow(2**31)
     folder = output_folder(cfg.out_dir)
     targets = [

@@ -12,22 +12,27 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from sid.checkpoints import find_checkpoints, result_settings
 from sid.files import leftover_temp_files
 from sid.store import IdentityStore
 
-if TYPE_CHECKING:
-    from sid.train import LearnConfig
+# ``cfg`` below is a ``sid.train.LearnConfig`` (any dataclass serialises): typed Any so that this module
+# and sid.train, which imports it, do not import each other
 
 
-def run_key(photos: list[Path], names: list[str], cfg: LearnConfig) -> str:
-    """A stable id for one run's inputs and settings, naming its resumable checkpoint."""
+def run_key(photos: list[Path], names: list[str], cfg: Any, faces: list[int | None] | None = None) -> str:
+    """A stable id for one run's inputs and settings (``faces``: a face per photo, when given per
+    photo), naming its resumable checkpoint."""
     h = hashlib.sha256()
     for photo in photos:
         h.update(hashlib.sha256(photo.read_bytes()).digest())
-    h.update(json.dumps([names, result_settings(asdict(cfg))], sort_keys=True, default=str).encode())
+    h.update(
+        json.dumps(
+            [names, result_settings(asdict(cfg))] + ([faces] if faces else []), sort_keys=True, default=str
+        ).encode()
+    )
     return h.hexdigest()[:16]
 
 
@@ -36,7 +41,7 @@ def checkpoint_path(store: IdentityStore, key: str) -> Path:
     return store.root.parent / "partial" / f"learn-{key}.safetensors"
 
 
-def checkpoint_meta(names: list[str], cfg: LearnConfig, photo_sha256s: list[str]) -> dict[str, str]:
+def checkpoint_meta(names: list[str], cfg: Any, photo_sha256s: list[str]) -> dict[str, str]:
     """What a learn checkpoint records about its run, to tell a changed --resume what changed."""
     return {
         "format": "sid-learn",

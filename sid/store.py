@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -28,7 +27,6 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +35,6 @@ from sid.config import store_dir
 from sid.errors import (
     IdentityExists,
     IdentityNotFound,
-    InvalidName,
     SidError,
     StoreError,
     WriteError,
@@ -46,6 +43,7 @@ from sid.errors import (
 )
 from sid.families import family_of_identity
 from sid.files import atomic_path, atomic_write, no_link
+from sid.names import NAME_RE, check_name_syntax, validate_name
 from sid.storelock import store_lock
 
 if TYPE_CHECKING:  # numpy loads only where vectors are read or written: `sid ls` never needs it
@@ -53,7 +51,6 @@ if TYPE_CHECKING:  # numpy loads only where vectors are read or written: `sid ls
 
 SUFFIX = ".safetensors"
 THUMB_SUFFIX = ".png"
-NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,39}")  # always fullmatch: `$` also matches before a final "\n"
 MAX_VECTORS = 75  # more than fits in one CLIP prompt is not an embedding
 MIN_WIDTH = 8  # narrower rows are not token embeddings
 # An identity's vectors stay within this many times the largest token embedding of the text encoder
@@ -63,47 +60,6 @@ THUMB_KEY = "thumbnail"  # header key of the base64 PNG face thumbnail ("" = non
 MIN_FREE_BYTES = 64 * 1024 * 1024  # checkpoints and the identity of one learn run fit easily
 LISTING_CACHE = ".listing.json"  # derived data, rebuilt whenever it is missing, stale or unreadable
 LISTING_FORMAT = 1  # bump when the fields ``IdentityStore._info`` returns change
-RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])$", re.IGNORECASE)  # Windows device names
-
-
-def check_name_syntax(name: str) -> str:
-    """Return ``name`` if it can name a stored identity's file, else raise InvalidName (lookups use this)."""
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        shown = name if isinstance(name, str) and len(name) <= 60 else f"{str(name)[:57]}..."
-        control = isinstance(name, str) and any(not c.isprintable() for c in name)
-        raise InvalidName(
-            f"invalid identity name {shown!r}" + (": it holds control characters" if control else ""),
-            "use 1-40 letters, digits, '_' or '-', starting with a letter",
-        )
-    return name
-
-
-def validate_name(name: str) -> str:
-    """Return ``name`` if a new identity may take it, else raise InvalidName.
-
-    Beyond the syntax: every prompt word that names an identity becomes that person, so common prompt
-    words (``a``, ``photo``, ``man``; sid/data/stopwords.txt) are refused, and so are Windows device
-    names (``con``, ``nul``, ``com1``), which cannot be files there.
-    """
-    check_name_syntax(name)
-    if RESERVED.match(name):
-        raise InvalidName(f"{name!r} is a reserved device name on Windows", "pick another name")
-    if name.lower() in stop_words():
-        raise InvalidName(
-            f"{name!r} is a common prompt word: it would turn every prompt using it into this person",
-            "pick a distinctive name, like alice or bob_smith",
-        )
-    return name
-
-
-@lru_cache(maxsize=1)
-def stop_words() -> frozenset[str]:
-    """The packaged list of prompt words that cannot be identity names."""
-    from importlib import resources
-
-    text = resources.files("sid").joinpath("data/stopwords.txt").read_text(encoding="utf-8")
-    words = (line.strip().lower() for line in text.splitlines())
-    return frozenset(w for w in words if w and not w.startswith("#"))
 
 
 @dataclass

@@ -88,7 +88,10 @@ def clip_tokenizer() -> Any:
     return CLIPTokenizer.from_pretrained(str(_tokenizer_template(str(bpe))))
 
 
-def tiny_text_encoder(width: int = 32, seed: int = 0, with_projection: bool = False) -> Any:
+def tiny_text_encoder(
+    width: int = 32, seed: int = 0, with_projection: bool = False, eos_token_id: int = 49407
+) -> Any:
+    """A tiny CLIP text encoder; ``eos_token_id=2`` is the legacy value real SD/SDXL configs carry."""
     import torch
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
@@ -102,7 +105,7 @@ def tiny_text_encoder(width: int = 32, seed: int = 0, with_projection: bool = Fa
         max_position_embeddings=77,
         projection_dim=width,
         bos_token_id=49406,
-        eos_token_id=49407,
+        eos_token_id=eos_token_id,
         pad_token_id=49407,
         hidden_act="gelu",
     )
@@ -195,8 +198,9 @@ def tiny_sdxl_pipeline(seed: int = 0, widths: tuple[int, int] = (32, 64)) -> Any
     return StableDiffusionXLPipeline(
         unet=unet,
         vae=tiny_vae(seed, scaling_factor=SDXL_VAE_SCALING_FACTOR),
-        text_encoder=tiny_text_encoder(widths[0], seed),
-        text_encoder_2=tiny_text_encoder(widths[1], seed + 1, with_projection=True),
+        # the legacy eos_token_id 2 of SDXL's own text-encoder configs (pooling at the end token is sid's job)
+        text_encoder=tiny_text_encoder(widths[0], seed, eos_token_id=2),
+        text_encoder_2=tiny_text_encoder(widths[1], seed + 1, with_projection=True, eos_token_id=2),
         tokenizer=clip_tokenizer(),
         tokenizer_2=clip_tokenizer(),
         scheduler=tiny_scheduler(),

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from sid import __version__, limits
-from sid.adapters import Adapter, Sample, adapter_for, load_dtypes
+from sid.adapters import Adapter, adapter_for, concat, load_dtypes
 
 # "x as x": re-exported where they lived before sid.adapters and sid.bank (the tests' import path)
 from sid.adapters import describe_schedule as describe_schedule
@@ -35,9 +35,17 @@ from sid.bank import build_bank, default_bank_size
 from sid.checkpoints import load_state, save_state
 from sid.errors import BadInput, OutOfMemory
 from sid.face_transformers import face_parser_source, load_face_parser, vit_face_embeddings, vit_model_source
-from sid.faces import FaceCrop, arcface_embedding, extract_face, load_face_pack
+from sid.faces import FaceCrop, arcface_embedding, extract_face, load_face_pack, warn_odd_faces
 from sid.losslog import LossLog
-from sid.methods import MASKED_METHODS, RECIPES, StackedMappers, build_mapper, split_widths
+from sid.methods import (
+    MASKED_METHODS,
+    RECIPES,
+    StackedMappers,
+    build_mapper,
+    slice_state,
+    split_widths,
+    stack_states,
+)
 from sid.photos import check_photo_file
 from sid.pipelines import check_dtype, load_pipeline, pick_device
 from sid.priors import build_prior
@@ -98,12 +106,16 @@ def check_inputs(
     """All validation before anything heavy loads, with messages that say the fix."""
     if cfg.method not in RECIPES:
         raise BadInput(f"unknown method {cfg.method!r}", f"use one of: {', '.join(RECIPES)}")
-    if len(photos) != len(names):
-        raise BadInput(f"{len(photos)} photo(s) but {len(names)} --name(s)", "give one --name per photo")
-    if len(photos) > 1 and cfg.method != "celebbasis":
-        raise BadInput("joint learning of several photos is a Celeb Basis feature", "add --method celebbasis")
-    if len({n.lower() for n in names}) != len(names):
-        raise BadInput("the same --name is given twice", "give each photo its own name")
+    if len(photos) != len(names) and len(names) != 1:
+        raise BadInput(
+            f"{len(photos)} photos but {len(names)} --names",
+            "give one --name for all the photos of one person, or one per photo",
+        )
+    if len({n.lower() for n in names}) > 1 and cfg.method != "celebbasis":
+        raise BadInput(
+            "joint learning of several people is a Celeb Basis feature",
+            "add --method celebbasis, or give one --name for several photos of one person",
+        )
     for photo in photos:
         check_photo_file(photo)
     for name in names:
@@ -116,6 +128,15 @@ def check_inputs(
     # every bounded knob of the table, before any model loads
     limits.check_all("learn", {knob: getattr(cfg, knob) for knob in limits.LIMITS["learn"]})
     check_dtype(cfg.dtype)
+
+
+def group_photos(photos: list[Path], names: list[str]) -> list[tuple[str, list[Path]]]:
+    """(name, photos) per person, in order of first appearance: one name for all the photos, or one
+    name per photo where a repeated name (any case) is the same person's next photo."""
+    people: dict[str, tuple[str, list[Path]]] = {}
+    for photo, name in zip(photos, names * len(photos) if len(names) == 1 else names, strict=True):
+        people.setdefault(name.lower(), (name, []))[1].append(photo)
+    return list(people.values())
 
 
 def resolved(cfg: LearnConfig) -> LearnConfig:
@@ -143,23 +164,29 @@ def learn(
     warn: Callable[[str], None] | None = None,
     phase: Phase | None = None,
 ) -> LearnResult:
-    """Learn ``photos`` as ``names`` and store them: one identity, or a Celeb Basis joint group."""
+    """Learn ``photos`` as ``names`` and store them: one identity (from one or several photos of one
+    person, ``group_photos``), or a Celeb Basis joint group."""
     store = store or IdentityStore()
     check_inputs(photos, names, cfg, store, force)
     cfg = resolved(cfg)
     ckpt = checkpoint_path(store, run_key(photos, names, cfg))
     store.check_writable(ckpt.parent)  # a read-only or full store fails now, not after training
     phase = phase or (lambda _: None)
-    steps = run_length(cfg, len(photos))[0]
+    people = group_photos(photos, names)
+    steps = run_length(cfg, len(people))[0]
     start_time = time.perf_counter()
 
-    # 1. faces: one aligned crop, mask and face embedding (plain, mirrored) per photo
+    # 1. faces: one aligned crop, mask and face embedding (plain, mirrored) per photo, person by person
     phase(
         ("finding and parsing the face" if cfg.face_parser else "finding the face") + "s" * (len(photos) > 1)
     )
     device = pick_device(cfg.device)
     parser = load_face_parser(cfg.face_parser, warn) if cfg.face_parser else None
-    crops, faces = zip(*(face_of(photo, cfg, device, warn, parser) for photo in photos), strict=True)
+    ordered = [(i, photo) for i, (_, shots) in enumerate(people) for photo in shots]
+    crops, faces = zip(*(face_of(photo, cfg, device, warn, parser) for _, photo in ordered), strict=True)
+    owners = [i for i, _ in ordered]
+    for i, (name, shots) in enumerate(people):
+        warn_odd_faces(name, shots, [c.embedding for c, o in zip(crops, owners, strict=True) if o == i], warn)
 
     # 2. frozen model
     phase("loading the model")
@@ -170,7 +197,8 @@ def learn(
     learner = Learner.build(model, cfg)
 
     # 4. mapper, latent bank and steps: the loop with K = 1
-    unit = Unit(names, cfg, list(crops), list(faces), ckpt, load=resume and ckpt.is_file())
+    names = [name for name, _ in people]
+    unit = Unit(names, cfg, list(crops), list(faces), ckpt, load=resume and ckpt.is_file(), owners=owners)
 
     def report(step: int, logs: list[LossLog]) -> None:
         if progress:
@@ -186,19 +214,33 @@ def learn(
 
 @dataclass
 class Unit:
-    """What one mapper learns: an identity, or Celeb Basis's jointly learned group of photos (one mapper
-    whose steps alternate photos). ``load``: continue from the checkpoint at ``ckpt``."""
+    """What one mapper learns: an identity, or Celeb Basis's jointly learned group of identities (one
+    mapper whose steps alternate identities); an identity may have several photos, which take turns.
+    ``load``: continue from the checkpoint at ``ckpt``."""
 
     names: list[str]
     cfg: LearnConfig  # resolved: its seed, face and knobs as its own run records them
-    crops: list[FaceCrop]
+    crops: list[FaceCrop]  # every photo, person by person
     faces: list[torch.Tensor]  # (2, f) per photo: plain and mirrored face embedding, on the device
     ckpt: Path
     load: bool = False
+    owners: list[int] | None = None  # the identity (index into names) of each photo; None: one photo each
     meta: dict[str, str] = field(init=False)  # what its checkpoint records
 
     def __post_init__(self) -> None:
+        self.owners = self.owners if self.owners is not None else list(range(len(self.crops)))
         self.meta = checkpoint_meta(self.names, self.cfg, [c.photo_sha256 for c in self.crops])
+
+    def photos_of(self, who: int) -> list[int]:
+        """The indices of identity ``who``'s photos (into crops and faces)."""
+        return [i for i, owner in enumerate(self.owners or []) if owner == who]
+
+    def pick(self, step: int) -> tuple[int, int, int]:
+        """(identity, photo, draw) of a step: identities alternate, each identity's photos take turns,
+        and ``draw`` is the batch of that photo's bank to take (one photo each: the step's turn)."""
+        who, turn = step % len(self.names), step // len(self.names)
+        mine = self.photos_of(who)
+        return who, mine[turn % len(mine)], turn // len(mine)
 
 
 @dataclass
@@ -236,30 +278,31 @@ class Learner:
         start = time.perf_counter()
         model, cfg, device, k = self.model, self.cfg, self.model.device, len(units)
         recipe, phase = RECIPES[cfg.method], phase or (lambda _: None)
-        steps, batch, lr = run_length(cfg, len(units[0].crops))
+        steps, batch, lr = run_length(cfg, len(units[0].names))
 
         # 1. each unit's own mapper init, latent bank and random stream, seeded as a run of its own
         mappers, banks, sizes, gens = [], [], [], []
         for unit in units:
             torch.manual_seed(unit.cfg.seed)
             face_dim = unit.faces[0].shape[-1]
-            mappers.append(build_mapper(cfg.method, face_dim, self.priors, len(unit.crops)).to(device))
+            mappers.append(build_mapper(cfg.method, face_dim, self.priors, len(unit.names)).to(device))
             generator = torch.Generator().manual_seed(unit.cfg.seed)
-            sizes.append(cfg.bank_size or default_bank_size(steps, batch, len(unit.crops)))
-            phase(f"encoding the latent bank ({sizes[-1]} augmented images per photo)")
+            sizes.append(cfg.bank_size or default_bank_size(steps, batch, len(unit.names)))
+            phase(f"encoding the latent bank ({sizes[-1]} augmented images per identity)")
+            shares = [len(unit.photos_of(owner)) for owner in unit.owners or []]  # an identity's photos
             banks.append(
                 [
                     build_bank(
                         c,
                         model.vae,
                         model.resolution,
-                        sizes[-1],
+                        -(-sizes[-1] // share),  # split between the identity's photos
                         generator,
                         cfg.method,
                         device,
                         model.amp_dtype,
                     )
-                    for c in unit.crops
+                    for c, share in zip(unit.crops, shares, strict=True)
                 ]
             )
             gens.append(torch.Generator(device).manual_seed(unit.cfg.seed))  # per-step draws: no host syncs
@@ -281,11 +324,11 @@ class Learner:
             with inject_vectors(self.placeholders) as slot:
                 predict = model.predictor(slot)  # shapes fixed per call: one CUDA-graph capture each
                 for step in range(first, steps):
-                    who = [step % len(b) for b in banks]  # a joint group alternates its photos
+                    picks = [u.pick(step) for u in units]  # (identity, photo, draw) per unit
                     if not (cfg.overfit and step > first):
                         samples = [
-                            model.noised(b[w].sample(batch, step // len(b)), u.faces[w], self.templates, g)
-                            for b, w, u, g in zip(banks, who, units, gens, strict=True)
+                            model.noised(b[p].sample(batch, d), u.faces[p], self.templates, g)
+                            for b, (_, p, d), u, g in zip(banks, picks, units, gens, strict=True)
                         ]
                         sample = concat(samples)
                     with model.autocast():
@@ -295,7 +338,7 @@ class Learner:
                         [model.loss(p, s, cfg.method) for p, s in zip(pred.chunk(k), samples, strict=True)]
                     )
                     if recipe.ema:  # Celeb Basis keeps the moving average of the coefficients this loss used
-                        group.module.update_average(who[0], sample.face)
+                        group.module.update_average(picks[0][0], sample.face)
                     update(losses.sum(), group.module, group.optimizer, scaler, recipe.grad_clip)
                     for log, loss in zip(logs, losses, strict=True):
                         log.add(loss)
@@ -322,9 +365,8 @@ class Learner:
         seconds, results = (time.perf_counter() - start) / k, []
         for unit, vectors, log, size in zip(units, group.final(units, recipe.ema), logs, sizes, strict=True):
             settings = run_settings(unit.cfg, model, steps, batch, lr, size, self.priors[0])
-            identities = make_identities(
-                unit.names, vectors, unit.crops, unit.cfg, model, settings, log.values
-            )
+            photos = [[unit.crops[p] for p in unit.photos_of(i)] for i in range(len(unit.names))]
+            identities = make_identities(unit.names, vectors, photos, unit.cfg, model, settings, log.values)
             results.append(LearnResult(identities, log.values, seconds, first))
         return results
 
@@ -375,43 +417,24 @@ class Mappers:
 
     @torch.no_grad()
     def final(self, units: list[Unit], ema: bool) -> list[list[torch.Tensor]]:
-        """Each unit's stored vectors, (2, sum d) per photo: the mapper on the unaugmented face embedding
-        (StableIdentity) or the moving average of the coefficients training used (Celeb Basis, K = 1)."""
+        """Each unit's stored vectors, (2, sum d) per identity: the mapper on the unaugmented face
+        embedding (StableIdentity; several photos: the mean of its outputs for each) or the moving
+        average of the coefficients training used, over every photo's samples (Celeb Basis, K = 1)."""
         self.module.eval()
         if ema:
-            return [[self.module.averaged_vectors(i).float().cpu() for i in range(len(units[0].crops))]]
-        plain = torch.stack([torch.stack([f[0] for f in unit.faces]) for unit in units])  # (K, n, f)
-        return [list(vectors) for vectors in self(plain).float().cpu()]
-
-
-def concat(samples: list[Sample]) -> Sample:
-    """K units' samples as one batch, unit by unit."""
-    parts = {}
-    for f in fields(Sample):
-        values = [getattr(s, f.name) for s in samples]
-        parts[f.name] = None if values[0] is None else torch.cat(values)
-    return Sample(**parts)
-
-
-def slice_state(stacked: dict[str, Any], k: int, like: dict[str, Any]) -> dict[str, Any]:
-    """Identity k's AdamW state (step, moments) out of the stacked optimizer's state dict."""
-    state = {
-        pid: {name: v if name == "step" else v[k] for name, v in entry.items()}
-        for pid, entry in stacked["state"].items()
-    }
-    return {"state": state, "param_groups": like["param_groups"]}
-
-
-def stack_states(singles: list[dict[str, Any]], like: dict[str, Any]) -> dict[str, Any]:
-    """The stacked optimizer's state from K identities' own (resumed from the same step)."""
-    state = {
-        pid: {
-            name: v if name == "step" else torch.stack([s["state"][pid][name] for s in singles])
-            for name, v in entry.items()
-        }
-        for pid, entry in singles[0]["state"].items()
-    }
-    return {"state": state, "param_groups": like["param_groups"]}
+            return [[self.module.averaged_vectors(i).float().cpu() for i in range(len(units[0].names))]]
+        n = max(len(unit.faces) for unit in units)  # units of fewer photos padded (rows are independent)
+        plain = torch.stack(
+            [
+                torch.stack([f[0] for f in unit.faces] + [unit.faces[0][0]] * (n - len(unit.faces)))
+                for unit in units
+            ]
+        )  # (K, n, f)
+        out = self(plain).float().cpu()  # (K, n, 2, sum d)
+        return [
+            [out[k, unit.photos_of(i)].mean(dim=0) for i in range(len(unit.names))]
+            for k, unit in enumerate(units)
+        ]
 
 
 # -- the run's parts ---------------------------------------------------------------------------------
@@ -475,14 +498,15 @@ def run_settings(
 def make_identities(
     names: list[str],
     final: list[torch.Tensor],
-    crops: list[FaceCrop],
+    crops: list[list[FaceCrop]],
     cfg: LearnConfig,
     model: Adapter,
     settings: dict[str, Any],
     losses: list[float],
 ) -> list[Identity]:
     """The learned identities, one slot per text encoder, and their metadata (final loss: the mean of
-    the last third). ``final`` holds each identity's (2, sum d) vectors, encoders side by side."""
+    the last third). ``final`` holds each identity's (2, sum d) vectors, encoders side by side; ``crops``
+    each identity's photos: the first gives the thumbnail, and every photo's SHA-256 is listed."""
     family = model.family
     tail = losses[-max(1, len(losses) // 3) :]
     return [
@@ -496,13 +520,17 @@ def make_identities(
             base_model=model.spec.label,
             fingerprints=dict(zip(family.slots, model.fingerprints, strict=True)),
             created=now_iso(),
-            photo_sha256=crop.photo_sha256,
-            settings={**settings, "mask_source": crop.mask_source if cfg.method in MASKED_METHODS else None},
+            photo_sha256=cs[0].photo_sha256,
+            settings={
+                **settings,
+                "mask_source": cs[0].mask_source if cfg.method in MASKED_METHODS else None,
+                "photos_sha256": [c.photo_sha256 for c in cs],
+            },
             final_loss=float(np.mean(tail)) if tail else None,
             sid_version=__version__,
-            thumbnail_png=crop.thumbnail_png(),  # inside the identity's file: they change together
+            thumbnail_png=cs[0].thumbnail_png(),  # inside the identity's file: they change together
         )
-        for name, vec, crop in zip(names, final, crops, strict=False)
+        for name, vec, cs in zip(names, final, crops, strict=False)
     ]
 
 

@@ -10,24 +10,22 @@ The backend follows the text encoder the prompt's identities were learned for:
   an SDXL base model; the base model's family picks the pipeline.
 
 Identities are loaded into the video pipeline's text encoder exactly as ``sid render`` loads them
-(``sid.render.prepare``). Frames are written as mp4 (h264) or webm (vp9) through the ffmpeg binary that
-imageio-ffmpeg ships, or as an animated gif with Pillow; ``write_video`` is also ``sid 3d``'s turntable
-writer. Files appear whole or not at all (``sid.files.atomic_path``).
+(``sid.render.prepare``). Frames are written by ``sid.videofile.write_video`` (mp4, webm or gif).
 
-One concern, making a clip (plan, checks, loading, generation, writing), hence one file past 450 lines.
+One concern, making a clip (plan, checks, loading, generation), hence one file past 450 lines.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from sid import limits
-from sid.errors import BadInput, IncompatibleIdentity, Interrupted, OutOfMemory, WriteError, first_line
+from sid.errors import BadInput, IncompatibleIdentity, Interrupted, OutOfMemory, first_line
 from sid.families import (
     ANIMATEDIFF,
     ANIMATEDIFF_SDXL,
@@ -38,12 +36,14 @@ from sid.families import (
     Family,
     family_of_pipeline,
     family_of_video,
+    prompt_family,
 )
-from sid.files import atomic_path, is_folder, output_file
+from sid.files import is_folder, output_file
 from sid.pipelines import ModelSpec, component_spec, model_for_identities, native_size
-from sid.prompts import check_compatible, parse_prompt, prompt_family
+from sid.prompts import check_compatible, parse_prompt
 from sid.render import StepProgress, parse_size, slug
 from sid.store import Identity, IdentityStore
+from sid.videofile import FORMATS, write_video
 
 DEFAULT_BASE = {ANIMATEDIFF: "sd15", ANIMATEDIFF_SDXL: "sdxl"}  # AnimateDiff's base without --model
 
@@ -84,7 +84,6 @@ VIDEO_PRESETS: dict[str, VideoPreset] = {
 }
 DEFAULT_VIDEO = {T2V: "text-to-video-ms", ANIMATEDIFF: "animatediff", ANIMATEDIFF_SDXL: "animatediff-sdxl"}
 
-FORMATS = ("mp4", "gif", "webm")
 DEFAULT_FORMAT = "mp4"
 DEFAULT_FRAMES = 16
 DEFAULT_FPS = 8.0
@@ -451,74 +450,6 @@ def video_frames(
         ) from e
     video = np.asarray(result.frames[0], dtype=np.float32)  # (F, H, W, 3) in [0, 1]
     return (video * 255).round().clip(0, 255).astype(np.uint8)
-
-
-def write_video(frames: Sequence[Any], path: Path, fps: float, fmt: str, comment: str = "") -> None:
-    """Write (H, W, 3) uint8 frames as mp4, webm or gif; the file appears whole or not at all.
-
-    The one video writer: ``sid video``'s clips and ``sid 3d``'s turntables."""
-    if fmt not in FORMATS:
-        raise BadInput(f"unknown video format {fmt!r}", f"use one of: {', '.join(FORMATS)}")
-    with atomic_path(path) as tmp:
-        try:
-            if fmt == "gif":
-                _write_gif(frames, tmp, fps, comment)
-            else:
-                _write_ffmpeg(frames, tmp, fps, fmt, comment)
-        except RuntimeError as e:  # ffmpeg's own failures; OSError (full disk) becomes WriteError
-            raise WriteError(
-                f"could not write {path}: {first_line(e)}", "check the folder and free space"
-            ) from e
-
-
-def _write_ffmpeg(frames: Any, path: Path, fps: float, fmt: str, comment: str) -> None:
-    import numpy as np
-    from imageio_ffmpeg import write_frames
-
-    height, width = np.asarray(frames[0]).shape[:2]
-    if fmt == "mp4":  # h264 in yuv420p plays everywhere; it needs even sizes (ours are multiples of 8)
-        codec, params = "libx264", ["-crf", "18", "-preset", "medium", "-movflags", "+faststart"]
-    else:  # webm: vp9 at constant quality
-        codec, params = "libvpx-vp9", ["-crf", "30", "-b:v", "0", "-row-mt", "1"]
-    if comment:
-        params += ["-metadata", f"comment={comment}"]
-    writer = write_frames(
-        str(path),
-        (int(width), int(height)),
-        fps=float(fps),
-        codec=codec,
-        pix_fmt_out="yuv420p",
-        quality=None,
-        macro_block_size=2,
-        ffmpeg_log_level="error",
-        output_params=params,
-    )
-    writer.send(None)
-    try:
-        for frame in frames:
-            writer.send(np.ascontiguousarray(frame))
-    finally:
-        writer.close()
-
-
-def _write_gif(frames: Any, path: Path, fps: float, comment: str) -> None:
-    """An animated gif with one palette for all frames (per-frame palettes flicker)."""
-    import numpy as np
-    from PIL import Image
-
-    sample = frames[:: max(1, len(frames) // 16)]  # the palette comes from up to ~16 frames
-    palette = Image.fromarray(np.concatenate(list(sample), axis=0)).quantize(colors=256)
-    images = [Image.fromarray(frame).quantize(palette=palette) for frame in frames]
-    extra = {"comment": comment.encode("utf-8")} if comment else {}
-    images[0].save(
-        path,
-        format="GIF",
-        save_all=True,
-        append_images=images[1:],
-        duration=max(int(round(1000 / fps)), 10),  # milliseconds per frame (gif keeps 1/100 s)
-        loop=0,
-        **extra,
-    )
 
 
 # -- the whole command ------------------------------------------------------------------------------

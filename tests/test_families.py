@@ -11,8 +11,17 @@ from typer.testing import CliRunner
 
 from sid.cli import app
 from sid.errors import BadInput, IncompatibleIdentity
-from sid.families import FAMILIES, SD1, SD2, SDXL, family_by_widths, family_of_identity, slot_for_width
-from sid.prompts import check_compatible, prompt_family
+from sid.families import (
+    FAMILIES,
+    SD1,
+    SD2,
+    SDXL,
+    family_by_widths,
+    family_of_identity,
+    prompt_family,
+    slot_for_width,
+)
+from sid.prompts import check_compatible
 from sid.store import Identity, IdentityStore
 from tests.test_store import make_identity
 

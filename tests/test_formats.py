@@ -28,7 +28,7 @@ def sdxl_identity(name: str = "xl") -> Identity:
     )
 
 
-@pytest.mark.parametrize("fmt", ["sid", "diffusers", "a1111", "comfyui"])
+@pytest.mark.parametrize("fmt", ["sid", "diffusers", "a1111", "comfyui", "invokeai"])
 @pytest.mark.parametrize("make", [lambda: make_identity("alice", width=1024), lambda: sdxl_identity("alice")])
 def test_round_trip_every_format(tmp_path: Path, fmt: str, make) -> None:
     original = make()
@@ -54,7 +54,9 @@ def test_export_layouts(tmp_path: Path) -> None:
     for name, fmt, keys in [
         ("alice", "diffusers", {"<alice>"}),
         ("alice", "a1111", {"emb_params"}),
+        ("alice", "invokeai", {"emb_params"}),  # InvokeAI's probe takes A1111's layout, not diffusers'
         ("xl", "comfyui", {"clip_l", "clip_g"}),
+        ("xl", "invokeai", {"clip_l", "clip_g"}),
         ("xl", "diffusers", {"clip_l", "clip_g"}),
     ]:
         path = tmp_path / f"{name}-{fmt}.safetensors"
@@ -142,3 +144,136 @@ def test_import_needs_a_name_when_none_can_be_inferred(tmp_path: Path) -> None:
     result = runner.invoke(app, ["import", str(path)])
     assert result.exit_code == 1 and "pass --name" in result.output
     assert runner.invoke(app, ["import", str(path), "--name", "cat"]).exit_code == 0
+
+
+def test_export_help_names_a_format_for_every_tool() -> None:
+    from sid.interop import FORMATS, TOOLS
+
+    text = " ".join(runner.invoke(app, ["export", "--help"]).output.split())
+    for tool, (fmt, _) in TOOLS.items():
+        assert fmt in FORMATS and f"{tool}: --format {fmt}" in text
+    assert "eos_token_id" in text  # the SDXL diffusers recipe's pooling line
+
+
+def test_legacy_a1111_pt_with_a_pickled_parameter_dict_imports(tmp_path: Path) -> None:
+    """Older A1111 files pickle string_to_param as a torch.nn.ParameterDict: allowed, and nothing else."""
+    import torch
+
+    vectors = torch.randn(2, 768)
+    params = torch.nn.ParameterDict({"*": torch.nn.Parameter(vectors)})
+    path = tmp_path / "old.pt"
+    torch.save({"string_to_token": {"*": 265}, "string_to_param": params, "name": "oldie", "step": 5}, path)
+    result = runner.invoke(app, ["import", str(path)])
+    assert result.exit_code == 0, result.output
+    np.testing.assert_array_equal(IdentityStore().get("oldie").vectors["clip_l"], vectors.numpy())
+
+    evil = tmp_path / "evil.pt"  # the allow-list is one class: a module that is not it still fails
+    torch.save({"string_to_param": torch.nn.ModuleDict({"*": torch.nn.Linear(2, 2)})}, evil)
+    refused = runner.invoke(app, ["import", str(evil), "--name", "evil"])
+    assert refused.exit_code == 1 and "pickled code" in refused.output
+
+
+def _a1111_png(path: Path, data: dict) -> None:
+    """An embedding image as AUTOMATIC1111 saves one: base64 JSON in the sd-ti-embedding chunk."""
+    import base64
+    import json
+
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("sd-ti-embedding", base64.b64encode(json.dumps(data).encode()).decode())
+    Image.new("RGB", (16, 16)).save(path, pnginfo=info)
+
+
+def _a1111_pixels(picture: np.ndarray, payload: dict):
+    """An embedding hidden in an image's pixels as AUTOMATIC1111 lays it out: zlib JSON, low nibbles in
+    a block left of the picture and high nibbles right of it, behind one black column each, every
+    nibble XOR-ed with its LCG key stream (here with a constant pattern in the high bits)."""
+    import json
+    import zlib
+
+    from PIL import Image
+
+    raw = np.frombuffer(zlib.compress(json.dumps(payload).encode(), 9), np.uint8)
+    h = picture.shape[0]
+    width = -(-raw.size // (h * 3))
+    seed, key = 0, []
+    for _ in range(h * width * 3):
+        seed = (1664525 * seed + 1013904223) % 2**32
+        key.append(seed % 255)
+    key = (np.array(key, np.uint8) & 0x0F).reshape(h, width, 3)
+    low = (np.resize(raw & 0x0F, (h, width, 3)) ^ key) | 0x80
+    high = (np.resize(raw >> 4, (h, width, 3)) ^ key) | 0x40
+    canvas = np.zeros((h, 2 * width + picture.shape[1] + 2, 3), np.uint8)
+    canvas[:, :width], canvas[:, width + 1 : width + 1 + picture.shape[1]] = low, picture
+    canvas[:, -width:] = high
+    return Image.fromarray(canvas)
+
+
+def test_a1111_embedding_images_import_from_their_chunk_or_their_pixels(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from sid.embedding_image import key_stream
+
+    # A1111's own test pins its generator's first values (its lcg() as uint8)
+    reference = [253, 242, 127, 44, 157, 27, 239, 133, 38, 79, 167, 4, 177, 95, 130, 79, 78, 14]
+    np.testing.assert_array_equal(key_stream(len(reference)), np.array(reference, np.uint8) & 0x0F)
+
+    vectors = np.random.default_rng(3).standard_normal((2, 768)).astype(np.float32)
+    data = {
+        "string_to_token": {"*": 265},
+        "string_to_param": {"*": {"TORCHTENSOR": vectors.tolist()}},
+        "name": "pictured",
+        "step": 500,
+        "sd_checkpoint": "abc",
+    }
+    _a1111_png(tmp_path / "pictured.png", data)
+    result = runner.invoke(app, ["import", str(tmp_path / "pictured.png")])
+    assert result.exit_code == 0, result.output
+    np.testing.assert_array_equal(IdentityStore().get("pictured").vectors["clip_l"], vectors)
+
+    picture = np.random.default_rng(4).integers(16, 256, (64, 48, 3), dtype=np.uint8)
+    _a1111_pixels(picture, {**data, "name": "hidden"}).save(tmp_path / "stripped.png")  # no text chunk
+    result = runner.invoke(app, ["import", str(tmp_path / "stripped.png")])
+    assert result.exit_code == 0, result.output
+    np.testing.assert_array_equal(IdentityStore().get("hidden").vectors["clip_l"], vectors)
+
+    Image.fromarray(picture).save(tmp_path / "plain.png")
+    _a1111_png(tmp_path / "broken.png", {"name": "x"})
+    (tmp_path / "garbled.png").write_bytes(b"\x89PNG not really")
+    for file, needle in (
+        ("plain.png", "holds no AUTOMATIC1111 embedding"),
+        ("broken.png", "no string_to_param"),
+        ("garbled.png", "not a readable image"),
+    ):
+        refused = runner.invoke(app, ["import", str(tmp_path / file), "--name", "x"])
+        assert refused.exit_code == 1 and needle in refused.output, refused.output
+
+
+def test_diffusers_two_file_sdxl_embedding_imports_as_one_identity(tmp_path: Path) -> None:
+    """diffusers' SDXL textual-inversion script writes one file per text encoder; together they are one
+    SDXL identity, in either order, and it exports back to the same two tensors."""
+    from safetensors.numpy import load_file, save_file
+
+    rng = np.random.default_rng(4)
+    big_l, g = (rng.standard_normal((2, w)).astype(np.float32) for w in (768, 1280))
+    first, second = tmp_path / "learned_embeds.safetensors", tmp_path / "learned_embeds_2.safetensors"
+    save_file({"<cat-toy>": big_l}, str(first))
+    save_file({"<cat-toy>": g}, str(second))
+    for name, files in (("toy", [first, second]), ("toy2", [second, first])):
+        result = runner.invoke(app, ["import", *map(str, files), "--name", name])
+        assert result.exit_code == 0, result.output
+        identity = IdentityStore().get(name)
+        assert set(identity.vectors) == {"clip_l", "clip_g"}
+        np.testing.assert_array_equal(identity.vectors["clip_l"], big_l)
+        np.testing.assert_array_equal(identity.vectors["clip_g"], g)
+    out = tmp_path / "toy.safetensors"
+    assert runner.invoke(app, ["export", "toy", "--format", "comfyui", "-o", str(out)]).exit_code == 0
+    back = load_file(str(out))
+    np.testing.assert_array_equal(back["clip_g"], g)
+
+    save_file({"<x>": rng.standard_normal((2, 1024)).astype(np.float32)}, str(tmp_path / "sd2.safetensors"))
+    wrong = runner.invoke(app, ["import", str(first), str(tmp_path / "sd2.safetensors"), "--name", "bad"])
+    assert wrong.exit_code == 1 and "not the text encoders of one model family" in wrong.output
+    assert "bad" not in IdentityStore().names()

@@ -116,7 +116,10 @@ def test_joint_learning_stores_both(face_photos: Path, learn_args: list[str]) ->
     store = IdentityStore()
     assert store.names() == ["biden", "obama"]
     a, b = store.get("obama"), store.get("biden")
-    assert a.settings == b.settings and not np.allclose(a.vectors["te32"], b.vectors["te32"])
+    shared = {k: v for k, v in a.settings.items() if k != "photos_sha256"}  # each lists its own photo
+    assert shared == {k: v for k, v in b.settings.items() if k != "photos_sha256"}
+    assert a.settings["photos_sha256"] == [a.photo_sha256] and b.settings["photos_sha256"] == [b.photo_sha256]
+    assert not np.allclose(a.vectors["te32"], b.vectors["te32"])
     assert a.settings["bank_size"] == 8  # 4 steps each at batch 2: a fresh augmentation per sample
     assert a.photo_sha256 != b.photo_sha256
 
@@ -419,3 +422,70 @@ def test_storing_drops_the_half_written_checkpoint_a_kill_left(tmp_path: Path) -
         path.write_bytes(b"half")
     drop_checkpoints(ckpt, {"names": '["alice"]'})
     assert not stray.exists() and others.exists()
+
+
+# -- several photos, one identity -----------------------------------------------------------------
+# every 8th dimension of the (2, 32) vectors that one photo gave before several photos were supported
+# (obama_2, 6 steps, bank 4, seed 2), produced by that code, not by hand
+ONE_PHOTO = {
+    "stableidentity": [
+        [0.01816098764538765, 0.004197006579488516, -0.007053402252495289, -0.02911578118801117],
+        [-0.0007370724342763424, -0.008569891564548016, -0.009093784727156162, -0.01892300322651863],
+    ],
+    "celebbasis": [
+        [-0.035298626869916916, 0.040450457483530045, 0.03220401331782341, 0.052217088639736176],
+        [-0.0036497085820883512, 0.02010999619960785, 0.03046996518969536, 0.06602869182825089],
+    ],
+}
+
+
+def test_one_photo_is_bit_identical_to_before_several_photos(face_photos: Path, tiny_config) -> None:
+    from sid.train import learn as run
+
+    for method, pinned in ONE_PHOTO.items():
+        cfg = tiny_config(method=method, steps=6, bank_size=4, seed=2)
+        (identity,) = run([face_photos / "obama_2.jpg"], [f"p{method[:2]}"], cfg).identities
+        np.testing.assert_array_equal(identity.vectors["te32"][:, ::8], np.float32(pinned))
+        assert identity.settings["photos_sha256"] == [identity.photo_sha256]
+
+
+def test_several_photos_make_one_identity_and_every_photo_counts(face_photos: Path, tiny_config) -> None:
+    """One name, several photos: one identity whose metadata lists every photo, whose thumbnail is the
+    first photo's face, and whose vectors change when any photo is left out (StableIdentity: the mean
+    of the mapper on each photo; Celeb Basis: the moving average over every photo's samples)."""
+    from sid.photos import photo_sha256
+    from sid.train import learn as run
+
+    one, two, three = (face_photos / f"obama_{i}.jpg" for i in (1, 2, 3))
+    for method in ("stableidentity", "celebbasis"):
+        cfg = tiny_config(method=method, steps=6, bank_size=6, seed=1)
+
+        def vectors(photos: list[Path], name: str, cfg=cfg) -> np.ndarray:
+            (identity,) = run(photos, [name], cfg, force=True).identities
+            return identity.vectors["te32"]
+
+        every = vectors([one, two, three], f"all_{method[:2]}")
+        stored = IdentityStore().get(f"all_{method[:2]}")
+        expected = [photo_sha256(p.read_bytes()) for p in (one, two, three)]
+        assert stored.settings["photos_sha256"] == expected and stored.photo_sha256 == expected[0]
+        first_alone = vectors([one], f"one_{method[:2]}")
+        assert stored.thumbnail_png == IdentityStore().get(f"one_{method[:2]}").thumbnail_png
+        for left_out in ([two, three], [one, three], [one, two]):
+            assert not np.allclose(every, vectors(left_out, "x"), atol=1e-6), (method, left_out)
+        assert not np.allclose(every, first_alone, atol=1e-6)
+
+
+def test_a_photo_of_someone_else_is_named_and_face_applies_to_each_photo(
+    face_photos: Path, learn_args: list[str]
+) -> None:
+    photos = [str(face_photos / n) for n in ("obama_1.jpg", "obama_2.jpg", "biden_1.jpg")]
+    result = learn(*photos, "--name", "mixed", "--steps", "2", "--quiet", *learn_args)
+    assert result.exit_code == 0, result.output
+    assert "biden_1.jpg does not look like the other photos of mixed" in " ".join(result.stderr.split())
+    assert "obama_1.jpg does not" not in result.stderr
+    clean = learn(*photos[:2], "--name", "clean", "--steps", "2", "--quiet", *learn_args)
+    assert clean.exit_code == 0 and "does not look like" not in clean.stderr
+
+    wrong = learn(*photos[:2], "--name", "twice", "--face", "2", "--steps", "2", "--quiet", *learn_args)
+    assert wrong.exit_code == 1 and "face 2 asked for, but" in wrong.output and "obama_1.jpg" in wrong.output
+    assert "twice" not in IdentityStore().names()

@@ -59,7 +59,7 @@ def test_csv_manifest_fails_bad_rows_alone(face_photos: Path, learn_args: list[s
             "cat.png,kitty,,",
             f"{face_photos / 'obama_2.jpg'},../x,,",
             "missing.jpg,ghost,,",
-            f"{face_photos / 'obama_3.jpg'},Obama,,",
+            f"{face_photos / 'obama_3.jpg'},Obama,,",  # a name on two rows: one person, two photos
             f"{face_photos / 'obama_4.jpg'},ann,two,",
             f"{face_photos / 'obama_4.jpg'},bea,,dreambooth",
             f"{face_photos / 'obama_4.jpg'},cyd,,celebbasis",
@@ -70,19 +70,20 @@ def test_csv_manifest_fails_bad_rows_alone(face_photos: Path, learn_args: list[s
     result = learn("--from", str(manifest), "--steps", "2", "--parallel", "2", "--json", *learn_args)
     assert result.exit_code == 1, result.output
     rows = {o["name"]: o for o in json.loads(result.stdout)}
-    assert [o["line"] for o in rows.values()] == list(range(2, 13))  # every row, in manifest order
+    lines = [o["line"] for o in rows.values()]  # every person, in manifest order; obama's 2nd photo: line 7
+    assert lines == [2, 3, 4, 5, 6, 8, 9, 10, 11, 12]
     assert {n for n, o in rows.items() if o["status"] == "learned"} == {"obama", "biden", "cyd"}
     reasons = {n: o["reason"] for n, o in rows.items() if o["status"] == "failed"}
     assert "no face found" in reasons["kitty"]
     assert "invalid identity name" in reasons["../x"]
     assert "not found" in reasons["ghost"]
-    assert "also on line 2" in reasons["Obama"]
     assert "whole number" in reasons["ann"]
     assert "unknown method" in reasons["bea"]
     assert "face must be between 1 and 1000" in reasons["dee"] and "--face" not in reasons["dee"]
     assert "face 3 asked for" in reasons["eve"] and "has 1 face" in reasons["eve"]
     assert "face column" in reasons["eve"]  # the hint, in parentheses: the row's own way to fix it
-    assert "8 of 11 rows failed" in result.stderr and "ignored" not in result.stderr
+    assert "7 of 10 rows failed" in result.stderr and "ignored" not in result.stderr
+    assert len(IdentityStore().get("obama").settings["photos_sha256"]) == 2
     assert IdentityStore().names() == ["biden", "cyd", "obama"]
     assert IdentityStore().get("cyd").method == "celebbasis"  # the row's own method, learned alone
     info = IdentityStore().info("biden")
@@ -333,3 +334,33 @@ def test_a_rank_whose_peer_stopped_says_so(face_photos: Path, learn_args: list[s
     assert len(errors) == 2 and "could not create the store folder" in "".join(errors), done.stderr
     assert any("rank 1 lost the other processes" in line for line in errors), done.stderr
     assert "a bug in sid" not in done.stderr and "MarkupError" not in done.stderr
+
+
+def test_a_name_on_several_rows_or_a_sub_folder_is_one_person(
+    face_photos: Path, learn_args: list[str], tmp_path: Path
+) -> None:
+    from sid.manifest import read_rows
+    from sid.photos import photo_sha256
+
+    folder = tmp_path / "people"
+    (folder / "barack").mkdir(parents=True)
+    for i in (1, 2):
+        shutil.copy(face_photos / f"obama_{i}.jpg", folder / "barack" / f"{i}.jpg")
+    shutil.copy(face_photos / "biden_2.jpg", folder / "joe.jpg")
+    assert [(r.line, r.name) for r in read_rows(folder)] == [(1, "joe"), (2, "barack"), (3, "barack")]
+    result = learn("--from", str(folder), "--steps", "2", "--json", *learn_args)
+    assert result.exit_code == 0, result.output
+    assert [(o["name"], o["status"]) for o in json.loads(result.stdout)] == [
+        ("joe", "learned"),
+        ("barack", "learned"),
+    ]
+    expected = [photo_sha256((folder / "barack" / f"{i}.jpg").read_bytes()) for i in (1, 2)]
+    assert IdentityStore().get("barack").settings["photos_sha256"] == expected
+
+    manifest = write_csv(
+        tmp_path / "people.csv",
+        [f"{face_photos / 'obama_3.jpg'},ann,,", f"{face_photos / 'obama_4.jpg'},ann,,celebbasis"],
+    )
+    mixed = learn("--from", str(manifest), "--steps", "2", "--json", *learn_args)
+    (row,) = json.loads(mixed.stdout)
+    assert mixed.exit_code == 1 and "the rows of 'ann' (lines 2, 3) name different methods" in row["reason"]

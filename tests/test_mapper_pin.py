@@ -18,6 +18,18 @@ CELEBBASIS = [5.1056154e-02, -9.6557960e-02, -6.4274348e-02, -1.5142436e-01, -2.
 CELEBBASIS_AVERAGE = [4.8598006e-02, -9.4182789e-02, -6.4892121e-02, -1.4948454e-01, -2.5697628e-01, 3.7683498e-02, 4.6109904e-02, 1.2175499e-01]  # fmt: skip # noqa: E501
 
 
+def _pinned_basis(slots: list[torch.Tensor]) -> torch.Tensor:
+    """The basis the Celeb Basis pins were computed with: mean and the 49 principal directions of a
+    float64 SVD (sid's basis before it followed the official fp32 full SVD; a pin of the mapper's math,
+    so the basis stays fixed here)."""
+    rows = []
+    for emb in slots:
+        x = emb.double()
+        _, _, vh = torch.linalg.svd(x - x.mean(0), full_matrices=False)
+        rows.append(torch.cat([x.mean(0, keepdim=True), vh[:49]]))
+    return torch.stack(rows).float()
+
+
 def _pinned(values: list[float], shape: tuple[int, ...]) -> torch.Tensor:
     return torch.tensor(values).view(shape)
 
@@ -26,7 +38,7 @@ def test_single_encoder_mappers_match_their_pinned_outputs() -> None:
     prior = _prior(n=50, d=64)
     torch.manual_seed(7)
     si = StableIdentityMapper(16, 64, prior.mean, prior.std)
-    cb = CelebBasisMapper(16, prior.basis, hidden=64, identities=2)
+    cb = CelebBasisMapper(16, _pinned_basis(prior.slots), hidden=64, identities=2)
     faces = torch.randn(3, 16, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         si_out, cb_out = si(faces), cb(faces)

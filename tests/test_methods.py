@@ -111,10 +111,10 @@ def test_stableidentity_landing_matches_celeb_stats_over_a_batch():
 
 
 # -- Celeb Basis mapper -------------------------------------------------------------------------------
-def test_celebbasis_mapper_stays_in_the_celeb_span_with_unit_coefficients():
+def test_celebbasis_mapper_is_the_mean_plus_unit_coefficients_over_the_directions():
     torch.manual_seed(0)
     prior = _prior(n=50, d=64)
-    basis = prior.basis  # (2, 50, 64): 49 directions
+    basis = prior.basis  # (2, 65, 64): 64 directions, 49 of them principal, as the official full SVD
     mapper = CelebBasisMapper(512, basis)
     faces = torch.randn(8, 512)
     out = mapper(faces)
@@ -122,11 +122,8 @@ def test_celebbasis_mapper_stays_in_the_celeb_span_with_unit_coefficients():
     c = mapper.coefficients(faces)
     assert c.shape == (8, 2, 512)
     torch.testing.assert_close(c.norm(dim=-1), torch.ones(8, 2))
-    directions = basis[:, 1:]  # (2, 49, d), orthonormal rows
-    offset = out - basis[:, 0]
-    projected = torch.einsum("bkp,kpd->bkd", torch.einsum("bkd,kpd->bkp", offset, directions), directions)
-    assert (offset - projected).abs().max() < 1e-6  # no component outside the celebrities' span
-    torch.testing.assert_close(offset, torch.einsum("bkp,kpd->bkd", c[..., :49], directions))
+    directions = basis[:, 1:]  # (2, 64, d), orthonormal rows
+    torch.testing.assert_close(out - basis[:, 0], torch.einsum("bkp,kpd->bkd", c[..., :64], directions))
 
 
 def test_celebbasis_mapper_starts_like_celeb_basis():
@@ -372,3 +369,27 @@ def test_recipes():
     assert cb.templates[0] == "a photo of a face of {} person"
     with pytest.raises(AttributeError):
         si.steps = 1  # frozen
+
+
+@pytest.mark.parametrize("method", ["stableidentity", "celebbasis"])
+def test_mappers_run_in_fp32_inside_a_bf16_autocast(method: str) -> None:
+    """The training loop calls the mapper under the UNet's autocast; the mapper stays fp32 (as the
+    papers' fp32 runs): its output and gradient equal the ones outside autocast, bit for bit."""
+    from sid.methods import build_mapper
+
+    torch.manual_seed(0)
+    mapper = build_mapper(method, 16, [_prior(n=80, d=64)])
+    faces = torch.randn(3, 16)
+
+    def run(autocast: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        mapper.zero_grad()
+        with torch.autocast("cpu", torch.bfloat16, enabled=autocast):
+            out = mapper(faces)
+        out.square().sum().backward()
+        grad = next(p for p in mapper.parameters() if p.grad is not None).grad.clone()
+        return out.detach(), grad
+
+    (plain, plain_grad), (cast, cast_grad) = run(False), run(True)
+    assert cast.dtype == torch.float32
+    torch.testing.assert_close(cast, plain, atol=0, rtol=0)
+    torch.testing.assert_close(cast_grad, plain_grad, atol=0, rtol=0)

@@ -9,7 +9,6 @@ import pytest
 from sid.errors import BadInput, ModelNotFound
 from sid.pipelines import (
     PRESETS,
-    fingerprint,
     load_pipeline,
     native_size,
     offline,
@@ -17,6 +16,7 @@ from sid.pipelines import (
     pick_dtype,
     resolve_model,
 )
+from sid.prompts import fingerprint
 
 
 def test_presets_have_mirrors_first() -> None:

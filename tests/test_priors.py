@@ -13,9 +13,9 @@ from sid.priors import (
     adain_stats,
     build_prior,
     celeb_basis,
-    distinct_in_order,
     first_two_tokens,
     load_names,
+    tokens_by_position,
 )
 from sid.testing import find_bpe_vocab
 
@@ -35,10 +35,6 @@ def test_packaged_lists_are_the_papers():
         assert spec.file in notice  # every shipped list has its origin and licence stated
     for licence in ("LICENSE.stableidentity", "LICENSE.celebbasis"):
         assert data.joinpath(licence).read_text(encoding="utf-8").startswith("MIT License")
-
-
-def test_distinct_in_order_keeps_first_appearances():
-    assert distinct_in_order(torch.tensor([5, 3, 5, 9, 3])).tolist() == [5, 3, 9]
 
 
 # -- statistics and basis on synthetic embeddings --------------------------------------------------
@@ -62,50 +58,44 @@ def _reconstruct(basis: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
     return mean + torch.einsum("nkp,kpd->nkd", coeffs, directions)
 
 
-def test_basis_reconstructs_each_celebrity_when_p_is_n_minus_1():
+def test_basis_is_the_first_p_right_singular_vectors_of_a_full_fp32_svd():
+    """Celeb Basis's code: mean row, then ``torch.svd(x - mean, some=False)``'s V transposed, first p rows."""
     torch.manual_seed(0)
     emb = torch.randn(40, 2, 64)
-    basis = celeb_basis(_slots(emb))  # p' = min(512, 39, 64) = 39
-    assert basis.shape == (2, 40, 64)
-    torch.testing.assert_close(basis[:, 0], emb.mean(0))
-    directions = basis[:, 1:]
-    gram = directions @ directions.transpose(1, 2)
-    torch.testing.assert_close(gram, torch.eye(39).expand(2, 39, 39), atol=1e-5, rtol=0)
-    torch.testing.assert_close(_reconstruct(basis, emb), emb, atol=1e-5, rtol=0)
+    basis = celeb_basis(_slots(emb), p=50)  # 50 < d = 64 directions, though the rank is only 39
+    assert basis.shape == (2, 51, 64) and basis.dtype == torch.float32
+    for k in range(2):
+        x = emb[:, k]
+        mean = x.mean(dim=0, keepdim=True)
+        _, _, v = torch.svd(x - mean, some=False)  # the official call, (d, d)
+        torch.testing.assert_close(basis[k], torch.cat([mean, v.t()[:50]]), atol=0, rtol=0)
+    gram = basis[:, 1:] @ basis[:, 1:].transpose(1, 2)
+    torch.testing.assert_close(gram, torch.eye(50).expand(2, 50, 50), atol=1e-5, rtol=0)
+    torch.testing.assert_close(_reconstruct(basis[:, :40], emb), emb, atol=1e-5, rtol=0)  # 39 span it
 
 
 def test_basis_is_capped_by_p_and_by_width():
     emb = torch.randn(100, 2, 16)
     assert celeb_basis(_slots(emb), p=10).shape == (2, 11, 16)
-    full = celeb_basis(_slots(emb))  # p' = d: the directions span the whole space
+    full = celeb_basis(_slots(emb))  # min(512, d): the directions span the whole space
     assert full.shape == (2, 17, 16)
     torch.testing.assert_close(_reconstruct(full, emb), emb, atol=1e-5, rtol=0)
 
 
-def test_repeated_names_give_zero_directions_past_the_rank():
+def test_repeated_rows_count_and_directions_past_the_rank_are_kept():
     torch.manual_seed(1)
     emb = torch.randn(12, 2, 32)
-    emb[6:, 0] = emb[:6, 0]  # slot 0 (first names) has only 6 distinct vectors: rank 5 once centred
+    emb[6:, 0] = emb[0, 0]  # slot 0 repeats its first vector 6 times: 6 distinct, rank 5 once centred
     basis = celeb_basis(_slots(emb))
-    assert basis.shape == (2, 12, 32)
-    norms = basis[:, 1:].norm(dim=-1)
-    torch.testing.assert_close(norms[0, :5], torch.ones(5))
-    assert torch.all(norms[0, 5:] == 0)
-    torch.testing.assert_close(norms[1], torch.ones(11))
+    assert basis.shape == (2, 33, 32)  # every slot min(512, d) directions, as the official full SVD
+    torch.testing.assert_close(basis[:, 1:].norm(dim=-1), torch.ones(2, 32))
+    centred = emb[:, 0] - emb[:, 0].mean(0)
+    past = centred @ basis[0, 6:].T  # directions past the rank: orthogonal to every celebrity
+    assert past.abs().max() < 1e-4 and (centred @ basis[0, 1:6].T).abs().max() > 0.1
     torch.testing.assert_close(_reconstruct(basis, emb), emb, atol=1e-5, rtol=0)
-
-
-def test_slots_of_different_sizes_are_padded_with_zero_directions():
-    torch.manual_seed(2)
-    small, large = torch.randn(6, 32), torch.randn(20, 32)
-    basis = celeb_basis([small, large])  # p' = max(5, 19) = 19
-    assert basis.shape == (2, 20, 32)
-    norms = basis[:, 1:].norm(dim=-1)
-    torch.testing.assert_close(norms[0, :5], torch.ones(5))
-    assert torch.all(norms[0, 5:] == 0)
-    torch.testing.assert_close(norms[1], torch.ones(19))
-    coeffs = (small - basis[0, 0]) @ basis[0, 1:].T  # the small slot still reconstructs exactly
-    torch.testing.assert_close(basis[0, 0] + coeffs @ basis[0, 1:], small, atol=1e-5, rtol=0)
+    once = celeb_basis([emb[:6, 0], emb[:, 1]])  # without the repeats: the same span, but the
+    assert not torch.allclose(basis[0, 0], once[0, 0], atol=1e-3)  # repeats move the mean and
+    assert not torch.allclose(basis[0, 1:6].abs(), once[0, 1:6].abs(), atol=1e-3)  # the directions
 
 
 # -- the real CLIP tokenizer -----------------------------------------------------------------------
@@ -152,17 +142,14 @@ def test_build_prior_per_method():
     assert si.slots[0].grad_fn is None  # a detached copy: training never touches the encoder
 
     cb = build_prior(tokenizer, encoder, "celebbasis")
-    names = load_names(PRIOR_LISTS["celebbasis"].file)
-    all_ids, kept = first_two_tokens(tokenizer, names)
-    for k in range(2):  # each slot: the distinct tokens at that BPE position, no repeats
-        assert cb.slot_sizes[k] == len(set(all_ids[:, k].tolist())) < len(kept)
-    assert cb.slot_sizes[0] < cb.slot_sizes[1]  # first names repeat more than last names
-    assert cb.basis.shape == (2, 1 + 32, 32)  # p' = min(512, n_k - 1, d) = d
-    assert cb.describe() == {
-        "file": "celebbasis_wiki_names_v2.txt",
-        "names": len(kept),
-        "slot_sizes": cb.slot_sizes,
-    }
+    assert cb.slot_sizes == [646, 638] and len(cb.names) == 646  # the official rows, repeats included
+    assert cb.names == sorted(set(load_names(PRIOR_LISTS["celebbasis"].file)))
+    columns, _ = tokens_by_position(tokenizer, cb.names)
+    for k in range(2):  # every name's token at BPE position k, in the sorted names' order
+        torch.testing.assert_close(cb.slots[k], weight[columns[k]])
+        assert len(set(columns[k].tolist())) < cb.slot_sizes[k]  # tokens repeat (first names most)
+    assert cb.basis.shape == (2, 1 + 32, 32)  # min(512, d) directions per slot
+    assert cb.describe() == {"file": "celebbasis_wiki_names_v2.txt", "names": 646, "slot_sizes": [646, 638]}
     print("Celeb Basis prior:", cb.describe())
 
 

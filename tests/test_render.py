@@ -12,6 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from sid.cli import app
+from sid.errors import BadInput
 from sid.store import IdentityStore
 from tests.test_store import make_identity
 
@@ -28,6 +29,12 @@ def render(tiny: Path | None, out: Path, prompt: str, *extra: str):
         "cpu",
         "--steps",
         "2",
+        *(
+            "--scheduler",
+            "dpm++",
+            "--guidance",
+            "8.5",
+        ),  # what plain_diffusers draws with, whatever the method
         "--seed",
         "1",
         "--size",
@@ -202,7 +209,7 @@ def test_canny_edges_of_a_square() -> None:
 def test_fingerprint_mismatch_only_warns(tiny_model: Path, tmp_path: Path) -> None:
     from diffusers import StableDiffusionPipeline
 
-    from sid.pipelines import fingerprint
+    from sid.prompts import fingerprint
 
     pipe = StableDiffusionPipeline.from_pretrained(str(tiny_model))
     real = fingerprint(pipe.text_encoder, pipe.tokenizer.vocab_size)
@@ -254,3 +261,72 @@ def test_without_model_identities_of_two_families_are_refused(
         and "wide (SD 2.x (OpenCLIP ViT-H, 1024-d), learned on sd21)" in result.output
     )
     assert not tmp_path.exists() or not list(tmp_path.glob("*.png"))
+
+
+# -- the papers' render recipes ---------------------------------------------------------------------
+def test_celebbasis_identity_renders_with_its_papers_recipe(tiny_model: Path, tmp_path: Path) -> None:
+    """No sampling flag: DDIM, 50 steps, eta 0, guidance 10 ran (pixels equal plain diffusers with
+    exactly that) and the PNG says so."""
+    from dataclasses import replace
+
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    IdentityStore().save(replace(make_identity("carol", width=32, seed=3), method="celebbasis"))
+    args = ["render", "carol smiling", "--model", str(tiny_model), "--device", "cpu", "--seed", "1"]
+    result = runner.invoke(app, [*args, "--size", "64x64", "-o", str(tmp_path / "a"), "--json"])
+    (image,) = pixels(result)
+    fields = parse_a1111(Image.open(json.loads(result.stdout)[0]["path"]).text["parameters"])
+    assert (fields["Steps"], fields["Sampler"], fields["CFG scale"]) == ("50", "DDIM", "10.0")
+
+    exported = tmp_path / "carol.safetensors"
+    assert (
+        runner.invoke(app, ["export", "carol", "--format", "diffusers", "-o", str(exported)]).exit_code == 0
+    )
+    pipe = StableDiffusionPipeline.from_pretrained(str(tiny_model))
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.load_textual_inversion(str(exported))
+    import torch
+
+    generator = torch.Generator("cpu").manual_seed(1)
+    plain = pipe(
+        "<carol> smiling",
+        num_inference_steps=50,
+        guidance_scale=10.0,
+        eta=0.0,
+        width=64,
+        height=64,
+        generator=generator,
+    ).images[0]
+    np.testing.assert_array_equal(image, np.asarray(plain))
+
+
+def test_recipe_follows_the_identities_methods_and_yields_to_config_and_flags(
+    tmp_path: Path, isolated_home: Path
+) -> None:
+    from dataclasses import replace
+
+    from sid.config import RENDER_RECIPES
+    from sid.render import RenderConfig, settings_for
+
+    store = IdentityStore()
+    store.save(make_identity("alice", width=32, seed=1))  # stableidentity
+    store.save(replace(make_identity("carol", width=32, seed=3), method="celebbasis"))
+    store.save(replace(make_identity("dave", width=32, seed=4), method=""))  # imported: no method
+
+    def chosen(prompt: str, **flags) -> tuple:
+        cfg = settings_for(RenderConfig(prompt=prompt, **flags), store)
+        return cfg.scheduler, cfg.steps, cfg.guidance
+
+    assert chosen("alice") == ("dpm++", 50, 8.5)
+    assert chosen("carol at the beach") == ("ddim", 50, 10.0)
+    default = RENDER_RECIPES["default"]
+    for mixed in ("alice and carol", "a castle", "dave", "carol and dave"):
+        assert chosen(mixed) == (default.scheduler, default.steps, default.guidance)
+    assert chosen("carol", steps=7, scheduler="euler") == ("euler", 7, 10.0)  # flags win, one by one
+
+    (isolated_home / "config.toml").write_text("[render]\nsteps = 20\nguidance = 6\n", encoding="utf-8")
+    assert chosen("carol") == ("ddim", 20, 6.0)  # the config wins over the recipe
+    assert chosen("carol", steps=3) == ("ddim", 3, 6.0)  # and the flag over the config
+    (isolated_home / "config.toml").write_text('[render]\nsteps = "many"\n', encoding="utf-8")
+    with pytest.raises(BadInput, match="render.steps"):
+        chosen("carol")

@@ -143,6 +143,10 @@ def test_sdxl_identity_renders_and_its_diffusers_export_loads_into_both_encoders
         pipe.tokenizer_2.convert_tokens_to_ids(["<xl>", "<xl>_1"])
     ]
     np.testing.assert_array_equal(rows.detach().numpy(), stored["te64"])
+    # SDXL's configs carry the legacy eos_token_id 2: plain diffusers pools at the identity token...
+    assert not np.array_equal(with_id, plain_diffusers(pipe, "<xl> as a knight"))
+    # ...and with the one line of docs/formats.md's SDXL recipe, at the end token as sid (and ComfyUI)
+    pipe.text_encoder_2.text_model.eos_token_id = pipe.tokenizer_2.eos_token_id
     np.testing.assert_array_equal(with_id, plain_diffusers(pipe, "<xl> as a knight"))
 
     # A1111 and ComfyUI files hold the same two tensors; imported back, they render the same image
@@ -255,3 +259,53 @@ def test_other_two_encoder_models_learn_a_slot_per_encoder_that_loads_back(
         ids = tokenizer.convert_tokens_to_ids(["<sid-duo>", "<sid-duo>_1"])
         rows = encoder.get_input_embeddings().weight[ids].detach()
         assert torch.equal(rows, torch.from_numpy(stored[slot]))
+
+
+def test_sdxl_conditioning_pools_at_the_end_token_as_comfyui_and_a1111(
+    tiny_sdxl_model: Path, tmp_path: Path
+) -> None:
+    """SDXL's text-encoder configs carry the legacy ``eos_token_id`` 2 (the tiny model's too). sid's
+    conditioning for a prompt naming an identity (``sid render``'s pipeline, and learning's encoders)
+    equals an encoding done the way ComfyUI and AUTOMATIC1111 do it: the exported vectors in the
+    token-embedding rows at the identity's two positions, pooled at the prompt's end token."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    from sid.render import RenderConfig, load_render_pipeline, prepare
+
+    store_sdxl_identity("xl")
+    exported = tmp_path / "xl.safetensors"
+    assert runner.invoke(app, ["export", "xl", "--format", "comfyui", "-o", str(exported)]).exit_code == 0
+    tensors = load_file(str(exported))  # one (2, d) tensor per encoder
+
+    cfg = RenderConfig("xl as a knight", model=str(tiny_sdxl_model), device="cpu", scheduler="dpm++")
+    pipe, _ = load_render_pipeline(cfg)
+    parsed, _ = prepare(cfg.prompt, IdentityStore(), pipe)
+    with torch.no_grad():
+        embeds, _, pooled, _ = pipe.encode_prompt(
+            parsed.text, device="cpu", do_classifier_free_guidance=False
+        )
+
+    # the reference: the model as saved, two ordinary words ("x y") whose rows hold the vectors
+    tokenizer = CLIPTokenizer.from_pretrained(str(tiny_sdxl_model / "tokenizer"))
+    ids = tokenizer("x y as a knight", padding="max_length", max_length=77, return_tensors="pt").input_ids
+    hidden, ref_pooled = [], None
+    for sub, cls, slot in (
+        ("text_encoder", CLIPTextModel, "te32"),
+        ("text_encoder_2", CLIPTextModelWithProjection, "te64"),
+    ):
+        encoder = cls.from_pretrained(str(tiny_sdxl_model / sub)).eval()
+        assert encoder.config.eos_token_id == 2  # as SDXL's own configs
+        with torch.no_grad():
+            encoder.get_input_embeddings().weight[ids[0, 1:3]] = tensors[slot]
+            out = encoder(ids, output_hidden_states=True)  # pools at argmax(ids): the end token here
+        hidden.append(out.hidden_states[-2])
+        ref_pooled = out[0]
+    torch.testing.assert_close(embeds, torch.cat(hidden, dim=-1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(pooled, ref_pooled, atol=1e-5, rtol=1e-5)
+
+    from sid.train import LearnConfig, load_frozen  # learning loads the encoders the same way
+
+    frozen = load_frozen(LearnConfig(model=str(tiny_sdxl_model), device="cpu"), "cpu")
+    assert [getattr(enc, "text_model", enc).eos_token_id for _, enc in frozen.encoders] == [49407, 49407]

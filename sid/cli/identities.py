@@ -11,6 +11,7 @@ from rich.text import Text
 
 from sid.cli import app, err, out, print_columns, print_json, printable, warn
 from sid.errors import BadInput, IdentityExists
+from sid.interop import TOOLS
 from sid.store import Identity, IdentityStore, now_iso
 
 
@@ -95,7 +96,14 @@ def mv(
     out.print(f"Renamed {old} -> {path.stem}.")
 
 
-@app.command("export")
+def _tools_help() -> str:
+    """Which --format each tool takes, from formats.TOOLS (the one table)."""
+    return "Which format for which tool: " + "; ".join(
+        f"{tool}: --format {fmt} ({how})" for tool, (fmt, how) in TOOLS.items()
+    )
+
+
+@app.command("export", epilog=_tools_help())
 def export(
     name: str = typer.Argument(..., help="Identity name."),
     output: str = typer.Option(
@@ -104,10 +112,12 @@ def export(
         "--output",
         help="File or folder to write (default ./NAME.safetensors); a trailing / means a folder.",
     ),
-    fmt: str = typer.Option("sid", "--format", "-f", help="sid | diffusers | a1111 | comfyui."),
+    fmt: str = typer.Option(
+        "sid", "--format", "-f", help="sid | diffusers | a1111 | comfyui | invokeai (see the tools below)."
+    ),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
 ) -> None:
-    """Write an identity to a file that sid, diffusers, AUTOMATIC1111 or ComfyUI loads.
+    """Write an identity to a file that sid, diffusers, AUTOMATIC1111, Forge, ComfyUI or InvokeAI loads.
 
     [bold]Examples[/bold]
 
@@ -115,8 +125,11 @@ def export(
 
       sid export alice --format a1111 -o ~/stable-diffusion-webui/embeddings/
 
-    diffusers: pipe.load_textual_inversion("alice.safetensors") then prompt with "<alice>".
-    A1111 / ComfyUI: the file name is the trigger word ("embedding:alice" in ComfyUI).
+      sid export alice --format invokeai -o alice.safetensors
+
+    SDXL in diffusers: load_textual_inversion(sd["clip_l"], token="<alice>", text_encoder=pipe.text_encoder,
+    tokenizer=pipe.tokenizer), the same with sd["clip_g"] and text_encoder_2/tokenizer_2, and
+    pipe.text_encoder_2.text_model.eos_token_id = pipe.tokenizer_2.eos_token_id (docs/formats.md).
     """
     from sid.formats import export_path, write_export
 
@@ -128,8 +141,10 @@ def export(
 
 @app.command("import")
 def import_(
-    file: Path = typer.Argument(
-        ..., help="A .safetensors file (sid, diffusers, A1111, ComfyUI) or legacy .pt/.bin."
+    files: list[Path] = typer.Argument(
+        ...,
+        help="A .safetensors file (sid, diffusers, A1111, ComfyUI), a legacy .pt/.bin, an A1111 .png "
+        "embedding; or one single-encoder file per SDXL encoder (diffusers' two files) for one identity.",
     ),
     name: str = typer.Option(None, "--name", help="Name to store it under (default: from the file)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing identity of that name."),
@@ -137,11 +152,13 @@ def import_(
 ) -> None:
     """Import an identity or textual-inversion embedding into the store.
 
-    [bold]Examples[/bold]: sid import alice.safetensors · sid import charturner.pt --name charturner
+    [bold]Examples[/bold]: sid import alice.safetensors · sid import charturner.pt --name charturner ·
+    sid import learned_embeds.safetensors learned_embeds_2.safetensors --name alice_xl
     """
-    from sid.formats import infer_name, read_import
+    from sid.formats import infer_name, read_imports
 
-    imported = read_import(file)
+    imported = read_imports(files)
+    file = files[0]
     chosen = name or infer_name(imported, file)
     if chosen is None:
         if not _interactive():
@@ -156,7 +173,7 @@ def import_(
             vectors=imported.vectors,
             method=f"imported ({imported.source_format})",
             created=now_iso(),
-            settings={"source_file": file.name},
+            settings={"source_file": ", ".join(f.name for f in files)},
         )
     store = IdentityStore()
     try:

@@ -17,14 +17,19 @@ if TYPE_CHECKING:
 @app.command("learn")
 def learn(
     photos: list[Path] = typer.Argument(
-        None, help="Photo(s) of the person; several only with --method celebbasis."
+        None,
+        help="Photo(s): several photos with one --name are one person; one --name per photo learns several "
+        "people jointly (--method celebbasis).",
     ),
-    name: list[str] = typer.Option(None, "--name", "-n", help="Identity name (one per photo)."),
+    name: list[str] = typer.Option(
+        None, "--name", "-n", help="Identity name: one for all the photos, or one per photo."
+    ),
     manifest: Path = typer.Option(
         None,
         "--from",
-        help="Learn many people: a CSV (columns photo,name; optional face, method) or a folder of photos "
-        "(each named by its file stem).",
+        help="Learn many people: a CSV (columns photo,name; optional face, method; a name on several rows "
+        "is one person's photos) or a folder (each photo named by its file stem; a sub-folder is one "
+        "person, named by the folder).",
     ),
     parallel: int = typer.Option(
         None,
@@ -60,7 +65,7 @@ def learn(
         "fewer reuse them and save VAE encodes).",
     ),
     face: int = typer.Option(
-        None, "--face", help="Which face in a group photo, 1 = leftmost (default: largest)."
+        None, "--face", help="Which face in a group photo, 1 = leftmost, in every photo (default: largest)."
     ),
     face_encoder: str = typer.Option(
         "auto",
@@ -100,6 +105,8 @@ def learn(
     [bold]Examples[/bold]
 
       sid learn alice.jpg --name alice
+
+      sid learn a1.jpg a2.jpg a3.jpg --name alice
 
       sid learn group.jpg --name bob --face 2
 

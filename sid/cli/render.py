@@ -9,26 +9,40 @@ from rich.table import Table
 from rich.text import Text
 
 from sid.cli import app, out, print_json, printable, step_bar, warn
-from sid.config import RENDER_GUIDANCE, RENDER_SCHEDULER, RENDER_STEPS
+from sid.config import RENDER_RECIPES
 
 
-@app.command("render")
+def _recipes_help() -> str:
+    """The recipe table in words, for the help's epilog (the numbers live in config.RENDER_RECIPES)."""
+    each = "; ".join(
+        f"{method}: {r.scheduler}, {r.steps} steps, guidance {r.guidance:g}"
+        for method, r in RENDER_RECIPES.items()
+    )
+    return (
+        "Sampling recipe (each flag, or the config file's render.steps, render.guidance, "
+        "render.scheduler overrides it): the paper's own when every identity in the prompt was "
+        f"learned with one method, else the default. {each}."
+    )
+
+
+@app.command("render", epilog=_recipes_help())
 def render(
     prompt: str = typer.Argument(
         ..., help='Prompt naming identities, e.g. "alice as a knight" or "@alice ...".'
     ),
     count: int = typer.Option(1, "-n", "--count", help="Number of images."),
     seed: int = typer.Option(None, "--seed", help="First seed (image i uses seed + i); random if omitted."),
-    steps: int = typer.Option(RENDER_STEPS, "--steps", help="Denoising steps."),
+    steps: int = typer.Option(None, "--steps", help="Denoising steps (default: the recipe's, see below)."),
     guidance: float = typer.Option(
-        RENDER_GUIDANCE, "--guidance", "-g", help="Classifier-free guidance scale."
+        None, "--guidance", "-g", help="Classifier-free guidance scale (default: the recipe's)."
     ),
     negative: str = typer.Option("", "--negative", help="Negative prompt."),
     size: str = typer.Option(None, "--size", help="WIDTHxHEIGHT (default: the model's native size)."),
     scheduler: str = typer.Option(
-        RENDER_SCHEDULER,
+        None,
         "--scheduler",
-        help="dpm++ | dpm++-karras | ddim | euler | euler-a | unipc | pndm | heun | lms.",
+        help="dpm++ | dpm++-karras | ddim | euler | euler-a | unipc | pndm | heun | lms "
+        "(default: the recipe's).",
     ),
     model: str = typer.Option(
         None,
@@ -64,8 +78,9 @@ def render(
 
     Each image is written as soon as it is done; Ctrl-C keeps the finished ones.
     """
-    from sid.render import RenderConfig
+    from sid.render import RenderConfig, settings_for
     from sid.render import render as run
+    from sid.store import IdentityStore
 
     cfg = RenderConfig(
         prompt=prompt,
@@ -87,7 +102,8 @@ def render(
         control_is_map=control_is_map,
         force=force,
     )
-    with step_bar("rendering", count * steps, quiet or json_) as on_step:
+    cfg = settings_for(cfg, IdentityStore())  # the recipe's steps, for the progress bar
+    with step_bar("rendering", count * cfg.steps, quiet or json_) as on_step:
         results = run(cfg, warn=warn, on_step=on_step)
     rows = [{"path": str(r.path), "seed": r.seed, "index": r.index} for r in results]
     if json_:

@@ -12,9 +12,10 @@ with ``sid render``'s own code and the same seeds for every identity, then score
   prompt's images.
 
 Modules: ``metrics`` (pure math), ``prompts`` (the prompt set), ``clip`` (CLIP loading and
-embedding), ``reference`` (the face renders are compared with), ``runner`` (the run), ``report``
-(eval.json and the contact sheet). The names below load their module on first use (PEP 562), so the
-CLI can read option defaults from ``prompts``, ``clip`` and ``runner`` without numpy or Pillow.
+embedding), ``reference`` (the face renders are compared with), ``config`` (a run's settings),
+``runner`` (the run), ``report`` (eval.json and the contact sheet). The names below load their
+module on first use (PEP 562), so the CLI can read option defaults from ``prompts``, ``clip`` and
+``config`` without numpy or Pillow.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ _EXPORTS = {
     "prompts": ("BUILTIN", "EvalPrompt", "load_prompts", "parse_prompts"),
     "clip": ("DEFAULT_CLIP_MODEL", "load_clip"),
     "reference": ("embed_aligned_thumbnail",),
-    "runner": ("DEFAULT_PER_PROMPT", "DEFAULT_SEED", "EvalConfig", "evaluate"),
+    "config": ("DEFAULT_PER_PROMPT", "DEFAULT_SEED", "EvalConfig"),
+    "runner": ("evaluate",),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)

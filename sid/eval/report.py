@@ -19,8 +19,8 @@ from sid.eval.prompts import NEUTRAL, EvalPrompt
 if TYPE_CHECKING:
     from PIL import Image
 
+    from sid.eval.config import EvalConfig
     from sid.eval.reference import Reference
-    from sid.eval.runner import EvalConfig
 
 REPORT, SHEET = "eval.json", "contact_sheet.png"  # in the output folder, beside images/NAME/
 CELL = 192  # contact-sheet thumbnail width in pixels

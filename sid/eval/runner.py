@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sid import limits, render
-from sid.config import RENDER_GUIDANCE, RENDER_SCHEDULER, RENDER_STEPS
 from sid.errors import BadInput, Interrupted
-from sid.eval.clip import DEFAULT_CLIP_MODEL, clip_enabled
-from sid.eval.prompts import BUILTIN, PLACEHOLDER, EvalPrompt, load_prompts
+from sid.eval.clip import clip_enabled
+from sid.eval.config import EvalConfig
+from sid.eval.prompts import PLACEHOLDER, EvalPrompt, load_prompts
 from sid.files import check_output_target
 from sid.pipelines import check_dtype, model_for_identities
 from sid.render import RenderConfig
@@ -31,49 +31,7 @@ if TYPE_CHECKING:
     from sid.eval.reference import Reference
     from sid.faces import FacePack
 
-DEFAULT_PER_PROMPT = 4
-DEFAULT_SEED = 0
-
 Warn = Callable[[str], None]
-
-
-@dataclass
-class EvalConfig:
-    names: list[str]
-    prompts: str = BUILTIN  # "builtin" or a file
-    per_prompt: int = DEFAULT_PER_PROMPT
-    seed: int | None = DEFAULT_SEED  # image j of every prompt uses seed + j, for every identity
-    steps: int = RENDER_STEPS
-    guidance: float = RENDER_GUIDANCE
-    size: str | None = None  # "WxH"; None: the model's native size
-    scheduler: str = RENDER_SCHEDULER
-    model: str | None = None
-    device: str = "auto"
-    dtype: str = "auto"
-    clip_model: str | None = DEFAULT_CLIP_MODEL  # None or "none": skip the CLIP score
-    face_models: str | None = None
-    photos: list[Path] = field(default_factory=list)  # none, one for all names, or one per name
-    out_dir: str | Path | None = None  # default: sid-eval/NAME (or sid-eval/A+B for several)
-    force: bool = False  # overwrite the files of an earlier run in out_dir
-
-    def output_folder(self) -> Path:
-        return Path(self.out_dir) if self.out_dir is not None else Path("sid-eval") / "+".join(self.names)
-
-    def render_config(self, prompt: str, seed: int | None = None, model: str | None = None) -> RenderConfig:
-        """``sid render``'s settings for one prompt of this run (``seed``, ``model``: as resolved)."""
-        return RenderConfig(
-            prompt=prompt,
-            count=self.per_prompt,
-            seed=seed,
-            steps=self.steps,
-            guidance=self.guidance,
-            size=self.size,
-            scheduler=self.scheduler,
-            model=model,
-            device=self.device,
-            dtype=self.dtype,
-            out_dir=self.output_folder(),
-        )
 
 
 def check_eval_inputs(cfg: EvalConfig, store: IdentityStore) -> list[EvalPrompt]:

@@ -210,7 +210,7 @@ def generate_3d(
     from sid.pipelines import load_pipeline, pick_device, resolve_model
     from sid.prompts import parse_prompt
     from sid.render import prepare
-    from sid.video import write_video
+    from sid.videofile import write_video
 
     # 1. check inputs and the prompt's identities before loading anything heavy
     outputs = check_inputs(cfg)
