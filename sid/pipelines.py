@@ -1,10 +1,11 @@
 """Resolve ``--model`` to a loaded diffusers pipeline, on the right device and dtype.
 
-``--model`` is a preset name (``sd21``, ``sd15``, ``sdxl``), a Hugging Face model id, or a local
-diffusers folder. A preset lists candidate hub ids tried in order: the first one already in the
-local cache wins, else the first one that downloads. Hub ids change (SD 2.x and the runwayml SD1.5
-repo were taken down; community mirrors hold the same weights), so every id lives in PRESETS below
-and a config file (``[presets.NAME] candidates = [...]``) or ``SID_MODEL`` can override them.
+``--model`` is a preset name (``sd21``, ``sd15``, ``sdxl``, ``flux-dev``, ``flux-schnell``), a Hugging
+Face model id, or a local diffusers folder. A preset lists candidate hub ids tried in order: the
+first one already in the local cache wins, else the first one that downloads. Hub ids change (SD
+2.x and the runwayml SD1.5 repo were taken down; community mirrors hold the same weights), so every
+id lives in PRESETS below and a config file (``[presets.NAME] candidates = [...]``) or ``SID_MODEL``
+can override them.
 """
 
 from __future__ import annotations
@@ -36,12 +37,14 @@ class Preset:
     candidates: tuple[str, ...]  # hub ids (or folders), tried in order
     resolution: int  # native image size
     controlnets: dict[str, str] = field(default_factory=dict)  # control type -> hub id (config overrides)
+    render_steps: int | None = None  # sid render's default steps where the preset differs from its family
+    licence: str | None = None  # a licence to tell the user about (sid doctor, docs)
 
 
-def _builtin(name: str, candidates: tuple[str, ...], resolution: int) -> Preset:
+def _builtin(name: str, candidates: tuple[str, ...], resolution: int, **extra: Any) -> Preset:
     """A built-in preset; its family (and so its default ControlNets) comes from sid.families."""
     family = next(f for f in FAMILIES if name in f.presets)
-    return Preset(name, family, candidates, resolution, dict(family.controlnets))
+    return Preset(name, family, candidates, resolution, dict(family.controlnets), **extra)
 
 
 PRESETS: dict[str, Preset] = {
@@ -58,6 +61,16 @@ PRESETS: dict[str, Preset] = {
         "sd15", ("stable-diffusion-v1-5/stable-diffusion-v1-5", "runwayml/stable-diffusion-v1-5"), 512
     ),
     "sdxl": _builtin("sdxl", ("stabilityai/stable-diffusion-xl-base-1.0",), 1024),
+    "flux-dev": _builtin(
+        "flux-dev",
+        ("black-forest-labs/FLUX.1-dev",),
+        1024,
+        licence="gated on the Hub (accept its terms, then `hf auth login`); FLUX.1 [dev] Non-Commercial "
+        "License: images and identities made with it are for non-commercial use",
+    ),
+    "flux-schnell": _builtin(
+        "flux-schnell", ("black-forest-labs/FLUX.1-schnell",), 1024, render_steps=4, licence="Apache-2.0"
+    ),
 }
 DEFAULT_PRESET = "sd21"
 
@@ -194,8 +207,11 @@ def offline() -> bool:
 
 
 def native_size(pipe: Any) -> tuple[int, int]:
-    """(width, height) a pipeline was trained at: the UNet's latent side times the VAE's factor."""
-    side = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+    """(width, height) a pipeline was trained at: the UNet's latent side times the VAE's factor (a
+    transformer pipeline without a sample size, FLUX: its pipeline's default latent side)."""
+    unet = getattr(pipe, "unet", None)
+    latent = unet.config.sample_size if unet is not None else pipe.default_sample_size
+    side = int(latent) * int(pipe.vae_scale_factor)
     return side, side
 
 
@@ -305,12 +321,15 @@ def load_from_candidates(spec: ModelSpec, pipeline_class: type | None = None, **
 
 
 def check_text_to_image(pipe: Any, label: str) -> None:
-    """BadInput unless ``pipe`` is an image pipeline with a 2D UNet and a text encoder (SD 1.x/2.x/XL)."""
-    unet = getattr(pipe, "unet", None)
-    if type(unet).__name__ != "UNet2DConditionModel" or getattr(pipe, "text_encoder", None) is None:
+    """BadInput unless ``pipe`` is an image pipeline with a text encoder and a 2D UNet (SD 1.x/2.x/XL)
+    or a family's own denoiser (FLUX.1's transformer)."""
+    denoisers = {"UNet2DConditionModel"} | {f.denoiser for f in FAMILIES if f.denoiser}
+    denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+    if type(denoiser).__name__ not in denoisers or getattr(pipe, "text_encoder", None) is None:
         raise BadInput(
             f"model {label!r} is a {type(pipe).__name__}, not a text-to-image Stable Diffusion pipeline",
-            "pass an SD 1.x, SD 2.x or SDXL model (a text-to-video model goes to `sid video --video-model`)",
+            "pass an SD 1.x, SD 2.x, SDXL or FLUX.1 model "
+            "(a text-to-video model goes to `sid video --video-model`)",
         )
 
 

@@ -212,7 +212,7 @@ def check_family(identities: list[Identity], family: Family | None) -> None:
     if family is None:
         return
     for identity in identities:
-        check_compatible(identity, family.widths)
+        check_compatible(identity, family)
 
 
 def video_model_backend(source: str) -> tuple[str, ModelSpec, tuple[int, int] | None]:
