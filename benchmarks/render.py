@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         import torch
         from diffusers import DiffusionPipeline
 
+        from sid.config import RENDER_GUIDANCE
         from sid.pipelines import pick_device, pick_dtype
         from sid.render import (
             RenderConfig,
@@ -106,6 +107,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             count=1,
             seed=0,
             steps=args.steps,
+            guidance=RENDER_GUIDANCE,
             size=args.size,
             scheduler=args.scheduler,
             model=str(folder),
@@ -167,7 +169,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             )
 
             log("render: generation only")
-            sid_pipe, _ = load_render_pipeline(cfg)
+            sid_pipe, _, _ = load_render_pipeline(cfg)
             parsed, _ = prepare(cfg.prompt, store, sid_pipe, warnings.append)
             plain_pipe = plain_pipeline()
             size = parse_size(args.size) or native_size(sid_pipe)

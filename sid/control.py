@@ -16,6 +16,8 @@ from sid.pipelines import ModelSpec, component_spec, load_from_candidates, quiet
 
 DEPTH_MODEL = "Intel/dpt-hybrid-midas"
 POSE_ANNOTATORS = "lllyasviel/Annotators"
+# the modes of FLUX's union ControlNets (InstantX/Shakker-Labs Union, Union-Pro), by control type
+UNION_MODES = {"canny": 0, "depth": 2, "pose": 4}
 
 
 def controlnet_source(spec: ModelSpec, pipe: Any, control_type: str, controlnet: str | None) -> str:
@@ -33,25 +35,38 @@ def controlnet_source(spec: ModelSpec, pipe: Any, control_type: str, controlnet:
 
 def with_controlnet(pipe: Any, spec: ModelSpec, control_type: str, controlnet: str | None) -> Any:
     """The same components wrapped in the matching ControlNet pipeline (no reload)."""
-    from diffusers import (
-        ControlNetModel,
-        StableDiffusionControlNetPipeline,
-        StableDiffusionXLControlNetPipeline,
-    )
+    import diffusers
 
+    family = family_of_pipeline(pipe)
+    model_cls, pipe_cls = (
+        ("FluxControlNetModel", "FluxControlNetPipeline")
+        if family.denoiser == "FluxTransformer2DModel"
+        else ("ControlNetModel", "StableDiffusionXLControlNetPipeline")
+        if len(family.widths) > 1  # SDXL's layout: two text encoders
+        else ("ControlNetModel", "StableDiffusionControlNetPipeline")
+    )
     source = controlnet_source(spec, pipe, control_type, controlnet)
+    denoiser = getattr(pipe, "unet", None) or pipe.transformer
     try:
-        model = load_from_candidates(component_spec(source), ControlNetModel, dtype=pipe.unet.dtype)
+        model = load_from_candidates(
+            component_spec(source), getattr(diffusers, model_cls), dtype=denoiser.dtype
+        )
     except ModelNotFound as e:
         raise ModelNotFound(
             e.message, "pass --controlnet with a local ControlNet folder, or go online once"
         ) from e
-    cls = (
-        StableDiffusionXLControlNetPipeline
-        if len(family_of_pipeline(pipe).widths) > 1  # SDXL's layout: two text encoders
-        else StableDiffusionControlNetPipeline
-    )
-    return cls.from_pipe(pipe, controlnet=model.to(pipe.device))
+    return getattr(diffusers, pipe_cls).from_pipe(pipe, controlnet=model.to(pipe.device))
+
+
+def control_inputs(pipe: Any, image: Any, scale: float, control_type: str) -> dict[str, Any]:
+    """The ControlNet pipeline's call arguments for a control image: SD's ``image``, FLUX's
+    ``control_image``, plus the mode of a union ControlNet (``num_mode`` in its config)."""
+    if getattr(pipe, "transformer", None) is None:
+        return {"image": image, "controlnet_conditioning_scale": scale}
+    extra = {"control_image": image, "controlnet_conditioning_scale": scale}
+    if getattr(pipe.controlnet.config, "num_mode", None):
+        extra["control_mode"] = UNION_MODES[control_type]
+    return extra
 
 
 def make_control_image(path: Path, control_type: str, is_map: bool, size: tuple[int, int] | None) -> Any:

@@ -38,7 +38,8 @@ class Family:
     controlnets: Mapping[str, str] = field(default_factory=dict, compare=False)  # control type -> hub id
     # the denoiser class that marks this family whatever its encoders' widths (None: known by widths)
     denoiser: str | None = None
-    # format -> the key of each encoder's rows where a tool names them otherwise than the slots
+    # format -> the key of each encoder's rows in that tool's file; when set, only these formats exist
+    # (besides sid's own) for the family, and files with these keys import as it
     export_keys: Mapping[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
     render_steps: int | None = None  # sid render's default steps on this family (None: sid's default)
     render_guidance: float | None = None  # and guidance (FLUX.1-dev's distilled guidance input)
@@ -111,7 +112,8 @@ FAMILIES: tuple[Family, ...] = (
             "pose": "Shakker-Labs/FLUX.1-dev-ControlNet-Union-Pro",  # a union ControlNet: mode "pose"
         },
         denoiser="FluxTransformer2DModel",
-        export_keys={"comfyui": ("clip_l", "t5xxl")},  # ComfyUI's names for FLUX's two encoders
+        # diffusers' FLUX textual-inversion keys, ComfyUI's names for the two encoders; no A1111 (no FLUX)
+        export_keys={"diffusers": ("clip_l", "t5"), "comfyui": ("clip_l", "t5xxl")},
         render_steps=28,
         render_guidance=3.5,
         own_sampler=True,

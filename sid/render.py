@@ -1,10 +1,12 @@
 """``sid render``: text-to-image with identities, optionally guided by a ControlNet.
 
 Defaults follow StableIdentity's inference (DPM-Solver multistep, guidance 8.5), at 30 steps and
-the model's native size. Each image i uses seed + i with its own generator, so one image of a
-batch can be reproduced alone, and is written as soon as it is decoded (Ctrl-C keeps the finished
-ones; nothing holds all of them). Every PNG carries an AUTOMATIC1111 ``parameters`` chunk and a
-``sid`` chunk with the full settings as JSON.
+the model's native size; a family with its own defaults (FLUX.1: its flow-matching sampler, dev 28
+steps at guidance 3.5, schnell 4 steps) gets those unless the flags say otherwise. Each image i
+uses seed + i with its own generator, so one image of a batch can be reproduced alone, and is
+written as soon as it is decoded (Ctrl-C keeps the finished ones; nothing holds all of them).
+Every PNG carries an AUTOMATIC1111 ``parameters`` chunk and a ``sid`` chunk with the full settings
+as JSON.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 from sid import limits
 from sid.config import RENDER_GUIDANCE, RENDER_SCHEDULER, RENDER_STEPS
 from sid.errors import BadInput, Interrupted
+from sid.families import Family, family_of_pipeline
 from sid.files import atomic_path, check_output_target, output_folder
 from sid.pipelines import model_for_identities, native_size
 from sid.prompts import ParsedPrompt, load_identities, parse_prompt
@@ -39,7 +42,7 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any], str]] = {
 }
 CONTROL_TYPES = ("canny", "pose", "depth")
 
-StepProgress = Callable[[int], None]  # called once per denoising step
+StepProgress = Callable[..., None]  # (steps done, total=...): once per denoising step, and (0, total=N)
 
 
 @dataclass
@@ -47,11 +50,11 @@ class RenderConfig:
     prompt: str
     count: int = 1  # images to render
     seed: int | None = None  # first seed (None: random); image i uses seed + i
-    steps: int = RENDER_STEPS
-    guidance: float = RENDER_GUIDANCE
+    steps: int | None = None  # None: the model's family's default (sid's RENDER_STEPS, FLUX's own)
+    guidance: float | None = None  # None: likewise
     negative: str = ""
     size: str | None = None  # "WxH"; None: the model's native size
-    scheduler: str = RENDER_SCHEDULER
+    scheduler: str | None = None  # None: the family's (RENDER_SCHEDULER; FLUX: its own sampler)
     model: str | None = None
     device: str = "auto"
     dtype: str = "auto"
@@ -92,8 +95,8 @@ def check_inputs(cfg: RenderConfig) -> None:
     if not cfg.prompt.strip():
         raise BadInput("the prompt is empty", 'pass a prompt like "alice as a knight"')
     limits.check_all("render", {"count": cfg.count, "steps": cfg.steps, "seed": cfg.seed})
-    limits.check_guidance(cfg.guidance, cfg.control_scale)
-    if cfg.scheduler not in SCHEDULERS:
+    limits.check_guidance(RENDER_GUIDANCE if cfg.guidance is None else cfg.guidance, cfg.control_scale)
+    if cfg.scheduler is not None and cfg.scheduler not in SCHEDULERS:
         raise BadInput(f"unknown scheduler {cfg.scheduler!r}", f"use one of: {', '.join(SCHEDULERS)}")
     parse_size(cfg.size)
     output_folder(cfg.out_dir)
@@ -106,11 +109,32 @@ def check_inputs(cfg: RenderConfig) -> None:
             raise BadInput(f"control image {cfg.control} not found", "check the path")
 
 
-def set_scheduler(pipe: Any, name: str) -> None:
+def set_scheduler(pipe: Any, name: str | None) -> None:
+    """``name``'s sampler on ``pipe``; None keeps the model's own (FLUX's flow-matching Euler)."""
     import diffusers
 
+    if name is None:
+        return
     cls_name, extra, _ = SCHEDULERS[name]
     pipe.scheduler = getattr(diffusers, cls_name).from_config(pipe.scheduler.config, **extra)
+
+
+def with_family_defaults(cfg: RenderConfig, family: Family, preset: Any = None) -> RenderConfig:
+    """``cfg`` with the steps, guidance and sampler left unset filled in from the model's family (and
+    preset: FLUX.1-schnell's 4 steps); a sid sampler asked for on a family that keeps its own is refused."""
+    if family.own_sampler and cfg.scheduler is not None:
+        raise BadInput(
+            f"--scheduler {cfg.scheduler}: {family.name} samples with its own flow-matching scheduler",
+            "drop --scheduler",
+        )
+    steps = getattr(preset, "render_steps", None) or family.render_steps or RENDER_STEPS
+    guidance = RENDER_GUIDANCE if family.render_guidance is None else family.render_guidance
+    return replace(
+        cfg,
+        steps=steps if cfg.steps is None else cfg.steps,
+        guidance=guidance if cfg.guidance is None else cfg.guidance,
+        scheduler=None if family.own_sampler else cfg.scheduler or RENDER_SCHEDULER,
+    )
 
 
 def prepare(
@@ -134,24 +158,25 @@ def generate(
     control_image: Any = None,
     control_scale: float = 1.0,
     on_step: StepProgress | None = None,
+    control_type: str = "canny",
 ) -> list[Any]:
     """One PIL image per seed, each from its own CPU generator (reproducible one by one)."""
     import torch
 
+    from sid.control import control_inputs
+
     width, height = size or native_size(pipe)
     extra: dict[str, Any] = {}
     if control_image is not None:
-        extra = {
-            "image": control_image.resize((width, height)),
-            "controlnet_conditioning_scale": control_scale,
-        }
+        extra = control_inputs(pipe, control_image.resize((width, height)), control_scale, control_type)
+    if negative:
+        extra["negative_prompt"] = negative
     if on_step is not None:
         extra["callback_on_step_end"] = lambda p, i, t, kw: (on_step(1), kw)[1]
     images = []
     for seed in seeds:
         result = pipe(
             prompt,
-            negative_prompt=negative or None,
             num_inference_steps=steps,
             guidance_scale=guidance,
             width=width,
@@ -170,8 +195,9 @@ def control_image_for(cfg: RenderConfig) -> Any:
     return make_control_image(cfg.control, cfg.control_type, cfg.control_is_map, parse_size(cfg.size))
 
 
-def load_render_pipeline(cfg: RenderConfig) -> tuple[Any, Any]:
-    """The base pipeline, wrapped as a ControlNet pipeline when --control is given."""
+def load_render_pipeline(cfg: RenderConfig) -> tuple[Any, Any, RenderConfig]:
+    """The base pipeline (wrapped as a ControlNet pipeline when --control is given) with its sampler,
+    and ``cfg`` with the model family's defaults filled in."""
     from sid.pipelines import load_pipeline
 
     pipe, spec = load_pipeline(cfg.model, device=cfg.device, dtype=cfg.dtype)
@@ -179,8 +205,10 @@ def load_render_pipeline(cfg: RenderConfig) -> tuple[Any, Any]:
         from sid.control import with_controlnet
 
         pipe = with_controlnet(pipe, spec, cfg.control_type, cfg.controlnet)
+    cfg = with_family_defaults(cfg, family_of_pipeline(pipe), spec.preset)
+    limits.check_all("render", {"steps": cfg.steps})
     set_scheduler(pipe, cfg.scheduler)
-    return pipe, spec
+    return pipe, spec, cfg
 
 
 def render(
@@ -206,7 +234,9 @@ def render(
     # 2. model (without --model: the one the identities were learned on), identities, control image
     if cfg.model is None:
         cfg = replace(cfg, model=model_for_identities(identities, warn))
-    pipe, spec = load_render_pipeline(cfg)
+    pipe, spec, cfg = load_render_pipeline(cfg)
+    if on_step is not None:
+        on_step(0, total=cfg.count * cfg.steps)  # the bar's length, known once the model's family is
     load_identities(pipe, identities, warn)
     if not identities and warn is not None:
         warn("the prompt names no stored identity: rendering plain text-to-image")
@@ -230,6 +260,7 @@ def render(
                 control,
                 cfg.control_scale,
                 on_step,
+                cfg.control_type,
             )
             save_png(image, path, png_metadata(cfg, s, size, spec.label, hashes))
             results.append(Rendered(path, s, index))
@@ -261,7 +292,7 @@ def png_metadata(
     """The A1111 ``parameters`` text and sid's own JSON for one image; ``hashes`` from ``identity_hashes``."""
     fields = [
         f"Steps: {cfg.steps}",
-        f"Sampler: {SCHEDULERS[cfg.scheduler][2]}",
+        f"Sampler: {SCHEDULERS[cfg.scheduler][2] if cfg.scheduler else 'Euler (flow matching)'}",
         f"CFG scale: {cfg.guidance}",
         f"Seed: {seed}",
         f"Size: {size[0]}x{size[1]}",

@@ -18,16 +18,19 @@ def render(
     ),
     count: int = typer.Option(1, "-n", "--count", help="Number of images."),
     seed: int = typer.Option(None, "--seed", help="First seed (image i uses seed + i); random if omitted."),
-    steps: int = typer.Option(RENDER_STEPS, "--steps", help="Denoising steps."),
+    steps: int = typer.Option(
+        None, "--steps", help=f"Denoising steps (default {RENDER_STEPS}; FLUX.1-dev 28, schnell 4)."
+    ),
     guidance: float = typer.Option(
-        RENDER_GUIDANCE, "--guidance", "-g", help="Classifier-free guidance scale."
+        None, "--guidance", "-g", help=f"Guidance scale (default {RENDER_GUIDANCE}; FLUX.1-dev 3.5)."
     ),
     negative: str = typer.Option("", "--negative", help="Negative prompt."),
     size: str = typer.Option(None, "--size", help="WIDTHxHEIGHT (default: the model's native size)."),
     scheduler: str = typer.Option(
-        RENDER_SCHEDULER,
+        None,
         "--scheduler",
-        help="dpm++ | dpm++-karras | ddim | euler | euler-a | unipc | pndm | heun | lms.",
+        help=f"dpm++ | dpm++-karras | ddim | euler | euler-a | unipc | pndm | heun | lms "
+        f"(default {RENDER_SCHEDULER}; FLUX keeps its own).",
     ),
     model: str = typer.Option(
         None,
@@ -86,7 +89,7 @@ def render(
         control_is_map=control_is_map,
         force=force,
     )
-    with step_bar("rendering", count * steps, quiet or json_) as on_step:
+    with step_bar("rendering", count * (steps or RENDER_STEPS), quiet or json_) as on_step:  # render sets it
         results = run(cfg, warn=warn, on_step=on_step)
     rows = [{"path": str(r.path), "seed": r.seed, "index": r.index} for r in results]
     if json_:

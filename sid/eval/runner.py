@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sid import limits, render
-from sid.config import RENDER_GUIDANCE, RENDER_SCHEDULER, RENDER_STEPS
 from sid.errors import BadInput, Interrupted
 from sid.eval.clip import DEFAULT_CLIP_MODEL, clip_enabled
 from sid.eval.prompts import BUILTIN, PLACEHOLDER, EvalPrompt, load_prompts
@@ -43,10 +42,10 @@ class EvalConfig:
     prompts: str = BUILTIN  # "builtin" or a file
     per_prompt: int = DEFAULT_PER_PROMPT
     seed: int | None = DEFAULT_SEED  # image j of every prompt uses seed + j, for every identity
-    steps: int = RENDER_STEPS
-    guidance: float = RENDER_GUIDANCE
+    steps: int | None = None  # None: the model family's default, as sid render
+    guidance: float | None = None
     size: str | None = None  # "WxH"; None: the model's native size
-    scheduler: str = RENDER_SCHEDULER
+    scheduler: str | None = None
     model: str | None = None
     device: str = "auto"
     dtype: str = "auto"
@@ -113,7 +112,7 @@ def evaluate(
     cfg: EvalConfig,
     store: IdentityStore | None = None,
     warn: Warn | None = None,
-    on_step: Callable[[int], None] | None = None,
+    on_step: Callable[..., None] | None = None,
 ) -> dict[str, Any]:
     """Render, score and write the report (``eval.json``), the renders and ``contact_sheet.png``.
 
@@ -147,7 +146,10 @@ def evaluate(
     # 2. the pipeline, exactly as sid render loads it
     model = cfg.model or model_for_identities([store.get(n) for n in names], warn)
     base = cfg.render_config(prompts[0].template, seed=seed, model=model)
-    pipe, spec = render.load_render_pipeline(base)
+    pipe, spec, base = render.load_render_pipeline(base)
+    cfg = replace(cfg, steps=base.steps, guidance=base.guidance, scheduler=base.scheduler)  # as rendered
+    if on_step is not None:
+        on_step(0, total=len(prompts) * len(names) * cfg.per_prompt * cfg.steps)
     size = render.parse_size(cfg.size) or render.native_size(pipe)
     text_embs: list[Any] = [None] * len(prompts)
     if clip is not None:
@@ -208,7 +210,7 @@ class _RunContext:
     clip: ClipScorer | None
     folder: Path
     warn: Warn
-    on_step: Callable[[int], None] | None
+    on_step: Callable[..., None] | None
     written: int = 0  # images written so far
 
     def render_and_score(
