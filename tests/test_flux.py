@@ -1,0 +1,179 @@
+"""FLUX.1 identities on a tiny random FluxPipeline: the family, rendering, export/import, refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from sid.cli import app
+from sid.store import Identity, IdentityStore
+from sid.testing import T5_WIDTH
+from tests.helpers import one_error
+from tests.test_render import pixels
+
+runner = CliRunner()
+SLOTS = {"clip_l": 32, "t5": T5_WIDTH}  # the tiny FLUX's encoders, under FLUX's own slot names
+
+
+def store_flux_identity(name: str = "fl", seed: int = 0, model: str = "flux-dev") -> Identity:
+    rng = np.random.default_rng(seed)
+    vectors = {slot: rng.standard_normal((2, w)).astype(np.float32) for slot, w in SLOTS.items()}
+    identity = Identity(name=name, vectors=vectors, method="stableidentity", base_model=model)
+    IdentityStore().save(identity)
+    return identity
+
+
+def flux_render(model: Path, out: Path, prompt: str, *extra: str):
+    """``sid render`` on the tiny FLUX: 2 steps, seed 1, 64², the family's own sampler and guidance."""
+    args = ["render", prompt, "--model", str(model), "--device", "cpu", "--steps", "2", "--seed", "1"]
+    return runner.invoke(app, [*args, "--size", "64x64", "-o", str(out), "--json", *extra])
+
+
+def test_a_flux_pipeline_is_the_flux_family_at_any_widths(
+    tiny_flux_model: Path, tiny_sdxl_model: Path
+) -> None:
+    from sid.families import FLUX, family_by_widths, family_of_identity, family_of_pipeline
+    from sid.pipelines import load_pipeline, native_size
+
+    pipe, _ = load_pipeline(str(tiny_flux_model), device="cpu", dtype="fp32")
+    family = family_of_pipeline(pipe)
+    assert family.key == "flux" and family.slots == ("clip_l", "t5") and family.widths == (32, T5_WIDTH)
+    assert family_of_identity(SLOTS) == family and family_of_identity({"t5": 4096, "clip_l": 768}) is FLUX
+    assert family_by_widths((32, T5_WIDTH)).denoiser is None  # a UNet model of these widths is not FLUX
+    assert native_size(pipe) == (1024, 1024)  # FluxPipeline's default size
+    store_flux_identity()
+    rows = json.loads(runner.invoke(app, ["ls", "--json"]).stdout)["identities"]
+    assert [(r["name"], r["family"]) for r in rows] == [("fl", "flux")]
+    assert json.loads(runner.invoke(app, ["show", "fl", "--json"]).stdout)["family"] == "flux"
+
+
+def test_flux_and_sd_identities_are_refused_on_each_others_models(
+    tiny_flux_model: Path, tiny_model: Path, tmp_path: Path
+) -> None:
+    """One-line errors naming both families, nothing written; a UNet identity of the same widths as the
+    tiny FLUX's encoders is refused too (the denoiser tells the families apart)."""
+    store_flux_identity()
+    line = one_error(flux_render(tiny_model, tmp_path / "a", "fl as a knight"), "FLUX.1")
+    assert "not for a model with a 32-d text encoder" in line
+    rng = np.random.default_rng(0)
+    twin = {f"te{w}": rng.standard_normal((2, w)).astype(np.float32) for w in SLOTS.values()}
+    IdentityStore().save(Identity(name="twin", vectors=twin, method="stableidentity", base_model="x"))
+    line = one_error(flux_render(tiny_flux_model, tmp_path / "b", "twin as a knight"), "twin")
+    assert "a model with 32-d + 48-d text encoders, not for a FLUX.1-layout model" in line
+    assert not (tmp_path / "a").exists() or not any((tmp_path / "a").iterdir())
+    assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
+
+
+def test_flux_render_defaults_and_scheduler_refusal(tiny_flux_model: Path, tmp_path: Path) -> None:
+    """No --steps: FLUX.1-dev's 28 (schnell's 4 from its preset); guidance 3.5; its own sampler."""
+    from sid.families import FLUX
+    from sid.pipelines import PRESETS
+    from sid.render import RenderConfig, with_family_defaults
+
+    args = ["render", "a person", "--model", str(tiny_flux_model), "--device", "cpu", "--seed", "1"]
+    result = runner.invoke(app, [*args, "--size", "64x64", "-o", str(tmp_path), "--json"])
+    (row,) = json.loads(result.stdout)
+    settings = json.loads(Image.open(row["path"]).text["sid"])["settings"]
+    assert (settings["steps"], settings["guidance"], settings["scheduler"]) == (28, 3.5, None)
+    schnell = with_family_defaults(RenderConfig("x"), FLUX, PRESETS["flux-schnell"])
+    assert schnell.steps == 4 and PRESETS["flux-schnell"].licence == "Apache-2.0"
+    assert "Non-Commercial" in PRESETS["flux-dev"].licence
+    one_error(
+        flux_render(tiny_flux_model, tmp_path / "s", "a person", "--scheduler", "ddim"), "flow-matching"
+    )
+
+
+def test_flux_identity_renders_and_its_diffusers_export_gives_the_same_image(
+    tiny_flux_model: Path, tmp_path: Path
+) -> None:
+    """The identity changes the render; diffusers, loading the export's clip_l and t5 tensors the way
+    its FLUX textual-inversion docs do, draws the very same image; ComfyUI's file (clip_l, t5xxl)
+    imports back to the same render; A1111 (no FLUX) is refused."""
+    import torch
+    from diffusers import FluxPipeline
+    from safetensors.torch import load_file
+
+    store_flux_identity()
+    (with_id,) = pixels(flux_render(tiny_flux_model, tmp_path / "a", "fl as a knight"))
+    (without,) = pixels(flux_render(tiny_flux_model, tmp_path / "b", "a person as a knight"))
+    assert not np.array_equal(with_id, without)
+
+    exported = tmp_path / "fl.safetensors"
+    result = runner.invoke(app, ["export", "fl", "--format", "diffusers", "-o", str(exported)])
+    assert result.exit_code == 0, result.output
+    state_dict = load_file(str(exported))
+    assert {k: tuple(v.shape) for k, v in state_dict.items()} == {k: (2, w) for k, w in SLOTS.items()}
+    pipe = FluxPipeline.from_pretrained(str(tiny_flux_model))
+    tokens = ["<s0>", "<s1>"]  # diffusers' docs: one token per vector, in both encoders
+    pipe.load_textual_inversion(
+        state_dict["clip_l"], token=tokens, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer
+    )
+    pipe.load_textual_inversion(
+        state_dict["t5"], token=tokens, text_encoder=pipe.text_encoder_2, tokenizer=pipe.tokenizer_2
+    )
+    generator = torch.Generator("cpu").manual_seed(1)
+    image = pipe(
+        "<s0><s1> as a knight",
+        num_inference_steps=2,
+        guidance_scale=3.5,
+        width=64,
+        height=64,
+        generator=generator,
+    )
+    np.testing.assert_array_equal(with_id, np.asarray(image.images[0]))
+
+    comfy = tmp_path / "comfy" / "fl.safetensors"
+    comfy.parent.mkdir()
+    assert runner.invoke(app, ["export", "fl", "--format", "comfyui", "-o", str(comfy)]).exit_code == 0
+    assert set(load_file(str(comfy))) == {"clip_l", "t5xxl"}
+    result = runner.invoke(app, ["import", str(comfy), "--name", "fl_comfy"])
+    assert result.exit_code == 0, result.output
+    (again,) = pixels(flux_render(tiny_flux_model, tmp_path / "c", "fl_comfy as a knight"))
+    np.testing.assert_array_equal(with_id, again)
+    one_error(
+        runner.invoke(app, ["export", "fl", "--format", "a1111", "-o", str(tmp_path / "x.safetensors")]),
+        "a1111",
+    )
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_flux_render_with_a_union_controlnet(tiny_flux_model: Path, tmp_path: Path) -> None:
+    """A FLUX ControlNet loads as FluxControlNetModel; a union one is told the control type's mode."""
+    import torch
+    from diffusers import FluxControlNetModel, FluxTransformer2DModel
+
+    transformer = FluxTransformer2DModel.from_pretrained(str(tiny_flux_model / "transformer"))
+    torch.manual_seed(0)
+    union = FluxControlNetModel.from_transformer(
+        transformer, num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2
+    )
+    union.register_to_config(num_mode=10)
+    union.controlnet_mode_embedder = torch.nn.Embedding(10, 32)
+    for block in [*union.controlnet_blocks, union.controlnet_x_embedder]:
+        torch.nn.init.normal_(block.weight, std=0.1)
+    union.save_pretrained(str(tmp_path / "union"))
+    control = tmp_path / "edges.png"
+    Image.fromarray((np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)).save(control)
+    extra = ["--control", str(control), "--controlnet", str(tmp_path / "union")]
+    (plain,) = pixels(flux_render(tiny_flux_model, tmp_path / "p", "a person"))
+    images = {
+        t: pixels(
+            flux_render(
+                tiny_flux_model, tmp_path / t, "a person", *extra, "--control-type", t, "--control-is-map"
+            )
+        )[0]
+        for t in ("canny", "pose")
+    }
+    assert not np.array_equal(images["canny"], plain)
+    assert not np.array_equal(images["canny"], images["pose"])  # another mode, another image
+
+
+@pytest.mark.parametrize("command", ["3d"])
+def test_sid_3d_refuses_a_flux_identity_before_loading(command: str, tmp_path: Path) -> None:
+    store_flux_identity()
+    one_error(runner.invoke(app, [command, "fl as a statue", "-o", str(tmp_path / "x")]), "FLUX.1")
