@@ -21,7 +21,6 @@ from typing import Any
 T2V = "text-to-video"
 ANIMATEDIFF = "animatediff"
 ANIMATEDIFF_SDXL = "animatediff-sdxl"
-LTX = "ltx-video"  # LTX-Video: conditioned on the same T5-v1.1-XXL as FLUX.1
 
 
 @dataclass(frozen=True)
@@ -105,7 +104,7 @@ FAMILIES: tuple[Family, ...] = (
         (768, 4096),
         ("clip_l", "t5"),  # the keys diffusers' FLUX textual-inversion training writes
         ("flux-dev", "flux-schnell"),
-        LTX,
+        None,  # no video backend yet (LTX-Video shares FLUX's T5 but has no textual-inversion loader)
         {
             "canny": "InstantX/FLUX.1-dev-Controlnet-Canny",
             "depth": "Shakker-Labs/FLUX.1-dev-ControlNet-Depth",

@@ -177,3 +177,85 @@ def test_flux_render_with_a_union_controlnet(tiny_flux_model: Path, tmp_path: Pa
 def test_sid_3d_refuses_a_flux_identity_before_loading(command: str, tmp_path: Path) -> None:
     store_flux_identity()
     one_error(runner.invoke(app, [command, "fl as a statue", "-o", str(tmp_path / "x")]), "FLUX.1")
+
+
+# -- learning -----------------------------------------------------------------------------------------
+@pytest.fixture
+def flux_config(tiny_flux_model: Path, facepack: Path, tiny_vit: Path, tiny_parser: Path):
+    """LearnConfig(**knobs) on the tiny FLUX at 64², CPU, the real face pack, the tiny ViT and parser."""
+    from sid.train import LearnConfig
+
+    def make(**knobs):
+        models = {"vit_model": str(tiny_vit), "face_parser": str(tiny_parser)}
+        return LearnConfig(
+            model=str(tiny_flux_model),
+            device="cpu",
+            face_models=str(facepack),
+            resolution=64,
+            **models,
+            **knobs,
+        )
+
+    return make
+
+
+@pytest.mark.parametrize("method,lr", [("stableidentity", 1e-3), ("celebbasis", 1e-2)])
+def test_flux_loss_falls_and_both_slots_are_stored(
+    face_photos: Path, flux_config, method: str, lr: float
+) -> None:
+    from sid.priors import WORD_PIECES
+    from sid.train import learn
+
+    cfg = flux_config(method=method, steps=30, lr=lr, batch_size=1, bank_size=1, overfit=True, seed=1)
+    result = learn([face_photos / "obama_1.jpg"], [f"f_{method[:2]}"], cfg)
+    losses = np.array(result.losses)
+    assert len(losses) == 30 and losses[-10:].mean() < losses[:10].mean(), losses
+    (identity,) = result.identities
+    assert identity.widths == SLOTS and all(v.shape == (2, SLOTS[s]) for s, v in identity.vectors.items())
+    assert set(identity.fingerprints) == set(SLOTS)
+    settings = identity.settings
+    assert settings["prediction_type"] == "flow" and settings["noise_schedule"]["use_dynamic_shifting"]
+    assert settings["priors"]["t5"]["pieces"] == WORD_PIECES and settings["priors"]["clip_l"]["names"] > 300
+    stored = IdentityStore().get(f"f_{method[:2]}")
+    assert stored.widths == SLOTS
+
+
+def test_flux_step_gives_gradients_to_the_mapper_only(flux_config) -> None:
+    """Both encoders see the vectors (CLIP through its pooled output); nothing frozen gets a gradient;
+    the bank's latents are the VAE's (sample - shift) * scale."""
+    import torch
+
+    from sid.adapters import Sample
+    from sid.methods import RECIPES, build_mapper
+    from sid.priors import build_prior
+    from sid.prompts import add_placeholder_tokens, inject_vectors
+    from sid.train import load_frozen
+
+    model = load_frozen(flux_config(), "cpu")
+    priors = [build_prior(tok, enc, "stableidentity") for tok, enc in model.encoders]
+    mapper = build_mapper("stableidentity", 16, priors)
+    placeholders = [(enc, add_placeholder_tokens(tok, enc, "<p>", 2)) for tok, enc in model.encoders]
+    ids = model.prompt_ids(RECIPES["stableidentity"].templates[:3], "<p>")
+    assert ids.shape == (3, 2, 512) and (ids[:, 0, 77:] == model.encoders[0][0].pad_token_id).all()
+    gen = torch.Generator().manual_seed(0)
+    z0 = torch.randn(1, 4, 8, 8, generator=gen)
+    draw = (z0, torch.ones(1, 1, 8, 8), None, torch.zeros(1))
+    sample: Sample = model.noised(draw, torch.randn(2, 16, generator=gen), ids, gen)
+    assert 0 < sample.t.item() <= 1  # a σ, not a timestep
+    with inject_vectors(placeholders) as slot:
+        vectors = mapper(sample.face)  # (1, 2, 32 + 48)
+        vectors.retain_grad()
+        pred = model.predictor(slot)(vectors, sample.ids, sample.z_t, sample.t)
+        loss = model.loss(pred, sample, "stableidentity")
+    assert pred.shape == z0.shape
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in mapper.parameters())
+    frozen = [model.denoiser, model.vae, *(enc for _, enc in model.encoders)]
+    assert all(p.grad is None and not p.requires_grad for m in frozen for p in m.parameters())
+    assert vectors.grad[..., :32].abs().sum() > 0 and vectors.grad[..., 32:].abs().sum() > 0
+
+
+def test_sid_video_refuses_a_flux_identity_with_one_line(tmp_path: Path) -> None:
+    store_flux_identity()
+    line = one_error(runner.invoke(app, ["video", "fl dancing", "-o", str(tmp_path / "x.mp4")]), "FLUX.1")
+    assert "no video model" in line and not (tmp_path / "x.mp4").exists()
