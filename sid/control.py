@@ -37,33 +37,32 @@ def with_controlnet(pipe: Any, spec: ModelSpec, control_type: str, controlnet: s
     """The same components wrapped in the matching ControlNet pipeline (no reload)."""
     import diffusers
 
-    family = family_of_pipeline(pipe)
-    model_cls, pipe_cls = (
-        ("FluxControlNetModel", "FluxControlNetPipeline")
-        if family.denoiser == "FluxTransformer2DModel"
-        else ("ControlNetModel", "StableDiffusionXLControlNetPipeline")
-        if len(family.widths) > 1  # SDXL's layout: two text encoders
-        else ("ControlNetModel", "StableDiffusionControlNetPipeline")
-    )
-    source = controlnet_source(spec, pipe, control_type, controlnet)
-    denoiser = getattr(pipe, "unet", None) or pipe.transformer
-    try:
-        model = load_from_candidates(
-            component_spec(source), getattr(diffusers, model_cls), dtype=denoiser.dtype
+    from sid.adapters import adapter_for
+
+    family = adapter_for(pipe)  # its ControlNet model and pipeline classes
+    if family.controlnet_pipeline is None:
+        raise BadInput(
+            f"--control is not available for {family_of_pipeline(pipe).label} models", "drop --control"
         )
+    source = controlnet_source(spec, pipe, control_type, controlnet)
+    model_class = getattr(diffusers, family.controlnet_model)
+    dtype = getattr(pipe, family.denoiser_name).dtype
+    try:
+        model = load_from_candidates(component_spec(source), model_class, dtype=dtype)
     except ModelNotFound as e:
         raise ModelNotFound(
             e.message, "pass --controlnet with a local ControlNet folder, or go online once"
         ) from e
-    return getattr(diffusers, pipe_cls).from_pipe(pipe, controlnet=model.to(pipe.device))
+    cls = getattr(diffusers, family.controlnet_pipeline)
+    return cls.from_pipe(pipe, controlnet=model.to(pipe.device))
 
 
 def control_inputs(pipe: Any, image: Any, scale: float, control_type: str) -> dict[str, Any]:
-    """The ControlNet pipeline's call arguments for a control image: SD's ``image``, FLUX's
-    ``control_image``, plus the mode of a union ControlNet (``num_mode`` in its config)."""
-    if getattr(pipe, "transformer", None) is None:
-        return {"image": image, "controlnet_conditioning_scale": scale}
-    extra = {"control_image": image, "controlnet_conditioning_scale": scale}
+    """The ControlNet pipeline's call arguments for a control image (under the name its family's
+    pipeline takes it), plus the mode of a union ControlNet (one with ``num_mode`` in its config)."""
+    from sid.adapters import adapter_for
+
+    extra = {adapter_for(pipe).control_image_arg: image, "controlnet_conditioning_scale": scale}
     if getattr(pipe.controlnet.config, "num_mode", None):
         extra["control_mode"] = UNION_MODES[control_type]
     return extra

@@ -5,8 +5,9 @@ is (768,), SD 2.x (1024,), SDXL (768, 1280). FLUX.1 (CLIP-L 768 pooled + T5-XXL 
 by its denoiser, ``FluxTransformer2DModel``: a FLUX-layout model with other widths (the tests' tiny
 one) is still FLUX, keeps FLUX's slots and never passes for a UNet model of the same widths.
 Everything that follows from a family (the store slot of each encoder, the built-in model presets,
-the video backend, the default ControlNets, render defaults) is a column of ``FAMILIES``; every
-module asks here. A new family is one new row. sid learns on every family.
+the video backend, the default ControlNets, render defaults, the adapter that drives its pipelines)
+is a column of ``FAMILIES``; every module asks here. A new family is one new row (and, if no adapter
+drives it yet, one class in sid.adapters). sid learns on every family.
 
 Standard library only: the store (``sid ls``) imports this and must not pull in torch.
 """
@@ -43,6 +44,7 @@ class Family:
     render_steps: int | None = None  # sid render's default steps on this family (None: sid's default)
     render_guidance: float | None = None  # and guidance (FLUX.1-dev's distilled guidance input)
     own_sampler: bool = False  # render with the model's own scheduler, not sid's --scheduler choice
+    adapter: str = ""  # how sid drives its pipelines: a key of sid.adapters.ADAPTERS ("": the one that fits)
 
     def at_widths(self, widths: tuple[int, ...]) -> Family:
         """This family's layout with other encoder widths (a test's tiny FLUX): same slots and
@@ -68,6 +70,7 @@ FAMILIES: tuple[Family, ...] = (
             "canny": "lllyasviel/control_v11p_sd15_canny",
             "depth": "lllyasviel/control_v11f1p_sd15_depth",
         },
+        adapter="sd",
     ),
     Family(
         "sd2",
@@ -82,6 +85,7 @@ FAMILIES: tuple[Family, ...] = (
             "canny": "thibaud/controlnet-sd21-canny-diffusers",
             "depth": "thibaud/controlnet-sd21-depth-diffusers",
         },
+        adapter="sd",
     ),
     Family(
         "sdxl",
@@ -96,6 +100,7 @@ FAMILIES: tuple[Family, ...] = (
             "canny": "diffusers/controlnet-canny-sdxl-1.0",
             "depth": "diffusers/controlnet-depth-sdxl-1.0",
         },
+        adapter="sdxl",
     ),
     Family(
         "flux",
@@ -116,6 +121,7 @@ FAMILIES: tuple[Family, ...] = (
         render_steps=28,
         render_guidance=3.5,
         own_sampler=True,
+        adapter="flux",
     ),
 )
 SD1, SD2, SDXL, FLUX = FAMILIES

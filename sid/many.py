@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from sid import limits, ranks
+from sid.adapters import Adapter, Sample
 from sid.checkpoints import load_state, save_state, step_reached
 from sid.errors import BadInput, OutOfMemory, SidError
 from sid.face_transformers import load_face_parser
@@ -40,11 +41,9 @@ from sid.priors import build_prior
 from sid.prompts import inject_vectors
 from sid.store import Identity, IdentityStore
 from sid.train import (
-    Frozen,
     LearnConfig,
     Phase,
     Progress,
-    Sample,
     build_bank,
     check_inputs,
     checkpoint_meta,
@@ -257,7 +256,7 @@ def learn_group(
 
 def learn_alone(
     job: Job,
-    model: Frozen,
+    model: Adapter,
     store: IdentityStore,
     force: bool,
     resume: bool,
@@ -295,16 +294,16 @@ def learn_alone(
 class Batch:
     """What every chunk of a group shares: the model, the priors, the placeholders, the templates."""
 
-    model: Frozen
+    model: Adapter
     cfg: LearnConfig
     priors: list[Any]  # one per text encoder
     placeholders: list[tuple[Any, list[int]]]
-    templates: torch.Tensor  # (T, E, 77)
+    templates: torch.Tensor  # (T, E, L)
     parser: Any
 
     @classmethod
-    def build(cls, cfg: LearnConfig, model: Frozen, warn: Callable[[str], None] | None) -> Batch:
-        device = str(model.alphas_cumprod.device)
+    def build(cls, cfg: LearnConfig, model: Adapter, warn: Callable[[str], None] | None) -> Batch:
+        device = model.device
         priors = [build_prior(tokenizer, encoder, cfg.method) for tokenizer, encoder in model.encoders]
         placeholders, templates = placeholder_prompts(model, RECIPES[cfg.method].templates, device)
         parser = load_face_parser(cfg.face_parser, warn) if cfg.face_parser else None
@@ -315,7 +314,7 @@ class Batch:
     ) -> list[Outcome | Learned]:
         """Learn ``jobs`` together (K = len(jobs)); a job whose face cannot be found fails alone."""
         start = time.perf_counter()
-        model, cfg, device = self.model, self.cfg, str(self.model.alphas_cumprod.device)
+        model, cfg, device = self.model, self.cfg, self.model.device
         recipe = RECIPES[cfg.method]
         steps, batch, lr = run_length(cfg, 1)
         results: list[Outcome | Learned] = []
@@ -420,7 +419,7 @@ class Batch:
             final = mapper(faces[:, :1]).float().cpu()[:, 0]  # (K, 2, sum d)
         seconds = (time.perf_counter() - start) / k
         for i, job in enumerate(jobs):
-            settings = run_settings(job.cfg, model, steps, batch, lr, bank_size, self.priors[0])
+            settings = run_settings(job.cfg, model, steps, batch, lr, bank_size, self.priors)
             (identity,) = make_identities(
                 [job.row.name], [final[i]], [crops[i]], job.cfg, model, settings, logs[i].values
             )

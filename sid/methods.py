@@ -19,6 +19,7 @@ from sid.errors import BadInput
 from sid.priors import CelebPrior
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+MASKED_METHODS = ("stableidentity",)  # methods whose loss uses the face (and hair) mask
 SD_VAE_SCALING_FACTOR = 0.18215  # Stable Diffusion 1.x/2.x
 # Floor of ab and 1 - ab where they divide: a zero-terminal-SNR schedule has ab = 0 at its last step,
 # where the x0 estimate would be 0/0 (NaN gradients even through torch.where's unused branch). The

@@ -207,12 +207,11 @@ def offline() -> bool:
 
 
 def native_size(pipe: Any) -> tuple[int, int]:
-    """(width, height) a pipeline was trained at: the UNet's latent side times the VAE's factor (a
-    transformer pipeline without a sample size, FLUX: its pipeline's default latent side)."""
-    unet = getattr(pipe, "unet", None)
-    latent = unet.config.sample_size if unet is not None else pipe.default_sample_size
-    side = int(latent) * int(pipe.vae_scale_factor)
-    return side, side
+    """(width, height) a pipeline was trained at, as its family's adapter reads it; a pipeline no
+    adapter drives (a video model's) as the base adapter reads it: its UNet's side times the VAE's factor."""
+    from sid.adapters import Adapter, adapter_for, fits_any
+
+    return (adapter_for(pipe) if fits_any(pipe) else Adapter).native_size(pipe)
 
 
 def pick_device(device: str = "auto") -> str:
@@ -321,15 +320,14 @@ def load_from_candidates(spec: ModelSpec, pipeline_class: type | None = None, **
 
 
 def check_text_to_image(pipe: Any, label: str) -> None:
-    """BadInput unless ``pipe`` is an image pipeline with a text encoder and a 2D UNet (SD 1.x/2.x/XL)
-    or a family's own denoiser (FLUX.1's transformer)."""
-    denoisers = {"UNet2DConditionModel"} | {f.denoiser for f in FAMILIES if f.denoiser}
-    denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
-    if type(denoiser).__name__ not in denoisers or getattr(pipe, "text_encoder", None) is None:
+    """BadInput unless ``pipe`` is a text-to-image pipeline of a family sid drives (sid.adapters)."""
+    from sid.adapters import fits_any
+
+    if not fits_any(pipe):
+        families = ", ".join(dict.fromkeys(f.name for f in FAMILIES))
         raise BadInput(
-            f"model {label!r} is a {type(pipe).__name__}, not a text-to-image Stable Diffusion pipeline",
-            "pass an SD 1.x, SD 2.x, SDXL or FLUX.1 model "
-            "(a text-to-video model goes to `sid video --video-model`)",
+            f"model {label!r} is a {type(pipe).__name__}, not a text-to-image pipeline sid can drive",
+            f"pass a model of one of: {families} (a text-to-video model goes to `sid video --video-model`)",
         )
 
 

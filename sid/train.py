@@ -23,22 +23,25 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler
 
 from sid import __version__, limits
+from sid.adapters import Adapter, adapter_for, load_dtypes
+from sid.adapters import describe_schedule as describe_schedule  # re-exported: the tests' import path
+from sid.adapters import tokenize_templates as tokenize_templates
+from sid.adapters import training_scheduler as training_scheduler
 from sid.augment import augment_batch
 from sid.checkpoints import find_checkpoints, load_state, save_state
 from sid.errors import BadInput, OutOfMemory
 from sid.face_transformers import face_parser_source, load_face_parser, vit_face_embeddings, vit_model_source
 from sid.faces import FaceCrop, arcface_embedding, extract_face, load_face_pack
-from sid.families import family_of_pipeline
 from sid.files import leftover_temp_files
+from sid.flow import to_latent
 from sid.losslog import LossLog
-from sid.methods import RECIPES, StackedMappers, build_mapper, noise_loss, split_widths, two_phase_loss
-from sid.pipelines import check_dtype, fingerprint, load_pipeline, native_size, pick_device
+from sid.methods import MASKED_METHODS, RECIPES, StackedMappers, build_mapper, split_widths
+from sid.pipelines import check_dtype, load_pipeline, pick_device
 from sid.priors import build_prior
-from sid.prompts import VectorSlot, add_placeholder_tokens, identity_token, inject_vectors, text_encoders
-from sid.speed import Speedups, capture, unet_step
+from sid.prompts import add_placeholder_tokens, identity_token, inject_vectors
+from sid.speed import Speedups
 from sid.store import Identity, IdentityStore, now_iso, validate_name
 
 Progress = Callable[[int, int, float], None]  # (step, total, smoothed loss)
@@ -46,7 +49,6 @@ Progress = Callable[[int, int, float], None]  # (step, total, smoothed loss)
 # features; Celeb Basis used an insightface-family recogniser.
 FACE_ENCODERS = {"stableidentity": "vit", "celebbasis": "arcface"}
 MASKS = ("parser", "landmarks")
-MASKED_METHODS = ("stableidentity",)  # methods whose loss uses the face (and hair) mask
 Phase = Callable[[str], None]  # names each set-up phase as it starts (before the first step)
 BANK_CHUNK = 4  # photos augmented and VAE-encoded at once: 8 at 512² was the run's peak memory (H100)
 
@@ -152,7 +154,7 @@ def learn(
     progress: Progress | None = None,
     warn: Callable[[str], None] | None = None,
     phase: Phase | None = None,
-    model: Frozen | None = None,
+    model: Adapter | None = None,
     save: bool = True,
 ) -> LearnResult:
     """Learn ``photos`` as ``names`` and store them; ``model`` reuses a loaded one (a batch's group),
@@ -243,7 +245,7 @@ def learn(
             (mapper.averaged_vectors(i) if recipe.ema else mapper(e[:1])[0]).float().cpu()
             for i, e in enumerate(embeddings)
         ]  # each (2, sum d)
-    settings = run_settings(cfg, model, steps, batch, lr, bank_size, priors[0])
+    settings = run_settings(cfg, model, steps, batch, lr, bank_size, priors)
     identities = make_identities(names, final, crops, cfg, model, settings, log.values)
     if save:
         store.save_all(identities, overwrite=force)  # a joint group is stored whole or not at all
@@ -268,145 +270,18 @@ def prepare_faces(
     return crops, [face_embeddings(c, cfg, device) for c in crops]
 
 
-@dataclass
-class Sample:
-    """One step's training batch: clean and noised latents, their masks, faces, timesteps and prompts."""
-
-    z0: torch.Tensor  # (B, 4, h, w)
-    mask: torch.Tensor  # (B, 1, h, w)
-    hair_mask: torch.Tensor | None
-    face: torch.Tensor  # (B, f): the mirrored photo's embedding where the latent is mirrored
-    t: torch.Tensor  # (B,)
-    noise: torch.Tensor  # (B, 4, h, w)
-    z_t: torch.Tensor  # (B, 4, h, w)
-    ids: torch.Tensor  # (B, E, 77) prompt template ids, per text encoder
-
-
-@dataclass
-class Frozen:
-    """The frozen diffusion model as the loop uses it: parts, precision and the training noise."""
-
-    pipe: Any
-    spec: Any  # the ModelSpec it was loaded from
-    unet: Any
-    vae: Any
-    encoders: list[tuple[Any, Any]]  # (tokenizer, text encoder) pairs, first encoder first
-    amp_dtype: torch.dtype | None  # autocast dtype (None: fp32)
-    denoise: Callable[..., torch.Tensor]  # (z_t, t, cond, *SDXL's text_embeds and time_ids) -> pred
-    graph_predict: bool  # capture the whole conditioned prediction as CUDA graphs (speed.GRAPHS)
-    noise_scheduler: DDPMScheduler  # the forward process, whatever the sampler
-    alphas_cumprod: torch.Tensor
-    resolution: int  # training image side
-    fingerprints: list[str]  # of each encoder's base vocabulary rows
-    time_ids: torch.Tensor | None  # SDXL's (1, 6) size condition: original size, crop corner, target size
-
-    @property
-    def prediction_type(self) -> str:
-        return self.noise_scheduler.config.prediction_type
-
-    def autocast(self) -> torch.autocast:
-        device = self.alphas_cumprod.device.type
-        return torch.autocast(
-            device, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
-        )
-
-    def noised(
-        self, draw: tuple[Any, ...], faces: torch.Tensor, templates: torch.Tensor, gen: torch.Generator
-    ) -> Sample:
-        """A bank draw with its timesteps, noise and prompt templates drawn from ``gen`` (in that order)."""
-        z0, mask, hair_mask, flip = draw
-        batch, device = len(z0), z0.device
-        t = torch.randint(
-            0, self.noise_scheduler.config.num_train_timesteps, (batch,), generator=gen, device=device
-        )
-        noise = torch.randn(z0.shape, generator=gen, device=device)
-        z_t = self.noise_scheduler.add_noise(z0, noise, t)
-        ids = templates[torch.randint(0, len(templates), (batch,), generator=gen, device=device)]
-        return Sample(z0, mask, hair_mask, faces[flip.long()], t, noise, z_t, ids)
-
-    def predictor(self, slot: VectorSlot) -> Callable[..., torch.Tensor]:
-        """``predict(vectors, ids, z_t, t)``: the UNet's fp32 prediction conditioned on the prompts
-        ``ids`` (B, E, 77) with the identity ``vectors`` (B, 2, sum d) injected through ``slot``.
-
-        A function of tensors only, so that on CUDA its forward and backward (text encoders and UNet)
-        are captured once as graphs and replayed: the eager step is launch-bound.
-        """
-
-        def predict(
-            vectors: torch.Tensor, ids: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor
-        ) -> torch.Tensor:
-            slot.vectors = vectors  # (B, 2, sum d): the identity's two tokens, every encoder's part
-            cond, added = self.condition(ids)
-            dtype = self.unet.dtype
-            return self.denoise(z_t.to(dtype), t, cond.to(dtype), *(a.to(dtype) for a in added)).float()
-
-        return capture(predict, self.amp_dtype) if self.graph_predict else predict
-
-    def condition(self, ids: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        """The UNet's text conditioning of prompts ``ids`` (B, E, 77) and its added inputs, if any.
-
-        One text encoder: its last hidden states. Two (SDXL), as its pipeline conditions: both
-        encoders' penultimate hidden states side by side, plus encoder 2's pooled projection
-        (``text_embeds``) and the size condition (``time_ids``).
-        """
-        if self.time_ids is None:
-            return self.encoders[0][1](ids[:, 0])[0], ()  # (B, 77, d)
-        outs = [enc(ids[:, e], output_hidden_states=True) for e, (_, enc) in enumerate(self.encoders)]
-        cond = torch.cat([o.hidden_states[-2] for o in outs], dim=-1)  # (B, 77, sum d)
-        return cond, (outs[-1][0], self.time_ids.expand(len(ids), -1))  # text_embeds (B, d2), time_ids (B, 6)
-
-    def loss(self, pred: torch.Tensor, s: Sample, method: str) -> torch.Tensor:
-        """The method's loss of a prediction (in fp32, outside autocast)."""
-        if method not in MASKED_METHODS:
-            return noise_loss(pred, s.noise, s.z_t, s.z0, s.t, self.alphas_cumprod, self.prediction_type)
-        return two_phase_loss(
-            pred,
-            s.noise,
-            s.z_t,
-            s.z0,
-            s.t,
-            self.alphas_cumprod,
-            s.mask,
-            self.prediction_type,
-            hair_mask=s.hair_mask,
-            vae_scaling_factor=self.vae.config.scaling_factor,
-        )
-
-
-def load_frozen(cfg: LearnConfig, device: str) -> Frozen:
-    """The model in eval mode with no gradients, the UNet in the autocast dtype (half the memory
-    traffic on GPU), and the DDPM forward process of its betas."""
+def load_frozen(cfg: LearnConfig, device: str) -> Adapter:
+    """The model frozen, in its family's adapter: the denoiser loaded in the autocast dtype (half the
+    memory traffic on GPU, no fp32 copy on the device), everything else in fp32."""
     amp_dtype = _autocast_dtype(device, cfg.dtype)
-    unet_dtype = {"unet": amp_dtype} if amp_dtype is not None else None  # no fp32 copy on the device
     pipe, spec = load_pipeline(
-        cfg.model, device=device, dtype="fp32", default=RECIPES[cfg.method].model, component_dtypes=unet_dtype
+        cfg.model,
+        device=device,
+        dtype="fp32",
+        default=RECIPES[cfg.method].model,
+        component_dtypes=load_dtypes(amp_dtype),
     )
-    encoders = text_encoders(pipe)
-    for module in (pipe.unet, pipe.vae, *(enc for _, enc in encoders)):
-        module.requires_grad_(False).eval()
-    noise_scheduler = training_scheduler(pipe.scheduler.config)
-    resolution = cfg.resolution or native_size(pipe)[0]
-    return Frozen(
-        pipe=pipe,
-        spec=spec,
-        unet=pipe.unet,
-        vae=pipe.vae,
-        encoders=encoders,
-        amp_dtype=amp_dtype,
-        denoise=unet_step(pipe.unet, cfg.speed, device, amp_dtype),
-        graph_predict=cfg.speed.graphs(device) == "predict",
-        noise_scheduler=noise_scheduler,
-        alphas_cumprod=noise_scheduler.alphas_cumprod.to(device),
-        resolution=resolution,
-        fingerprints=[fingerprint(enc, tok.vocab_size) for tok, enc in encoders],
-        time_ids=size_condition(resolution, device) if len(encoders) > 1 else None,
-    )
-
-
-def size_condition(resolution: int, device: str) -> torch.Tensor:
-    """SDXL's (1, 6) ``time_ids`` for a square training image: original size, crop corner (0, 0: the
-    bank's images are whole, aligned faces) and target size, as its pipeline passes at that size."""
-    return torch.tensor([[resolution, resolution, 0, 0, resolution, resolution]], device=device)
+    return adapter_for(pipe)(pipe, spec, device, amp_dtype, cfg.speed, cfg.resolution)
 
 
 def update(
@@ -426,9 +301,10 @@ def update(
 
 
 def run_settings(
-    cfg: LearnConfig, model: Frozen, steps: int, batch: int, lr: float, bank_size: int, prior: Any
+    cfg: LearnConfig, model: Adapter, steps: int, batch: int, lr: float, bank_size: int, priors: list[Any]
 ) -> dict[str, Any]:
-    """Every setting an identity's metadata records: the knobs, made concrete, and the model's noise."""
+    """Every setting an identity's metadata records: the knobs, made concrete, the celebrity prior of
+    each encoder slot (FLUX's CLIP and T5 keep different names and rows) and the model's noise."""
     return {
         **asdict(cfg),
         "steps": steps,
@@ -436,9 +312,9 @@ def run_settings(
         "lr": lr,
         "resolution": model.resolution,
         "bank_size": bank_size,
-        "prior": prior.describe(),  # SDXL's two tokenizers share the CLIP vocabulary: the first's names
-        "prediction_type": model.prediction_type,
-        "noise_schedule": describe_schedule(model.noise_scheduler, model.pipe.scheduler),
+        "prior": priors[0].describe(),  # the first encoder's (SD's only one)
+        "priors": {slot: p.describe() for slot, p in zip(model.family.slots, priors, strict=True)},
+        **model.settings(),  # the model's training noise
     }
 
 
@@ -447,13 +323,13 @@ def make_identities(
     final: list[torch.Tensor],
     crops: list[FaceCrop],
     cfg: LearnConfig,
-    model: Frozen,
+    model: Adapter,
     settings: dict[str, Any],
     losses: list[float],
 ) -> list[Identity]:
     """The learned identities, one slot per text encoder, and their metadata (final loss: the mean of
     the last third). ``final`` holds each identity's (2, sum d) vectors, encoders side by side."""
-    family = family_of_pipeline(model.pipe)
+    family = model.family
     tail = losses[-max(1, len(losses) // 3) :]
     return [
         Identity(
@@ -497,26 +373,6 @@ def default_bank_size(steps: int, batch: int, identities: int) -> int:
     return min(math.ceil(steps / identities) * batch, int(limits.LIMITS["learn"]["bank_size"].high))
 
 
-def training_scheduler(config: Any) -> DDPMScheduler:
-    """The DDPM forward process of a model's own betas, whatever sampler its folder ships.
-
-    A sampler's ``add_noise`` uses its own parametrisation (Euler's is x0 + sigma * eps, not
-    sqrt(ab) * x0 + sqrt(1 - ab) * eps), so training noise comes from DDPMScheduler built from the
-    same config (betas, prediction_type, zero-terminal-SNR rescale), as both papers' code does.
-    """
-    return DDPMScheduler.from_config(config)
-
-
-def describe_schedule(noise_scheduler: Any, sampler: Any) -> dict[str, Any]:
-    """What an identity's metadata records of its training noise: enough to rebuild the schedule."""
-    keys = ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end", "rescale_betas_zero_snr")
-    return {
-        "class": type(noise_scheduler).__name__,
-        "from": type(sampler).__name__,
-        **{k: noise_scheduler.config.get(k) for k in keys},
-    }
-
-
 def face_embeddings(crop: FaceCrop, cfg: LearnConfig, device: str = "cpu") -> torch.Tensor:
     """(2, f): the face embedding of the aligned photo and of its mirror image (flip augmentation).
 
@@ -535,30 +391,16 @@ def face_embeddings(crop: FaceCrop, cfg: LearnConfig, device: str = "cpu") -> to
 
 
 def placeholder_prompts(
-    model: Frozen, templates: tuple[str, ...], device: str
+    model: Adapter, templates: tuple[str, ...], device: str
 ) -> tuple[list[tuple[Any, list[int]]], torch.Tensor]:
-    """The training placeholder's ids in each encoder (for ``inject_vectors``) and the (T, E, 77) ids of
+    """The training placeholder's ids in each encoder (for ``inject_vectors``) and the (T, E, L) ids of
     every template as each encoder's tokenizer reads it; the encoders are moved to ``device``."""
     token = identity_token("__learn__")  # the same placeholder in every encoder's prompt
     placeholders = [(enc, add_placeholder_tokens(tok, enc, token, 2)) for tok, enc in model.encoders]
-    ids = torch.stack(
-        [tokenize_templates(model.pipe, tok, templates, token) for tok, _ in model.encoders], dim=1
-    )
+    ids = model.prompt_ids(templates, token)
     for _, encoder in model.encoders:
         encoder.to(device)
     return placeholders, ids.to(device)
-
-
-def tokenize_templates(pipe: Any, tokenizer: Any, templates: tuple[str, ...], token: str) -> torch.Tensor:
-    """(T, 77) ids of every prompt template with the identity token where the name goes."""
-    texts = [pipe.maybe_convert_prompt(t.format(token), tokenizer) for t in templates]
-    return tokenizer(
-        texts,
-        padding="max_length",
-        max_length=tokenizer.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    ).input_ids
 
 
 @dataclass
@@ -617,7 +459,7 @@ def build_bank(
         )
         with torch.autocast(torch.device(device).type, torch.bfloat16, enabled=amp_dtype == torch.bfloat16):
             dist = vae.encode(images.to(vae.dtype)).latent_dist
-        latents.append(dist.sample(generator=generator) * vae.config.scaling_factor)
+        latents.append(to_latent(dist.sample(generator=generator), vae.config))  # FLUX: shift too
         latent_masks.append(binary_latent_masks(masks, latents[-1].shape[-2:]))  # (n, 1 or 2, h, w)
         flips.append(chunk_flips)
     masks = torch.cat(latent_masks)

@@ -237,7 +237,7 @@ def generate_3d(
     warn: Callable[[str], None] | None = None,
     stage: Callable[[str], None] | None = None,
 ) -> ThreeDResult:
-    from sid.families import family_of_pipeline
+    from sid.adapters import adapter_for
     from sid.pipelines import load_pipeline, pick_device, resolve_model
     from sid.prompts import parse_prompt
     from sid.render import prepare
@@ -257,7 +257,7 @@ def generate_3d(
     # 2. frozen model with the identities loaded, and one text embedding per view direction
     device = pick_device(cfg.device)
     pipe, spec = load_pipeline(cfg.model, device=device, dtype=cfg.dtype)
-    if len(family_of_pipeline(pipe).widths) != 1 or not hasattr(pipe, "unet"):
+    if not adapter_for(pipe).threed:
         raise BadInput(
             f"sid 3d needs an SD 1.x/2.x model, not {spec.label}", "use --model sd21 (default) or sd15"
         )
