@@ -85,6 +85,7 @@ class Adapter:
         self.resolution = resolution or self.native_size(pipe)[0]  # training image side
         self.fingerprints = [fingerprint(enc, tok.vocab_size) for tok, enc in self.encoders]
         self.graph_predict = speed.graphs(device) == "predict"  # capture the whole prediction
+        self.memory = "default"  # what save_memory did (the identity records it)
 
     # -- what a pipeline is (asked before or without learning) -------------------------------------
     @classmethod
@@ -156,6 +157,12 @@ class Adapter:
     def settings(self) -> dict[str, Any]:
         """What an identity's metadata records of the model's training noise (enough to rebuild it)."""
         raise NotImplementedError
+
+    def save_memory(self) -> None:
+        """--low-vram: the denoiser recomputes its activations in the backward pass (diffusers' gradient
+        checkpointing) instead of holding them, for every family; ``memory`` records it."""
+        self.denoiser.enable_gradient_checkpointing()
+        self.memory = f"gradient checkpointing of the {self.denoiser_name}"
 
 
 class DDPMAdapter(Adapter):

@@ -79,6 +79,7 @@ class LearnConfig:
     checkpoint_every: int = 50  # steps between resumable checkpoints
     log_every: int = 10  # steps between progress updates (each one syncs the GPU)
     speed: Speedups = field(default_factory=Speedups)  # frozen-UNet speed knobs (sid.speed)
+    low_vram: bool = False  # recompute the denoiser's activations in the backward pass (less memory)
 
 
 @dataclass
@@ -281,7 +282,11 @@ def load_frozen(cfg: LearnConfig, device: str) -> Adapter:
         default=RECIPES[cfg.method].model,
         component_dtypes=load_dtypes(amp_dtype),
     )
-    return adapter_for(pipe)(pipe, spec, device, amp_dtype, cfg.speed, cfg.resolution)
+    speed = replace(cfg.speed, cuda_graphs="off") if cfg.low_vram else cfg.speed  # graphs: not with recompute
+    model = adapter_for(pipe)(pipe, spec, device, amp_dtype, speed, cfg.resolution)
+    if cfg.low_vram:
+        model.save_memory()
+    return model
 
 
 def update(
@@ -314,6 +319,7 @@ def run_settings(
         "bank_size": bank_size,
         "prior": priors[0].describe(),  # the first encoder's (SD's only one)
         "priors": {slot: p.describe() for slot, p in zip(model.family.slots, priors, strict=True)},
+        "memory": model.memory,  # what --low-vram did, if anything
         **model.settings(),  # the model's training noise
     }
 

@@ -259,3 +259,17 @@ def test_sid_video_refuses_a_flux_identity_with_one_line(tmp_path: Path) -> None
     store_flux_identity()
     line = one_error(runner.invoke(app, ["video", "fl dancing", "-o", str(tmp_path / "x.mp4")]), "FLUX.1")
     assert "no video model" in line and not (tmp_path / "x.mp4").exists()
+
+
+def test_low_vram_recomputes_activations_and_learns_the_same_vectors(face_photos: Path, flux_config) -> None:
+    """--low-vram (gradient checkpointing of the transformer) changes memory, not the result, and the
+    identity records what it did. Its memory saving is measured on a GPU only (benchmarks.gpu)."""
+    from sid.train import learn
+
+    photo = [face_photos / "obama_1.jpg"]
+    plain = learn(photo, ["plain"], flux_config(steps=3, lr=1e-3, seed=2)).identities[0]
+    low = learn(photo, ["low"], flux_config(steps=3, lr=1e-3, seed=2, low_vram=True)).identities[0]
+    assert low.settings["memory"] == "gradient checkpointing of the transformer" and low.settings["low_vram"]
+    assert plain.settings["memory"] == "default"
+    for slot in SLOTS:
+        np.testing.assert_allclose(low.vectors[slot], plain.vectors[slot], rtol=1e-4, atol=1e-5)
