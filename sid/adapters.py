@@ -61,6 +61,7 @@ class Adapter:
 
     key: ClassVar[str]  # the name sid.families' rows use for this adapter
     denoiser_name: ClassVar[str] = "unet"  # the pipeline component that predicts (autocast dtype)
+    half_encoders: ClassVar[tuple[str, ...]] = ()  # text encoders also loaded in the autocast dtype
     controlnet_model: ClassVar[str] = "ControlNetModel"  # diffusers class name of its ControlNets
     controlnet_pipeline: ClassVar[str | None] = None  # diffusers class wrapping it with one (None: none)
     control_image_arg: ClassVar[str] = "image"  # the ControlNet pipeline's name for the control image
@@ -296,6 +297,7 @@ class FluxAdapter(Adapter):
     controlnet_model = "FluxControlNetModel"
     controlnet_pipeline = "FluxControlNetPipeline"
     control_image_arg = "control_image"
+    half_encoders = ("text_encoder_2",)  # T5-XXL: 19 GB in fp32, 9.5 GB in bf16
     T5_LENGTH = 512  # FluxPipeline's max_sequence_length: the T5 length sid render conditions on
     LEARN_RESOLUTION = 512  # the default training side (FLUX's native 1024² is 4x the tokens and memory)
 
@@ -429,11 +431,13 @@ def fits_any(pipe: Any) -> bool:
 
 
 def load_dtypes(amp_dtype: torch.dtype | None) -> dict[str, torch.dtype] | None:
-    """Per-component load dtypes: every family's denoiser in the autocast dtype (a pipeline has one of
-    them), so no fp32 copy of it is ever on the device; None: all fp32."""
+    """Per-component load dtypes: every family's denoiser (a pipeline has one of them) and its large
+    text encoders (FLUX's 4.7B T5) in the autocast dtype, so no fp32 copy of them is ever on the
+    device; None: all fp32."""
     if amp_dtype is None:
         return None
-    return {cls.denoiser_name: amp_dtype for cls in ADAPTERS.values()}
+    names = [n for cls in ADAPTERS.values() for n in (cls.denoiser_name, *cls.half_encoders)]
+    return dict.fromkeys(names, amp_dtype)
 
 
 # -- the DDPM families' pieces -------------------------------------------------------------------

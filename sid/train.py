@@ -273,7 +273,8 @@ def prepare_faces(
 
 def load_frozen(cfg: LearnConfig, device: str) -> Adapter:
     """The model frozen, in its family's adapter: the denoiser loaded in the autocast dtype (half the
-    memory traffic on GPU, no fp32 copy on the device), everything else in fp32."""
+    memory traffic on GPU, no fp32 copy on the device), as are large text encoders (FLUX's T5),
+    everything else in fp32."""
     amp_dtype = _autocast_dtype(device, cfg.dtype)
     pipe, spec = load_pipeline(
         cfg.model,
@@ -282,8 +283,14 @@ def load_frozen(cfg: LearnConfig, device: str) -> Adapter:
         default=RECIPES[cfg.method].model,
         component_dtypes=load_dtypes(amp_dtype),
     )
-    speed = replace(cfg.speed, cuda_graphs="off") if cfg.low_vram else cfg.speed  # graphs: not with recompute
-    model = adapter_for(pipe)(pipe, spec, device, amp_dtype, speed, cfg.resolution)
+    return frozen_model(pipe, spec, cfg, device)
+
+
+def frozen_model(pipe: Any, spec: Any, cfg: LearnConfig, device: str) -> Adapter:
+    """A loaded pipeline in its family's adapter as ``cfg`` asks (--low-vram's recompute, without
+    CUDA graphs); the GPU benchmarks hand it a pipeline they built on the device."""
+    speed = replace(cfg.speed, cuda_graphs="off") if cfg.low_vram else cfg.speed
+    model = adapter_for(pipe)(pipe, spec, device, _autocast_dtype(device, cfg.dtype), speed, cfg.resolution)
     if cfg.low_vram:
         model.save_memory()
     return model
