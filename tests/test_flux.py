@@ -273,3 +273,33 @@ def test_low_vram_recomputes_activations_and_learns_the_same_vectors(face_photos
     assert plain.settings["memory"] == "default"
     for slot in SLOTS:
         np.testing.assert_allclose(low.vectors[slot], plain.vectors[slot], rtol=1e-4, atol=1e-5)
+
+
+def test_flux_eval_and_a_prompt_with_two_identities(
+    tiny_flux_model: Path, facepack: Path, face_photos: Path, tmp_path: Path
+) -> None:
+    """`sid eval` renders and scores a FLUX identity with FLUX's render defaults (guidance 3.5, its own
+    sampler); a prompt naming two FLUX identities renders each."""
+    store_flux_identity("fl")
+    store_flux_identity("fm", seed=1)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("# style\n{} as an oil painting\n")
+    args = ["eval", "fl", "--prompts", str(prompts), "-n", "1", "--size", "64x64", "--steps", "1"]
+    args += ["--model", str(tiny_flux_model), "--clip-model", "none", "--face-models", str(facepack)]
+    args += [
+        "--photo",
+        str(face_photos / "obama_1.jpg"),
+        "--device",
+        "cpu",
+        "-o",
+        str(tmp_path / "e"),
+        "--json",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["identities"]["fl"]["overall"]["images"] == 1
+    assert report["settings"]["guidance"] == 3.5 and report["settings"]["scheduler"] is None
+    (both,) = pixels(flux_render(tiny_flux_model, tmp_path / "a", "fl and fm at dinner"))
+    (one,) = pixels(flux_render(tiny_flux_model, tmp_path / "b", "fl and a person at dinner"))
+    assert not np.array_equal(both, one)
