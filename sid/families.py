@@ -22,6 +22,7 @@ from typing import Any
 T2V = "text-to-video"
 ANIMATEDIFF = "animatediff"
 ANIMATEDIFF_SDXL = "animatediff-sdxl"
+LTX = "ltx-video"  # LTX-Video: conditioned on the same T5-v1.1-XXL as FLUX.1 (sid.video_t5)
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ FAMILIES: tuple[Family, ...] = (
         (768, 4096),
         ("clip_l", "t5"),  # the keys diffusers' FLUX textual-inversion training writes
         ("flux-dev", "flux-schnell"),
-        None,  # no video backend yet (LTX-Video shares FLUX's T5 but has no textual-inversion loader)
+        LTX,  # the identity's T5 half in LTX-Video's T5
         {
             "canny": "InstantX/FLUX.1-dev-Controlnet-Canny",
             "depth": "Shakker-Labs/FLUX.1-dev-ControlNet-Depth",

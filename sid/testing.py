@@ -317,6 +317,51 @@ def tiny_flux_pipeline(seed: int = 0, widths: tuple[int, int] = (32, T5_WIDTH)) 
     )
 
 
+def tiny_ltx_pipeline(t5_seed: int = 1, seed: int = 0) -> Any:
+    """An LTXPipeline (LTX-Video) whose T5 is ``tiny_t5_encoder(seed=t5_seed)``: by default the tiny
+    FLUX's own T5 (``tiny_flux_pipeline`` builds it with seed 1), so FLUX identities fit it."""
+    import torch
+    from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler, LTXPipeline
+    from diffusers import LTXVideoTransformer3DModel as Transformer
+
+    torch.manual_seed(seed)
+    transformer = Transformer(
+        in_channels=8,
+        out_channels=8,
+        patch_size=1,
+        patch_size_t=1,
+        num_attention_heads=4,
+        attention_head_dim=8,
+        cross_attention_dim=32,
+        num_layers=1,
+        caption_channels=T5_WIDTH,
+    )
+    vae = AutoencoderKLLTXVideo(
+        latent_channels=8,
+        block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8),
+        layers_per_block=(1, 1, 1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1, 1, 1),
+        spatio_temporal_scaling=(True, True, False, False),
+        decoder_spatio_temporal_scaling=(True, True, False, False),
+        decoder_inject_noise=(False,) * 5,
+        upsample_residual=(False,) * 4,
+        upsample_factor=(1,) * 4,
+        timestep_conditioning=False,
+        patch_size=1,
+        patch_size_t=1,
+        encoder_causal=True,
+        decoder_causal=False,
+    )
+    return LTXPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=vae,
+        text_encoder=tiny_t5_encoder(T5_WIDTH, t5_seed),
+        tokenizer=t5_tokenizer(),
+        transformer=transformer,
+    )
+
+
 def tiny_controlnet(pipe: Any, seed: int = 0) -> Any:
     """A ControlNet shaped for ``pipe``'s UNet (``ControlNetModel.from_unet``) whose output is not zero."""
     import torch

@@ -8,30 +8,33 @@ The backend follows the text encoder the prompt's identities were learned for:
   SD 1.5 base model (``--model``); ``--video-model`` then names the motion adapter.
 * SDXL identities (both encoders): ``AnimateDiffSDXLPipeline``, AnimateDiff's SDXL motion adapter on
   an SDXL base model; the base model's family picks the pipeline.
+* FLUX.1 identities: ``LTXPipeline`` (LTX-Video), whose T5-v1.1-XXL takes the identity's T5 half
+  (``sid.video_t5``: why LTX-Video, and the fingerprint check).
 
 Identities are loaded into the video pipeline's text encoder exactly as ``sid render`` loads them
-(``sid.render.prepare``). Frames are written as mp4 (h264) or webm (vp9) through the ffmpeg binary that
-imageio-ffmpeg ships, or as an animated gif with Pillow; ``write_video`` is also ``sid 3d``'s turntable
-writer. Files appear whole or not at all (``sid.files.atomic_path``).
+(``sid.render.prepare``). Frames are written by ``sid.clipfile.write_video`` (mp4, webm or gif, whole
+or not at all), ``sid 3d``'s turntable writer too.
 
-One concern, making a clip (plan, checks, loading, generation, writing), hence one file past 450 lines.
+One concern, making a clip (plan, checks, loading, generation), hence one file past 450 lines.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from sid import limits
-from sid.errors import BadInput, IncompatibleIdentity, Interrupted, OutOfMemory, WriteError, first_line
+from sid.clipfile import FORMATS, write_video
+from sid.errors import BadInput, IncompatibleIdentity, Interrupted, OutOfMemory, first_line
 from sid.families import (
     ANIMATEDIFF,
     ANIMATEDIFF_SDXL,
     FAMILIES,
+    LTX,
     SD2,
     SDXL,
     T2V,
@@ -39,11 +42,12 @@ from sid.families import (
     family_of_pipeline,
     family_of_video,
 )
-from sid.files import atomic_path, is_folder, output_file
+from sid.files import is_folder, output_file
 from sid.pipelines import ModelSpec, component_spec, model_for_identities, native_size
 from sid.prompts import check_compatible, parse_prompt, prompt_family
 from sid.render import StepProgress, parse_size, slug
 from sid.store import Identity, IdentityStore
+from sid.video_t5 import LTX_GUIDANCE, LTX_PIPELINE, LTX_SIZE, expand_tokens, load_t5_identities
 
 DEFAULT_BASE = {ANIMATEDIFF: "sd15", ANIMATEDIFF_SDXL: "sdxl"}  # AnimateDiff's base without --model
 
@@ -74,6 +78,7 @@ VIDEO_PRESETS: dict[str, VideoPreset] = {
     "animatediff-v3": VideoPreset(
         "animatediff-v3", ANIMATEDIFF, ("guoyww/animatediff-motion-adapter-v1-5-3",), (512, 512), 32
     ),
+    "ltx-video": VideoPreset("ltx-video", LTX, ("Lightricks/LTX-Video",), LTX_SIZE, 257),
     "animatediff-sdxl": VideoPreset(
         "animatediff-sdxl",
         ANIMATEDIFF_SDXL,
@@ -82,14 +87,19 @@ VIDEO_PRESETS: dict[str, VideoPreset] = {
         32,
     ),
 }
-DEFAULT_VIDEO = {T2V: "text-to-video-ms", ANIMATEDIFF: "animatediff", ANIMATEDIFF_SDXL: "animatediff-sdxl"}
+DEFAULT_VIDEO = {
+    T2V: "text-to-video-ms",
+    ANIMATEDIFF: "animatediff",
+    ANIMATEDIFF_SDXL: "animatediff-sdxl",
+    LTX: "ltx-video",
+}
+WHOLE = (T2V, LTX)  # backends whose video model is a whole pipeline (not a motion adapter on a base)
 
-FORMATS = ("mp4", "gif", "webm")
 DEFAULT_FORMAT = "mp4"
 DEFAULT_FRAMES = 16
 DEFAULT_FPS = 8.0
 DEFAULT_STEPS = 25
-DEFAULT_GUIDANCE = {T2V: 9.0, ANIMATEDIFF: 7.5, ANIMATEDIFF_SDXL: 8.0}  # the SDXL adapter's card uses 8
+DEFAULT_GUIDANCE = {T2V: 9.0, ANIMATEDIFF: 7.5, ANIMATEDIFF_SDXL: 8.0, LTX: LTX_GUIDANCE}  # models' cards
 
 
 @dataclass
@@ -203,7 +213,8 @@ def supported() -> str:
     return (
         f"{sd2.name} identities ({sd2.widths[0]}-d) use text-to-video ({t2v}); "
         f"{sd1.name} identities ({sd1.widths[0]}-d) use AnimateDiff on an SD 1.5 base; "
-        f"{xl.name} identities use AnimateDiff-SDXL on an SDXL base"
+        f"{xl.name} identities use AnimateDiff-SDXL on an SDXL base; "
+        f"{family_of_video(LTX).name} identities use LTX-Video"
     )
 
 
@@ -224,6 +235,7 @@ def video_model_backend(source: str) -> tuple[str, ModelSpec, tuple[int, int] | 
     if path.exists():
         for index, backend, wanted in (
             ("model_index.json", T2V, "TextToVideoSDPipeline"),
+            ("model_index.json", LTX, LTX_PIPELINE),
             ("config.json", ANIMATEDIFF, "MotionAdapter"),
         ):
             if (path / index).is_file():
@@ -234,10 +246,12 @@ def video_model_backend(source: str) -> tuple[str, ModelSpec, tuple[int, int] | 
                         f"{path / index} is not readable JSON: {first_line(e)}", "re-save the model"
                     ) from e
                 if cls == wanted:
-                    return backend, component_spec(source), None
+                    return backend, component_spec(source), LTX_SIZE if backend == LTX else None
+                if index == "model_index.json" and backend == T2V:
+                    continue  # perhaps the next pipeline class
                 raise BadInput(
                     f"{path} holds a {cls or 'model of unknown class'}, "
-                    "not a TextToVideoSDPipeline or a MotionAdapter",
+                    f"not a TextToVideoSDPipeline, an {LTX_PIPELINE} or a MotionAdapter",
                     "for AnimateDiff pass the SD 1.5 folder as --model and the motion adapter as "
                     "--video-model",
                 )
@@ -288,15 +302,15 @@ def plan_video(
         preset = VIDEO_PRESETS[DEFAULT_VIDEO[backend]]
         spec, size = ModelSpec(preset.name, preset.candidates), preset.size
 
-    if backend == T2V:
+    if backend in WHOLE:
         if cfg.model and warn is not None:
             warn(
                 f"--model is only used with AnimateDiff; "
                 f"the text-to-video model {spec.label} is used as a whole"
             )
         if identities and spec.label in VIDEO_PRESETS:
-            check_family(identities, family_of_video(T2V))
-        return VideoPlan(T2V, spec, None, size, preset_max_frames(spec))
+            check_family(identities, family_of_video(backend))
+        return VideoPlan(backend, spec, None, size, preset_max_frames(spec))
 
     base = cfg.model or model_for_identities(identities, warn) or DEFAULT_BASE[backend]
     family = base_family(base)
@@ -335,10 +349,11 @@ def load_video_pipeline(
     dev = pick_device(device)
     torch_dtype = pick_dtype(dev, dtype)
     quiet_libraries()  # no loading bars or chatter; the Hub's download bars stay
-    if plan.backend == T2V:
-        from diffusers import TextToVideoSDPipeline
+    if plan.backend in WHOLE:
+        import diffusers
 
-        pipe = load_from_candidates(plan.video, TextToVideoSDPipeline, dtype=torch_dtype)
+        cls = LTX_PIPELINE if plan.backend == LTX else "TextToVideoSDPipeline"
+        pipe = load_from_candidates(plan.video, getattr(diffusers, cls), dtype=torch_dtype)
     else:
         pipe = _animatediff(plan, torch_dtype, warn)
     pipe.set_progress_bar_config(disable=True)
@@ -453,74 +468,6 @@ def video_frames(
     return (video * 255).round().clip(0, 255).astype(np.uint8)
 
 
-def write_video(frames: Sequence[Any], path: Path, fps: float, fmt: str, comment: str = "") -> None:
-    """Write (H, W, 3) uint8 frames as mp4, webm or gif; the file appears whole or not at all.
-
-    The one video writer: ``sid video``'s clips and ``sid 3d``'s turntables."""
-    if fmt not in FORMATS:
-        raise BadInput(f"unknown video format {fmt!r}", f"use one of: {', '.join(FORMATS)}")
-    with atomic_path(path) as tmp:
-        try:
-            if fmt == "gif":
-                _write_gif(frames, tmp, fps, comment)
-            else:
-                _write_ffmpeg(frames, tmp, fps, fmt, comment)
-        except RuntimeError as e:  # ffmpeg's own failures; OSError (full disk) becomes WriteError
-            raise WriteError(
-                f"could not write {path}: {first_line(e)}", "check the folder and free space"
-            ) from e
-
-
-def _write_ffmpeg(frames: Any, path: Path, fps: float, fmt: str, comment: str) -> None:
-    import numpy as np
-    from imageio_ffmpeg import write_frames
-
-    height, width = np.asarray(frames[0]).shape[:2]
-    if fmt == "mp4":  # h264 in yuv420p plays everywhere; it needs even sizes (ours are multiples of 8)
-        codec, params = "libx264", ["-crf", "18", "-preset", "medium", "-movflags", "+faststart"]
-    else:  # webm: vp9 at constant quality
-        codec, params = "libvpx-vp9", ["-crf", "30", "-b:v", "0", "-row-mt", "1"]
-    if comment:
-        params += ["-metadata", f"comment={comment}"]
-    writer = write_frames(
-        str(path),
-        (int(width), int(height)),
-        fps=float(fps),
-        codec=codec,
-        pix_fmt_out="yuv420p",
-        quality=None,
-        macro_block_size=2,
-        ffmpeg_log_level="error",
-        output_params=params,
-    )
-    writer.send(None)
-    try:
-        for frame in frames:
-            writer.send(np.ascontiguousarray(frame))
-    finally:
-        writer.close()
-
-
-def _write_gif(frames: Any, path: Path, fps: float, comment: str) -> None:
-    """An animated gif with one palette for all frames (per-frame palettes flicker)."""
-    import numpy as np
-    from PIL import Image
-
-    sample = frames[:: max(1, len(frames) // 16)]  # the palette comes from up to ~16 frames
-    palette = Image.fromarray(np.concatenate(list(sample), axis=0)).quantize(colors=256)
-    images = [Image.fromarray(frame).quantize(palette=palette) for frame in frames]
-    extra = {"comment": comment.encode("utf-8")} if comment else {}
-    images[0].save(
-        path,
-        format="GIF",
-        save_all=True,
-        append_images=images[1:],
-        duration=max(int(round(1000 / fps)), 10),  # milliseconds per frame (gif keeps 1/100 s)
-        loop=0,
-        **extra,
-    )
-
-
 # -- the whole command ------------------------------------------------------------------------------
 
 
@@ -562,9 +509,15 @@ def run_job(
 
     cfg, plan, seed = job.cfg, job.plan, job.seed
     pipe = load_video_pipeline(plan, cfg.device, cfg.dtype, cfg.low_vram, warn)
-    if plan.backend != T2V:  # an SDXL base given as a folder or hub id: its guidance, its name recorded
+    if plan.backend not in WHOLE:  # an SDXL base given as a folder or hub id: its guidance, its name recorded
         plan = replace(plan, backend=motion_backend(pipe))
-    parsed, identities = prepare(cfg.prompt, job.store, pipe, warn)
+    if plan.backend == LTX:  # no textual-inversion loader: the T5 halves go in here
+        parsed = parse_prompt(cfg.prompt, job.store, warn)
+        identities = [job.store.get(name) for name in parsed.names]
+        load_t5_identities(pipe, identities)
+        parsed = replace(parsed, text=expand_tokens(parsed.text, pipe.tokenizer))
+    else:
+        parsed, identities = prepare(cfg.prompt, job.store, pipe, warn)
     check_frames(cfg.frames, max_frames(pipe))
     size = parse_size(cfg.size, "video") or plan.size or native_size(pipe)
     check_budget(cfg.frames, size)

@@ -255,12 +255,6 @@ def test_flux_step_gives_gradients_to_the_mapper_only(flux_config) -> None:
     assert vectors.grad[..., :32].abs().sum() > 0 and vectors.grad[..., 32:].abs().sum() > 0
 
 
-def test_sid_video_refuses_a_flux_identity_with_one_line(tmp_path: Path) -> None:
-    store_flux_identity()
-    line = one_error(runner.invoke(app, ["video", "fl dancing", "-o", str(tmp_path / "x.mp4")]), "FLUX.1")
-    assert "no video model" in line and not (tmp_path / "x.mp4").exists()
-
-
 def test_low_vram_recomputes_activations_and_learns_the_same_vectors(face_photos: Path, flux_config) -> None:
     """--low-vram (gradient checkpointing of the transformer) changes memory, not the result, and the
     identity records what it did. Its memory saving is measured on a GPU only (benchmarks.gpu)."""
@@ -303,3 +297,31 @@ def test_flux_eval_and_a_prompt_with_two_identities(
     (both,) = pixels(flux_render(tiny_flux_model, tmp_path / "a", "fl and fm at dinner"))
     (one,) = pixels(flux_render(tiny_flux_model, tmp_path / "b", "fl and a person at dinner"))
     assert not np.array_equal(both, one)
+
+
+def test_sid_video_puts_a_flux_identitys_t5_half_into_ltx_video(tmp_path: Path) -> None:
+    """LTX-Video with the tiny FLUX's T5: the identity changes the clip; an LTX-Video whose T5 has
+    another fingerprint is refused in one line, before any frame is made."""
+    from sid.pipelines import fingerprint
+    from sid.testing import save_tiny, t5_tokenizer, tiny_ltx_pipeline, tiny_t5_encoder
+
+    same = save_tiny(tiny_ltx_pipeline(), tmp_path / "ltx")
+    other = save_tiny(tiny_ltx_pipeline(t5_seed=5), tmp_path / "ltx-other")
+    identity = store_flux_identity()
+    t5_print = fingerprint(tiny_t5_encoder(T5_WIDTH, 1), t5_tokenizer().vocab_size)
+    identity.fingerprints = {"t5": t5_print}  # as learning on the tiny FLUX records it
+    IdentityStore().save(identity, overwrite=True)
+
+    def video(model: Path, prompt: str, out: str):
+        args = ["video", prompt, "--video-model", str(model), "--frames", "9", "--steps", "2", "--seed", "1"]
+        return runner.invoke(
+            app, [*args, "--size", "64x64", "--device", "cpu", "-o", str(tmp_path / out), "--json"]
+        )
+
+    with_id, without = video(same, "fl dancing", "a.gif"), video(same, "a person dancing", "b.gif")
+    assert with_id.exit_code == 0 and without.exit_code == 0, with_id.output + without.output
+    assert json.loads(with_id.stdout)["backend"] == "ltx-video"
+    frames = [np.asarray(Image.open(tmp_path / f).convert("RGB")) for f in ("a.gif", "b.gif")]
+    assert not np.array_equal(*frames)
+    line = one_error(video(other, "fl dancing", "c.gif"), "T5")
+    assert "not the one fl was learned with" in line and not (tmp_path / "c.gif").exists()

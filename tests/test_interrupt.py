@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+import sid.clipfile
 import sid.render
-import sid.video
 from sid.cli import app
 from sid.store import IdentityStore
 from tests.test_store import make_identity
@@ -74,13 +74,13 @@ def test_video_interrupted_while_writing_keeps_the_old_clip(
     store_identity(width=T2V_WIDTH)
     clip = tmp_path / "clip.gif"
     clip.write_bytes(b"the clip from yesterday")
-    real = sid.video._write_gif
+    real = sid.clipfile._write_gif
 
     def half_then_ctrl_c(frames, path, fps, comment):
         real(frames[:1], path, fps, comment)  # part of the file is on disk ...
         raise KeyboardInterrupt  # ... when Ctrl-C arrives
 
-    monkeypatch.setattr(sid.video, "_write_gif", half_then_ctrl_c)
+    monkeypatch.setattr(sid.clipfile, "_write_gif", half_then_ctrl_c)
     args = ["video", "alice dancing", "--video-model", tiny_t2v, *"--frames 2 --size 64x64 --steps 1".split()]
     result = invoke(*args, "-o", clip, "--force", "--quiet")
     assert result.exit_code == 130 and "it was not written" in result.output, result.output

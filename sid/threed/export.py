@@ -1,5 +1,5 @@
 """From a trained field to files: a vertex-coloured mesh (marching cubes) and turntable frames
-(written by ``sid.video.write_video``)."""
+(written by ``sid.clipfile.write_video``)."""
 
 from __future__ import annotations
 

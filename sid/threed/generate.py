@@ -238,10 +238,10 @@ def generate_3d(
     stage: Callable[[str], None] | None = None,
 ) -> ThreeDResult:
     from sid.adapters import adapter_for
+    from sid.clipfile import write_video
     from sid.pipelines import load_pipeline, pick_device, resolve_model
     from sid.prompts import parse_prompt
     from sid.render import prepare
-    from sid.video import write_video
 
     # 1. check inputs and the prompt's identities before loading anything heavy
     outputs = check_inputs(cfg)
