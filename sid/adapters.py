@@ -323,6 +323,7 @@ class FluxAdapter(Adapter):
         distilled = self.denoiser.config.guidance_embeds  # dev: a guidance input; schnell: none
         self.guidance = torch.full((1,), flow.FLUX_GUIDANCE, device=device) if distilled else None
         self.txt_ids = flow.text_ids(self.T5_LENGTH, device)
+        self.img_ids = {(side, side): flow.image_ids(side, side, device)}  # made here: no copy in a graph
 
     @classmethod
     def fits(cls, pipe: Any) -> bool:
@@ -373,10 +374,15 @@ class FluxAdapter(Adapter):
             pooled_projections=pooled,
             encoder_hidden_states=sequence,
             txt_ids=self.txt_ids.to(z_t.dtype),
-            img_ids=flow.image_ids(h, w, z_t.device, z_t.dtype),
+            img_ids=self._image_ids(h, w).to(z_t.dtype),
             return_dict=False,
         )[0]
         return flow.unpack_latents(out, h, w)
+
+    def _image_ids(self, h: int, w: int) -> torch.Tensor:
+        if (h, w) not in self.img_ids:
+            self.img_ids[h, w] = flow.image_ids(h, w, self.device)
+        return self.img_ids[h, w]
 
     def loss(self, pred: torch.Tensor, s: Sample, method: str) -> torch.Tensor:
         if method not in MASKED_METHODS:
