@@ -4,7 +4,7 @@
     python -m benchmarks.bank --device cuda --dtype bf16
 
 Times ``sid.augment.augment_batch`` and ``vae.encode(...).latent_dist.sample`` on chunks of
-``sid.train.BANK_CHUNK`` photos, the way ``sid.train.build_bank`` runs them, and reports milliseconds
+``sid.bank.BANK_CHUNK`` photos, the way ``sid.bank.build_bank`` runs them, and reports milliseconds
 per bank entry. A bank of N entries costs about N times ``entry_ms``: compare it with the learn
 benchmark's step time to see what a bigger bank adds to a run.
 """
@@ -23,9 +23,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="stableidentity", choices=("stableidentity", "celebbasis"))
     p.add_argument("--resolution", type=int, default=512)
     p.add_argument("--chunks", type=int, default=3, help="timed chunks (after one warm-up chunk)")
-    p.add_argument(
-        "--chunk", type=int, default=None, help="entries per chunk (default: sid.train.BANK_CHUNK)"
-    )
+    p.add_argument("--chunk", type=int, default=None, help="entries per chunk (default: sid.bank.BANK_CHUNK)")
     p.add_argument("--dtype", default="auto", help="VAE weights: auto (fp16 on GPU) | fp16 | bf16 | fp32")
     return p
 
@@ -37,9 +35,9 @@ def main(argv: list[str] | None = None) -> dict:
     from diffusers import AutoencoderKL
 
     from sid.augment import augment_batch
+    from sid.bank import BANK_CHUNK
     from sid.pipelines import pick_device, pick_dtype
     from sid.testing import tiny_vae
-    from sid.train import BANK_CHUNK
 
     device = pick_device(args.device)
     dtype = pick_dtype(device, args.dtype)

@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from benchmarks.common import (
     DEFAULT_FACE_MODELS,
@@ -167,13 +168,13 @@ def floor_ms(model: Any, batch: int, warmup: int, iters: int) -> list[float]:
 
 def learn_run(args: argparse.Namespace, pipe: Any, device: str, low_vram: bool) -> dict[str, Any]:
     """One ``sid.train.learn`` run on the built pipeline: step times, floor, peak memory, projection."""
+    import sid.train as train
     from sid.methods import RECIPES
     from sid.pipelines import ModelSpec
     from sid.store import IdentityStore
-    from sid.train import LearnConfig, frozen_model, learn
 
     vit, parser = face_model_folders(args.arch)
-    cfg = LearnConfig(
+    cfg = train.LearnConfig(
         method=args.method,
         steps=args.steps,
         device=device,
@@ -187,20 +188,23 @@ def learn_run(args: argparse.Namespace, pipe: Any, device: str, low_vram: bool) 
         checkpoint_every=0,
         low_vram=low_vram,
     )
-    model = frozen_model(pipe, ModelSpec(f"random {args.arch}", ()), cfg, device)
+    model = train.frozen_model(pipe, ModelSpec(f"random {args.arch}", ()), cfg, device)
     stamps: list[float] = []
     clock = Clock(device)
     reset_peak_memory(device)
-    with tempfile.TemporaryDirectory(prefix="sid-bench-flux-") as home:
+    # learn() loads its model by name; here it gets the pipeline built on the device instead
+    with (
+        tempfile.TemporaryDirectory(prefix="sid-bench-flux-") as home,
+        mock.patch.object(train, "load_frozen", lambda _cfg, _device: model),
+    ):
         start = clock.now()
-        learn(
+        train.learn(
             [args.photo],
             ["bench"],
             cfg,
             store=IdentityStore(Path(home) / "identities"),
             force=True,
             progress=lambda *_: stamps.append(time.perf_counter()),
-            model=model,
         )
         end = clock.now()
     peak_gb, peak_kind = peak_memory_gb(device)

@@ -180,10 +180,8 @@ def time_learn(
             "load_pipeline": "model_load_s",
             "build_bank": "bank_s",
         }
-        for name, phase in phases_of.items():
-            wrapped = timed(phase, getattr(train, name))
-            for module in (train, many) if hasattr(many, name) else (train,):  # many imports its own names
-                stack.enter_context(mock.patch.object(module, name, wrapped))
+        for name, phase in phases_of.items():  # sid.many learns through sid.train's loop too
+            stack.enter_context(mock.patch.object(train, name, timed(phase, getattr(train, name))))
         reset_peak_memory(device)
         start = clock.now()
         store = IdentityStore(Path(home) / "identities")
@@ -261,8 +259,9 @@ def floor_ms(
     import torch
     from diffusers import UNet2DConditionModel
 
+    from sid.adapters import size_condition
     from sid.speed import Speedups, unet_step
-    from sid.train import _autocast_dtype, size_condition
+    from sid.train import _autocast_dtype
 
     amp = _autocast_dtype(device, dtype)
     unet = UNet2DConditionModel.from_pretrained(str(folder), subfolder="unet").to(device)
@@ -303,8 +302,9 @@ def bank_build_s(
     import torch
     from diffusers import AutoencoderKL
 
+    from sid.bank import build_bank
     from sid.faces import extract_face
-    from sid.train import _autocast_dtype, build_bank
+    from sid.train import _autocast_dtype
 
     vae = AutoencoderKL.from_pretrained(str(folder), subfolder="vae").to(device)  # fp32, as learn loads it
     vae.requires_grad_(False).eval()

@@ -86,9 +86,9 @@ def setup_naive(
     import torch
     from diffusers import DiffusionPipeline
 
+    from sid.adapters import tokenize_templates
     from sid.augment import augment_batch
     from sid.faces import extract_face
-    from sid.train import tokenize_templates
 
     pipe = DiffusionPipeline.from_pretrained(str(folder), local_files_only=True).to(device)
     tokenizer, text_encoder = pipe.tokenizer, pipe.text_encoder

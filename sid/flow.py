@@ -62,12 +62,6 @@ def text_ids(length: int, device: Any = "cpu", dtype: torch.dtype = torch.float3
     return torch.zeros(length, 3, device=device, dtype=dtype)
 
 
-def to_latent(raw: torch.Tensor, vae_config: Any) -> torch.Tensor:
-    """A VAE sample in the transformer's latent space: (raw - shift_factor) * scaling_factor."""
-    shift = getattr(vae_config, "shift_factor", None) or 0.0
-    return (raw - shift) * vae_config.scaling_factor
-
-
 def sigma_table(scheduler_config: Any, image_seq_len: int) -> torch.Tensor:
     """(N,) the σ of each of the N training timesteps, shifted as the scheduler's config shifts them at
     this image size (FLUX.1-dev: dynamic shift mu from the packed sequence length; schnell: none).

@@ -1,12 +1,13 @@
 """Learning many identities: a manifest's rows checked up front, then K identities per step.
 
-Each identity is learned as ``sid.train.learn`` learns it alone: the same seed gives the same mapper
-initialisation, latent bank and random stream, and it keeps its own AdamW state and clipped gradient
-(``StackedMappers``). K identities share one UNet forward and backward as a batch of K samples, each
-conditioned on its own identity's vectors, with their losses summed, so each mapper gets the gradient
-it would get alone and the GPU is busy K times over. This is not Celeb Basis's joint learning (one
-mapper for several people): Celeb Basis rows, whose stored result is a moving average kept in the
-mapper, are learned one at a time on the group's already-loaded model.
+The rows are learned by ``sid learn``'s own loop (``sid.train.Learner``), K at a time: each identity
+with the seed's mapper initialisation, latent bank and random stream, its own AdamW state and clipped
+gradient (``StackedMappers``), so a chunk of one is bit for bit ``sid learn`` of that photo. K
+identities share one UNet forward and backward as a batch of K samples, each conditioned on its own
+identity's vectors, with their losses summed, so each mapper gets the gradient it would get alone and
+the GPU is busy K times over. This is not Celeb Basis's joint learning (one mapper for several
+people): Celeb Basis rows, whose stored result is a moving average kept in the mapper, are learned
+one at a time on the group's already-loaded model.
 
 A row that cannot be learned (no face, a bad or taken name) fails alone with its reason. Every chunk
 of K is stored as it finishes, and each identity checkpoints under its single-identity run's key, so
@@ -18,50 +19,35 @@ at the end; every finished identity is checkpointed until then, so a kill before
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from sid import limits, ranks
-from sid.adapters import Adapter, Sample
-from sid.checkpoints import load_state, save_state, step_reached
+from sid.checkpoints import step_reached
 from sid.errors import BadInput, OutOfMemory, SidError
 from sid.face_transformers import load_face_parser
-from sid.faces import extract_face
 from sid.losslog import LossLog
 from sid.manifest import Outcome, Row
-from sid.methods import RECIPES, StackedMappers, build_mapper
+from sid.methods import RECIPES
 from sid.photos import photo_sha256
 from sid.pipelines import pick_device
-from sid.priors import build_prior
-from sid.prompts import inject_vectors
+from sid.resume import checkpoint_path, drop_checkpoints, run_key
 from sid.store import Identity, IdentityStore
 from sid.train import (
     LearnConfig,
+    Learner,
     Phase,
     Progress,
-    build_bank,
+    Unit,
     check_inputs,
-    checkpoint_meta,
-    checkpoint_path,
-    default_bank_size,
-    drop_checkpoints,
-    drop_stale_checkpoints,
-    face_embeddings,
-    learn,
+    face_of,
     load_frozen,
-    make_identities,
-    make_optimizer,
-    placeholder_prompts,
     resolved,
-    run_key,
     run_length,
-    run_settings,
-    update,
 )
 
 # SD 2.1 at 512², bf16: the activations one more sample keeps for the backward (an estimate; the
@@ -231,17 +217,14 @@ def learn_group(
     phase(f"loading the model for {len(jobs)} {cfg.method} identit{'y' if len(jobs) == 1 else 'ies'}")
     try:
         model = load_frozen(cfg, device)
-        batch = None if RECIPES[cfg.method].ema else Batch.build(cfg, model, warn)
+        batch = Batch.build(cfg, model, warn)
     except SidError as e:  # this group's model cannot load (e.g. not downloaded): its rows fail, others go on
         for job in jobs:
             meter.drop(run_length(job.cfg, 1)[0] - job.first_step)
             yield failed(job.row, e)
         return
-    if batch is None:
-        for job in jobs:
-            yield learn_alone(job, model, store, force, resume, meter, warn)
-        return
-    k = parallel or default_parallel(device)
+    # Celeb Basis's stored result is a moving average its mapper keeps: never stacked, one at a time
+    k = 1 if RECIPES[cfg.method].ema else parallel or default_parallel(device)
     ordered = sorted(jobs, key=lambda j: j.first_step)
     chunks = [  # a chunk's identities resume from one step
         same[i : i + k]
@@ -254,222 +237,54 @@ def learn_group(
         yield from batch.learn(chunk, resume, meter, warn)
 
 
-def learn_alone(
-    job: Job,
-    model: Adapter,
-    store: IdentityStore,
-    force: bool,
-    resume: bool,
-    meter: Meter,
-    warn: Callable[[str], None] | None,
-) -> Outcome | Learned:
-    """One identity through ``sid.train.learn`` on the loaded model; the caller stores it."""
-    reached = [job.first_step]
-
-    def progress(step: int, total: int, loss: float) -> None:
-        meter.advance(step - reached[0], loss)
-        reached[0] = step
-
-    try:
-        result = learn(
-            [job.row.photo],
-            [job.row.name],
-            job.cfg,
-            store,
-            force,
-            resume,
-            progress,
-            warn,
-            model=model,
-            save=False,
-        )
-    except SidError as e:
-        meter.drop(run_length(job.cfg, 1)[0] - reached[0])
-        return failed(job.row, e)
-    job.meta = checkpoint_meta([job.row.name], job.cfg, [result.identities[0].photo_sha256])
-    return Learned(job, result.identities[0], result.seconds)
-
-
 @dataclass
 class Batch:
-    """What every chunk of a group shares: the model, the priors, the placeholders, the templates."""
+    """What every chunk of a group shares: the learner (model, priors, placeholders) and the face parser."""
 
-    model: Adapter
-    cfg: LearnConfig
-    priors: list[Any]  # one per text encoder
-    placeholders: list[tuple[Any, list[int]]]
-    templates: torch.Tensor  # (T, E, L)
+    learner: Learner
     parser: Any
 
     @classmethod
-    def build(cls, cfg: LearnConfig, model: Adapter, warn: Callable[[str], None] | None) -> Batch:
-        device = model.device
-        priors = [build_prior(tokenizer, encoder, cfg.method) for tokenizer, encoder in model.encoders]
-        placeholders, templates = placeholder_prompts(model, RECIPES[cfg.method].templates, device)
+    def build(cls, cfg: LearnConfig, model: Any, warn: Callable[[str], None] | None) -> Batch:
         parser = load_face_parser(cfg.face_parser, warn) if cfg.face_parser else None
-        return cls(model, cfg, priors, placeholders, templates, parser)
+        return cls(Learner.build(model, cfg), parser)
 
     def learn(
         self, jobs: list[Job], resume: bool, meter: Meter, warn: Callable[[str], None] | None
     ) -> list[Outcome | Learned]:
-        """Learn ``jobs`` together (K = len(jobs)); a job whose face cannot be found fails alone."""
-        start = time.perf_counter()
-        model, cfg, device = self.model, self.cfg, self.model.device
-        recipe = RECIPES[cfg.method]
-        steps, batch, lr = run_length(cfg, 1)
+        """Learn ``jobs`` together (K = len(jobs)) with sid learn's own loop; a job whose face cannot be
+        found fails alone, and a chunk that cannot be learned (a checkpoint that does not fit, a full
+        disk) fails its rows with the reason."""
+        steps = run_length(self.learner.cfg, 1)[0]
         results: list[Outcome | Learned] = []
-        ready = []
-        for job in jobs:  # 1. faces, each row on its own
+        ready, units = [], []
+        for job in jobs:  # faces, each row on its own
             try:
-                crop = extract_face(
-                    job.row.photo,
-                    face_index=job.cfg.face_index,
-                    face_models=job.cfg.face_models,
-                    warn=warn,
-                    parser=self.parser,
-                    device=device,
-                )
-                ready.append((job, crop, face_embeddings(crop, job.cfg, device).to(device)))
+                crop, face = face_of(job.row.photo, job.cfg, self.learner.model.device, warn, self.parser)
             except SidError as e:
                 meter.drop(steps - job.first_step)
                 results.append(failed(job.row, e))
+                continue
+            load = job.first_step > 0 and job.ckpt.is_file()
+            units.append(Unit([job.row.name], job.cfg, [crop], [face], job.ckpt, load))
+            job.meta = units[-1].meta
+            ready.append(job)
         if not ready:
             return results
-        jobs = [j for j, _, _ in ready]
-        crops = [c for _, c, _ in ready]
-        faces = torch.stack([e for _, _, e in ready])  # (K, 2, f)
-        bank_size = cfg.bank_size or default_bank_size(steps, batch, 1)
-        # 2. each identity's own mapper init, bank and random stream, seeded as a run of its own
-        mappers, banks, gens, logs = [], [], [], []
-        for job, crop, embedding in ready:
-            torch.manual_seed(job.cfg.seed)
-            mappers.append(build_mapper(cfg.method, embedding.shape[-1], self.priors).to(device))
-            generator = torch.Generator().manual_seed(job.cfg.seed)
-            banks.append(
-                build_bank(
-                    crop,
-                    model.vae,
-                    model.resolution,
-                    bank_size,
-                    generator,
-                    cfg.method,
-                    device,
-                    model.amp_dtype,
-                )
-            )
-            gens.append(torch.Generator(device).manual_seed(job.cfg.seed))
-            logs.append(LossLog())
-            job.meta = checkpoint_meta([job.row.name], job.cfg, [crop.photo_sha256])
+        reported = [ready[0].first_step]
 
-        # 3. resumable state, per identity, in its single-identity checkpoint
-        first = jobs[0].first_step
-        singles = [make_optimizer(m.parameters(), cfg.method, lr, device) for m in mappers]
-        for job, single, opt, gen, log in zip(jobs, mappers, singles, gens, logs, strict=True):
-            if first and job.ckpt.is_file():
-                _, log.values = load_state(job.ckpt, single, opt, gen)
-            elif resume:
-                drop_stale_checkpoints(job.ckpt, job.meta, warn)
-        mapper = StackedMappers(mappers)
-        optimizer = make_optimizer(mapper.parameters(), cfg.method, lr, device)
-        if first:
-            optimizer.load_state_dict(stack_states([o.state_dict() for o in singles], optimizer.state_dict()))
-        scaler = torch.amp.GradScaler(enabled=model.amp_dtype == torch.float16)
+        def report(step: int, logs: list[LossLog]) -> None:
+            k = len(logs)
+            meter.advance((step - reported[0]) * k, sum(log.smoothed() for log in logs) / k)
+            reported[0] = step
 
-        # 4. the loop: K identities per step, each on its own samples
-        k, reported = len(jobs), first
         try:
-            with inject_vectors(self.placeholders) as slot:
-                predict = model.predictor(slot)  # shapes fixed per chunk: one CUDA-graph capture each
-                for step in range(first, steps):
-                    if not (cfg.overfit and step > first):
-                        samples = [
-                            model.noised(bank.sample(batch, step), face, self.templates, gen)
-                            for bank, face, gen in zip(banks, faces, gens, strict=True)
-                        ]
-                        sample = concat(samples)
-                    with model.autocast():
-                        vectors = mapper(sample.face.view(k, batch, -1)).flatten(0, 1)  # (K*B, 2, d)
-                        pred = predict(vectors, sample.ids, sample.z_t, sample.t)
-                    losses = torch.stack(
-                        [model.loss(p, s, cfg.method) for p, s in zip(pred.chunk(k), samples, strict=True)]
-                    )
-                    update(losses.sum(), mapper, optimizer, scaler, recipe.grad_clip)  # summed: each its own
-                    for log, loss in zip(logs, losses, strict=True):
-                        log.add(loss)
-                    if (step + 1) % cfg.log_every == 0 or step + 1 == steps:
-                        for log in logs:
-                            log.flush()
-                        meter.advance((step + 1 - reported) * k, sum(log.smoothed() for log in logs) / k)
-                        reported = step + 1
-                    if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < steps:
-                        self.checkpoint(mapper, optimizer, mappers, singles, jobs, gens, logs, step + 1)
-        except torch.OutOfMemoryError as e:
-            raise OutOfMemory(
-                f"out of memory on {device} learning {k} identities at once",
-                f"pass --parallel {max(1, k // 2)} or use a smaller model",
-            ) from e
-
-        # 5. each finished state checkpointed: under a launcher rank 0 stores it only at the end, so a
-        # kill before then must not lose it (--resume stores it without training); dropped once stored
-        if cfg.checkpoint_every:
-            self.checkpoint(mapper, optimizer, mappers, singles, jobs, gens, logs, steps)
-        # 6. final vectors: each mapper on its unaugmented face embedding
-        mapper.eval()
-        with torch.no_grad():
-            final = mapper(faces[:, :1]).float().cpu()[:, 0]  # (K, 2, sum d)
-        seconds = (time.perf_counter() - start) / k
-        for i, job in enumerate(jobs):
-            settings = run_settings(job.cfg, model, steps, batch, lr, bank_size, self.priors)
-            (identity,) = make_identities(
-                [job.row.name], [final[i]], [crops[i]], job.cfg, model, settings, logs[i].values
-            )
-            results.append(Learned(job, identity, seconds))
-        return results
-
-    @staticmethod
-    def checkpoint(
-        mapper: StackedMappers,
-        optimizer: torch.optim.Optimizer,
-        singles_m: list[torch.nn.Module],
-        singles_o: list[torch.optim.Optimizer],
-        jobs: list[Job],
-        gens: list[torch.Generator],
-        logs: list[LossLog],
-        step: int,
-    ) -> None:
-        """Each identity's state written as its single-identity run would write it."""
-        state = optimizer.state_dict()
-        for i, job in enumerate(jobs):
-            singles_m[i].load_state_dict(mapper.state_of(i))
-            singles_o[i].load_state_dict(slice_state(state, i, singles_o[i].state_dict()))
-            save_state(job.ckpt, singles_m[i], singles_o[i], gens[i], step, logs[i].flush(), job.meta)
-
-
-def concat(samples: list[Sample]) -> Sample:
-    """K identities' samples as one batch, identity by identity."""
-    parts = {}
-    for f in fields(Sample):
-        values = [getattr(s, f.name) for s in samples]
-        parts[f.name] = None if values[0] is None else torch.cat(values)
-    return Sample(**parts)
-
-
-def slice_state(stacked: dict[str, Any], k: int, like: dict[str, Any]) -> dict[str, Any]:
-    """Identity k's AdamW state (step, moments) out of the stacked optimizer's state dict."""
-    state = {
-        pid: {name: v if name == "step" else v[k] for name, v in entry.items()}
-        for pid, entry in stacked["state"].items()
-    }
-    return {"state": state, "param_groups": like["param_groups"]}
-
-
-def stack_states(singles: list[dict[str, Any]], like: dict[str, Any]) -> dict[str, Any]:
-    """The stacked optimizer's state from K identities' own (resumed from the same step)."""
-    state = {
-        pid: {
-            name: v if name == "step" else torch.stack([s["state"][pid][name] for s in singles])
-            for name, v in entry.items()
-        }
-        for pid, entry in singles[0]["state"].items()
-    }
-    return {"state": state, "param_groups": like["param_groups"]}
+            learnt = self.learner.learn(units, resume, report, warn, keep=True)
+        except OutOfMemory:
+            raise  # the next chunk of K would not fit either: the hint names a smaller --parallel
+        except SidError as e:
+            for job in ready:
+                meter.drop(steps - reported[0])
+                results.append(failed(job.row, e))
+            return results
+        return results + [Learned(j, r.identities[0], r.seconds) for j, r in zip(ready, learnt, strict=True)]

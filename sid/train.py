@@ -1,56 +1,57 @@
 """Learning identities: a frozen diffusion model, a small mapper from face embedding to two tokens.
 
-The loop reads top to bottom: faces -> model -> prior and mapper -> a bank of augmented latents ->
-steps. Only the mapper trains; UNet, VAE and text encoder are frozen. A checkpoint (mapper +
-optimizer + RNG) is written beside the store every ``checkpoint_every`` steps, and the store itself
-is only written once, at the end, so an interrupted run leaves it untouched.
-
-One concern, a learn run and its parts (inputs, frozen model, bank, step, checkpoints), hence one
-file past 450 lines: ``learn()`` keeps the numbered steps and the helpers below it the detail.
+``learn()`` reads top to bottom: inputs -> faces -> model -> prior and placeholders -> the loop.
+The loop is ``Learner.learn``, the only one: K identities per step, each with its own mapper, latent
+bank (sid.bank), random stream, AdamW state and checkpoint (sid.resume). ``sid learn`` is K = 1 (one
+photo, or Celeb Basis's jointly learned group of photos); ``sid learn --from`` (sid.many) runs chunks
+of K, whose mappers are stacked and share one forward and backward of the model. Only mappers
+train; the model is frozen and driven through its family's adapter (sid.adapters). Checkpoints
+(mapper + optimizer + RNG) are written beside the store every ``checkpoint_every`` steps, and the
+store itself only at the end, so an interrupted run leaves it untouched.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from sid import __version__, limits
-from sid.adapters import Adapter, adapter_for, load_dtypes
-from sid.adapters import describe_schedule as describe_schedule  # re-exported: the tests' import path
+from sid.adapters import Adapter, Sample, adapter_for, load_dtypes
+
+# "x as x": re-exported where they lived before sid.adapters and sid.bank (the tests' import path)
+from sid.adapters import describe_schedule as describe_schedule
 from sid.adapters import tokenize_templates as tokenize_templates
 from sid.adapters import training_scheduler as training_scheduler
-from sid.augment import augment_batch
-from sid.checkpoints import find_checkpoints, load_state, save_state
+from sid.bank import Bank as Bank
+from sid.bank import binary_latent_masks as binary_latent_masks
+from sid.bank import build_bank, default_bank_size
+from sid.checkpoints import load_state, save_state
 from sid.errors import BadInput, OutOfMemory
 from sid.face_transformers import face_parser_source, load_face_parser, vit_face_embeddings, vit_model_source
 from sid.faces import FaceCrop, arcface_embedding, extract_face, load_face_pack
-from sid.files import leftover_temp_files
-from sid.flow import to_latent
 from sid.losslog import LossLog
 from sid.methods import MASKED_METHODS, RECIPES, StackedMappers, build_mapper, split_widths
 from sid.pipelines import check_dtype, load_pipeline, pick_device
 from sid.priors import build_prior
 from sid.prompts import add_placeholder_tokens, identity_token, inject_vectors
+from sid.resume import checkpoint_meta, checkpoint_path, drop_checkpoints, drop_stale_checkpoints, run_key
 from sid.speed import Speedups
 from sid.store import Identity, IdentityStore, now_iso, validate_name
 
 Progress = Callable[[int, int, float], None]  # (step, total, smoothed loss)
+Report = Callable[[int, list[LossLog]], None]  # (step reached, each identity's flushed losses)
 # "auto" face encoder: each paper's own. StableIdentity's mapper (init, lr) was tuned on its ViT's
 # features; Celeb Basis used an insightface-family recogniser.
 FACE_ENCODERS = {"stableidentity": "vit", "celebbasis": "arcface"}
 MASKS = ("parser", "landmarks")
 Phase = Callable[[str], None]  # names each set-up phase as it starts (before the first step)
-BANK_CHUNK = 4  # photos augmented and VAE-encoded at once: 8 at 512² was the run's peak memory (H100)
 
 
 @dataclass
@@ -135,15 +136,6 @@ def resolved(cfg: LearnConfig) -> LearnConfig:
     )
 
 
-def run_key(photos: list[Path], names: list[str], cfg: LearnConfig) -> str:
-    """A stable id for one run's inputs and settings, naming its resumable checkpoint."""
-    h = hashlib.sha256()
-    for photo in photos:
-        h.update(hashlib.sha256(photo.read_bytes()).digest())
-    h.update(json.dumps([names, asdict(cfg)], sort_keys=True, default=str).encode())
-    return h.hexdigest()[:16]
-
-
 # -- the run -----------------------------------------------------------------------------------------
 def learn(
     photos: list[Path],
@@ -155,20 +147,15 @@ def learn(
     progress: Progress | None = None,
     warn: Callable[[str], None] | None = None,
     phase: Phase | None = None,
-    model: Adapter | None = None,
-    save: bool = True,
 ) -> LearnResult:
-    """Learn ``photos`` as ``names`` and store them; ``model`` reuses a loaded one (a batch's group),
-    ``save=False`` leaves storing to the caller (rank 0 of a multi-process batch) and checkpoints the
-    finished run, which the caller drops once it has stored the identities."""
+    """Learn ``photos`` as ``names`` and store them: one identity, or a Celeb Basis joint group."""
     store = store or IdentityStore()
     check_inputs(photos, names, cfg, store, force)
     cfg = resolved(cfg)
     ckpt = checkpoint_path(store, run_key(photos, names, cfg))
     store.check_writable(ckpt.parent)  # a read-only or full store fails now, not after training
     phase = phase or (lambda _: None)
-    recipe = RECIPES[cfg.method]
-    steps, batch, lr = run_length(cfg, len(photos))
+    steps = run_length(cfg, len(photos))[0]
     start_time = time.perf_counter()
 
     # 1. faces: one aligned crop, mask and face embedding (plain, mirrored) per photo
@@ -176,99 +163,272 @@ def learn(
         ("finding and parsing the face" if cfg.face_parser else "finding the face") + "s" * (len(photos) > 1)
     )
     device = pick_device(cfg.device)
-    crops, embeddings = prepare_faces(photos, cfg, device, warn)
+    parser = load_face_parser(cfg.face_parser, warn) if cfg.face_parser else None
+    crops, faces = zip(*(face_of(photo, cfg, device, warn, parser) for photo in photos), strict=True)
 
     # 2. frozen model
     phase("loading the model")
-    model = model or load_frozen(cfg, device)
+    model = load_frozen(cfg, device)
 
-    # 3. prior, placeholder tokens and mapper (the only trainable part)
+    # 3. prior and placeholder tokens
     phase("parsing the celebrity-name prior and building the mapper")
-    torch.manual_seed(cfg.seed)
-    priors = [build_prior(tokenizer, encoder, cfg.method) for tokenizer, encoder in model.encoders]
-    embeddings = [e.to(device) for e in embeddings]
-    mapper = build_mapper(cfg.method, embeddings[0].shape[-1], priors, len(crops)).to(device)
-    placeholders, templates = placeholder_prompts(model, recipe.templates, device)
+    learner = Learner.build(model, cfg)
 
-    # 4. a bank of augmented latents and latent-size masks, encoded once
-    generator = torch.Generator().manual_seed(cfg.seed)
-    bank_size = cfg.bank_size or default_bank_size(steps, batch, len(crops))
-    phase(f"encoding the latent bank ({bank_size} augmented images per photo)")
-    bank = [
-        build_bank(c, model.vae, model.resolution, bank_size, generator, cfg.method, device, model.amp_dtype)
-        for c in crops
-    ]
+    # 4. mapper, latent bank and steps: the loop with K = 1
+    unit = Unit(names, cfg, list(crops), list(faces), ckpt, load=resume and ckpt.is_file())
 
-    # 5. optimiser and resumable state
-    optimizer = make_optimizer(mapper.parameters(), cfg.method, lr, device)
-    step_gen = torch.Generator(device).manual_seed(cfg.seed)  # per-step draws on the device: no host syncs
-    first_step, log = 0, LossLog()
-    run_meta = checkpoint_meta(names, cfg, [c.photo_sha256 for c in crops])
-    if resume and ckpt.is_file():
-        first_step, log.values = load_state(ckpt, mapper, optimizer, step_gen)
-    elif resume:
-        drop_stale_checkpoints(ckpt, run_meta, warn)
-    scaler = torch.amp.GradScaler(enabled=model.amp_dtype == torch.float16)  # fp16 needs loss scaling
+    def report(step: int, logs: list[LossLog]) -> None:
+        if progress:
+            progress(step, steps, logs[0].smoothed())
 
-    # 6. training loop
-    phase(f"training {steps - first_step} steps")
-    try:
-        with inject_vectors(placeholders) as slot:
-            predict = model.predictor(slot)
-            for step in range(first_step, steps):
-                who = step % len(crops)  # joint learning alternates identities
-                if not (cfg.overfit and step > first_step):
-                    draw = bank[who].sample(batch, step // len(crops))
-                    sample = model.noised(draw, embeddings[who], templates, step_gen)
-                with model.autocast():
-                    pred = predict(mapper(sample.face), sample.ids, sample.z_t, sample.t)
-                loss = model.loss(pred, sample, cfg.method)
-                if recipe.ema:  # Celeb Basis keeps the moving average of the coefficients this loss used
-                    mapper.update_average(who, sample.face)
-                update(loss, mapper, optimizer, scaler, recipe.grad_clip)
-                log.add(loss)
-                if (step + 1) % cfg.log_every == 0 or step + 1 == steps:
-                    log.flush()
-                    if progress:
-                        progress(step + 1, steps, log.smoothed())
-                if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < steps:
-                    save_state(ckpt, mapper, optimizer, step_gen, step + 1, log.flush(), run_meta)
-    except torch.OutOfMemoryError as e:
-        raise OutOfMemory(
-            f"out of memory on {device} while learning", "pass --batch-size 1 or use a smaller model"
-        ) from e
+    (result,) = learner.learn([unit], resume, report, warn, phase)
 
-    # 7. final vectors, stored atomically: the mapper on the unaugmented face embedding (StableIdentity)
-    # or the moving average of the training coefficients (Celeb Basis)
-    mapper.eval()
-    with torch.no_grad():
-        final = [
-            (mapper.averaged_vectors(i) if recipe.ema else mapper(e[:1])[0]).float().cpu()
-            for i, e in enumerate(embeddings)
-        ]  # each (2, sum d)
-    settings = run_settings(cfg, model, steps, batch, lr, bank_size, priors)
-    identities = make_identities(names, final, crops, cfg, model, settings, log.values)
-    if save:
-        store.save_all(identities, overwrite=force)  # a joint group is stored whole or not at all
-        drop_checkpoints(ckpt, run_meta)
-    elif cfg.checkpoint_every:  # until the caller stores them a kill must not lose them: --resume stores them
-        save_state(ckpt, mapper, optimizer, step_gen, steps, log.flush(), run_meta)
-    return LearnResult(identities, log.values, time.perf_counter() - start_time, first_step)
+    # 5. the identities, stored atomically (a joint group whole or not at all)
+    store.save_all(result.identities, overwrite=force)
+    drop_checkpoints(ckpt, unit.meta)
+    return replace(result, seconds=time.perf_counter() - start_time)
+
+
+@dataclass
+class Unit:
+    """What one mapper learns: an identity, or Celeb Basis's jointly learned group of photos (one mapper
+    whose steps alternate photos). ``load``: continue from the checkpoint at ``ckpt``."""
+
+    names: list[str]
+    cfg: LearnConfig  # resolved: its seed, face and knobs as its own run records them
+    crops: list[FaceCrop]
+    faces: list[torch.Tensor]  # (2, f) per photo: plain and mirrored face embedding, on the device
+    ckpt: Path
+    load: bool = False
+    meta: dict[str, str] = field(init=False)  # what its checkpoint records
+
+    def __post_init__(self) -> None:
+        self.meta = checkpoint_meta(self.names, self.cfg, [c.photo_sha256 for c in self.crops])
+
+
+@dataclass
+class Learner:
+    """A loaded model with one method's priors, placeholders and templates: learns units, K per step."""
+
+    model: Adapter
+    cfg: LearnConfig  # what every unit shares: method, steps, batch, lr, bank size, overfit, logging
+    priors: list[Any]  # one per text encoder
+    placeholders: list[tuple[Any, list[int]]]
+    templates: torch.Tensor  # (T, E, L)
+
+    @classmethod
+    def build(cls, model: Adapter, cfg: LearnConfig) -> Learner:
+        priors = [build_prior(tokenizer, encoder, cfg.method) for tokenizer, encoder in model.encoders]
+        placeholders, templates = placeholder_prompts(model, RECIPES[cfg.method].templates, model.device)
+        return cls(model, cfg, priors, placeholders, templates)
+
+    def learn(
+        self,
+        units: list[Unit],
+        resume: bool,
+        report: Report | None = None,
+        warn: Callable[[str], None] | None = None,
+        phase: Phase | None = None,
+        keep: bool = False,
+    ) -> list[LearnResult]:
+        """Learn ``units`` together (K = len(units)), each as it would be learned alone with its seed.
+
+        K units share one forward and backward of the model as a batch of K samples, each conditioned
+        on its own vectors, with their losses summed, so each mapper gets its own gradient. ``report``
+        runs every ``log_every`` steps; ``keep`` checkpoints the finished state, for a caller that
+        stores the identities later (a kill before then loses none: --resume stores them).
+        """
+        start = time.perf_counter()
+        model, cfg, device, k = self.model, self.cfg, self.model.device, len(units)
+        recipe, phase = RECIPES[cfg.method], phase or (lambda _: None)
+        steps, batch, lr = run_length(cfg, len(units[0].crops))
+
+        # 1. each unit's own mapper init, latent bank and random stream, seeded as a run of its own
+        mappers, banks, sizes, gens = [], [], [], []
+        for unit in units:
+            torch.manual_seed(unit.cfg.seed)
+            face_dim = unit.faces[0].shape[-1]
+            mappers.append(build_mapper(cfg.method, face_dim, self.priors, len(unit.crops)).to(device))
+            generator = torch.Generator().manual_seed(unit.cfg.seed)
+            sizes.append(cfg.bank_size or default_bank_size(steps, batch, len(unit.crops)))
+            phase(f"encoding the latent bank ({sizes[-1]} augmented images per photo)")
+            banks.append(
+                [
+                    build_bank(
+                        c,
+                        model.vae,
+                        model.resolution,
+                        sizes[-1],
+                        generator,
+                        cfg.method,
+                        device,
+                        model.amp_dtype,
+                    )
+                    for c in unit.crops
+                ]
+            )
+            gens.append(torch.Generator(device).manual_seed(unit.cfg.seed))  # per-step draws: no host syncs
+
+        # 2. optimisers and resumable state, each unit's in its own checkpoint
+        optimizers = [make_optimizer(m.parameters(), cfg.method, lr, device) for m in mappers]
+        logs, first = [LossLog() for _ in units], 0
+        for unit, mapper, optimizer, gen, log in zip(units, mappers, optimizers, gens, logs, strict=True):
+            if unit.load:
+                first, log.values = load_state(unit.ckpt, mapper, optimizer, gen)
+            elif resume:
+                drop_stale_checkpoints(unit.ckpt, unit.meta, warn)
+        group = Mappers(mappers, optimizers, cfg.method, lr, device, resumed=first > 0)
+        scaler = torch.amp.GradScaler(enabled=model.amp_dtype == torch.float16)  # fp16 needs loss scaling
+
+        # 3. the loop: K units per step, each on its own samples
+        phase(f"training {steps - first} steps")
+        try:
+            with inject_vectors(self.placeholders) as slot:
+                predict = model.predictor(slot)  # shapes fixed per call: one CUDA-graph capture each
+                for step in range(first, steps):
+                    who = [step % len(b) for b in banks]  # a joint group alternates its photos
+                    if not (cfg.overfit and step > first):
+                        samples = [
+                            model.noised(b[w].sample(batch, step // len(b)), u.faces[w], self.templates, g)
+                            for b, w, u, g in zip(banks, who, units, gens, strict=True)
+                        ]
+                        sample = concat(samples)
+                    with model.autocast():
+                        vectors = group(sample.face.view(k, batch, -1)).flatten(0, 1)  # (K*B, 2, sum d)
+                        pred = predict(vectors, sample.ids, sample.z_t, sample.t)
+                    losses = torch.stack(
+                        [model.loss(p, s, cfg.method) for p, s in zip(pred.chunk(k), samples, strict=True)]
+                    )
+                    if recipe.ema:  # Celeb Basis keeps the moving average of the coefficients this loss used
+                        group.module.update_average(who[0], sample.face)
+                    update(losses.sum(), group.module, group.optimizer, scaler, recipe.grad_clip)
+                    for log, loss in zip(logs, losses, strict=True):
+                        log.add(loss)
+                    if (step + 1) % cfg.log_every == 0 or step + 1 == steps:
+                        for log in logs:
+                            log.flush()
+                        if report:
+                            report(step + 1, logs)
+                    if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < steps:
+                        group.save(units, gens, logs, step + 1)
+        except torch.OutOfMemoryError as e:
+            if k == 1:
+                raise OutOfMemory(
+                    f"out of memory on {device} while learning", "pass --batch-size 1 or use a smaller model"
+                ) from e
+            raise OutOfMemory(
+                f"out of memory on {device} learning {k} identities at once",
+                f"pass --parallel {max(1, k // 2)} or use a smaller model",
+            ) from e
+
+        # 4. the finished state kept for a caller that stores later, and each unit's identities
+        if keep and cfg.checkpoint_every:
+            group.save(units, gens, logs, steps)
+        seconds, results = (time.perf_counter() - start) / k, []
+        for unit, vectors, log, size in zip(units, group.final(units, recipe.ema), logs, sizes, strict=True):
+            settings = run_settings(unit.cfg, model, steps, batch, lr, size, self.priors)
+            identities = make_identities(
+                unit.names, vectors, unit.crops, unit.cfg, model, settings, log.values
+            )
+            results.append(LearnResult(identities, log.values, seconds, first))
+        return results
+
+
+class Mappers:
+    """K units' mappers and AdamW states as one step drives them. At K = 1 the mapper and optimizer
+    themselves, so one identity is learned exactly as alone; at K > 1 stacked (StackedMappers) under
+    one AdamW, whose elementwise state is each identity's own and is sliced back out for its checkpoint.
+    """
+
+    def __init__(
+        self,
+        mappers: list[torch.nn.Module],
+        optimizers: list[torch.optim.Optimizer],
+        method: str,
+        lr: float,
+        device: str,
+        resumed: bool,
+    ) -> None:
+        self.singles, self.single_optimizers = mappers, optimizers
+        self.module: torch.nn.Module = mappers[0]
+        self.optimizer: torch.optim.Optimizer = optimizers[0]
+        if len(mappers) > 1:
+            self.module = StackedMappers(mappers)
+            self.optimizer = make_optimizer(self.module.parameters(), method, lr, device)
+            if resumed:
+                singles = [o.state_dict() for o in optimizers]
+                self.optimizer.load_state_dict(stack_states(singles, self.optimizer.state_dict()))
+
+    def __call__(self, faces: torch.Tensor) -> torch.Tensor:
+        """(K, B, f) face features -> (K, B, 2, sum d): each unit's vectors on its own faces."""
+        return self.module(faces) if len(self.singles) > 1 else self.module(faces[0])[None]
+
+    def single(self, i: int) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+        """Unit i's mapper and optimizer, as its own run would hold them."""
+        if len(self.singles) == 1:
+            return self.module, self.optimizer
+        self.singles[i].load_state_dict(self.module.state_of(i))
+        like = self.single_optimizers[i].state_dict()
+        self.single_optimizers[i].load_state_dict(slice_state(self.optimizer.state_dict(), i, like))
+        return self.singles[i], self.single_optimizers[i]
+
+    def save(self, units: list[Unit], gens: list[torch.Generator], logs: list[LossLog], step: int) -> None:
+        """Each unit's state, written as its run of its own would write it."""
+        for i, unit in enumerate(units):
+            mapper, optimizer = self.single(i)
+            save_state(unit.ckpt, mapper, optimizer, gens[i], step, logs[i].flush(), unit.meta)
+
+    @torch.no_grad()
+    def final(self, units: list[Unit], ema: bool) -> list[list[torch.Tensor]]:
+        """Each unit's stored vectors, (2, sum d) per photo: the mapper on the unaugmented face embedding
+        (StableIdentity) or the moving average of the coefficients training used (Celeb Basis, K = 1)."""
+        self.module.eval()
+        if ema:
+            return [[self.module.averaged_vectors(i).float().cpu() for i in range(len(units[0].crops))]]
+        plain = torch.stack([torch.stack([f[0] for f in unit.faces]) for unit in units])  # (K, n, f)
+        return [list(vectors) for vectors in self(plain).float().cpu()]
+
+
+def concat(samples: list[Sample]) -> Sample:
+    """K units' samples as one batch, unit by unit."""
+    parts = {}
+    for f in fields(Sample):
+        values = [getattr(s, f.name) for s in samples]
+        parts[f.name] = None if values[0] is None else torch.cat(values)
+    return Sample(**parts)
+
+
+def slice_state(stacked: dict[str, Any], k: int, like: dict[str, Any]) -> dict[str, Any]:
+    """Identity k's AdamW state (step, moments) out of the stacked optimizer's state dict."""
+    state = {
+        pid: {name: v if name == "step" else v[k] for name, v in entry.items()}
+        for pid, entry in stacked["state"].items()
+    }
+    return {"state": state, "param_groups": like["param_groups"]}
+
+
+def stack_states(singles: list[dict[str, Any]], like: dict[str, Any]) -> dict[str, Any]:
+    """The stacked optimizer's state from K identities' own (resumed from the same step)."""
+    state = {
+        pid: {
+            name: v if name == "step" else torch.stack([s["state"][pid][name] for s in singles])
+            for name, v in entry.items()
+        }
+        for pid, entry in singles[0]["state"].items()
+    }
+    return {"state": state, "param_groups": like["param_groups"]}
 
 
 # -- the run's parts ---------------------------------------------------------------------------------
-def prepare_faces(
-    photos: list[Path], cfg: LearnConfig, device: str, warn: Callable[[str], None] | None
-) -> tuple[list[FaceCrop], list[torch.Tensor]]:
-    """Each photo's aligned crop (with masks) and its (2, f) face embeddings, plain and mirrored."""
-    parser = load_face_parser(cfg.face_parser, warn) if cfg.face_parser else None
-    crops = [
-        extract_face(
-            p, face_index=cfg.face_index, face_models=cfg.face_models, warn=warn, parser=parser, device=device
-        )
-        for p in photos
-    ]
-    return crops, [face_embeddings(c, cfg, device) for c in crops]
+def face_of(
+    photo: Path, cfg: LearnConfig, device: str, warn: Callable[[str], None] | None, parser: Any = None
+) -> tuple[FaceCrop, torch.Tensor]:
+    """A photo's aligned crop (with masks) and its (2, f) face embeddings, plain and mirrored, on the
+    device; ``parser`` is the loaded face parser of the parser mask, if any."""
+    crop = extract_face(
+        photo, face_index=cfg.face_index, face_models=cfg.face_models, warn=warn, parser=parser, device=device
+    )
+    return crop, face_embeddings(crop, cfg, device).to(device)
 
 
 def load_frozen(cfg: LearnConfig, device: str) -> Adapter:
@@ -288,7 +448,7 @@ def load_frozen(cfg: LearnConfig, device: str) -> Adapter:
 
 def frozen_model(pipe: Any, spec: Any, cfg: LearnConfig, device: str) -> Adapter:
     """A loaded pipeline in its family's adapter as ``cfg`` asks (--low-vram's recompute, without
-    CUDA graphs); the GPU benchmarks hand it a pipeline they built on the device."""
+    CUDA graphs); the FLUX benchmark hands it a pipeline it built on the device."""
     speed = replace(cfg.speed, cuda_graphs="off") if cfg.low_vram else cfg.speed
     model = adapter_for(pipe)(pipe, spec, device, _autocast_dtype(device, cfg.dtype), speed, cfg.resolution)
     if cfg.low_vram:
@@ -376,16 +536,6 @@ def run_length(cfg: LearnConfig, identities: int) -> tuple[int, int, float]:
     return cfg.steps or recipe.steps * identities, cfg.batch_size or recipe.batch_size, cfg.lr or recipe.lr
 
 
-def default_bank_size(steps: int, batch: int, identities: int) -> int:
-    """One bank entry per training sample an identity gets: every step sees fresh augmentations.
-
-    That is the papers' own data pipeline (a new augmentation and VAE encode per sample), with the
-    encodes batched before the loop; a smaller ``--bank-size`` reuses entries to save encodes. Never
-    more than ``--bank-size`` may ask for: a long run reuses entries rather than fill the memory.
-    """
-    return min(math.ceil(steps / identities) * batch, int(limits.LIMITS["learn"]["bank_size"].high))
-
-
 def face_embeddings(crop: FaceCrop, cfg: LearnConfig, device: str = "cpu") -> torch.Tensor:
     """(2, f): the face embedding of the aligned photo and of its mirror image (flip augmentation).
 
@@ -414,133 +564,6 @@ def placeholder_prompts(
     for _, encoder in model.encoders:
         encoder.to(device)
     return placeholders, ids.to(device)
-
-
-@dataclass
-class Bank:
-    """Augmented latents (N, 4, h, w), 0/1 latent face and hair masks (N, 1, h, w) and flip flags (N,),
-    on the device; no hair masks with the landmark mask."""
-
-    latents: torch.Tensor
-    masks: torch.Tensor
-    hair_masks: torch.Tensor | None
-    flips: torch.Tensor
-
-    def sample(
-        self, batch: int, draw: int
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """The ``draw``-th batch: entries in bank order, wrapping around.
-
-        Entries are independent augmentations, so taking them in order is drawing without
-        replacement: a bank of steps x batch entries gives every step fresh samples, as the papers'
-        data loaders do, and a smaller bank uses each entry equally often.
-        """
-        n = len(self.latents)
-        idx = (torch.arange(batch, device=self.latents.device) + draw * batch) % n
-        hair = self.hair_masks[idx] if self.hair_masks is not None else None
-        return self.latents[idx], self.masks[idx], hair, self.flips[idx]
-
-
-@torch.no_grad()
-def build_bank(
-    crop: FaceCrop,
-    vae: Any,
-    resolution: int,
-    size: int,
-    generator: torch.Generator,
-    method: str,
-    device: str,
-    amp_dtype: torch.dtype | None = None,
-) -> Bank:
-    """Augment the aligned photo ``size`` times and VAE-encode it once; the VAE is frozen.
-
-    The face and hair masks go through the same augmentation as two channels of one mask. The VAE
-    encodes under bf16 autocast when the loop runs in bf16 (the papers' scripts encode in their half
-    weight dtype); never in fp16, which overflows SDXL's VAE.
-    """
-    image = torch.from_numpy(np.asarray(crop.image.resize((resolution, resolution)), np.float32) / 127.5 - 1)
-    image = image.permute(2, 0, 1)  # (3, R, R) in [-1, 1]
-    planes = [crop.mask] + ([crop.hair_mask] if crop.hair_mask is not None else [])
-    mask = torch.from_numpy(np.stack(planes).astype(np.float32))[None]  # (1, 1 or 2, 512, 512)
-    mask = F.interpolate(mask, size=(resolution, resolution), mode="bilinear", align_corners=False)[0]
-    image, mask = image.to(device), mask.to(device)  # augmentation runs batched on the training device
-    vae.to(device)
-    latents, latent_masks, flips = [], [], []
-    for start in range(0, size, BANK_CHUNK):  # augment and encode a chunk at a time: memory stays flat
-        images, masks, chunk_flips = augment_batch(
-            image, mask, min(BANK_CHUNK, size - start), generator, method
-        )
-        with torch.autocast(torch.device(device).type, torch.bfloat16, enabled=amp_dtype == torch.bfloat16):
-            dist = vae.encode(images.to(vae.dtype)).latent_dist
-        latents.append(to_latent(dist.sample(generator=generator), vae.config))  # FLUX: shift too
-        latent_masks.append(binary_latent_masks(masks, latents[-1].shape[-2:]))  # (n, 1 or 2, h, w)
-        flips.append(chunk_flips)
-    masks = torch.cat(latent_masks)
-    hair = masks[:, 1:] if crop.hair_mask is not None else None
-    return Bank(torch.cat(latents).float(), masks[:, :1], hair, torch.cat(flips).to(device))
-
-
-def binary_latent_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(N, C, R, R) masks -> (N, C, h, w) of 0/1 at latent size, as StableIdentity's code makes them:
-    bicubic resize (align_corners=True), then >= 0.5."""
-    small = F.interpolate(masks.float(), size=tuple(size), mode="bicubic", align_corners=True)
-    return (small >= 0.5).float()
-
-
-def checkpoint_path(store: IdentityStore, key: str) -> Path:
-    return store.root.parent / "partial" / f"learn-{key}.safetensors"
-
-
-def checkpoint_meta(names: list[str], cfg: LearnConfig, photo_sha256s: list[str]) -> dict[str, str]:
-    """What a learn checkpoint records about its run, to tell a changed --resume what changed."""
-    return {
-        "format": "sid-learn",
-        "names": json.dumps(sorted(n.lower() for n in names)),
-        "config": json.dumps(asdict(cfg), sort_keys=True, default=str),
-        "photos": json.dumps(photo_sha256s),
-    }
-
-
-def same_names(ckpt: Path, meta: dict[str, str]) -> list[tuple[Path, dict[str, str]]]:
-    """Learn checkpoints beside ``ckpt`` (itself included) for the same identity names."""
-    found = find_checkpoints(ckpt.parent, "learn-*.safetensors")
-    return [(p, m) for p, m in found if p == ckpt or m.get("names") == meta["names"]]
-
-
-def drop_checkpoints(ckpt: Path, meta: dict[str, str]) -> None:
-    """Once its identities are stored: this run's checkpoint, and earlier runs' that can never resume,
-    with any half-written copy a killed run left of this one."""
-    for path in [p for p, _ in same_names(ckpt, meta)] + leftover_temp_files(ckpt):
-        path.unlink(missing_ok=True)
-
-
-def drop_stale_checkpoints(ckpt: Path, meta: dict[str, str], warn: Callable[[str], None] | None) -> None:
-    """--resume found no checkpoint of these settings: say what changed, delete what can never resume."""
-    stale = [(p, m) for p, m in same_names(ckpt, meta) if p != ckpt]
-    if warn is not None:
-        if stale:
-            warn(
-                f"not resuming: the interrupted run of {', '.join(json.loads(meta['names']))} used other "
-                f"settings ({_changes(stale[-1][1], meta)}); starting over and deleting its checkpoint"
-            )
-        else:
-            warn("no checkpoint of an interrupted run with these settings: starting from the beginning")
-    for path, _ in stale:
-        path.unlink(missing_ok=True)
-
-
-def _changes(old: dict[str, str], new: dict[str, str]) -> str:
-    """``--steps 400 -> 300, another photo``: what differs between two runs' checkpoint records."""
-    try:
-        before, after = json.loads(old.get("config", "{}")), json.loads(new["config"])
-    except ValueError:
-        return "unknown"
-    changes = [
-        f"--{k.replace('_', '-')} {before.get(k)} -> {after[k]}" for k in after if before.get(k) != after[k]
-    ]
-    if old.get("photos") != new["photos"]:
-        changes.append("another photo")
-    return ", ".join(changes) or "another sid version"
 
 
 def _autocast_dtype(device: str, dtype: str) -> torch.dtype | None:

@@ -62,7 +62,7 @@ def test_the_true_velocity_gives_zero_loss_in_both_phases() -> None:
     assert loss.item() < 1e-9 and flow.flow_noise_loss(eps - z0, eps, z0).item() < 1e-12
 
 
-def test_packing_ids_and_latent_scale_are_the_pipelines() -> None:
+def test_packing_and_ids_are_the_pipelines() -> None:
     from diffusers import FluxPipeline
 
     z = torch.randn(2, 16, 6, 8)
@@ -72,11 +72,6 @@ def test_packing_ids_and_latent_scale_are_the_pipelines() -> None:
     torch.testing.assert_close(
         flow.image_ids(6, 8), FluxPipeline._prepare_latent_image_ids(1, 3, 4, "cpu", torch.float32)
     )
-
-    class Config:
-        scaling_factor, shift_factor = 0.3611, 0.1159
-
-    assert flow.to_latent(torch.tensor(1.0), Config).item() == pytest.approx((1 - 0.1159) * 0.3611)
 
 
 def test_sigma_table_shifts_as_the_scheduler_config_says() -> None:

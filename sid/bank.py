@@ -1,0 +1,106 @@
+"""The latent bank: a photo augmented many times and VAE-encoded once, before the learn loop.
+
+Each entry is an independent augmentation (with its face and hair masks at latent size), so taking
+entries in order is drawing without replacement, as the papers' data loaders do; the encodes are
+batched before the loop instead of one per step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sid import limits
+from sid.augment import augment_batch
+from sid.faces import FaceCrop
+
+BANK_CHUNK = 4  # photos augmented and VAE-encoded at once: 8 at 512² was the run's peak memory (H100)
+
+
+def default_bank_size(steps: int, batch: int, identities: int) -> int:
+    """One bank entry per training sample an identity gets: every step sees fresh augmentations.
+
+    That is the papers' own data pipeline (a new augmentation and VAE encode per sample), with the
+    encodes batched before the loop; a smaller ``--bank-size`` reuses entries to save encodes. Never
+    more than ``--bank-size`` may ask for: a long run reuses entries rather than fill the memory.
+    """
+    return min(math.ceil(steps / identities) * batch, int(limits.LIMITS["learn"]["bank_size"].high))
+
+
+@dataclass
+class Bank:
+    """Augmented latents (N, 4, h, w), 0/1 latent face and hair masks (N, 1, h, w) and flip flags (N,),
+    on the device; no hair masks with the landmark mask."""
+
+    latents: torch.Tensor
+    masks: torch.Tensor
+    hair_masks: torch.Tensor | None
+    flips: torch.Tensor
+
+    def sample(
+        self, batch: int, draw: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """The ``draw``-th batch: entries in bank order, wrapping around.
+
+        Entries are independent augmentations, so taking them in order is drawing without
+        replacement: a bank of steps x batch entries gives every step fresh samples, as the papers'
+        data loaders do, and a smaller bank uses each entry equally often.
+        """
+        n = len(self.latents)
+        idx = (torch.arange(batch, device=self.latents.device) + draw * batch) % n
+        hair = self.hair_masks[idx] if self.hair_masks is not None else None
+        return self.latents[idx], self.masks[idx], hair, self.flips[idx]
+
+
+@torch.no_grad()
+def build_bank(
+    crop: FaceCrop,
+    vae: Any,
+    resolution: int,
+    size: int,
+    generator: torch.Generator,
+    method: str,
+    device: str,
+    amp_dtype: torch.dtype | None = None,
+) -> Bank:
+    """Augment the aligned photo ``size`` times and VAE-encode it once; the VAE is frozen.
+
+    The face and hair masks go through the same augmentation as two channels of one mask. The VAE
+    encodes under bf16 autocast when the loop runs in bf16 (the papers' scripts encode in their half
+    weight dtype); never in fp16, which overflows SDXL's VAE.
+    """
+    image = torch.from_numpy(np.asarray(crop.image.resize((resolution, resolution)), np.float32) / 127.5 - 1)
+    image = image.permute(2, 0, 1)  # (3, R, R) in [-1, 1]
+    planes = [crop.mask] + ([crop.hair_mask] if crop.hair_mask is not None else [])
+    mask = torch.from_numpy(np.stack(planes).astype(np.float32))[None]  # (1, 1 or 2, 512, 512)
+    mask = F.interpolate(mask, size=(resolution, resolution), mode="bilinear", align_corners=False)[0]
+    image, mask = image.to(device), mask.to(device)  # augmentation runs batched on the training device
+    vae.to(device)
+    latents, latent_masks, flips = [], [], []
+    for start in range(0, size, BANK_CHUNK):  # augment and encode a chunk at a time: memory stays flat
+        images, masks, chunk_flips = augment_batch(
+            image, mask, min(BANK_CHUNK, size - start), generator, method
+        )
+        with torch.autocast(torch.device(device).type, torch.bfloat16, enabled=amp_dtype == torch.bfloat16):
+            dist = vae.encode(images.to(vae.dtype)).latent_dist
+        latent = dist.sample(generator=generator)
+        if shift := vae.config.get("shift_factor"):  # a VAE that centres its latents (FLUX's); SD's do not
+            latent = latent - shift
+        latents.append(latent * vae.config.scaling_factor)
+        latent_masks.append(binary_latent_masks(masks, latents[-1].shape[-2:]))  # (n, 1 or 2, h, w)
+        flips.append(chunk_flips)
+    masks = torch.cat(latent_masks)
+    hair = masks[:, 1:] if crop.hair_mask is not None else None
+    return Bank(torch.cat(latents).float(), masks[:, :1], hair, torch.cat(flips).to(device))
+
+
+def binary_latent_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(N, C, R, R) masks -> (N, C, h, w) of 0/1 at latent size, as StableIdentity's code makes them:
+    bicubic resize (align_corners=True), then >= 0.5."""
+    small = F.interpolate(masks.float(), size=tuple(size), mode="bicubic", align_corners=True)
+    return (small >= 0.5).float()
