@@ -100,6 +100,11 @@ class Adapter:
         side = int(getattr(pipe, cls.denoiser_name).config.sample_size) * int(pipe.vae_scale_factor)
         return side, side
 
+    @classmethod
+    def side_multiple(cls, pipe: Any) -> int:
+        """What an image side must be a multiple of: the VAE's factor (FLUX packs 2x2 latents: twice it)."""
+        return int(pipe.vae_scale_factor)
+
     # -- (a) prompts with identity vectors -----------------------------------------------------------
     def prompt_ids(self, templates: tuple[str, ...], token: str) -> torch.Tensor:
         """(T, E, L) ids of every template with ``token`` where the name goes, as each of the E encoders'
@@ -310,7 +315,7 @@ class FluxAdapter(Adapter):
         speed: Speedups,
         resolution: int | None = None,
     ) -> None:
-        multiple = 2 * int(pipe.vae_scale_factor)  # 2x2 patches of the VAE's latents: 16 px
+        multiple = self.side_multiple(pipe)
         if resolution is not None and resolution % multiple:
             raise BadInput(
                 f"--resolution {resolution}: FLUX packs 2x2 latent patches (a multiple of {multiple})",
@@ -335,6 +340,10 @@ class FluxAdapter(Adapter):
         """FluxPipeline's default size: its default latent side (128) times the VAE's factor: 1024²."""
         side = int(pipe.default_sample_size) * int(pipe.vae_scale_factor)
         return side, side
+
+    @classmethod
+    def side_multiple(cls, pipe: Any) -> int:
+        return 2 * int(pipe.vae_scale_factor)  # 2x2 patches of the VAE's latents: 16 px
 
     def prompt_ids(self, templates: tuple[str, ...], token: str) -> torch.Tensor:
         """(T, 2, 512): CLIP's 77 ids padded to T5's 512 with CLIP's pad id, and T5's ids."""

@@ -188,6 +188,18 @@ def generate(
     return images
 
 
+def check_side_multiple(pipe: Any, size: tuple[int, int]) -> None:
+    """A size the model draws as asked (FLUX's sides are multiples of 16), else BadInput before rendering."""
+    from sid.adapters import adapter_for
+
+    multiple = adapter_for(pipe).side_multiple(pipe)
+    if any(side % multiple for side in size):
+        fit = "x".join(str(max(multiple, side // multiple * multiple)) for side in size)
+        raise BadInput(
+            f"--size {size[0]}x{size[1]}: this model draws sides in multiples of {multiple}", f"try {fit}"
+        )
+
+
 def control_image_for(cfg: RenderConfig) -> Any:
     """The conditioning image: canny edges, or a pose/depth map (given, or detected)."""
     from sid.control import make_control_image
@@ -242,6 +254,7 @@ def render(
         warn("the prompt names no stored identity: rendering plain text-to-image")
     control = control_image_for(cfg) if cfg.control is not None else None
     size = parse_size(cfg.size) or native_size(pipe)
+    check_side_multiple(pipe, size)
 
     # 3. generate and write, one image at a time
     hashes = identity_hashes(identities)

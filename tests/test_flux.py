@@ -86,6 +86,10 @@ def test_flux_render_defaults_and_scheduler_refusal(tiny_flux_model: Path, tmp_p
     one_error(
         flux_render(tiny_flux_model, tmp_path / "s", "a person", "--scheduler", "ddim"), "flow-matching"
     )
+    line = one_error(
+        flux_render(tiny_flux_model, tmp_path / "m", "a person", "--size", "72x64"), "multiples of 16"
+    )
+    assert "try 64x64" in line and not (tmp_path / "m").exists()
 
 
 def test_flux_identity_renders_and_its_diffusers_export_gives_the_same_image(

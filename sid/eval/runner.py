@@ -151,6 +151,7 @@ def evaluate(
     if on_step is not None:
         on_step(0, total=len(prompts) * len(names) * cfg.per_prompt * cfg.steps)
     size = render.parse_size(cfg.size) or render.native_size(pipe)
+    render.check_side_multiple(pipe, size)
     text_embs: list[Any] = [None] * len(prompts)
     if clip is not None:
         clip.to(pipe.device)
