@@ -63,7 +63,8 @@ class Part:
     skip_dry: str = ""
 
     def arch_for(self, dry: bool) -> str:
-        return {"ms": "tiny-t2v", "sdxl": "tiny-sdxl"}.get(self.arch, "tiny") if dry else self.arch
+        tiny = {"ms": "tiny-t2v", "sdxl": "tiny-sdxl", "flux": "tiny-flux"}
+        return tiny.get(self.arch, "tiny") if dry else self.arch
 
     def stem(self, dry: bool) -> str:
         return f"{self.file or self.name.split('-')[0]}-{self.arch_for(dry)}-{'cpu' if dry else 'cuda'}"
@@ -130,6 +131,35 @@ PARTS = (
         ("--method", "both", *TINY),  # the dry run checks both methods on the tiny SDXL
         150,
     ),
+    Part(  # FLUX.1-dev built on the GPU in bf16 (no download): the default step and --low-vram's, 512²
+        "learn-flux",
+        "flux",
+        "flux",
+        ("--part", "learn", "--dtype", "bf16", "--steps", "8", "--warmup", "3", "--bank-size", "8"),
+        (
+            "--part",
+            "learn",
+            "--resolution",
+            "64",
+            "--steps",
+            "3",
+            "--warmup",
+            "1",
+            "--bank-size",
+            "2",
+            "--floor-iters",
+            "2",
+        ),
+        300,
+    ),
+    Part(
+        "render-flux",
+        "flux",
+        "flux",
+        ("--part", "render", "--dtype", "bf16", "--resolution", "1024", "--runs", "2", "--warmup", "1"),
+        ("--part", "render", "--resolution", "64", "--render-steps", "2", "--runs", "1", "--warmup", "0"),
+        240,
+    ),
     Part(
         "render-sd21",
         "render",
@@ -182,6 +212,8 @@ TARGETS = (
     ("learn-parallel", "stableidentity", "s_per_identity_at_8", 9.0),  # >= 400 identities per hour
     ("learn-parallel", "stableidentity", "cost_vs_k1_at_4", 0.6),
     ("learn-parallel", "stableidentity", "peak_mem_gb_at_8", 40.0),
+    ("learn-flux", None, "projected_default_s", 180.0),  # issue 23: the default run (low_vram false)
+    ("learn-flux", None, "peak_mem_gb", 40.0),
 )
 # the numbers the summary table shows, when a result has them
 HEADLINE = (

@@ -129,6 +129,7 @@ def time_learn(
     import sid.many as many
     import sid.train as train
     from sid.manifest import Row
+    from sid.pipelines import autocast_dtype
     from sid.speed import Speedups
     from sid.store import IdentityStore
 
@@ -204,7 +205,7 @@ def time_learn(
     setup_s = setup_end - start  # faces, model, prior, mapper, bank
     warmup_s = stamps[warmup - 1] - setup_end if warmup else 0.0  # first steps, optimizer creation included
     finish_s = end - stamps[-1]  # final vectors and the store write
-    amp = train._autocast_dtype(device, dtype)
+    amp = autocast_dtype(device, dtype)
     entries = identity.settings["bank_size"] * max(1, parallel)  # of all the identities learned
     default_entries = train.default_bank_size(recipe.steps, recipe.batch_size, 1) * max(1, parallel)
     default_setup_s = setup_s + (default_entries - entries) * phases["bank_s"] / entries  # the default bank
@@ -260,10 +261,10 @@ def floor_ms(
     from diffusers import UNet2DConditionModel
 
     from sid.adapters import size_condition
+    from sid.pipelines import autocast_dtype
     from sid.speed import Speedups, unet_step
-    from sid.train import _autocast_dtype
 
-    amp = _autocast_dtype(device, dtype)
+    amp = autocast_dtype(device, dtype)
     unet = UNet2DConditionModel.from_pretrained(str(folder), subfolder="unet").to(device)
     unet.requires_grad_(False).eval()
     if amp is not None:
@@ -304,7 +305,7 @@ def bank_build_s(
 
     from sid.bank import build_bank
     from sid.faces import extract_face
-    from sid.train import _autocast_dtype
+    from sid.pipelines import autocast_dtype
 
     vae = AutoencoderKL.from_pretrained(str(folder), subfolder="vae").to(device)  # fp32, as learn loads it
     vae.requires_grad_(False).eval()
@@ -314,7 +315,7 @@ def bank_build_s(
     for size in [min(sizes), *sizes]:  # the first build warms up
         t0 = clock.now()
         gen = torch.Generator().manual_seed(0)
-        build_bank(crop, vae, resolution, size, gen, "stableidentity", device, _autocast_dtype(device, dtype))
+        build_bank(crop, vae, resolution, size, gen, "stableidentity", device, autocast_dtype(device, dtype))
         seconds[str(size)] = clock.now() - t0
     return seconds
 

@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             )
 
             log("render: generation only")
-            sid_pipe, _ = load_render_pipeline(cfg)
+            sid_pipe, _, _ = load_render_pipeline(cfg)
             parsed, _ = prepare(cfg.prompt, store, sid_pipe, warnings.append)
             plain_pipe = plain_pipeline()
             size = parse_size(args.size) or native_size(sid_pipe)

@@ -19,8 +19,10 @@ from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from diffusers import DDPMScheduler
 
+from sid import flow
 from sid.errors import BadInput
 from sid.families import FAMILIES, family_of_pipeline
 from sid.methods import MASKED_METHODS, noise_loss, two_phase_loss
@@ -67,8 +69,10 @@ class Adapter:
 
     key: ClassVar[str]  # the name sid.families' rows use for this adapter
     denoiser_name: ClassVar[str] = "unet"  # the pipeline component that predicts (autocast dtype)
+    half_encoders: ClassVar[tuple[str, ...]] = ()  # text encoders also loaded in the autocast dtype
     controlnet_model: ClassVar[str] = "ControlNetModel"  # diffusers class name of its ControlNets
     controlnet_pipeline: ClassVar[str | None] = None  # diffusers class wrapping it with one (None: none)
+    control_image_arg: ClassVar[str] = "image"  # the ControlNet pipeline's name for the control image
     threed: ClassVar[bool] = False  # whether sid 3d's score distillation drives this family
 
     def __init__(
@@ -90,6 +94,7 @@ class Adapter:
         self.resolution = resolution or self.native_size(pipe)[0]  # training image side
         self.fingerprints = [fingerprint(enc, tok.vocab_size) for tok, enc in self.encoders]
         self.graph_predict = speed.graphs(device) == "predict"  # capture the whole prediction
+        self.memory = "default"  # what save_memory did (the identity records it)
         self.setup(speed)
 
     def setup(self, speed: Speedups) -> None:
@@ -107,6 +112,11 @@ class Adapter:
         """(width, height) the pipeline was trained at: the denoiser's latent side times the VAE's factor."""
         side = int(getattr(pipe, cls.denoiser_name).config.sample_size) * int(pipe.vae_scale_factor)
         return side, side
+
+    @classmethod
+    def side_multiple(cls, pipe: Any) -> int:
+        """What an image side must be a multiple of: the VAE's factor (FLUX packs 2x2 latents: twice it)."""
+        return int(pipe.vae_scale_factor)
 
     # -- (a) prompts with identity vectors -----------------------------------------------------------
     def prompt_ids(self, templates: tuple[str, ...], token: str) -> torch.Tensor:
@@ -166,6 +176,12 @@ class Adapter:
     def settings(self) -> dict[str, Any]:
         """What an identity's metadata records of the model's training noise (enough to rebuild it)."""
         raise NotImplementedError
+
+    def save_memory(self) -> None:
+        """--low-vram: the denoiser recomputes its activations in the backward pass (diffusers' gradient
+        checkpointing) instead of holding them, for every family; ``memory`` records it."""
+        self.denoiser.enable_gradient_checkpointing()
+        self.memory = f"gradient checkpointing of the {self.denoiser_name}"
 
 
 class DDPMAdapter(Adapter):
@@ -270,8 +286,142 @@ class SDXLAdapter(DDPMAdapter):
         return cond, outs[-1][0], self.time_ids.expand(len(ids), -1)
 
 
+class FluxAdapter(Adapter):
+    """FLUX.1: a rectified-flow transformer on CLIP-L's pooled vector and T5's token sequence.
+
+    The identity's vectors reach both encoders (CLIP-L acts only through its pooled output, as the
+    pipeline conditions); latents are packed 2×2 with the pipeline's image and text ids; σ is drawn
+    from the scheduler config's shifted table at the training size; the guidance input is FLUX.1-dev's
+    3.5 when the transformer is guidance-distilled. The losses are ``sid.flow``'s.
+    """
+
+    key = "flux"
+    denoiser_name = "transformer"
+    controlnet_model = "FluxControlNetModel"
+    controlnet_pipeline = "FluxControlNetPipeline"
+    control_image_arg = "control_image"
+    half_encoders = ("text_encoder_2",)  # T5-XXL: 19 GB in fp32, 9.5 GB in bf16
+    T5_LENGTH = 512  # FluxPipeline's max_sequence_length: the T5 length sid render conditions on
+    LEARN_RESOLUTION = 512  # the default training side (FLUX's native 1024² is 4x the tokens and memory)
+
+    def __init__(
+        self,
+        pipe: Any,
+        spec: Any,
+        device: str,
+        amp_dtype: torch.dtype | None,
+        speed: Speedups,
+        resolution: int | None = None,
+    ) -> None:
+        multiple = self.side_multiple(pipe)
+        if resolution is not None and resolution % multiple:
+            raise BadInput(
+                f"--resolution {resolution}: FLUX packs 2x2 latent patches (a multiple of {multiple})",
+                f"try --resolution {resolution // multiple * multiple or multiple}",
+            )
+        super().__init__(pipe, spec, device, amp_dtype, speed, resolution or self.LEARN_RESOLUTION)
+        side = self.resolution // int(pipe.vae_scale_factor)  # latent side
+        self.image_seq_len = (side // 2) ** 2
+        self.sigmas = flow.sigma_table(pipe.scheduler.config, self.image_seq_len).to(device)
+        distilled = self.denoiser.config.guidance_embeds  # dev: a guidance input; schnell: none
+        self.guidance = torch.full((1,), flow.FLUX_GUIDANCE, device=device) if distilled else None
+        self.txt_ids = flow.text_ids(self.T5_LENGTH, device)
+        self.img_ids = {(side, side): flow.image_ids(side, side, device)}  # made here: no copy in a graph
+
+    @classmethod
+    def fits(cls, pipe: Any) -> bool:
+        denoiser = type(getattr(pipe, "transformer", None)).__name__
+        return denoiser == "FluxTransformer2DModel" and getattr(pipe, "text_encoder_2", None) is not None
+
+    @classmethod
+    def native_size(cls, pipe: Any) -> tuple[int, int]:
+        """FluxPipeline's default size: its default latent side (128) times the VAE's factor: 1024²."""
+        side = int(pipe.default_sample_size) * int(pipe.vae_scale_factor)
+        return side, side
+
+    @classmethod
+    def side_multiple(cls, pipe: Any) -> int:
+        return 2 * int(pipe.vae_scale_factor)  # 2x2 patches of the VAE's latents: 16 px
+
+    def prompt_ids(self, templates: tuple[str, ...], token: str) -> torch.Tensor:
+        """(T, 2, 512): CLIP's 77 ids padded to T5's 512 with CLIP's pad id, and T5's ids."""
+        (clip_tok, _), (t5_tok, _) = self.encoders
+        clip = tokenize_templates(self.pipe, clip_tok, templates, token)
+        t5 = tokenize_templates(self.pipe, t5_tok, templates, token, self.T5_LENGTH)
+        clip = F.pad(clip, (0, t5.shape[-1] - clip.shape[-1]), value=clip_tok.pad_token_id)
+        return torch.stack([clip, t5], dim=1)
+
+    def condition(self, ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """T5's last hidden states (B, 512, d_t5) and CLIP's pooled output (B, d_clip)."""
+        (clip_tok, clip), (_, t5) = self.encoders
+        pooled = clip(ids[:, 0, : clip_tok.model_max_length]).pooler_output
+        return t5(ids[:, 1])[0], pooled
+
+    def noised(
+        self, draw: tuple[Any, ...], faces: torch.Tensor, templates: torch.Tensor, gen: torch.Generator
+    ) -> Sample:
+        """σ from the shifted table, then noise, then templates, drawn from ``gen`` in that order."""
+        z0, mask, hair_mask, flip = draw
+        batch, device = len(z0), z0.device
+        sigma = flow.draw_sigmas(self.sigmas, batch, gen)
+        noise = torch.randn(z0.shape, generator=gen, device=device)
+        z_t = flow.add_flow_noise(z0, noise, sigma)
+        ids = templates[torch.randint(0, len(templates), (batch,), generator=gen, device=device)]
+        return Sample(z0, mask, hair_mask, faces[flip.long()], sigma, noise, z_t, ids)
+
+    def denoise(self, z_t: torch.Tensor, t: torch.Tensor, *conditioning: torch.Tensor) -> torch.Tensor:
+        """The velocity (B, C, h, w): packed in, unpacked out; ``t`` is σ (the pipeline's timestep / 1000)."""
+        sequence, pooled = conditioning
+        b, _, h, w = z_t.shape
+        guidance = self.guidance.expand(b) if self.guidance is not None else None
+        out = self.denoiser(
+            hidden_states=flow.pack_latents(z_t),
+            timestep=t.to(z_t.dtype),
+            guidance=guidance,
+            pooled_projections=pooled,
+            encoder_hidden_states=sequence,
+            txt_ids=self.txt_ids.to(z_t.dtype),
+            img_ids=self._image_ids(h, w).to(z_t.dtype),
+            return_dict=False,
+        )[0]
+        return flow.unpack_latents(out, h, w)
+
+    def _image_ids(self, h: int, w: int) -> torch.Tensor:
+        if (h, w) not in self.img_ids:
+            self.img_ids[h, w] = flow.image_ids(h, w, self.device)
+        return self.img_ids[h, w]
+
+    def loss(self, pred: torch.Tensor, s: Sample, method: str) -> torch.Tensor:
+        if method not in MASKED_METHODS:
+            return flow.flow_noise_loss(pred, s.noise, s.z0)
+        scale = self.vae.config.scaling_factor
+        return flow.flow_two_phase_loss(pred, s.noise, s.z_t, s.z0, s.t, s.mask, scale, s.hair_mask)
+
+    def settings(self) -> dict[str, Any]:
+        config = self.pipe.scheduler.config
+        keys = (
+            "shift",
+            "use_dynamic_shifting",
+            "base_shift",
+            "max_shift",
+            "base_image_seq_len",
+            "max_image_seq_len",
+        )
+        return {
+            "prediction_type": "flow",  # velocity ε - z0 on z_t = (1 - σ) z0 + σ ε
+            "noise_schedule": {
+                "class": type(self.pipe.scheduler).__name__,
+                **{k: config.get(k) for k in keys},
+                "image_seq_len": self.image_seq_len,
+                "phase_sigma": flow.phase_sigma(),
+                "guidance": flow.FLUX_GUIDANCE if self.guidance is not None else None,
+                "t5_length": self.T5_LENGTH,
+            },
+        }
+
+
 # the family table's adapter names; for a model of no row, the first that fits (most specific first)
-ADAPTERS: dict[str, type[Adapter]] = {cls.key: cls for cls in (SDXLAdapter, DDPMAdapter)}
+ADAPTERS: dict[str, type[Adapter]] = {cls.key: cls for cls in (FluxAdapter, SDXLAdapter, DDPMAdapter)}
 
 
 def adapter_for(pipe: Any) -> type[Adapter]:
@@ -294,11 +444,13 @@ def fits_any(pipe: Any) -> bool:
 
 
 def load_dtypes(amp_dtype: torch.dtype | None) -> dict[str, torch.dtype] | None:
-    """Per-component load dtypes: every family's denoiser in the autocast dtype (a pipeline has one of
-    them), so no fp32 copy of it is ever on the device; None: all fp32."""
+    """Per-component load dtypes: every family's denoiser (a pipeline has one of them) and its large
+    text encoders (FLUX's 4.7B T5) in the autocast dtype, so no fp32 copy of them is ever on the
+    device; None: all fp32."""
     if amp_dtype is None:
         return None
-    return {cls.denoiser_name: amp_dtype for cls in ADAPTERS.values()}
+    names = [n for cls in ADAPTERS.values() for n in (cls.denoiser_name, *cls.half_encoders)]
+    return dict.fromkeys(names, amp_dtype)
 
 
 # -- the DDPM families' pieces -------------------------------------------------------------------
@@ -328,14 +480,16 @@ def size_condition(resolution: int, device: str) -> torch.Tensor:
     return torch.tensor([[resolution, resolution, 0, 0, resolution, resolution]], device=device)
 
 
-def tokenize_templates(pipe: Any, tokenizer: Any, templates: tuple[str, ...], token: str) -> torch.Tensor:
-    """(T, L) ids of every prompt template with the identity token where the name goes, padded to the
-    tokenizer's own length (77 for CLIP)."""
+def tokenize_templates(
+    pipe: Any, tokenizer: Any, templates: tuple[str, ...], token: str, length: int | None = None
+) -> torch.Tensor:
+    """(T, L) ids of every prompt template with the identity token where the name goes, padded to
+    ``length`` (default: the tokenizer's own, 77 for CLIP)."""
     texts = [pipe.maybe_convert_prompt(t.format(token), tokenizer) for t in templates]
     return tokenizer(
         texts,
         padding="max_length",
-        max_length=tokenizer.model_max_length,
+        max_length=length or tokenizer.model_max_length,
         truncation=True,
         return_tensors="pt",
     ).input_ids

@@ -16,6 +16,8 @@ from sid.pipelines import ModelSpec, component_spec, load_from_candidates, quiet
 
 DEPTH_MODEL = "Intel/dpt-hybrid-midas"
 POSE_ANNOTATORS = "lllyasviel/Annotators"
+# the modes of FLUX's union ControlNets (InstantX/Shakker-Labs Union, Union-Pro), by control type
+UNION_MODES = {"canny": 0, "depth": 2, "pose": 4}
 
 
 def controlnet_source(spec: ModelSpec, pipe: Any, control_type: str, controlnet: str | None) -> str:
@@ -82,6 +84,17 @@ def check_family(controlnet: Any, denoiser: Any, pipe: Any, source: str) -> None
             f"(it attends to {theirs[width]}-wide text, the model to {ours[width]}-wide)",
             "pass --controlnet with a ControlNet made for this model's family",
         )
+
+
+def control_inputs(pipe: Any, image: Any, scale: float, control_type: str) -> dict[str, Any]:
+    """The ControlNet pipeline's call arguments for a control image (under the name its family's
+    pipeline takes it), plus the mode of a union ControlNet (one with ``num_mode`` in its config)."""
+    from sid.adapters import adapter_for
+
+    extra = {adapter_for(pipe).control_image_arg: image, "controlnet_conditioning_scale": scale}
+    if getattr(pipe.controlnet.config, "num_mode", None):
+        extra["control_mode"] = UNION_MODES[control_type]
+    return extra
 
 
 def make_control_image(path: Path, control_type: str, is_map: bool, size: tuple[int, int] | None) -> Any:

@@ -1,10 +1,13 @@
 """Model families: what the widths of a pipeline's text encoders mean, in one table.
 
-A family is the tuple of its text encoders' token-embedding widths, first encoder first: SD 1.x is
-(768,), SD 2.x (1024,), SDXL (768, 1280). Everything that follows from it (the store slot of each
-encoder, the built-in model presets, the video backend, the default ControlNets, the adapter
-that drives its pipelines) is a column of ``FAMILIES``; every module asks here. A new family is one
-new row (and, if no adapter drives it yet, one class in sid.adapters). sid learns on every family.
+A UNet family is the tuple of its text encoders' token-embedding widths, first encoder first: SD 1.x
+is (768,), SD 2.x (1024,), SDXL (768, 1280). FLUX.1 (CLIP-L 768 pooled + T5-XXL 4096) is also known
+by its denoiser, ``FluxTransformer2DModel``: a FLUX-layout model with other widths (the tests' tiny
+one) is still FLUX, keeps FLUX's slots and never passes for a UNet model of the same widths.
+Everything that follows from a family (the store slot of each encoder, the built-in model presets,
+the video backend, the default ControlNets, render defaults, the adapter that drives its pipelines)
+is a column of ``FAMILIES``; every module asks here. A new family is one new row (and, if no adapter
+drives it yet, one class in sid.adapters). sid learns on every family.
 
 Standard library only: the store (``sid ls``) imports this and must not pull in torch.
 """
@@ -12,7 +15,7 @@ Standard library only: the store (``sid ls``) imports this and must not pull in 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sid.errors import IncompatibleIdentity
@@ -21,6 +24,7 @@ from sid.errors import IncompatibleIdentity
 T2V = "text-to-video"
 ANIMATEDIFF = "animatediff"
 ANIMATEDIFF_SDXL = "animatediff-sdxl"
+LTX = "ltx-video"  # LTX-Video: conditioned on the same T5-v1.1-XXL as FLUX.1 (sid.video_t5)
 
 
 @dataclass(frozen=True)
@@ -35,7 +39,24 @@ class Family:
     presets: tuple[str, ...] = ()  # built-in --model presets of this family (sid.pipelines.PRESETS)
     video: str | None = None  # the video backend whose models share this text encoder, if any
     controlnets: Mapping[str, str] = field(default_factory=dict, compare=False)  # control type -> hub id
+    # the denoiser class that marks this family whatever its encoders' widths (None: known by widths)
+    denoiser: str | None = None
+    # format -> the key of each encoder's rows in that tool's file; when set, only these formats exist
+    # (besides sid's own) for the family, and files with these keys import as it
+    export_keys: Mapping[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
+    render_steps: int | None = None  # sid render's default steps on this family (None: sid's default)
+    render_guidance: float | None = None  # and guidance (FLUX.1-dev's distilled guidance input)
+    own_sampler: bool = False  # render with the model's own scheduler, not sid's --scheduler choice
     adapter: str = ""  # how sid drives its pipelines: a key of sid.adapters.ADAPTERS ("": the one that fits)
+
+    def at_widths(self, widths: tuple[int, ...]) -> Family:
+        """This family's layout with other encoder widths (a test's tiny FLUX): same slots and
+        denoiser, no presets, a label that gives the widths."""
+        if widths == self.widths:
+            return self
+        encoders = " + ".join(f"{w}-d" for w in widths)
+        label = f"a {self.name}-layout model with {encoders} text encoders"
+        return replace(self, label=label, widths=widths, presets=())
 
 
 FAMILIES: tuple[Family, ...] = (
@@ -84,8 +105,29 @@ FAMILIES: tuple[Family, ...] = (
         },
         adapter="sdxl",
     ),
+    Family(
+        "flux",
+        "FLUX.1",
+        "FLUX.1 (CLIP ViT-L 768-d pooled + T5-v1.1-XXL 4096-d)",
+        (768, 4096),
+        ("clip_l", "t5"),  # the keys diffusers' FLUX textual-inversion training writes
+        ("flux-dev", "flux-schnell"),
+        LTX,  # the identity's T5 half in LTX-Video's T5
+        {
+            "canny": "InstantX/FLUX.1-dev-Controlnet-Canny",
+            "depth": "Shakker-Labs/FLUX.1-dev-ControlNet-Depth",
+            "pose": "Shakker-Labs/FLUX.1-dev-ControlNet-Union-Pro",  # a union ControlNet: mode "pose"
+        },
+        denoiser="FluxTransformer2DModel",
+        # diffusers' FLUX textual-inversion keys, ComfyUI's names for the two encoders; no A1111 (no FLUX)
+        export_keys={"diffusers": ("clip_l", "t5"), "comfyui": ("clip_l", "t5xxl")},
+        render_steps=28,
+        render_guidance=3.5,
+        own_sampler=True,
+        adapter="flux",
+    ),
 )
-SD1, SD2, SDXL = FAMILIES
+SD1, SD2, SDXL, FLUX = FAMILIES
 
 
 def slot_for_width(width: int) -> str:
@@ -117,17 +159,32 @@ def family_of_identity(slots: Mapping[str, int]) -> Family:
     """The family an identity was learned for, from its slots (slot -> width).
 
     Slots name encoder positions, so an SDXL identity is found whatever order its file lists them in.
+    The slots of a family known by its denoiser (FLUX's ``clip_l`` + ``t5``) name it at any widths.
     """
     for family in FAMILIES:
         if dict(zip(family.slots, family.widths, strict=True)) == dict(slots):
             return family
+    for family in FAMILIES:
+        if family.denoiser and set(family.slots) == set(slots):
+            return family.at_widths(tuple(slots[s] for s in family.slots))
     known = family_by_widths(tuple(slots.values()))
     return known if set(known.slots) == set(slots) else _unknown(tuple(slots.values()), tuple(slots))
 
 
 def family_of_pipeline(pipe: Any) -> Family:
-    """The family of a loaded pipeline, from its text encoders' widths."""
-    return family_by_widths(pipeline_widths(pipe))
+    """The family of a loaded pipeline: by its denoiser where a family is known by one, else by its
+    text encoders' widths."""
+    widths = pipeline_widths(pipe)
+    denoiser = type(getattr(pipe, "transformer", None)).__name__
+    for family in FAMILIES:
+        if family.denoiser == denoiser:
+            return family.at_widths(widths)
+    return family_by_widths(widths)
+
+
+def same_family(a: Family, b: Family) -> bool:
+    """Whether identities of ``a`` fit models of ``b``: the same widths and the same denoiser."""
+    return a.widths == b.widths and a.denoiser == b.denoiser
 
 
 def pipeline_widths(pipe: Any) -> tuple[int, ...]:
@@ -147,7 +204,7 @@ def prompt_family(identities: Sequence[Any]) -> Family:
     """The one family all identities (``store.Identity``) share (a model has one set of text
     encoders); else an error naming each with its family and base model."""
     families = {i.name: family_of_identity(i.widths) for i in identities}
-    if len({f.widths for f in families.values()}) > 1:
+    if len({(f.widths, f.denoiser) for f in families.values()}) > 1:
         listing = ", ".join(
             f"{i.name} ({families[i.name].label}, learned on {i.base_model or 'an unrecorded model'})"
             for i in identities

@@ -6,8 +6,10 @@
   SDXL; the tools take the trigger word from the file name, so the file is named after the identity.
   InvokeAI's probe refuses the diffusers and sid layouts of SD 1.x/2.x identities ("unrecognized
   token dimension 2"), so ``invokeai`` writes this layout.
-SDXL identities use the clip_l/clip_g layout in every format but sid's. ``sid.interop.TOOLS`` says
-which format each tool takes.
+SDXL identities use the clip_l/clip_g layout in every format but sid's. FLUX.1 identities: diffusers
+``{"clip_l", "t5"}`` (what diffusers' FLUX textual-inversion training writes), ComfyUI
+``{"clip_l", "t5xxl"}``; A1111 (and InvokeAI) have no FLUX.1, so no a1111 export (``Family.export_keys``).
+``sid.interop.TOOLS`` says which format each tool takes.
 
 Reading is by keys, never by trusting the suffix: safetensors always; legacy ``.pt``/``.bin`` only
 through ``torch.load(weights_only=True)``, which refuses pickled code (A1111's pickled
@@ -41,6 +43,16 @@ from sid.store import (
 def export_tensors(identity: Identity, fmt: str) -> dict[str, np.ndarray]:
     """The tensors a ``fmt`` file holds for ``identity``."""
     vectors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in identity.vectors.items()}
+    family = family_of_identity(identity.widths)
+    if family.export_keys:  # a family whose tools name its encoders their own way (FLUX)
+        if fmt not in family.export_keys:
+            formats = ", ".join(["sid", *family.export_keys])
+            raise BadInput(
+                f"{identity.name} is a {family.name} identity, which the {fmt} format has no layout for",
+                f"export it as one of: {formats}",
+            )
+        keys = family.export_keys[fmt]
+        return {key: vectors[slot] for key, slot in zip(keys, family.slots, strict=True)}
     if len(vectors) > 1:  # SDXL: A1111/ComfyUI key each encoder's rows by its slot name
         return {slot: vectors[slot] for slot in family_of_identity(identity.widths).slots}
     (only,) = vectors.values()
@@ -78,8 +90,9 @@ def write_export(identity: Identity, fmt: str, path: Path) -> None:
     if fmt == "sid":
         data = identity_to_bytes(identity)
     else:
+        tensors = export_tensors(identity, fmt)  # refuses a format the family has no layout for
         meta = {"name": identity.name, "sid_method": identity.method, "sid_base_model": identity.base_model}
-        data = save(export_tensors(identity, fmt), metadata=meta)
+        data = save(tensors, metadata=meta)
     atomic_write(path, data)
 
 
@@ -258,6 +271,11 @@ def _not_torch(path: Path) -> BadInput:
 
 def _from_tensors(tensors: dict, path: Path, name: str | None) -> Imported:
     arrays = {k: _to_numpy(v, path) for k, v in tensors.items()}
+    for family in FAMILIES:  # a family's own tool layouts (FLUX: diffusers' clip_l + t5, ComfyUI's t5xxl)
+        for fmt, keys in family.export_keys.items():
+            if set(keys) == set(arrays):
+                slots = dict(zip(family.slots, keys, strict=True))
+                return Imported({s: _matrix(arrays[k], path) for s, k in slots.items()}, name, fmt)
     if set(SDXL.slots) <= set(arrays):
         return Imported({k: _matrix(arrays[k], path) for k in SDXL.slots}, name, "a1111-sdxl")
     if "emb_params" in arrays:

@@ -28,6 +28,7 @@ SD_VAE_SCALING_FACTOR = 0.18215  # Stable Diffusion 1.x/2.x
 # where the x0 estimate would be 0/0 (NaN gradients even through torch.where's unused branch). The
 # value is diffusers' own for that step (EulerDiscreteScheduler); no standard schedule comes near it.
 MIN_ALPHA_BAR = 2.0**-24
+PHASE_THRESHOLD = 600  # StableIdentity's two-phase boundary: DDPM t > 600 is the high-noise phase
 
 
 # -- mappers ------------------------------------------------------------------------------------------
@@ -379,7 +380,7 @@ def _native_target(
     return z0
 
 
-def _masked_mse(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def masked_mse(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """(B,) mean over each sample's whole tensor of (M*a - M*b)^2, zeros outside the mask included."""
     return (mask * (a - b)).square().flatten(1).mean(dim=1)
 
@@ -393,7 +394,7 @@ def two_phase_loss(
     alphas_cumprod: torch.Tensor,
     mask: torch.Tensor,
     prediction_type: str = "epsilon",
-    threshold: int = 600,
+    threshold: int = PHASE_THRESHOLD,
     hair_mask: torch.Tensor | None = None,
     hair_weight: float = 0.1,
     vae_scaling_factor: float = SD_VAE_SCALING_FACTOR,
@@ -419,8 +420,8 @@ def two_phase_loss(
     _, x0_hat = split_prediction(out, z_t, alphas_cumprod[timesteps], prediction_type)
     x0_hat, z0_unscaled = x0_hat / vae_scaling_factor, z0 / vae_scaling_factor
     masks = [(mask.float(), 1.0)] + ([(hair_mask.float(), hair_weight)] if hair_mask is not None else [])
-    noise_part = sum(w * _masked_mse(m, out, target) for m, w in masks)  # (B,)
-    x0_part = sum(w * _masked_mse(m, x0_hat, z0_unscaled) for m, w in masks)  # (B,)
+    noise_part = sum(w * masked_mse(m, out, target) for m, w in masks)  # (B,)
+    x0_part = sum(w * masked_mse(m, x0_hat, z0_unscaled) for m, w in masks)  # (B,)
     return torch.where(timesteps.to(out.device) > threshold, noise_part, x0_part).mean()
 
 

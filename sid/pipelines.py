@@ -1,10 +1,11 @@
 """Resolve ``--model`` to a loaded diffusers pipeline, on the right device and dtype.
 
-``--model`` is a preset name (``sd21``, ``sd15``, ``sdxl``), a Hugging Face model id, or a local
-diffusers folder. A preset lists candidate hub ids tried in order: the first one already in the
-local cache wins, else the first one that downloads. Hub ids change (SD 2.x and the runwayml SD1.5
-repo were taken down; community mirrors hold the same weights), so every id lives in PRESETS below
-and a config file (``[presets.NAME] candidates = [...]``) or ``SID_MODEL`` can override them.
+``--model`` is a preset name (``sd21``, ``sd15``, ``sdxl``, ``flux-dev``, ``flux-schnell``), a Hugging
+Face model id, or a local diffusers folder. A preset lists candidate hub ids tried in order: the
+first one already in the local cache wins, else the first one that downloads. Hub ids change (SD
+2.x and the runwayml SD1.5 repo were taken down; community mirrors hold the same weights), so every
+id lives in PRESETS below and a config file (``[presets.NAME] candidates = [...]``) or ``SID_MODEL``
+can override them.
 """
 
 from __future__ import annotations
@@ -36,12 +37,14 @@ class Preset:
     candidates: tuple[str, ...]  # hub ids (or folders), tried in order
     resolution: int  # native image size
     controlnets: dict[str, str] = field(default_factory=dict)  # control type -> hub id (config overrides)
+    render_steps: int | None = None  # sid render's default steps where the preset differs from its family
+    licence: str | None = None  # a licence to tell the user about (sid doctor, docs)
 
 
-def _builtin(name: str, candidates: tuple[str, ...], resolution: int) -> Preset:
+def _builtin(name: str, candidates: tuple[str, ...], resolution: int, **extra: Any) -> Preset:
     """A built-in preset; its family (and so its default ControlNets) comes from sid.families."""
     family = next(f for f in FAMILIES if name in f.presets)
-    return Preset(name, family, candidates, resolution, dict(family.controlnets))
+    return Preset(name, family, candidates, resolution, dict(family.controlnets), **extra)
 
 
 PRESETS: dict[str, Preset] = {
@@ -58,6 +61,16 @@ PRESETS: dict[str, Preset] = {
         "sd15", ("stable-diffusion-v1-5/stable-diffusion-v1-5", "runwayml/stable-diffusion-v1-5"), 512
     ),
     "sdxl": _builtin("sdxl", ("stabilityai/stable-diffusion-xl-base-1.0",), 1024),
+    "flux-dev": _builtin(
+        "flux-dev",
+        ("black-forest-labs/FLUX.1-dev",),
+        1024,
+        licence="gated on the Hub (accept its terms, then `hf auth login`); FLUX.1 [dev] Non-Commercial "
+        "License: images and identities made with it are for non-commercial use",
+    ),
+    "flux-schnell": _builtin(
+        "flux-schnell", ("black-forest-labs/FLUX.1-schnell",), 1024, render_steps=4, licence="Apache-2.0"
+    ),
 }
 DEFAULT_PRESET = "sd21"
 
@@ -236,6 +249,18 @@ def pick_dtype(device: str, dtype: str = "auto") -> torch.dtype:
     if check_dtype(dtype) != "auto":
         return table[dtype]
     return torch.float32 if device.startswith("cpu") else torch.float16
+
+
+def autocast_dtype(device: str, dtype: str) -> torch.dtype | None:
+    """Learning's autocast dtype: None on CPU (fp32); on GPU bf16 where supported, else fp16, unless
+    asked otherwise."""
+    if device.startswith("cpu") or dtype == "fp32":
+        return None
+    if dtype == "fp16":
+        return torch.float16
+    if dtype == "bf16" or (device.startswith("cuda") and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float16
 
 
 def load_pipeline(

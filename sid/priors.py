@@ -9,6 +9,12 @@ BPE token of each name, slot 1 the second. StableIdentity's 326 names are each t
 distinct names and gives each slot every name's token at that position, repeated tokens included
 (its ``rm_repeats`` compares tensors by identity and so removes none): 646 rows in slot 0, 638 in
 slot 1 (8 names are one token) with CLIP's BPE.
+
+A SentencePiece tokenizer (FLUX's T5) splits words into pieces that each open with the word marker
+"▁", and the identity's two added tokens stand for two whole words. There, slot k is the first
+piece of word k of the name (first name, last name): the piece that carries the word's start, as
+CLIP's single-token names do. Names of fewer than two words are dropped; StableIdentity keeps the
+rest as pairs, Celeb Basis as its code would (sorted distinct names, every name's piece per slot).
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from sid.errors import BadInput
 MIN_NAMES = 20  # below this the per-dimension statistics are noise, not a prior
 BASIS_SIZE = 512  # Celeb Basis keeps 512 principal directions per slot
 NUM_SLOTS = 2  # first and second name token
+WORD_MARK = "\u2581"  # SentencePiece's word-start marker
+FIRST_TOKENS, WORD_PIECES = "first two tokens", "first piece of each of the first two words"
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,29 @@ def tokens_by_position(tokenizer: Any, names: list[str]) -> tuple[list[torch.Ten
     return [torch.tensor(c, dtype=torch.long) for c in columns], names
 
 
+def first_pieces_of_words(tokenizer: Any, names: list[str]) -> tuple[torch.Tensor, list[str]]:
+    """(n, 2) ids of the first piece of each name's first and second word, and those names.
+
+    Each word is tokenized alone (SentencePiece marks it as a word start either way); a bare "▁"
+    piece, which SentencePiece emits before a word whose marked form is not in its vocabulary, is
+    skipped so the slot holds the word's own first piece.
+    """
+    kept = [(name, name.split()[:NUM_SLOTS]) for name in names if len(name.split()) >= NUM_SLOTS]
+    words = [w for _, pair in kept for w in pair]
+    pieces = tokenizer(words, add_special_tokens=False).input_ids if words else []
+    bare = tokenizer.convert_tokens_to_ids(WORD_MARK)
+    firsts = [next((i for i in row if i != bare), None) for row in pieces]
+    rows = [firsts[2 * j : 2 * j + 2] for j in range(len(kept))]
+    good = [(name, row) for (name, _), row in zip(kept, rows, strict=True) if None not in row]
+    ids = torch.tensor([row for _, row in good], dtype=torch.long).reshape(-1, NUM_SLOTS)
+    return ids, [name for name, _ in good]
+
+
+def is_sentencepiece(tokenizer: Any) -> bool:
+    """Whether ``tokenizer`` marks word starts with "▁" (SentencePiece: T5), not CLIP's word ends."""
+    return any(t.startswith(WORD_MARK) for t in tokenizer.tokenize("a person"))
+
+
 def adain_stats(slots: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-slot, per-dimension mean (K, d) and unbiased std (K, d) of K slots of (n_k, d) embeddings."""
     means = torch.stack([s.mean(dim=0) for s in slots])
@@ -104,6 +135,7 @@ class CelebPrior:
     file: str  # the packaged list it came from
     names: list[str]  # the names used
     slots: list[torch.Tensor]  # per slot k: (n_k, d) raw input-embedding rows, float32, CPU
+    pieces: str = FIRST_TOKENS  # which tokens of a name fill the slots (FIRST_TOKENS or WORD_PIECES)
 
     @property
     def token_dim(self) -> int:
@@ -133,8 +165,13 @@ class CelebPrior:
         return celeb_basis(self.slots)
 
     def describe(self) -> dict[str, Any]:
-        """What an identity's metadata records of its prior: the list, its names used, rows per slot."""
-        return {"file": self.file, "names": len(self.names), "slot_sizes": self.slot_sizes}
+        """What an identity's metadata records of its prior."""
+        return {
+            "file": self.file,
+            "names": len(self.names),
+            "slot_sizes": self.slot_sizes,
+            "pieces": self.pieces,
+        }
 
 
 def build_prior(
@@ -142,21 +179,27 @@ def build_prior(
 ) -> CelebPrior:
     """``method``'s celebrity prior for a model's tokenizer and text encoder (fp32, CPU; encoder untouched).
 
-    ``names`` replaces the packaged list (tests); the method still decides how slots are formed.
+    ``names`` replaces the packaged list (tests); the method still decides how slots are formed, the
+    tokenizer which tokens fill them (CLIP BPE: the first two; SentencePiece: each word's first piece).
     """
     spec = PRIOR_LISTS[method]
     names = load_names(spec.file) if names is None else names
-    if spec.by_position:
+    by_word = is_sentencepiece(tokenizer)
+    if spec.by_position and not by_word:
         columns, kept = tokens_by_position(tokenizer, names)
         usable = len(columns[-1])  # names with a token in every slot
     else:
-        ids, kept = first_two_tokens(tokenizer, names)
+        ids, kept = (
+            first_pieces_of_words(tokenizer, sorted(set(names)) if spec.by_position else names)
+            if by_word
+            else first_two_tokens(tokenizer, names)
+        )
         columns, usable = [ids[:, k] for k in range(NUM_SLOTS)], len(kept)
     if usable < MIN_NAMES:
         raise BadInput(
             f"only {usable} of {len(names)} celebrity names have two tokens for this model's tokenizer "
             f"(at least {MIN_NAMES} are needed)",
-            "use a Stable Diffusion model with its CLIP tokenizer (sd15, sd21)",
+            "use a model with its own CLIP or T5 tokenizer (a preset such as sd21 or flux-dev)",
         )
     weight = text_encoder.get_input_embeddings().weight.detach().to("cpu", torch.float32)
-    return CelebPrior(spec.file, kept, [weight[c] for c in columns])
+    return CelebPrior(spec.file, kept, [weight[c] for c in columns], WORD_PIECES if by_word else FIRST_TOKENS)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sid.errors import IdentityNotFound, IncompatibleIdentity
-from sid.families import family_by_widths, family_of_identity, pipeline_widths
+from sid.families import Family, family_of_identity, family_of_pipeline, same_family
 from sid.names import stop_words
 from sid.store import check_scale
 
@@ -86,19 +86,23 @@ def text_encoders(pipe: Any) -> list[tuple[Any, Any]]:
     return pairs
 
 
-def check_compatible(identity: Identity, widths: tuple[int, ...]) -> dict[str, Any]:
-    """The identity's vectors for each text encoder of a model whose encoders have ``widths``, keyed
-    by the identity's slot, in the model's encoder order.
+def check_compatible(identity: Identity, model: Family) -> dict[str, Any]:
+    """The identity's vectors for each text encoder of a model of family ``model``, keyed by the
+    identity's slot, in the model's encoder order.
 
     The identity's family must be the model's: an SD 1.x model never silently takes the CLIP-L half
     of an SDXL identity. The error names both families. A stored file lists its slots by name, not
     by encoder position (safetensors sorts keys), so slots that name the model's own (``te1024`` and
-    ``te768`` of a 768 + 1024 model) fit whatever order they come in.
+    ``te768`` of a 768 + 1024 model) fit whatever order they come in. A FLUX identity never fits a
+    UNet model, nor the reverse, whatever the widths.
     """
-    learned, model = family_of_identity(identity.widths), family_by_widths(widths)
-    if learned.widths == model.widths:
+    learned = family_of_identity(identity.widths)
+    if same_family(learned, model):
         slots = learned.slots
-    elif dict(zip(model.slots, model.widths, strict=True)) == identity.widths:
+    elif (
+        learned.denoiser == model.denoiser
+        and dict(zip(model.slots, model.widths, strict=True)) == identity.widths
+    ):
         slots = model.slots
     else:
         raise IncompatibleIdentity(
@@ -115,11 +119,11 @@ def load_identities(pipe: Any, identities: list[Identity], warn: Any = None) -> 
     """
     import torch
 
-    widths = pipeline_widths(pipe)
+    family = family_of_pipeline(pipe)
     for identity in identities:
         token = identity_token(identity.name)
         for (tokenizer, encoder), (slot, vectors) in zip(
-            text_encoders(pipe), check_compatible(identity, widths).items(), strict=True
+            text_encoders(pipe), check_compatible(identity, family).items(), strict=True
         ):
             stored = identity.fingerprints.get(slot)
             if warn is not None and stored and stored != fingerprint(encoder, tokenizer.vocab_size):

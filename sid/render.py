@@ -1,11 +1,13 @@
 """``sid render``: text-to-image with identities, optionally guided by a ControlNet.
 
 Sampler, steps and guidance come from ``with_recipe``: the flag, else the config's ``[render]`` table,
-else the test recipe of the paper whose method learned every identity in the prompt, else sid's
-default (``config.RENDER_RECIPES``); the size is the model's native one. Each image i uses seed + i
-with its own generator, so one image of a batch can be reproduced alone, and is written as soon as
-it is decoded (Ctrl-C keeps the finished ones; nothing holds all of them). Every PNG carries an
-AUTOMATIC1111 ``parameters`` chunk and a ``sid`` chunk with the full settings as JSON.
+else the recipe: a family that samples its own way (FLUX.1: its flow-matching scheduler, dev 28 steps
+at guidance 3.5, schnell 4) has its own; otherwise the test recipe of the paper whose method learned
+every identity in the prompt, else sid's default (``config.RENDER_RECIPES``); the size is the model's
+native one. Each image i uses seed + i with its own generator, so one image of a batch can be
+reproduced alone, and is written as soon as it is decoded (Ctrl-C keeps the finished ones; nothing
+holds all of them). Every PNG carries an AUTOMATIC1111 ``parameters`` chunk and a ``sid`` chunk with
+the full settings as JSON.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 from sid import limits
 from sid.config import RENDER_RECIPES, RenderRecipe, config_value
 from sid.errors import BadInput, Interrupted
+from sid.families import Family, family_of_pipeline, prompt_family
 from sid.files import atomic_path, check_output_target, output_folder
 from sid.pipelines import model_for_identities, native_size
 from sid.prompts import ParsedPrompt, load_identities, parse_prompt
@@ -40,7 +43,7 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any], str]] = {
 }
 CONTROL_TYPES = ("canny", "pose", "depth")
 
-StepProgress = Callable[[int], None]  # called once per denoising step
+StepProgress = Callable[..., None]  # (steps done, total=...): once per denoising step, and (0, total=N)
 
 
 @dataclass
@@ -52,7 +55,7 @@ class RenderConfig:
     guidance: float | None = None
     negative: str = ""
     size: str | None = None  # "WxH"; None: the model's native size
-    scheduler: str | None = None
+    scheduler: str | None = None  # None after with_recipe: the family's own sampler (FLUX)
     model: str | None = None
     device: str = "auto"
     dtype: str = "auto"
@@ -94,12 +97,27 @@ def recipe_for(identities: list[Identity]) -> RenderRecipe:
     return RENDER_RECIPES.get(methods.pop() if len(methods) == 1 else "", RENDER_RECIPES["default"])
 
 
-def with_recipe(cfg: RenderConfig, identities: list[Identity]) -> RenderConfig:
+def with_recipe(
+    cfg: RenderConfig, identities: list[Identity], family: Family | None = None, preset: Any = None
+) -> RenderConfig:
     """``cfg`` with scheduler, steps and guidance filled in, first found wins: the flag, the config
-    file's ``[render]`` table (``steps``, ``guidance``, ``scheduler``), ``recipe_for(identities)``."""
-    recipe = recipe_for(identities)
-    kinds = {"scheduler": str, "steps": int, "guidance": (int, float)}
-    filled = {}
+    file's ``[render]`` table (``steps``, ``guidance``, ``scheduler``), the recipe. A ``family`` that
+    samples its own way (FLUX.1) has its own recipe (``preset``: FLUX.1-schnell's 4 steps) and keeps
+    its scheduler (None; ``--scheduler`` is refused); else ``recipe_for(identities)``. ``family`` is
+    None before the model loads."""
+    own = family is not None and family.own_sampler
+    if own and cfg.scheduler is not None:
+        raise BadInput(
+            f"--scheduler {cfg.scheduler}: {family.name} samples with its own flow-matching scheduler",
+            "drop --scheduler",
+        )
+    recipe = family_recipe(family, preset) if own else recipe_for(identities)
+    kinds = (
+        {"steps": int, "guidance": (int, float)}
+        if own
+        else {"scheduler": str, "steps": int, "guidance": (int, float)}
+    )
+    filled: dict[str, Any] = {"scheduler": None}
     for key, kind in kinds.items():
         value = getattr(cfg, key)
         value = config_value(f"render.{key}", kind) if value is None else value
@@ -108,10 +126,19 @@ def with_recipe(cfg: RenderConfig, identities: list[Identity]) -> RenderConfig:
     return replace(cfg, **filled)
 
 
+def family_recipe(family: Family, preset: Any = None) -> RenderRecipe:
+    """The recipe of a family that samples its own way: its steps (a preset's where it differs) and
+    guidance, sid's default where it has none; the scheduler is the model's own."""
+    default = RENDER_RECIPES["default"]
+    steps = getattr(preset, "render_steps", None) or family.render_steps or default.steps
+    guidance = default.guidance if family.render_guidance is None else family.render_guidance
+    return RenderRecipe(default.scheduler, steps, guidance)
+
+
 def settings_for(cfg: RenderConfig, store: IdentityStore) -> RenderConfig:
     """``with_recipe`` for the identities ``cfg.prompt`` names (the CLI asks, to size its progress bar)."""
-    parsed = parse_prompt(cfg.prompt, store)
-    return with_recipe(cfg, [store.get(name) for name in parsed.names])
+    identities = [store.get(name) for name in parse_prompt(cfg.prompt, store).names]
+    return with_recipe(cfg, identities, prompt_family(identities) if identities else None)
 
 
 def check_inputs(cfg: RenderConfig) -> None:
@@ -120,7 +147,7 @@ def check_inputs(cfg: RenderConfig) -> None:
         raise BadInput("the prompt is empty", 'pass a prompt like "alice as a knight"')
     limits.check_all("render", {"count": cfg.count, "steps": cfg.steps, "seed": cfg.seed})
     limits.check_guidance(cfg.guidance, cfg.control_scale)
-    if cfg.scheduler not in SCHEDULERS:
+    if cfg.scheduler is not None and cfg.scheduler not in SCHEDULERS:
         raise BadInput(f"unknown scheduler {cfg.scheduler!r}", f"use one of: {', '.join(SCHEDULERS)}")
     parse_size(cfg.size)
     output_folder(cfg.out_dir)
@@ -136,9 +163,12 @@ def check_inputs(cfg: RenderConfig) -> None:
         load_photo(cfg.control)  # a photo format, readable: refused now, not after the model loads
 
 
-def set_scheduler(pipe: Any, name: str) -> None:
+def set_scheduler(pipe: Any, name: str | None) -> None:
+    """``name``'s sampler on ``pipe``; None keeps the model's own (FLUX's flow-matching Euler)."""
     import diffusers
 
+    if name is None:
+        return
     cls_name, extra, _ = SCHEDULERS[name]
     pipe.scheduler = getattr(diffusers, cls_name).from_config(pipe.scheduler.config, **extra)
 
@@ -181,24 +211,25 @@ def generate(
     control_image: Any = None,
     control_scale: float = 1.0,
     on_step: StepProgress | None = None,
+    control_type: str = "canny",
 ) -> list[Any]:
     """One PIL image per seed, each from its own CPU generator (reproducible one by one)."""
     import torch
 
+    from sid.control import control_inputs
+
     width, height = size or native_size(pipe)
     extra: dict[str, Any] = {}
     if control_image is not None:
-        extra = {
-            "image": control_image.resize((width, height)),
-            "controlnet_conditioning_scale": control_scale,
-        }
+        extra = control_inputs(pipe, control_image.resize((width, height)), control_scale, control_type)
+    if negative:
+        extra["negative_prompt"] = negative
     if on_step is not None:
         extra["callback_on_step_end"] = lambda p, i, t, kw: (on_step(1), kw)[1]
     images = []
     for seed in seeds:
         result = pipe(
             prompt,
-            negative_prompt=negative or None,
             num_inference_steps=steps,
             guidance_scale=guidance,
             width=width,
@@ -210,6 +241,18 @@ def generate(
     return images
 
 
+def check_side_multiple(pipe: Any, size: tuple[int, int]) -> None:
+    """A size the model draws as asked (FLUX's sides are multiples of 16), else BadInput before rendering."""
+    from sid.adapters import adapter_for
+
+    multiple = adapter_for(pipe).side_multiple(pipe)
+    if any(side % multiple for side in size):
+        fit = "x".join(str(max(multiple, side // multiple * multiple)) for side in size)
+        raise BadInput(
+            f"--size {size[0]}x{size[1]}: this model draws sides in multiples of {multiple}", f"try {fit}"
+        )
+
+
 def control_image_for(cfg: RenderConfig) -> Any:
     """The conditioning image: canny edges, or a pose/depth map (given, or detected)."""
     from sid.control import make_control_image
@@ -217,8 +260,11 @@ def control_image_for(cfg: RenderConfig) -> Any:
     return make_control_image(cfg.control, cfg.control_type, cfg.control_is_map, parse_size(cfg.size))
 
 
-def load_render_pipeline(cfg: RenderConfig) -> tuple[Any, Any]:
-    """The base pipeline, wrapped as a ControlNet pipeline when --control is given."""
+def load_render_pipeline(
+    cfg: RenderConfig, identities: list[Identity] | None = None
+) -> tuple[Any, Any, RenderConfig]:
+    """The base pipeline (wrapped as a ControlNet pipeline when --control is given) with its sampler,
+    and ``cfg`` with the recipe for the model's family and ``identities`` filled in."""
     from sid.pipelines import load_pipeline
 
     pipe, spec = load_pipeline(cfg.model, device=cfg.device, dtype=cfg.dtype)
@@ -226,8 +272,10 @@ def load_render_pipeline(cfg: RenderConfig) -> tuple[Any, Any]:
         from sid.control import with_controlnet
 
         pipe = with_controlnet(pipe, spec, cfg.control_type, cfg.controlnet)
+    cfg = with_recipe(cfg, identities or [], family_of_pipeline(pipe), spec.preset)
+    limits.check_all("render", {"steps": cfg.steps})
     set_scheduler(pipe, cfg.scheduler)
-    return pipe, spec
+    return pipe, spec, cfg
 
 
 def render(
@@ -244,8 +292,7 @@ def render(
     store = store or IdentityStore()
     parsed = parse_prompt(cfg.prompt, store, warn)  # unknown @names fail fast
     identities = [store.get(name) for name in parsed.names]
-    cfg = with_recipe(cfg, identities)
-    check_inputs(cfg)
+    check_inputs(with_recipe(cfg, identities, prompt_family(identities) if identities else None))
     seed = cfg.seed if cfg.seed is not None else secrets.randbelow(2**31)
     folder = output_folder(cfg.out_dir)
     targets = [
@@ -255,13 +302,16 @@ def render(
     # 2. model (without --model: the one the identities were learned on), identities, control image
     if cfg.model is None:
         cfg = replace(cfg, model=model_for_identities(identities, warn))
-    pipe, spec = load_render_pipeline(cfg)
+    pipe, spec, cfg = load_render_pipeline(cfg, identities)
+    if on_step is not None:
+        on_step(0, total=cfg.count * cfg.steps)  # the bar's length, known once the model's family is
     load_identities(pipe, identities, warn)
     warn_if_cut(pipe, parsed.text, warn)
     if not identities and warn is not None:
         warn("the prompt names no stored identity: rendering plain text-to-image")
     control = control_image_for(cfg) if cfg.control is not None else None
     size = parse_size(cfg.size) or native_size(pipe)
+    check_side_multiple(pipe, size)
 
     # 3. generate and write, one image at a time
     hashes = identity_hashes(identities)
@@ -280,6 +330,7 @@ def render(
                 control,
                 cfg.control_scale,
                 on_step,
+                cfg.control_type,
             )
             save_png(image, path, png_metadata(cfg, s, size, spec.label, hashes))
             results.append(Rendered(path, s, index))
@@ -311,7 +362,7 @@ def png_metadata(
     """The A1111 ``parameters`` text and sid's own JSON for one image; ``hashes`` from ``identity_hashes``."""
     fields = [
         f"Steps: {cfg.steps}",
-        f"Sampler: {SCHEDULERS[cfg.scheduler][2]}",
+        f"Sampler: {SCHEDULERS[cfg.scheduler][2] if cfg.scheduler else 'Euler (flow matching)'}",
         f"CFG scale: {cfg.guidance}",
         f"Seed: {seed}",
         f"Size: {size[0]}x{size[1]}",

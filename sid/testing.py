@@ -207,6 +207,165 @@ def tiny_sdxl_pipeline(seed: int = 0, widths: tuple[int, int] = (32, 64)) -> Any
     )
 
 
+T5_WIDTH = 48  # the tiny FLUX's T5 width (its CLIP is 32 wide, as the tiny SD's)
+FLUX_VAE_SCALING_FACTOR, FLUX_VAE_SHIFT_FACTOR = (
+    0.3611,
+    0.1159,
+)  # FLUX.1's VAE config; the tiny one declares them
+
+
+@lru_cache(maxsize=1)
+def _t5_tokenizer_template() -> Path:
+    """A SentencePiece-style (Unigram, Metaspace) tokenizer trained here on the celebrity lists and the
+    prompt templates, in T5's layout (<pad> 0, </s> 1, <unk> 2; </s> appended), saved as T5TokenizerFast."""
+    import tempfile
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import T5TokenizerFast
+
+    from sid.methods import IMAGENET_TEMPLATES
+    from sid.priors import PRIOR_LISTS, load_names
+
+    names = [n for spec in PRIOR_LISTS.values() for n in load_names(spec.file)]
+    prompts = [t.format(word) for t in IMAGENET_TEMPLATES for word in ("person", "face of sks person")]
+    tok = Tokenizer(models.Unigram())
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+    specials = ["<pad>", "</s>", "<unk>"]
+    trainer = trainers.UnigramTrainer(vocab_size=1000, special_tokens=specials, unk_token="<unk>")
+    tok.train_from_iterator(names + prompts * 4 + ["a person as a knight in a forest"] * 8, trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
+    )
+    t5 = T5TokenizerFast(
+        tokenizer_object=tok, eos_token="</s>", unk_token="<unk>", pad_token="<pad>", extra_ids=0
+    )
+    folder = Path(tempfile.mkdtemp(prefix="sid-t5-tok-"))
+    t5.model_max_length = 512
+    t5.save_pretrained(str(folder))
+    return folder
+
+
+def t5_tokenizer() -> Any:
+    """A small T5 tokenizer trained offline, loaded the way FluxPipeline loads its ``tokenizer_2``."""
+    from transformers import T5TokenizerFast
+
+    return T5TokenizerFast.from_pretrained(str(_t5_tokenizer_template()))
+
+
+def tiny_t5_encoder(width: int = T5_WIDTH, seed: int = 0) -> Any:
+    """A one-layer T5EncoderModel over ``t5_tokenizer()``'s vocabulary (T5-v1.1's gated-GELU layout)."""
+    import torch
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    config = T5Config(
+        vocab_size=len(t5_tokenizer()),
+        d_model=width,
+        d_kv=8,
+        d_ff=2 * width,
+        num_layers=1,
+        num_heads=2,
+        feed_forward_proj="gated-gelu",
+        relative_attention_num_buckets=8,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+    )
+    return T5EncoderModel(config).eval()
+
+
+def tiny_flux_transformer(clip_width: int = 32, t5_width: int = T5_WIDTH, seed: int = 0) -> Any:
+    """A FluxTransformer2DModel with one double and one single block, guidance-distilled as FLUX.1-dev."""
+    import torch
+    from diffusers import FluxTransformer2DModel
+
+    torch.manual_seed(seed)
+    return FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=16,  # 4 latent channels in 2x2 patches
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=t5_width,
+        pooled_projection_dim=clip_width,
+        guidance_embeds=True,
+        axes_dims_rope=(4, 6, 6),
+    )
+
+
+def tiny_flux_pipeline(seed: int = 0, widths: tuple[int, int] = (32, T5_WIDTH)) -> Any:
+    """A FluxPipeline: tiny CLIP (pooled) and T5 encoders of ``widths``, FLUX.1-dev's scheduler config
+    (dynamic shift) and a 4-channel VAE with FLUX's scale and shift."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
+
+    vae = tiny_vae(seed, scaling_factor=FLUX_VAE_SCALING_FACTOR)
+    vae.register_to_config(shift_factor=FLUX_VAE_SHIFT_FACTOR)
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        shift=3.0,
+        use_dynamic_shifting=True,
+        base_shift=0.5,
+        max_shift=1.15,
+        base_image_seq_len=256,
+        max_image_seq_len=4096,
+    )
+    return FluxPipeline(
+        scheduler=scheduler,
+        vae=vae,
+        text_encoder=tiny_text_encoder(widths[0], seed),
+        tokenizer=clip_tokenizer(),
+        text_encoder_2=tiny_t5_encoder(widths[1], seed + 1),
+        tokenizer_2=t5_tokenizer(),
+        transformer=tiny_flux_transformer(*widths, seed),
+    )
+
+
+def tiny_ltx_pipeline(t5_seed: int = 1, seed: int = 0) -> Any:
+    """An LTXPipeline (LTX-Video) whose T5 is ``tiny_t5_encoder(seed=t5_seed)``: by default the tiny
+    FLUX's own T5 (``tiny_flux_pipeline`` builds it with seed 1), so FLUX identities fit it."""
+    import torch
+    from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler, LTXPipeline
+    from diffusers import LTXVideoTransformer3DModel as Transformer
+
+    torch.manual_seed(seed)
+    transformer = Transformer(
+        in_channels=8,
+        out_channels=8,
+        patch_size=1,
+        patch_size_t=1,
+        num_attention_heads=4,
+        attention_head_dim=8,
+        cross_attention_dim=32,
+        num_layers=1,
+        caption_channels=T5_WIDTH,
+    )
+    vae = AutoencoderKLLTXVideo(
+        latent_channels=8,
+        block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8),
+        layers_per_block=(1, 1, 1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1, 1, 1),
+        spatio_temporal_scaling=(True, True, False, False),
+        decoder_spatio_temporal_scaling=(True, True, False, False),
+        decoder_inject_noise=(False,) * 5,
+        upsample_residual=(False,) * 4,
+        upsample_factor=(1,) * 4,
+        timestep_conditioning=False,
+        patch_size=1,
+        patch_size_t=1,
+        encoder_causal=True,
+        decoder_causal=False,
+    )
+    return LTXPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=vae,
+        text_encoder=tiny_t5_encoder(T5_WIDTH, t5_seed),
+        tokenizer=t5_tokenizer(),
+        transformer=transformer,
+    )
+
+
 def tiny_controlnet(pipe: Any, seed: int = 0) -> Any:
     """A ControlNet shaped for ``pipe``'s UNet (``ControlNetModel.from_unet``) whose output is not zero."""
     import torch

@@ -47,7 +47,7 @@ from sid.methods import (
     stack_states,
 )
 from sid.photos import check_photo_file
-from sid.pipelines import check_dtype, load_pipeline, pick_device
+from sid.pipelines import autocast_dtype, check_dtype, load_pipeline, pick_device
 from sid.priors import build_prior
 from sid.prompts import add_placeholder_tokens, identity_token, inject_vectors
 from sid.resume import checkpoint_meta, checkpoint_path, drop_checkpoints, drop_stale_checkpoints, run_key
@@ -89,6 +89,7 @@ class LearnConfig:
     checkpoint_every: int = 50  # steps between resumable checkpoints
     log_every: int = 10  # steps between progress updates (each one syncs the GPU)
     speed: Speedups = field(default_factory=Speedups)  # frozen-UNet speed knobs (sid.speed)
+    low_vram: bool = False  # recompute the denoiser's activations in the backward pass (less memory)
 
 
 @dataclass
@@ -364,7 +365,7 @@ class Learner:
             group.save(units, gens, logs, steps)
         seconds, results = (time.perf_counter() - start) / k, []
         for unit, vectors, log, size in zip(units, group.final(units, recipe.ema), logs, sizes, strict=True):
-            settings = run_settings(unit.cfg, model, steps, batch, lr, size, self.priors[0])
+            settings = run_settings(unit.cfg, model, steps, batch, lr, size, self.priors)
             photos = [[unit.crops[p] for p in unit.photos_of(i)] for i in range(len(unit.names))]
             identities = make_identities(unit.names, vectors, photos, unit.cfg, model, settings, log.values)
             results.append(LearnResult(identities, log.values, seconds, first))
@@ -451,8 +452,9 @@ def face_of(
 
 def load_frozen(cfg: LearnConfig, device: str) -> Adapter:
     """The model frozen, in its family's adapter: the denoiser loaded in the autocast dtype (half the
-    memory traffic on GPU, no fp32 copy on the device), everything else in fp32."""
-    amp_dtype = _autocast_dtype(device, cfg.dtype)
+    memory traffic on GPU, no fp32 copy on the device), as are large text encoders (FLUX's T5),
+    everything else in fp32."""
+    amp_dtype = autocast_dtype(device, cfg.dtype)
     pipe, spec = load_pipeline(
         cfg.model,
         device=device,
@@ -460,7 +462,17 @@ def load_frozen(cfg: LearnConfig, device: str) -> Adapter:
         default=RECIPES[cfg.method].model,
         component_dtypes=load_dtypes(amp_dtype),
     )
-    return adapter_for(pipe)(pipe, spec, device, amp_dtype, cfg.speed, cfg.resolution)
+    return frozen_model(pipe, spec, cfg, device)
+
+
+def frozen_model(pipe: Any, spec: Any, cfg: LearnConfig, device: str) -> Adapter:
+    """A loaded pipeline in its family's adapter as ``cfg`` asks (--low-vram's recompute, without
+    CUDA graphs); the FLUX benchmark hands it a pipeline it built on the device."""
+    speed = replace(cfg.speed, cuda_graphs="off") if cfg.low_vram else cfg.speed
+    model = adapter_for(pipe)(pipe, spec, device, autocast_dtype(device, cfg.dtype), speed, cfg.resolution)
+    if cfg.low_vram:
+        model.save_memory()
+    return model
 
 
 def update(
@@ -480,9 +492,10 @@ def update(
 
 
 def run_settings(
-    cfg: LearnConfig, model: Adapter, steps: int, batch: int, lr: float, bank_size: int, prior: Any
+    cfg: LearnConfig, model: Adapter, steps: int, batch: int, lr: float, bank_size: int, priors: list[Any]
 ) -> dict[str, Any]:
-    """Every setting an identity's metadata records: the knobs, made concrete, and the model's noise."""
+    """Every setting an identity's metadata records: the knobs, made concrete, the celebrity prior of
+    each encoder slot (FLUX's CLIP and T5 keep different names and rows) and the model's noise."""
     return {
         **asdict(cfg),
         "steps": steps,
@@ -490,7 +503,9 @@ def run_settings(
         "lr": lr,
         "resolution": model.resolution,
         "bank_size": bank_size,
-        "prior": prior.describe(),  # SDXL's two tokenizers share the CLIP vocabulary: the first's names
+        "prior": priors[0].describe(),  # the first encoder's (SD's only one)
+        "priors": {slot: p.describe() for slot, p in zip(model.family.slots, priors, strict=True)},
+        "memory": model.memory,  # what --low-vram did, if anything
         **model.settings(),  # the model's training noise
     }
 
@@ -573,17 +588,6 @@ def placeholder_prompts(
     for _, encoder in model.encoders:
         encoder.to(device)
     return placeholders, ids.to(device)
-
-
-def _autocast_dtype(device: str, dtype: str) -> torch.dtype | None:
-    """None on CPU (fp32); on GPU bf16 where supported, else fp16, unless asked otherwise."""
-    if device.startswith("cpu") or dtype == "fp32":
-        return None
-    if dtype == "fp16":
-        return torch.float16
-    if dtype == "bf16" or (device.startswith("cuda") and torch.cuda.is_bf16_supported()):
-        return torch.bfloat16
-    return torch.float16
 
 
 def make_optimizer(params: Any, method: str, lr: float, device: str) -> torch.optim.AdamW:

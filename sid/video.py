@@ -8,9 +8,12 @@ The backend follows the text encoder the prompt's identities were learned for:
   SD 1.5 base model (``--model``); ``--video-model`` then names the motion adapter.
 * SDXL identities (both encoders): ``AnimateDiffSDXLPipeline``, AnimateDiff's SDXL motion adapter on
   an SDXL base model; the base model's family picks the pipeline.
+* FLUX.1 identities: ``LTXPipeline`` (LTX-Video), whose T5-v1.1-XXL takes the identity's T5 half
+  (``sid.video_t5``: why LTX-Video, and the fingerprint check).
 
 Identities are loaded into the video pipeline's text encoder exactly as ``sid render`` loads them
-(``sid.render.prepare``). Frames are written by ``sid.videofile.write_video`` (mp4, webm or gif).
+(``sid.render.prepare``). Frames are written by ``sid.videofile.write_video`` (mp4, webm or gif, whole
+or not at all), ``sid 3d``'s turntable writer too.
 
 One concern, making a clip (plan, checks, loading, generation), hence one file past 450 lines.
 """
@@ -30,6 +33,7 @@ from sid.families import (
     ANIMATEDIFF,
     ANIMATEDIFF_SDXL,
     FAMILIES,
+    LTX,
     SD2,
     SDXL,
     T2V,
@@ -43,6 +47,7 @@ from sid.pipelines import ModelSpec, component_spec, model_for_identities, nativ
 from sid.prompts import check_compatible, parse_prompt
 from sid.render import StepProgress, parse_size, slug
 from sid.store import Identity, IdentityStore
+from sid.video_t5 import LTX_GUIDANCE, LTX_PIPELINE, LTX_SIZE, expand_tokens, load_t5_identities
 from sid.videofile import FORMATS, write_video
 
 DEFAULT_BASE = {ANIMATEDIFF: "sd15", ANIMATEDIFF_SDXL: "sdxl"}  # AnimateDiff's base without --model
@@ -74,6 +79,7 @@ VIDEO_PRESETS: dict[str, VideoPreset] = {
     "animatediff-v3": VideoPreset(
         "animatediff-v3", ANIMATEDIFF, ("guoyww/animatediff-motion-adapter-v1-5-3",), (512, 512), 32
     ),
+    "ltx-video": VideoPreset("ltx-video", LTX, ("Lightricks/LTX-Video",), LTX_SIZE, 257),
     "animatediff-sdxl": VideoPreset(
         "animatediff-sdxl",
         ANIMATEDIFF_SDXL,
@@ -82,13 +88,19 @@ VIDEO_PRESETS: dict[str, VideoPreset] = {
         32,
     ),
 }
-DEFAULT_VIDEO = {T2V: "text-to-video-ms", ANIMATEDIFF: "animatediff", ANIMATEDIFF_SDXL: "animatediff-sdxl"}
+DEFAULT_VIDEO = {
+    T2V: "text-to-video-ms",
+    ANIMATEDIFF: "animatediff",
+    ANIMATEDIFF_SDXL: "animatediff-sdxl",
+    LTX: "ltx-video",
+}
+WHOLE = (T2V, LTX)  # backends whose video model is a whole pipeline (not a motion adapter on a base)
 
 DEFAULT_FORMAT = "mp4"
 DEFAULT_FRAMES = 16
 DEFAULT_FPS = 8.0
 DEFAULT_STEPS = 25
-DEFAULT_GUIDANCE = {T2V: 9.0, ANIMATEDIFF: 7.5, ANIMATEDIFF_SDXL: 8.0}  # the SDXL adapter's card uses 8
+DEFAULT_GUIDANCE = {T2V: 9.0, ANIMATEDIFF: 7.5, ANIMATEDIFF_SDXL: 8.0, LTX: LTX_GUIDANCE}  # models' cards
 
 
 @dataclass
@@ -202,7 +214,8 @@ def supported() -> str:
     return (
         f"{sd2.name} identities ({sd2.widths[0]}-d) use text-to-video ({t2v}); "
         f"{sd1.name} identities ({sd1.widths[0]}-d) use AnimateDiff on an SD 1.5 base; "
-        f"{xl.name} identities use AnimateDiff-SDXL on an SDXL base"
+        f"{xl.name} identities use AnimateDiff-SDXL on an SDXL base; "
+        f"{family_of_video(LTX).name} identities use LTX-Video"
     )
 
 
@@ -211,7 +224,7 @@ def check_family(identities: list[Identity], family: Family | None) -> None:
     if family is None:
         return
     for identity in identities:
-        check_compatible(identity, family.widths)
+        check_compatible(identity, family)
 
 
 def video_model_backend(source: str) -> tuple[str, ModelSpec, tuple[int, int] | None]:
@@ -223,6 +236,7 @@ def video_model_backend(source: str) -> tuple[str, ModelSpec, tuple[int, int] | 
     if path.exists():
         for index, backend, wanted in (
             ("model_index.json", T2V, "TextToVideoSDPipeline"),
+            ("model_index.json", LTX, LTX_PIPELINE),
             ("config.json", ANIMATEDIFF, "MotionAdapter"),
         ):
             if (path / index).is_file():
@@ -233,10 +247,12 @@ def video_model_backend(source: str) -> tuple[str, ModelSpec, tuple[int, int] | 
                         f"{path / index} is not readable JSON: {first_line(e)}", "re-save the model"
                     ) from e
                 if cls == wanted:
-                    return backend, component_spec(source), None
+                    return backend, component_spec(source), LTX_SIZE if backend == LTX else None
+                if index == "model_index.json" and backend == T2V:
+                    continue  # perhaps the next pipeline class
                 raise BadInput(
                     f"{path} holds a {cls or 'model of unknown class'}, "
-                    "not a TextToVideoSDPipeline or a MotionAdapter",
+                    f"not a TextToVideoSDPipeline, an {LTX_PIPELINE} or a MotionAdapter",
                     "for AnimateDiff pass the SD 1.5 folder as --model and the motion adapter as "
                     "--video-model",
                 )
@@ -287,15 +303,15 @@ def plan_video(
         preset = VIDEO_PRESETS[DEFAULT_VIDEO[backend]]
         spec, size = ModelSpec(preset.name, preset.candidates), preset.size
 
-    if backend == T2V:
+    if backend in WHOLE:
         if cfg.model and warn is not None:
             warn(
                 f"--model is only used with AnimateDiff; "
                 f"the text-to-video model {spec.label} is used as a whole"
             )
         if identities and spec.label in VIDEO_PRESETS:
-            check_family(identities, family_of_video(T2V))
-        return VideoPlan(T2V, spec, None, size, preset_max_frames(spec))
+            check_family(identities, family_of_video(backend))
+        return VideoPlan(backend, spec, None, size, preset_max_frames(spec))
 
     base = cfg.model or model_for_identities(identities, warn) or DEFAULT_BASE[backend]
     family = base_family(base)
@@ -334,10 +350,11 @@ def load_video_pipeline(
     dev = pick_device(device)
     torch_dtype = pick_dtype(dev, dtype)
     quiet_libraries()  # no loading bars or chatter; the Hub's download bars stay
-    if plan.backend == T2V:
-        from diffusers import TextToVideoSDPipeline
+    if plan.backend in WHOLE:
+        import diffusers
 
-        pipe = load_from_candidates(plan.video, TextToVideoSDPipeline, dtype=torch_dtype)
+        cls = LTX_PIPELINE if plan.backend == LTX else "TextToVideoSDPipeline"
+        pipe = load_from_candidates(plan.video, getattr(diffusers, cls), dtype=torch_dtype)
     else:
         pipe = _animatediff(plan, torch_dtype, warn)
     pipe.set_progress_bar_config(disable=True)
@@ -493,9 +510,15 @@ def run_job(
 
     cfg, plan, seed = job.cfg, job.plan, job.seed
     pipe = load_video_pipeline(plan, cfg.device, cfg.dtype, cfg.low_vram, warn)
-    if plan.backend != T2V:  # an SDXL base given as a folder or hub id: its guidance, its name recorded
+    if plan.backend not in WHOLE:  # an SDXL base given as a folder or hub id: its guidance, its name recorded
         plan = replace(plan, backend=motion_backend(pipe))
-    parsed, identities = prepare(cfg.prompt, job.store, pipe, warn)
+    if plan.backend == LTX:  # no textual-inversion loader: the T5 halves go in here
+        parsed = parse_prompt(cfg.prompt, job.store, warn)
+        identities = [job.store.get(name) for name in parsed.names]
+        load_t5_identities(pipe, identities)
+        parsed = replace(parsed, text=expand_tokens(parsed.text, pipe.tokenizer))
+    else:
+        parsed, identities = prepare(cfg.prompt, job.store, pipe, warn)
     check_frames(cfg.frames, max_frames(pipe))
     size = parse_size(cfg.size, "video") or plan.size or native_size(pipe)
     check_budget(cfg.frames, size)

@@ -61,6 +61,16 @@ def tiny_sdxl_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_flux_model(tmp_path_factory) -> Path:
+    """A saved tiny FluxPipeline (CLIP 32 + T5 48 wide, FLUX.1-dev's scheduler config), loadable with
+    --model PATH."""
+    _need_bpe()
+    from sid.testing import save_tiny, tiny_flux_pipeline
+
+    return save_tiny(tiny_flux_pipeline(), tmp_path_factory.mktemp("tiny") / "flux")
+
+
+@pytest.fixture(scope="session")
 def tiny_vit(tmp_path_factory) -> Path:
     """A saved tiny random ViT face encoder (model + image processor), loadable with --vit-model PATH."""
     from sid.testing import save_tiny_vit

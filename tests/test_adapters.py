@@ -10,11 +10,15 @@ from sid.families import FAMILIES, SDXL
 
 
 def test_every_family_row_names_a_registered_adapter() -> None:
-    from sid.adapters import ADAPTERS, DDPMAdapter, SDXLAdapter
+    from sid.adapters import ADAPTERS, DDPMAdapter, FluxAdapter, SDXLAdapter
 
     assert all(f.adapter in ADAPTERS for f in FAMILIES)
-    table = {f.key: ADAPTERS[f.adapter] for f in FAMILIES}
-    assert (table["sd1"], table["sd2"], table["sdxl"]) == (DDPMAdapter, DDPMAdapter, SDXLAdapter)
+    assert {f.key: ADAPTERS[f.adapter] for f in FAMILIES} == {
+        "sd1": DDPMAdapter,
+        "sd2": DDPMAdapter,
+        "sdxl": SDXLAdapter,
+        "flux": FluxAdapter,
+    }
     assert SDXL.adapter == "sdxl"
 
 
@@ -37,7 +41,7 @@ def test_a_model_of_no_row_gets_the_adapter_its_layout_fits() -> None:
     assert not fits_any(xl)
     with pytest.raises(BadInput) as caught:
         check_text_to_image(t2v, "t2v")
-    assert "SD 1.x, SD 2.x, SDXL" in caught.value.hint
+    assert "SD 1.x, SD 2.x, SDXL, FLUX.1" in caught.value.hint
     with pytest.raises(BadInput):
         adapter_for(t2v)
 

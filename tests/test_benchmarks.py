@@ -310,3 +310,26 @@ def test_faces(capsys):
     result = faces.main([*TINY, "--runs", "2"])
     check(result, "faces", capsys)
     assert result["arch"] == "tiny" and result["runs"] == 2
+
+
+def test_gpu_dry_run_covers_flux(facepack, face_photos, tmp_path, capsys):
+    """learn-flux (the default step and --low-vram's) and render-flux run on the tiny FLUX in the dry
+    run; on a GPU the same module builds full-size FLUX.1-dev on the device (not measured here)."""
+    from benchmarks import gpu
+
+    out = tmp_path / "out"
+    code = gpu.main(
+        ["--dry-run", "--parts", "learn-flux,render-flux", "--out-dir", str(out), "--budget", "600"]
+    )
+    table = capsys.readouterr().out
+    assert code == 0, table
+    learn = json.loads((out / "learn-tiny-flux-cpu.json").read_text())
+    default, low = learn["runs"]
+    assert (default["low_vram"], low["low_vram"]) == (False, True)
+    assert low["memory"] == "gradient checkpointing of the transformer"
+    for run in (default, low):
+        assert run["step_ms_median"] > 0 and run["floor_ms_median"] > 0 and run["peak_mem_gb"] > 0
+        assert run["projected_default_s"] > run["setup_s"]
+    render = json.loads((out / "render-tiny-flux-cpu.json").read_text())
+    assert render["image_s_median"] > 0 and render["steps"] == 2
+    assert "target learn-flux" in table

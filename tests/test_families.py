@@ -72,17 +72,17 @@ def test_lookup_by_pipeline_and_ls_column(tiny_model: Path) -> None:
 def test_sdxl_identity_is_refused_on_an_sd1_model() -> None:
     xl = identity("xl", {"clip_l": 768, "clip_g": 1280})
     with pytest.raises(IncompatibleIdentity, match=r"for SDXL .*, not for SD 1\.x"):
-        check_compatible(xl, SD1.widths)
+        check_compatible(xl, SD1)
     sd1 = identity("one", {"clip_l": 768})
     with pytest.raises(IncompatibleIdentity, match=r"learned for SD 1\.x .*, not for SDXL"):
-        check_compatible(sd1, SDXL.widths)
-    got = check_compatible(xl, SDXL.widths)  # vectors in encoder order
+        check_compatible(sd1, SDXL)
+    got = check_compatible(xl, SDXL)  # vectors in encoder order
     assert [(slot, v.shape[-1]) for slot, v in got.items()] == [("clip_l", 768), ("clip_g", 1280)]
     # an unknown family read back from a file (keys sorted: te1024 first) fits its 768 + 1024 model
     stored = identity("odd", {"te1024": 1024, "te768": 768})
-    assert list(check_compatible(stored, (768, 1024))) == ["te768", "te1024"]
+    assert list(check_compatible(stored, family_by_widths((768, 1024)))) == ["te768", "te1024"]
     with pytest.raises(IncompatibleIdentity, match="learned for a model with 1024-d"):
-        check_compatible(stored, (1024, 1024))
+        check_compatible(stored, family_by_widths((1024, 1024)))
 
 
 def test_two_encoder_identity_refused_by_a_real_one_encoder_model(tiny_model: Path, tmp_path: Path) -> None:

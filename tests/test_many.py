@@ -171,17 +171,17 @@ def test_bad_manifests_and_flags_are_refused(
     assert IdentityStore().names() == []
 
 
-@pytest.mark.parametrize("model", ["tiny_model", "tiny_sdxl_model"])
+@pytest.mark.parametrize("model", ["tiny_model", "tiny_sdxl_model", "tiny_flux_model"])
 def test_parallel_learning_equals_learning_each_alone(
     face_photos: Path, learn_args: list[str], tmp_path: Path, model: str, request
 ) -> None:
     """Two identities in one batch of 2 get the vectors each gets alone with the same seed (fp32 CPU),
-    on one text encoder and on SDXL's two."""
+    on one text encoder, on SDXL's two and on FLUX's CLIP + T5."""
     photos = {"ann": face_photos / "obama_1.jpg", "bob": face_photos / "biden_2.jpg"}
     manifest = write_csv(tmp_path / "two.csv", [f"{p},{n},," for n, p in photos.items()])
     folder = str(request.getfixturevalue(model))
     knobs = ["--steps", "5", "--seed", "3", "--lr", "1e-3", *learn_args, "--model", folder]
-    if model == "tiny_sdxl_model":
+    if model in ("tiny_sdxl_model", "tiny_flux_model"):
         knobs += ["--resolution", "64"]
     batched = learn("--from", str(manifest), "--parallel", "2", *knobs)
     assert batched.exit_code == 0, batched.output
@@ -191,7 +191,7 @@ def test_parallel_learning_equals_learning_each_alone(
         alone = learn(str(photo), "--name", f"{name}_alone", "--quiet", *knobs)
         assert alone.exit_code == 0, alone.output
         a, b = store.get(name).vectors, store.get(f"{name}_alone").vectors
-        assert list(a) == list(b) and len(a) == (2 if model == "tiny_sdxl_model" else 1)  # a slot per encoder
+        assert list(a) == list(b) and len(a) == (1 if model == "tiny_model" else 2)  # a slot per encoder
         for slot in a:
             np.testing.assert_allclose(a[slot], b[slot], rtol=1e-4, atol=1e-5)
     ann, bob = (next(iter(store.get(n).vectors.values())) for n in ("ann", "bob"))

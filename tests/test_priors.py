@@ -149,8 +149,39 @@ def test_build_prior_per_method():
         torch.testing.assert_close(cb.slots[k], weight[columns[k]])
         assert len(set(columns[k].tolist())) < cb.slot_sizes[k]  # tokens repeat (first names most)
     assert cb.basis.shape == (2, 1 + 32, 32)  # min(512, d) directions per slot
-    assert cb.describe() == {"file": "celebbasis_wiki_names_v2.txt", "names": 646, "slot_sizes": [646, 638]}
+    assert cb.describe() == {
+        "file": "celebbasis_wiki_names_v2.txt",
+        "names": 646,
+        "slot_sizes": [646, 638],
+        "pieces": "first two tokens",
+    }
     print("Celeb Basis prior:", cb.describe())
+
+
+def test_t5_prior_fills_the_slots_with_each_words_first_piece():
+    """FLUX's T5 (SentencePiece): slot k holds the first piece of the name's word k; one-word names are
+    dropped, a bare word marker is skipped, and the identity records the rule with the counts."""
+    from sid.priors import WORD_PIECES, first_pieces_of_words, is_sentencepiece
+    from sid.testing import clip_tokenizer, t5_tokenizer, tiny_t5_encoder
+
+    tokenizer, encoder = t5_tokenizer(), tiny_t5_encoder()
+    assert is_sentencepiece(tokenizer) and not is_sentencepiece(clip_tokenizer())
+    weight = encoder.get_input_embeddings().weight.detach()
+    names = load_names(PRIOR_LISTS["stableidentity"].file)
+    si = build_prior(tokenizer, encoder, "stableidentity")
+    assert si.pieces == WORD_PIECES and si.slot_sizes == [len(si.names)] * 2 and len(si.names) > 300
+    assert si.describe()["pieces"] == WORD_PIECES and si.token_dim == encoder.config.d_model
+    bare = tokenizer.convert_tokens_to_ids("\u2581")
+    for j, name in enumerate(si.names[:50]):
+        for k, word in enumerate(name.split()[:2]):
+            first = next(i for i in tokenizer(word, add_special_tokens=False).input_ids if i != bare)
+            torch.testing.assert_close(si.slots[k][j], weight[first])
+    ids, kept = first_pieces_of_words(tokenizer, ["Cher", "Tom Hanks", "  "])
+    assert kept == ["Tom Hanks"] and ids.shape == (1, 2)
+    cb = build_prior(tokenizer, encoder, "celebbasis")
+    all_ids, _ = first_pieces_of_words(tokenizer, load_names(PRIOR_LISTS["celebbasis"].file))
+    assert cb.slot_sizes == [len(set(all_ids[:, k].tolist())) for k in range(2)]
+    assert len(names) == 326
 
 
 @needs_bpe

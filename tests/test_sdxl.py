@@ -280,7 +280,7 @@ def test_sdxl_conditioning_pools_at_the_end_token_as_comfyui_and_a1111(
     tensors = load_file(str(exported))  # one (2, d) tensor per encoder
 
     cfg = RenderConfig("xl as a knight", model=str(tiny_sdxl_model), device="cpu", scheduler="dpm++")
-    pipe, _ = load_render_pipeline(cfg)
+    pipe, _, _ = load_render_pipeline(cfg)
     parsed, _ = prepare(cfg.prompt, IdentityStore(), pipe)
     with torch.no_grad():
         embeds, _, pooled, _ = pipe.encode_prompt(

@@ -144,7 +144,7 @@ def step_bar(
         yield None
         return
     with _lazy_bar(description, total, (), transient) as update:
-        yield lambda n: update(advance=n)
+        yield lambda n, total=None: update(advance=n, **({"total": total} if total else {}))
 
 
 @contextmanager

@@ -47,7 +47,7 @@ def collect() -> dict[str, Any]:
     from sid.config import config_path, home
     from sid.face_transformers import face_parser_source, vit_model_source
     from sid.faces import face_models_dir
-    from sid.pipelines import offline, resolve_model
+    from sid.pipelines import offline, presets, resolve_model
     from sid.store import IdentityStore
 
     store = IdentityStore()
@@ -65,6 +65,9 @@ def collect() -> dict[str, Any]:
         },
         "config": {"path": str(config_path()), "exists": config_path().is_file()},
         "default_model": {"label": model.label, "candidates": list(model.candidates)},
+        "licences": {
+            name: p.licence for name, p in presets().items() if p.licence
+        },  # FLUX.1-dev: non-commercial
         "hf_cache": str(constants.HF_HUB_CACHE),
         "hf_offline": offline(),
         "face_models": {
@@ -113,6 +116,8 @@ def doctor(json_: bool = typer.Option(False, "--json", help="Print JSON.")) -> N
     table.add_row(
         "default model", f"{info['default_model']['label']}: {', '.join(info['default_model']['candidates'])}"
     )
+    for name, licence in info["licences"].items():
+        table.add_row(f"preset {name}", licence)
     table.add_row("HF cache", info["hf_cache"])
     table.add_row("HF offline", "yes" if info["hf_offline"] else "no")
     fm = info["face_models"]

@@ -41,15 +41,17 @@ def eval_(
     face_models: str = typer.Option(None, "--face-models", help="Folder of insightface .onnx files."),
     out_dir: Path = typer.Option(None, "-o", "--out", help="Output folder (default: sid-eval/NAME)."),
     force: bool = typer.Option(False, "--force", help="Overwrite the files of an earlier run in the folder."),
-    steps: int = typer.Option(RENDER_STEPS, "--steps", help="Denoising steps."),
+    steps: int = typer.Option(
+        None, "--steps", help=f"Denoising steps (default {RENDER_STEPS}; FLUX: its own)."
+    ),
     size: str = typer.Option(None, "--size", help="WIDTHxHEIGHT (default: the model's native size)."),
     guidance: float = typer.Option(
-        RENDER_GUIDANCE, "--guidance", "-g", help="Classifier-free guidance scale."
+        None, "--guidance", "-g", help=f"Guidance scale (default {RENDER_GUIDANCE}; FLUX.1-dev 3.5)."
     ),
     device: str = typer.Option("auto", "--device", help="auto | cuda | mps | cpu."),
     dtype: str = typer.Option("auto", "--dtype", help="auto | fp16 | bf16 | fp32."),
     scheduler: str = typer.Option(
-        RENDER_SCHEDULER, "--scheduler", help="As in sid render: dpm++, ddim, euler, ..."
+        None, "--scheduler", help=f"As in sid render: dpm++, ddim, euler, ... (default {RENDER_SCHEDULER})"
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     json_: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
@@ -87,7 +89,7 @@ def eval_(
         out_dir=out_dir,
         force=force,
     )
-    total = len(load_prompts(prompts)) * len(names) * per_prompt * steps
+    total = len(load_prompts(prompts)) * len(names) * per_prompt * (steps or RENDER_STEPS)  # evaluate sets it
     with step_bar("rendering", total, quiet or json_) as on_step:
         report = evaluate(cfg, warn=warn, on_step=on_step)
     if json_:

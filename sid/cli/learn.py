@@ -96,6 +96,9 @@ def learn(
     resume: bool = typer.Option(
         False, "--resume", help="Continue an interrupted run with the same arguments."
     ),
+    low_vram: bool = typer.Option(
+        False, "--low-vram", help="Less GPU memory, slower steps: the denoiser recomputes its activations."
+    ),
     force: bool = typer.Option(False, "--force", help="Replace an existing identity of the same name."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     json_: bool = typer.Option(False, "--json", help="Print the stored identity's metadata as JSON."),
@@ -143,6 +146,7 @@ def learn(
         face_parser=face_parser,
         face_models=face_models,
         checkpoint_every=checkpoint_every,
+        low_vram=low_vram,
     )
     if parallel is not None and manifest is None:
         from sid.errors import BadInput

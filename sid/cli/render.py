@@ -32,9 +32,14 @@ def render(
     ),
     count: int = typer.Option(1, "-n", "--count", help="Number of images."),
     seed: int = typer.Option(None, "--seed", help="First seed (image i uses seed + i); random if omitted."),
-    steps: int = typer.Option(None, "--steps", help="Denoising steps (default: the recipe's, see below)."),
+    steps: int = typer.Option(
+        None, "--steps", help="Denoising steps (default: the recipe's, see below; FLUX.1-dev 28, schnell 4)."
+    ),
     guidance: float = typer.Option(
-        None, "--guidance", "-g", help="Classifier-free guidance scale (default: the recipe's)."
+        None,
+        "--guidance",
+        "-g",
+        help="Classifier-free guidance scale (default: the recipe's; FLUX.1-dev 3.5).",
     ),
     negative: str = typer.Option("", "--negative", help="Negative prompt."),
     size: str = typer.Option(None, "--size", help="WIDTHxHEIGHT (default: the model's native size)."),
@@ -42,7 +47,7 @@ def render(
         None,
         "--scheduler",
         help="dpm++ | dpm++-karras | ddim | euler | euler-a | unipc | pndm | heun | lms "
-        "(default: the recipe's).",
+        "(default: the recipe's; FLUX keeps its own).",
     ),
     model: str = typer.Option(
         None,

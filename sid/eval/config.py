@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sid.config import RENDER_GUIDANCE, RENDER_SCHEDULER, RENDER_STEPS
 from sid.eval.clip import DEFAULT_CLIP_MODEL
 from sid.eval.prompts import BUILTIN
 from sid.render import RenderConfig
@@ -23,10 +22,10 @@ class EvalConfig:
     prompts: str = BUILTIN  # "builtin" or a file
     per_prompt: int = DEFAULT_PER_PROMPT
     seed: int | None = DEFAULT_SEED  # image j of every prompt uses seed + j, for every identity
-    steps: int = RENDER_STEPS
-    guidance: float = RENDER_GUIDANCE
+    steps: int | None = None  # None: the model family's default, as sid render
+    guidance: float | None = None
     size: str | None = None  # "WxH"; None: the model's native size
-    scheduler: str = RENDER_SCHEDULER
+    scheduler: str | None = None
     model: str | None = None
     device: str = "auto"
     dtype: str = "auto"

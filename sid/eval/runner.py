@@ -71,7 +71,7 @@ def evaluate(
     cfg: EvalConfig,
     store: IdentityStore | None = None,
     warn: Warn | None = None,
-    on_step: Callable[[int], None] | None = None,
+    on_step: Callable[..., None] | None = None,
 ) -> dict[str, Any]:
     """Render, score and write the report (``eval.json``), the renders and ``contact_sheet.png``.
 
@@ -105,8 +105,12 @@ def evaluate(
     # 2. the pipeline, exactly as sid render loads it
     model = cfg.model or model_for_identities([store.get(n) for n in names], warn)
     base = cfg.render_config(prompts[0].template, seed=seed, model=model)
-    pipe, spec = render.load_render_pipeline(base)
+    pipe, spec, base = render.load_render_pipeline(base)
+    cfg = replace(cfg, steps=base.steps, guidance=base.guidance, scheduler=base.scheduler)  # as rendered
+    if on_step is not None:
+        on_step(0, total=len(prompts) * len(names) * cfg.per_prompt * cfg.steps)
     size = render.parse_size(cfg.size) or render.native_size(pipe)
+    render.check_side_multiple(pipe, size)
     text_embs: list[Any] = [None] * len(prompts)
     if clip is not None:
         clip.to(pipe.device)
@@ -166,7 +170,7 @@ class _RunContext:
     clip: ClipScorer | None
     folder: Path
     warn: Warn
-    on_step: Callable[[int], None] | None
+    on_step: Callable[..., None] | None
     written: int = 0  # images written so far
 
     def render_and_score(

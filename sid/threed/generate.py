@@ -198,6 +198,21 @@ def step_choices(
 
 
 # -- the run -----------------------------------------------------------------------------------------
+def refuse_transformer_identities(identities: list[Any]) -> None:
+    """A FLUX.1 identity is refused before any model loads: score distillation here drives an SD
+    1.x/2.x UNet, whose text encoder a FLUX identity was not learned for."""
+    from sid.errors import IncompatibleIdentity
+    from sid.families import family_of_identity
+
+    for identity in identities:
+        family = family_of_identity(identity.widths)
+        if family.denoiser:
+            raise IncompatibleIdentity(
+                f"sid 3d works with SD 1.x/2.x identities; {identity.name} was learned for {family.name}",
+                "render it with `sid render`, or learn the person on sd21 for 3D",
+            )
+
+
 def generate_3d(
     cfg: ThreeDConfig,
     store: IdentityStore | None = None,
@@ -215,7 +230,8 @@ def generate_3d(
     # 1. check inputs and the prompt's identities before loading anything heavy
     outputs = check_inputs(cfg)
     store = store or IdentityStore()
-    parse_prompt(cfg.prompt, store, warn)  # unknown @names fail fast
+    parsed = parse_prompt(cfg.prompt, store, warn)  # unknown @names fail fast
+    refuse_transformer_identities([store.get(n) for n in parsed.names])
     key = run_key(cfg, resolve_model(cfg.model).label)
     resuming = resume and outputs.checkpoint.is_file()
     if resuming:
