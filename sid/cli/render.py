@@ -107,8 +107,8 @@ def render(
         control_is_map=control_is_map,
         force=force,
     )
-    cfg = settings_for(cfg, IdentityStore())  # the recipe's steps, for the progress bar
-    with step_bar("rendering", count * cfg.steps, quiet or json_) as on_step:
+    planned = settings_for(cfg, IdentityStore()).steps  # the bar's length until the model's family is known
+    with step_bar("rendering", count * planned, quiet or json_) as on_step:
         results = run(cfg, warn=warn, on_step=on_step)
     rows = [{"path": str(r.path), "seed": r.seed, "index": r.index} for r in results]
     if json_:
