@@ -10,6 +10,7 @@ and a config file (``[presets.NAME] candidates = [...]``) or ``SID_MODEL`` can o
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,6 +61,9 @@ PRESETS: dict[str, Preset] = {
     "sdxl": _builtin("sdxl", ("stabilityai/stable-diffusion-xl-base-1.0",), 1024),
 }
 DEFAULT_PRESET = "sd21"
+# `sid serve` sets this in its worker threads: a cache that keeps loaded models between jobs
+# (sid.serve.resident). Its ``get(key, load)`` returns the cached object or calls ``load()``.
+RESIDENT: ContextVar[Any] = ContextVar("sid_resident", default=None)
 
 
 @dataclass(frozen=True)
@@ -270,6 +274,14 @@ def load_from_candidates(spec: ModelSpec, pipeline_class: type | None = None, **
     from diffusers import DiffusionPipeline
 
     cls = pipeline_class or DiffusionPipeline
+    cache = RESIDENT.get()
+    if cache is not None:
+        key = repr((spec.candidates, cls.__name__, sorted(kwargs.items())))
+        return cache.get(key, lambda: _load_candidates(spec, cls, pipeline_class is None, kwargs))
+    return _load_candidates(spec, cls, pipeline_class is None, kwargs)
+
+
+def _load_candidates(spec: ModelSpec, cls: type, text_to_image: bool, kwargs: dict[str, Any]) -> Any:
     quiet_libraries()
     failures: list[str] = []
     rounds = [True] if offline() else [True, False]
@@ -284,7 +296,7 @@ def load_from_candidates(spec: ModelSpec, pipeline_class: type | None = None, **
                 if not local_only or is_folder or offline():
                     failures.append(f"{source}: {first_line(e)}")
                 continue
-            if pipeline_class is None:
+            if text_to_image:
                 check_text_to_image(loaded, spec.label)
             if hasattr(loaded, "set_progress_bar_config"):
                 loaded.set_progress_bar_config(disable=True)  # sid draws its own progress bars

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from sid.cli import app, out, print_columns, print_json, warn
 from sid.errors import BadInput, IdentityExists
-from sid.store import Identity, IdentityStore, now_iso
+from sid.store import IdentityStore
 
 
 @app.command("ls")
@@ -138,7 +138,7 @@ def import_(
 
     [bold]Examples[/bold]: sid import alice.safetensors · sid import charturner.pt --name charturner
     """
-    from sid.formats import infer_name, read_import
+    from sid.formats import as_identity, infer_name, read_import
 
     imported = read_import(file)
     chosen = name or infer_name(imported, file)
@@ -146,17 +146,7 @@ def import_(
         if not _interactive():
             raise BadInput(f"cannot infer an identity name from {file.name}", "pass --name NAME")
         chosen = typer.prompt("Name for this identity")
-    if imported.identity is not None:
-        identity = imported.identity
-        identity.name = chosen
-    else:
-        identity = Identity(
-            name=chosen,
-            vectors=imported.vectors,
-            method=f"imported ({imported.source_format})",
-            created=now_iso(),
-            settings={"source_file": file.name},
-        )
+    identity = as_identity(imported, chosen, file.name)
     store = IdentityStore()
     try:
         store.save(identity, overwrite=force)

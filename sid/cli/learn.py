@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from sid.cli import app, err, loss_bar, out, print_columns, print_json, warn
+from sid.cli import app, err, loss_bar, out, print_columns, print_json, server_for, warn
 from sid.errors import Interrupted
 
 if TYPE_CHECKING:
@@ -94,6 +94,7 @@ def learn(
     force: bool = typer.Option(False, "--force", help="Replace an existing identity of the same name."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     json_: bool = typer.Option(False, "--json", help="Print the stored identity's metadata as JSON."),
+    local: bool = typer.Option(False, "--local", help="Run in this process even if `sid serve` runs."),
 ) -> None:
     """Learn an identity from one photo and store it; or many, one per row of --from people.csv or DIR.
 
@@ -143,6 +144,10 @@ def learn(
         raise BadInput("--parallel applies to --from batches", "drop --parallel, or learn a list with --from")
     if manifest is not None or not photos or not name:
         return _learn_batch(manifest, photos or name, parallel, cfg, force, resume, quiet, json_)
+    paths = {"model": model, "vit_model": vit_model, "face_parser": face_parser, "face_models": face_models}
+    remote = server_for(local, **paths)
+    if remote is not None and face_models is None:
+        return _learn_on_server(remote, photos, name, cfg, force, resume, quiet, json_)
     try:
         result = _run_with_progress(photos, name, cfg, force, resume, quiet or json_)
     except KeyboardInterrupt:
@@ -162,6 +167,57 @@ def learn(
             f"Learned [bold]{identity.name}[/bold] ({identity.method}, {identity.num_vectors} vectors, "
             f"mean loss of the last third {identity.final_loss:.4f}) in {result.seconds:.1f} s. "
             f'Try: sid render "{identity.name} as a knight"'
+        )
+
+
+def _learn_on_server(
+    remote: Any,
+    photos: list[Path],
+    names: list[str],
+    cfg: LearnConfig,
+    force: bool,
+    resume: bool,
+    quiet: bool,
+    json_: bool,
+) -> None:
+    """The same learn on the running server: the photos uploaded as they are (same bytes, same run, so
+    --resume works from either side), the same progress and the same report."""
+    from dataclasses import asdict
+
+    from sid.photos import read_photo_file
+
+    for photo in photos:
+        read_photo_file(photo)  # a missing photo fails here, as it would in-process
+    server_set = ("device", "speed", "overfit", "face_models")
+    settings = {k: v for k, v in asdict(cfg).items() if v is not None and k not in server_set}
+    params = {**settings, "names": list(names), "force": force, "resume": resume}
+    with loss_bar("learning", quiet or json_) as progress:
+        job = remote.submit("learn", params, cfg.device, photos)
+
+        def on_event(event: dict[str, Any]) -> None:
+            if event["type"] == "progress" and progress is not None:
+                progress(event["step"], event["total"], event["loss"])
+            elif event["type"] == "phase" and not (quiet or json_):
+                _phase(event["text"])
+            elif event["type"] == "warning":
+                warn(event["text"])
+
+        try:
+            result = remote.follow(job, on_event)
+        except KeyboardInterrupt:
+            raise Interrupted(
+                "interrupted; the store is unchanged", "run the same command with --resume to continue"
+            ) from None
+    if result["resumed_from"]:
+        err.print(f"Resumed from step {result['resumed_from']}.")
+    if json_:
+        print_json(result["identities"])
+        return
+    for info in result["identities"]:
+        out.print(
+            f"Learned [bold]{info['name']}[/bold] ({info['method']}, {info['num_vectors']} vectors, "
+            f"mean loss of the last third {info['final_loss']:.4f}) in {result['seconds']:.1f} s. "
+            f'Try: sid render "{info["name"]} as a knight"'
         )
 
 

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
 
-from sid.cli import app, out, print_json, step_bar, warn
+from sid.cli import app, out, print_json, server_for, step_bar, warn
 from sid.config import RENDER_GUIDANCE, RENDER_SCHEDULER, RENDER_STEPS
+
+if TYPE_CHECKING:
+    from sid.render import Rendered, RenderConfig
 
 
 @app.command("render")
@@ -50,6 +56,7 @@ def render(
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     json_: bool = typer.Option(False, "--json", help="Print the written files and seeds as JSON."),
+    local: bool = typer.Option(False, "--local", help="Run in this process even if `sid serve` runs."),
 ) -> None:
     """Render images; every word naming a stored identity becomes that person.
 
@@ -86,8 +93,12 @@ def render(
         control_is_map=control_is_map,
         force=force,
     )
+    remote = server_for(local, model=model, controlnet=controlnet)
     with step_bar("rendering", count * steps, quiet or json_) as on_step:
-        results = run(cfg, warn=warn, on_step=on_step)
+        if remote is not None:
+            results = _on_server(remote, cfg, on_step)
+        else:
+            results = run(cfg, warn=warn, on_step=on_step)
     rows = [{"path": str(r.path), "seed": r.seed, "index": r.index} for r in results]
     if json_:
         print_json(rows)
@@ -96,3 +107,37 @@ def render(
     for r in rows:
         table.add_row(r["path"], str(r["seed"]))
     out.print(table)
+
+
+def _on_server(remote: Any, cfg: RenderConfig, on_step: Callable[[int], None] | None) -> list[Rendered]:
+    """The same render on the running server: the same checks first, then each image fetched into
+    ``-o`` as soon as the server has written it (the same names, the same pixels)."""
+    import secrets
+
+    from sid.files import atomic_write, check_output_target, output_folder
+    from sid.render import Rendered, check_inputs, image_name
+
+    check_inputs(cfg)
+    seed = cfg.seed if cfg.seed is not None else secrets.randbelow(2**31)
+    folder = output_folder(cfg.out_dir)
+    targets = [
+        check_output_target(folder / image_name(cfg.prompt, i, seed + i), cfg.force) for i in range(cfg.count)
+    ]
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("out_dir", "control", "force", "device")}
+    job = remote.submit(
+        "render", {**settings, "seed": seed}, cfg.device, [cfg.control] if cfg.control else []
+    )
+    done: list[Rendered] = []
+
+    def on_event(event: dict[str, Any]) -> None:
+        if event["type"] == "step" and on_step is not None:
+            on_step(event["advance"])
+        elif event["type"] == "warning":
+            warn(event["text"])
+        elif event["type"] == "image":
+            path = targets[event["index"]]
+            atomic_write(path, remote.download(job, event["file"]))
+            done.append(Rendered(path, event["seed"], event["index"]))
+
+    remote.follow(job, on_event)
+    return done
