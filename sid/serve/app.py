@@ -186,7 +186,7 @@ async def jobs(request: Request) -> Response:
 async def _submission(request: Request) -> tuple[str, dict[str, Any], str | None, list[tuple[str, bytes]]]:
     """(kind, params, device, uploads) from a JSON body or a multipart form (``params`` as JSON text)."""
     files: list[tuple[str, bytes]] = []
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+    if request.headers.get("content-type", "").startswith(("multipart/form-data", "application/x-www-form")):
         async with request.form(max_files=MAX_FILES, max_fields=8) as form:
             body: dict[str, Any] = {"kind": form.get("kind"), "device": form.get("device")}
             try:
