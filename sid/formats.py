@@ -241,4 +241,3 @@ def as_identity(imported: Imported, name: str, source_file: str) -> Identity:
         created=now_iso(),
         settings={"source_file": source_file},
     )
-

@@ -30,7 +30,9 @@ def served(tmp_path_factory, tiny_model, facepack, tiny_vit, tiny_parser, face_p
     env = server_env(tmp_path_factory.mktemp("served"), tiny_model, facepack, tiny_vit, tiny_parser)
     server = start(env)
     with server.client() as client:
-        job = submit(client, "learn", {"names": ["alice"], "steps": 2, "model": "tiny"}, face_photos / "obama_1.jpg")
+        job = submit(
+            client, "learn", {"names": ["alice"], "steps": 2, "model": "tiny"}, face_photos / "obama_1.jpg"
+        )
         done = wait_done(client, job["id"])
         assert done["status"] == "done", done["error"]
     yield server
@@ -47,7 +49,9 @@ def on_server_store(served: Served, monkeypatch) -> Served:
 
 def submit(client, kind: str, params: dict, *photos: Path, data: list[tuple[str, bytes]] = ()) -> dict:
     files = [("file", (p.name, p.read_bytes())) for p in photos] + [("file", d) for d in data]
-    response = client.post("/api/jobs", data={"kind": kind, "params": json.dumps(params)}, files=files or None)
+    response = client.post(
+        "/api/jobs", data={"kind": kind, "params": json.dumps(params)}, files=files or None
+    )
     assert response.status_code == 202, response.text
     return response.json()
 
@@ -68,7 +72,9 @@ def test_learn_render_download(served: Served) -> None:
         assert done["status"] == "done", done["error"]
         assert done["files"] == ["alice-as-a-knight-00-5.png", "alice-as-a-knight-01-6.png"]
         first, second = (client.get(f"/api/jobs/{job['id']}/files/{f}").content for f in done["files"])
-        assert png_pixels(first).shape == (64, 64, 3) and not np.array_equal(png_pixels(first), png_pixels(second))
+        assert png_pixels(first).shape == (64, 64, 3) and not np.array_equal(
+            png_pixels(first), png_pixels(second)
+        )
         outputs = client.get("/api/outputs").json()["outputs"]
         assert {o["file"] for o in outputs if o["job"] == job["id"]} == set(done["files"])
         events = client.get(f"/api/jobs/{job['id']}/events").text
@@ -133,7 +139,9 @@ def test_bad_uploads_are_refused(served: Served, face_photos: Path) -> None:
         assert bad_name.status_code == 202  # names are checked by the library, as the CLI's are
         assert wait_done(client, bad_name.json()["id"])["error"]["kind"] == "InvalidName"
         # a path where a model goes is refused: the API reads no path a client names
-        path_model = client.post("/api/jobs", json={"kind": "render", "params": {"prompt": "x", "model": "/etc"}})
+        path_model = client.post(
+            "/api/jobs", json={"kind": "render", "params": {"prompt": "x", "model": "/etc"}}
+        )
         assert path_model.status_code == 400 and "names a path" in path_model.json()["error"]["message"]
         pickled = client.post("/api/identities/import", files={"file": ("evil.pt", _torch_pickle())})
         assert pickled.status_code == 400 and "pickled" in pickled.json()["error"]["message"]
@@ -150,7 +158,9 @@ def test_host_origin_and_token_are_checked(served: Served) -> None:
         assert bad.status_code == 401 and "login link" in bad.json()["error"]["hint"]
         rebinding = client.get("/api/identities", headers={"host": f"evil.example:{port}"})
         assert rebinding.status_code == 403 and "Host" in rebinding.json()["error"]["message"]
-        cross = client.post("/api/jobs", json={"kind": "render", "params": {}}, headers={"origin": "http://evil.example"})
+        cross = client.post(
+            "/api/jobs", json={"kind": "render", "params": {}}, headers={"origin": "http://evil.example"}
+        )
         assert cross.status_code == 403 and "Origin" in cross.json()["error"]["message"]
         same = client.get("/api/identities", headers={"origin": served.url})
         assert same.status_code == 200
@@ -160,27 +170,64 @@ def test_host_origin_and_token_are_checked(served: Served) -> None:
         assert signed_in.status_code == 303 and "sid_session" in signed_in.cookies
         assert anonymous.get("/api/identities").status_code == 200
         assert httpx.get(served.url + path).status_code == 400
-        assert anonymous.get("/").status_code == 200 and b"<script src=\"/static/app.js\">" in anonymous.get("/").content
+        assert (
+            anonymous.get("/").status_code == 200
+            and b'<script src="/static/app.js">' in anonymous.get("/").content
+        )
     assert (served.home / "identities" / ".server.json").stat().st_mode & 0o777 == 0o600
 
 
-def test_cli_through_the_server_equals_local(on_server_store: Served, tmp_path: Path, face_photos: Path) -> None:
-    args = ["render", "alice at the beach", "-n", "2", "--seed", "11", "--steps", "3", "--device", "cpu", "--json"]
+def test_cli_through_the_server_equals_local(
+    on_server_store: Served, tmp_path: Path, face_photos: Path
+) -> None:
+    args = [
+        "render",
+        "alice at the beach",
+        "-n",
+        "2",
+        "--seed",
+        "11",
+        "--steps",
+        "3",
+        "--device",
+        "cpu",
+        "--json",
+    ]
     remote = runner.invoke(app, [*args, "-o", str(tmp_path / "remote")])
     local = runner.invoke(app, [*args, "-o", str(tmp_path / "local"), "--local"])
     assert remote.exit_code == 0 and local.exit_code == 0, (remote.output, local.output)
     remote_rows, local_rows = json.loads(remote.stdout), json.loads(local.stdout)
     assert [Path(r["path"]).name for r in remote_rows] == [Path(r["path"]).name for r in local_rows]
     for r, lo in zip(remote_rows, local_rows, strict=True):
-        assert np.array_equal(png_pixels(Path(r["path"]).read_bytes()), png_pixels(Path(lo["path"]).read_bytes()))
+        assert np.array_equal(
+            png_pixels(Path(r["path"]).read_bytes()), png_pixels(Path(lo["path"]).read_bytes())
+        )
     with on_server_store.client() as client:  # the first really ran on the server
         renders = [j for j in client.get("/api/jobs").json()["jobs"] if j["params"].get("prompt") == args[1]]
         assert len(renders) == 1 and renders[0]["params"]["seed"] == 11
     # learn through the server: the CLI's report, the identity in the store; errors keep the CLI's words
-    learned = runner.invoke(app, ["learn", str(face_photos / "biden_2.jpg"), "--name", "bob", "--steps", "2", "--model", "tiny", "--device", "cpu"])
-    assert learned.exit_code == 0 and "Learned bob (stableidentity, 2 vectors" in learned.output, learned.output
+    learned = runner.invoke(
+        app,
+        [
+            "learn",
+            str(face_photos / "biden_2.jpg"),
+            "--name",
+            "bob",
+            "--steps",
+            "2",
+            "--model",
+            "tiny",
+            "--device",
+            "cpu",
+        ],
+    )
+    assert learned.exit_code == 0 and "Learned bob (stableidentity, 2 vectors" in learned.output, (
+        learned.output
+    )
     assert "bob" in IdentityStore().names()
-    again = runner.invoke(app, ["learn", str(face_photos / "biden_2.jpg"), "--name", "bob", "--steps", "2", "--model", "tiny"])
+    again = runner.invoke(
+        app, ["learn", str(face_photos / "biden_2.jpg"), "--name", "bob", "--steps", "2", "--model", "tiny"]
+    )
     assert again.exit_code == 1 and "already exists" in again.output and "--force" in again.output
     assert runner.invoke(app, ["rm", "bob", "--yes"]).exit_code == 0
 
@@ -206,7 +253,13 @@ def test_killed_server_mid_learn_leaves_the_store_and_resumes(
     assert store.names() == [] and store.list().errors == []
     assert (store.root / ".server.json").exists()  # stale: its process is gone, so the CLI runs in-process
     args = [
-        "learn", str(face_photos / "obama_2.jpg"), "--name", "carol", "--device", "cpu", "--resume",
+        "learn",
+        str(face_photos / "obama_2.jpg"),
+        "--name",
+        "carol",
+        "--device",
+        "cpu",
+        "--resume",
         *("--steps", "400", "--checkpoint-every", "5", "--bank-size", "8", "--model", "tiny"),
     ]
     resumed = runner.invoke(app, args)

@@ -11,7 +11,13 @@ import pytest
 from serve_helpers import server_env, start
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-ARGS = ["--no-sandbox", "--headless=new", "--disable-background-networking", "--disable-gpu", "--disable-dev-shm-usage"]
+ARGS = [
+    "--no-sandbox",
+    "--headless=new",
+    "--disable-background-networking",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+]
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no system chromium: apt-get install chromium (.ci/run does)")

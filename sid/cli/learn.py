@@ -146,27 +146,30 @@ def learn(
         return _learn_batch(manifest, photos or name, parallel, cfg, force, resume, quiet, json_)
     paths = {"model": model, "vit_model": vit_model, "face_parser": face_parser, "face_models": face_models}
     remote = server_for(local, **paths)
-    if remote is not None and face_models is None:
-        return _learn_on_server(remote, photos, name, cfg, force, resume, quiet, json_)
     try:
-        result = _run_with_progress(photos, name, cfg, force, resume, quiet or json_)
+        if remote is not None:
+            learned = _learn_on_server(remote, photos, name, cfg, force, resume, quiet or json_)
+        else:
+            from sid.store import IdentityStore
+
+            result = _run_with_progress(photos, name, cfg, force, resume, quiet or json_)
+            store = IdentityStore()
+            infos = [store.info(i.name) for i in result.identities]
+            learned = {"identities": infos, "seconds": result.seconds, "resumed_from": result.resumed_from}
     except KeyboardInterrupt:
         raise Interrupted(
             "interrupted; the store is unchanged", "run the same command with --resume to continue"
         ) from None
-    if result.resumed_from:
-        err.print(f"Resumed from step {result.resumed_from}.")
+    if learned["resumed_from"]:
+        err.print(f"Resumed from step {learned['resumed_from']}.")
     if json_:
-        from sid.store import IdentityStore
-
-        store = IdentityStore()
-        print_json([store.info(i.name) for i in result.identities])
+        print_json(learned["identities"])
         return
-    for identity in result.identities:
+    for info in learned["identities"]:
         out.print(
-            f"Learned [bold]{identity.name}[/bold] ({identity.method}, {identity.num_vectors} vectors, "
-            f"mean loss of the last third {identity.final_loss:.4f}) in {result.seconds:.1f} s. "
-            f'Try: sid render "{identity.name} as a knight"'
+            f"Learned [bold]{info['name']}[/bold] ({info['method']}, {info['num_vectors']} vectors, "
+            f"mean loss of the last third {info['final_loss']:.4f}) in {learned['seconds']:.1f} s. "
+            f'Try: sid render "{info["name"]} as a knight"'
         )
 
 
@@ -178,47 +181,31 @@ def _learn_on_server(
     force: bool,
     resume: bool,
     quiet: bool,
-    json_: bool,
-) -> None:
+) -> dict[str, Any]:
     """The same learn on the running server: the photos uploaded as they are (same bytes, same run, so
-    --resume works from either side), the same progress and the same report."""
+    --resume works from either side) and the same progress. Its result: the stored identities' metadata,
+    the seconds and the step it resumed from."""
     from dataclasses import asdict
 
     from sid.photos import read_photo_file
+    from sid.serve.kinds import SERVER_SET
 
     for photo in photos:
         read_photo_file(photo)  # a missing photo fails here, as it would in-process
-    server_set = ("device", "speed", "overfit", "face_models")
-    settings = {k: v for k, v in asdict(cfg).items() if v is not None and k not in server_set}
+    settings = {k: v for k, v in asdict(cfg).items() if v is not None and k not in SERVER_SET["learn"]}
     params = {**settings, "names": list(names), "force": force, "resume": resume}
-    with loss_bar("learning", quiet or json_) as progress:
+    with loss_bar("learning", quiet) as progress:
         job = remote.submit("learn", params, cfg.device, photos)
 
         def on_event(event: dict[str, Any]) -> None:
             if event["type"] == "progress" and progress is not None:
                 progress(event["step"], event["total"], event["loss"])
-            elif event["type"] == "phase" and not (quiet or json_):
+            elif event["type"] == "phase" and not quiet:
                 _phase(event["text"])
             elif event["type"] == "warning":
                 warn(event["text"])
 
-        try:
-            result = remote.follow(job, on_event)
-        except KeyboardInterrupt:
-            raise Interrupted(
-                "interrupted; the store is unchanged", "run the same command with --resume to continue"
-            ) from None
-    if result["resumed_from"]:
-        err.print(f"Resumed from step {result['resumed_from']}.")
-    if json_:
-        print_json(result["identities"])
-        return
-    for info in result["identities"]:
-        out.print(
-            f"Learned [bold]{info['name']}[/bold] ({info['method']}, {info['num_vectors']} vectors, "
-            f"mean loss of the last third {info['final_loss']:.4f}) in {result['seconds']:.1f} s. "
-            f'Try: sid render "{info["name"]} as a knight"'
-        )
+        return remote.follow(job, on_event)
 
 
 def _run_with_progress(

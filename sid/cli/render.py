@@ -14,7 +14,7 @@ from sid.cli import app, out, print_json, server_for, step_bar, warn
 from sid.config import RENDER_GUIDANCE, RENDER_SCHEDULER, RENDER_STEPS
 
 if TYPE_CHECKING:
-    from sid.render import Rendered, RenderConfig
+    from sid.render import RenderConfig, Rendered
 
 
 @app.command("render")
@@ -116,6 +116,7 @@ def _on_server(remote: Any, cfg: RenderConfig, on_step: Callable[[int], None] | 
 
     from sid.files import atomic_write, check_output_target, output_folder
     from sid.render import Rendered, check_inputs, image_name
+    from sid.serve.kinds import SERVER_SET
 
     check_inputs(cfg)
     seed = cfg.seed if cfg.seed is not None else secrets.randbelow(2**31)
@@ -123,7 +124,7 @@ def _on_server(remote: Any, cfg: RenderConfig, on_step: Callable[[int], None] | 
     targets = [
         check_output_target(folder / image_name(cfg.prompt, i, seed + i), cfg.force) for i in range(cfg.count)
     ]
-    settings = {k: v for k, v in asdict(cfg).items() if k not in ("out_dir", "control", "force", "device")}
+    settings = {k: v for k, v in asdict(cfg).items() if k not in SERVER_SET["render"]}
     job = remote.submit(
         "render", {**settings, "seed": seed}, cfg.device, [cfg.control] if cfg.control else []
     )

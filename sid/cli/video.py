@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 import typer
 from rich.table import Table
 
-from sid.cli import app, out, print_json, step_bar, warn
+from sid.cli import app, out, print_json, server_for, step_bar, warn
 
 
 @app.command("video")
@@ -48,6 +52,7 @@ def video(
         False, "--low-vram", help="Decode frames one by one; offload models to the CPU (CUDA)."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    local: bool = typer.Option(False, "--local", help="Run in this process even if `sid serve` runs."),
     json_: bool = typer.Option(False, "--json", help="Print the written file, frames, fps and seed as JSON."),
 ) -> None:
     """Make a short video; every word naming a stored identity becomes that person.
@@ -85,14 +90,44 @@ def video(
         low_vram=low_vram,
     )
     job = plan_job(cfg, warn=warn)  # every check that needs no model, before the progress bar
+    remote = server_for(local, model=model, video_model=video_model)
     with step_bar("video", steps, quiet or json_, transient=True) as on_step:
-        result = run_job(job, warn=warn, on_step=on_step)
-    info = result.summary()
+        if remote is not None:
+            info = _on_server(remote, job, on_step)
+        else:
+            info = run_job(job, warn=warn, on_step=on_step).summary()
     if json_:
         print_json(info)
         return
     table = Table("video", "frames", "fps", "seed", "size", "backend")
     table.add_row(
-        info["path"], str(info["frames"]), f"{result.fps:g}", str(info["seed"]), info["size"], info["backend"]
+        info["path"],
+        str(info["frames"]),
+        f"{info['fps']:g}",
+        str(info["seed"]),
+        info["size"],
+        info["backend"],
     )
     out.print(table)
+
+
+def _on_server(remote: Any, job: Any, on_step: Callable[[int], None] | None) -> dict[str, Any]:
+    """The planned clip made on the running server (same seed and format), fetched to the planned path."""
+    from dataclasses import asdict
+
+    from sid.files import atomic_write
+    from sid.serve.kinds import SERVER_SET
+
+    settings = {k: v for k, v in asdict(job.cfg).items() if k not in SERVER_SET["video"]}
+    params = {**settings, "seed": job.seed, "format": job.fmt}
+
+    def on_event(event: dict[str, Any]) -> None:
+        if event["type"] == "step" and on_step is not None:
+            on_step(event["advance"])
+        elif event["type"] == "warning":
+            warn(event["text"])
+
+    job_id = remote.submit("video", params, job.cfg.device, [])
+    result = remote.follow(job_id, on_event)
+    atomic_write(job.path, remote.download(job_id, Path(result["path"]).name))
+    return {**result, "path": str(job.path)}

@@ -240,7 +240,8 @@ async def events(request: Request) -> Response:
         while True:
             batch = await anyio.to_thread.run_sync(the_job.wait, seq, 10.0)
             for event in batch:
-                yield f"id: {event['seq']}\nevent: {event['type']}\ndata: {json.dumps(event, default=str)}\n\n"
+                data = json.dumps(event, default=str)
+                yield f"id: {event['seq']}\nevent: {event['type']}\ndata: {data}\n\n"
                 seq = event["seq"] + 1
             if not batch:
                 yield ": still running\n\n"

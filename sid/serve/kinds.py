@@ -210,7 +210,7 @@ def _video(job: Job, uploads: list[Path]) -> Callable[[Job], dict[str, Any]]:
 
         cb = _callbacks(job)
         result = run_job(plan_job(cfg, _store(job), cb["warn"]), warn=cb["warn"], on_step=cb["on_step"])
-        return {**result.summary(), "file": result.path.name}
+        return result.summary()
 
     return run
 
