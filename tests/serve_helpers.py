@@ -2,26 +2,37 @@
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from sid.serve.spawn import Spawned, spawn
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
 class Served:
-    proc: subprocess.Popen
+    spawned: Spawned
     home: Path
     env: dict[str, str]
-    url: str
-    token: str
-    login: str  # the one-time login link it printed
+
+    @property
+    def url(self) -> str:
+        return self.spawned.running.url
+
+    @property
+    def token(self) -> str:
+        return self.spawned.running.token
+
+    @property
+    def login(self) -> str:
+        return self.spawned.login
+
+    @property
+    def proc(self) -> Any:
+        return self.spawned.proc
 
     def client(self, **kwargs: Any) -> Any:
         import httpx
@@ -30,12 +41,7 @@ class Served:
         return httpx.Client(base_url=self.url, headers=headers, timeout=300, **kwargs)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        self.spawned.stop()
 
 
 def server_env(home: Path, tiny_model: Path, facepack: Path, vit: Path, parser: Path) -> dict[str, str]:
@@ -55,23 +61,8 @@ def server_env(home: Path, tiny_model: Path, facepack: Path, vit: Path, parser: 
     }
 
 
-def start(env: dict[str, str], timeout: float = 120) -> Served:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sid", "serve", "--port", "0", "--device", "cpu"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    login = ""
-    deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None and not login:
-        line = proc.stdout.readline()
-        if "login?token=" in line:
-            login = line.strip()
-    assert login, f"sid serve did not start: {proc.stdout.read() if proc.poll() is not None else ''}"
-    info = json.loads((Path(env["SID_HOME"]) / "identities" / ".server.json").read_text())
-    return Served(proc, Path(env["SID_HOME"]), env, info["url"], info["token"], login)
+def start(env: dict[str, str]) -> Served:
+    return Served(spawn(env), Path(env["SID_HOME"]), env)
 
 
 def wait_done(client: Any, job_id: str) -> dict[str, Any]:

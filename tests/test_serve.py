@@ -229,6 +229,30 @@ def test_cli_through_the_server_equals_local(
         app, ["learn", str(face_photos / "biden_2.jpg"), "--name", "bob", "--steps", "2", "--model", "tiny"]
     )
     assert again.exit_code == 1 and "already exists" in again.output and "--force" in again.output
+
+    # the server keeps bob's tokens loaded between renders; re-learned, bob must not render from the old ones,
+    def bob_pixels(where: str, *extra: str) -> np.ndarray:
+        args = ["render", "bob smiling", "--seed", "2", "--steps", "3", "--device", "cpu", "--force", "-q"]
+        assert runner.invoke(app, [*args, "-o", str(tmp_path / where), *extra]).exit_code == 0
+        return png_pixels(next((tmp_path / where).glob("*.png")).read_bytes())
+
+    before = bob_pixels("bob-server")
+    assert np.array_equal(before, bob_pixels("bob-local", "--local"))
+    relearn = [
+        "learn",
+        str(face_photos / "biden_2.jpg"),
+        "--name",
+        "bob",
+        "--steps",
+        "2",
+        "--seed",
+        "7",
+        "--force",
+    ]
+    # in-process, so the server hears nothing of it but the changed file
+    assert runner.invoke(app, [*relearn, "--model", "tiny", "--device", "cpu", "--local"]).exit_code == 0
+    after = bob_pixels("bob-server")
+    assert not np.array_equal(before, after) and np.array_equal(after, bob_pixels("bob-local", "--local"))
     assert runner.invoke(app, ["rm", "bob", "--yes"]).exit_code == 0
 
 

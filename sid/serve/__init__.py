@@ -12,6 +12,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +95,11 @@ def run(host: str, port: int, devices: list[str], announce: Any) -> None:
 
     keys = Keys()
     store = IdentityStore()
-    jobs = Jobs(chosen, ResidentModels, serve_dir() / "jobs" / time.strftime("%Y%m%d-%H%M%S"))
+    jobs = Jobs(
+        chosen,
+        partial(ResidentModels, store_root=store.root),
+        serve_dir() / "jobs" / time.strftime("%Y%m%d-%H%M%S"),
+    )
     app = create_app(Server(store, jobs, keys, serve_dir() / "uploads"), own_hosts(host, port))
     server_file = write_server_file(store.root, Running(url, keys.token, os.getpid(), socket.gethostname()))
     announce(url, f"{url}/login?token={keys.login}", chosen)

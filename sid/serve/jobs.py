@@ -121,10 +121,12 @@ class Worker:
                 while not self.queue:
                     self.wake.wait()
                 job = self.current = self.queue.popleft()
+            self.resident.begin()
             try:
                 execute(job)
             finally:
                 self.current = None
+            self.resident.release(job.kind)
 
 
 def execute(job: Job) -> None:
