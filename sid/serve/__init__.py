@@ -85,7 +85,9 @@ def run(host: str, port: int, devices: list[str], announce: Any) -> None:
 
     chosen = list(dict.fromkeys(pick_device(d) for d in devices or ["auto"]))
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named, not 0: asyncio sets TCP_NODELAY only on sockets that say so, and without it
+    # every response's body waits ~40 ms for the client's delayed ACK of its headers
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(128)
