@@ -110,6 +110,39 @@ def test_two_clients_queue_in_order_and_cancel(served: Served) -> None:
         assert a.get(f"/api/jobs/{third['id']}").json()["started"] is None
 
 
+def test_batch_3d_and_eval_jobs_call_the_library(served: Served, face_photos: Path) -> None:
+    with served.client() as client:
+        photos = [("carol.jpg", face_photos / "obama_2.jpg"), ("dave.jpg", face_photos / "biden_2.jpg")]
+        batch = submit(
+            client, "learn-many", {"steps": 2, "model": "tiny"}, data=[(n, p.read_bytes()) for n, p in photos]
+        )
+        outcomes = wait_done(client, batch["id"])["result"]["outcomes"]
+        assert [(o["name"], o["status"]) for o in outcomes] == [("carol", "learned"), ("dave", "learned")]
+        for name in ("carol", "dave"):
+            assert client.delete(f"/api/identities/{name}").status_code == 200
+
+        mesh = {
+            "prompt": "alice bust",
+            "model": "tiny",
+            "iters": 4,
+            "resolution": 32,
+            "samples": 8,
+            "frames": 4,
+            "mesh_resolution": 32,
+        }
+        done = wait_done(client, submit(client, "3d", mesh)["id"])
+        assert done["status"] == "done", done["error"]
+        assert {Path(f).suffix for f in done["files"]} == {".glb", ".mp4"} and done["result"][
+            "iterations"
+        ] == 4
+
+        scores = {"names": ["alice"], "per_prompt": 1, "steps": 2, "size": "64x64", "clip_model": "none"}
+        done = wait_done(client, submit(client, "eval", scores, face_photos / "obama_3.jpg")["id"])
+        assert done["status"] == "done", done["error"]
+        assert {"eval.json", "contact_sheet.png"} <= set(done["files"])
+        assert done["result"]["identities"]["alice"]["reference"]["source"] == "photo"
+
+
 def test_bad_uploads_are_refused(served: Served, face_photos: Path) -> None:
     bomb = _png_header_only(40_000, 40_000)
     cases = {
@@ -314,3 +347,29 @@ def _torch_pickle() -> bytes:
 class Evil:
     def __reduce__(self):
         return (os.system, ("echo pwned",))
+
+
+def test_resident_models_drop_the_least_recently_used(tmp_path: Path) -> None:
+    import torch
+
+    from sid.serve.resident import ResidentModels
+
+    cache = ResidentModels("cpu", tmp_path, max_entries=2)
+    made: list[str] = []
+
+    def loader(name: str):
+        return lambda: made.append(name) or {"model": name}
+
+    for name in ("a", "b", "a", "c"):  # a is used again, so b is the least recently used when c comes
+        assert cache.get(name, loader(name)) == {"model": name}
+    assert made == ["a", "b", "c"] and cache.names() == ["a", "c"]
+
+    failures = [torch.OutOfMemoryError("CUDA out of memory")]
+
+    def tight() -> dict:  # the device is full until a model is dropped
+        if failures:
+            raise failures.pop()
+        return {"model": "d"}
+
+    cache.max_entries = 3
+    assert cache.get("d", tight) == {"model": "d"} and cache.names() == ["c", "d"]

@@ -58,13 +58,15 @@ def reference(key: str, value: str) -> str:
 
 
 def _checked(key: str, value: Any, default: Any) -> Any:
-    """``value`` if it has the JSON type the setting takes (the default's type; numbers or text when None)."""
+    """``value`` if it has the JSON type the setting takes: the default's type; without a default, a
+    number, a text or a list of texts (names)."""
     if value is None:
         return None
-    want: tuple[type, ...] = (str, int, float) if default is None else (type(default),)
+    want: tuple[type, ...] = (str, int, float, list) if default is None else (type(default),)
     if isinstance(default, float):
         want = (int, float)
-    if isinstance(value, bool) and bool not in want or not isinstance(value, want):
+    wrong = isinstance(value, bool) and bool not in want or not isinstance(value, want)
+    if wrong or isinstance(value, list) and not all(isinstance(v, str) for v in value):
         raise BadInput(f"setting {key!r} = {value!r} has the wrong type", "see GET /api/openapi.json")
     if key in REFERENCES and isinstance(value, str):
         return reference(key, value)
