@@ -47,13 +47,15 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.serve", description=__doc__.splitlines()[0])
     add_common_args(p)
     p.add_argument("--steps", type=int, default=30, help="denoising steps (sid's default 30)")
-    p.add_argument("--runs", type=int, default=5, help="timed runs of each, after one warm-up")
+    p.add_argument("--runs", type=int, default=5, help="timed runs of each, after the warm-up")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs of each first")
     return p
 
 
-def timed_runs(fn: Any, runs: int) -> list[float]:
-    """``runs`` wall times of ``fn`` after one untimed warm-up."""
-    fn()
+def timed_runs(fn: Any, runs: int, warmup: int) -> list[float]:
+    """``runs`` wall times of ``fn`` after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()
@@ -102,16 +104,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             subprocess.run([*cli, *extra], env=env, check=True, capture_output=True)
 
         log(f"serve: cold `sid render --local` on {args.arch} ({device}), {args.steps} steps")
-        cold = timed_runs(lambda: run_cli("--local"), args.runs)
+        cold = timed_runs(lambda: run_cli("--local"), args.runs, args.warmup)
         server = spawn(env, device)
         try:
             log("serve: warm `sid render` through the server")
-            warm_cli = timed_runs(run_cli, args.runs)
+            warm_cli = timed_runs(run_cli, args.runs, args.warmup)
             log("serve: warm render through the HTTP API")
             headers = {"authorization": f"Bearer {server.running.token}"}
             with httpx.Client(base_url=server.running.url, headers=headers, timeout=600) as client:
                 inside: list[float] = []
-                warm_api = timed_runs(lambda: inside.append(api_render(client, args.steps)), args.runs)
+                warm_api = timed_runs(
+                    lambda: inside.append(api_render(client, args.steps)), args.runs, args.warmup
+                )
                 info = client.get("/api/server").json()
         finally:
             server.stop()
@@ -125,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "cold_cli_s_median": median(cold),
         "warm_cli_s_median": median(warm_cli),
         "warm_api_s_median": median(warm_api),
-        "server_render_s_median": median(inside[1:]),
+        "server_render_s_median": median(inside[args.warmup :]),
         "generate_s_median": median(generate_s),
         "api_overhead": median(warm_api) / median(generate_s) - 1,
         "cli_overhead": median(warm_cli) / median(generate_s) - 1,
@@ -149,7 +153,9 @@ def own_generation(folder: Path, device: str, args: argparse.Namespace, store: P
     cfg = RenderConfig(PROMPT, model=str(folder), device=device, steps=args.steps)
     pipe, _ = load_render_pipeline(cfg)
     parsed, _ = prepare(PROMPT, IdentityStore(store), pipe)
-    return timed_runs(lambda: generate(pipe, parsed.text, [0], args.steps, cfg.guidance), args.runs)
+    return timed_runs(
+        lambda: generate(pipe, parsed.text, [0], args.steps, cfg.guidance), args.runs, args.warmup
+    )
 
 
 if __name__ == "__main__":

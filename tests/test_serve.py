@@ -208,6 +208,8 @@ def test_host_origin_and_token_are_checked(served: Served) -> None:
             and b'<script src="/static/app.js">' in anonymous.get("/").content
         )
     assert (served.home / "identities" / ".server.json").stat().st_mode & 0o777 == 0o600
+    second = runner.invoke(app, ["serve", "--port", "0"], env={"SID_HOME": str(served.home)})
+    assert second.exit_code == 1 and "already serves" in second.output and served.url in second.output
 
 
 def test_cli_through_the_server_equals_local(

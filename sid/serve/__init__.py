@@ -73,16 +73,25 @@ def _alive(pid: int) -> bool:
 
 
 def run(host: str, port: int, devices: list[str], announce: Any) -> None:
-    """Serve until interrupted; ``announce(url, login_url)`` tells the user where (called once bound)."""
+    """Serve until interrupted; ``announce(url, login_url, devices)`` tells the user where, once bound."""
     import uvicorn
 
+    from sid.errors import BadInput
     from sid.pipelines import pick_device
     from sid.serve.app import Server, create_app
+    from sid.serve.client import connect
     from sid.serve.jobs import Jobs
     from sid.serve.resident import ResidentModels
     from sid.serve.security import Keys, own_hosts
     from sid.store import IdentityStore
 
+    store = IdentityStore()
+    other = connect(store.root)
+    if other is not None:
+        raise BadInput(
+            f"a server already serves the store {store.root} at {other.running.url}",
+            "use that one, or stop it first (a store has one server)",
+        )
     chosen = list(dict.fromkeys(pick_device(d) for d in devices or ["auto"]))
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP named, not 0: asyncio sets TCP_NODELAY only on sockets that say so, and without it
@@ -96,7 +105,6 @@ def run(host: str, port: int, devices: list[str], announce: Any) -> None:
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else shown}:{port}"
 
     keys = Keys()
-    store = IdentityStore()
     jobs = Jobs(
         chosen,
         partial(ResidentModels, store_root=store.root),
