@@ -291,6 +291,25 @@ def test_cli_through_the_server_equals_local(
     assert runner.invoke(app, ["rm", "bob", "--yes"]).exit_code == 0
 
 
+def test_3d_through_the_server_equals_local(on_server_store: Served, tmp_path: Path) -> None:
+    import trimesh
+
+    args = ["3d", "alice statue", "--model", "tiny", "--iters", "4", "--resolution", "32", "--device", "cpu"]
+    args += ["--samples", "8", "--frames", "4", "--mesh-resolution", "32", "--json"]
+    meshes = []
+    for where in ("server", "local"):
+        extra = ["--local"] if where == "local" else []
+        result = runner.invoke(app, [*args, "-o", str(tmp_path / f"{where}.glb"), *extra])
+        assert result.exit_code == 0, result.output
+        info = json.loads(result.stdout)
+        assert info["mesh"] == str(tmp_path / f"{where}.glb") and Path(info["turntable"]).is_file()
+        meshes.append(trimesh.load(info["mesh"], force="mesh"))
+    assert len(meshes[0].vertices) > 0 and np.array_equal(meshes[0].vertices, meshes[1].vertices)
+    with on_server_store.client() as client:
+        jobs = client.get("/api/jobs").json()["jobs"]
+        assert [j["params"].get("prompt") for j in jobs].count("alice statue") == 1  # the first ran there
+
+
 def test_killed_server_mid_learn_leaves_the_store_and_resumes(
     tmp_path: Path, tiny_model, facepack, tiny_vit, tiny_parser, face_photos: Path, monkeypatch
 ) -> None:
