@@ -315,7 +315,7 @@ def test_killed_server_mid_learn_leaves_the_store_and_resumes(
 ) -> None:
     env = server_env(tmp_path / "home", tiny_model, facepack, tiny_vit, tiny_parser)
     server = start(env)
-    settings = {"names": ["carol"], "steps": 400, "checkpoint_every": 5, "bank_size": 8, "model": "tiny"}
+    settings = {"names": ["carol"], "steps": 120, "checkpoint_every": 5, "bank_size": 8, "model": "tiny"}
     with server.client() as client:
         submit(client, "learn", settings, face_photos / "obama_2.jpg")
         partial = server.home / "partial"
@@ -338,12 +338,12 @@ def test_killed_server_mid_learn_leaves_the_store_and_resumes(
         "--device",
         "cpu",
         "--resume",
-        *("--steps", "400", "--checkpoint-every", "5", "--bank-size", "8", "--model", "tiny"),
+        *("--steps", "120", "--checkpoint-every", "5", "--bank-size", "8", "--model", "tiny"),
     ]
     resumed = runner.invoke(app, args)
     assert resumed.exit_code == 0, resumed.output
     assert "Resumed from step" in resumed.output
-    assert store.names() == ["carol"] and store.get("carol").settings["steps"] == 400
+    assert store.names() == ["carol"] and store.get("carol").settings["steps"] == 120
 
 
 def _png_header_only(width: int, height: int) -> bytes:

@@ -34,7 +34,7 @@ from sid.errors import (
     as_sid_error,
 )
 from sid.serve import kinds
-from sid.serve.jobs import FINAL, JobNotFound, Jobs
+from sid.serve.jobs import FINAL, JobNotFound, Jobs, error_dict
 from sid.serve.security import COOKIE, Guard, Keys
 from sid.serve.uploads import TooLarge, client_stem, save_file, save_photo
 from sid.store import IdentityStore
@@ -70,14 +70,14 @@ def status_of(e: SidError) -> int:
 
 def error_response(e: Exception) -> JSONResponse:
     error = e if isinstance(e, SidError) else as_sid_error(e)
-    body = {"error": {"message": error.message, "hint": error.hint, "kind": type(error).__name__}}
-    return JSONResponse(body, status_code=status_of(error))
+    return JSONResponse({"error": error_dict(error)}, status_code=status_of(error))
 
 
 def _http_error(request: Request, e: Exception) -> JSONResponse:
-    assert isinstance(e, HTTPException)
-    body = {"error": {"message": e.detail, "hint": "see GET /api/openapi.json", "kind": "HTTP"}}
-    return JSONResponse(body, status_code=e.status_code)
+    """Starlette's own refusals (an unknown path, a method not allowed) in the same shape."""
+    detail, status = getattr(e, "detail", str(e)), getattr(e, "status_code", 500)
+    body = {"error": {"message": str(detail), "hint": "see GET /api/openapi.json", "kind": "HTTP"}}
+    return JSONResponse(body, status_code=status)
 
 
 def _server(request: Request) -> Server:
@@ -212,7 +212,7 @@ def _save_uploads(kind: str, files: list[tuple[str, bytes]], folder: Path) -> li
     """Each upload checked and written under a server-chosen name (batch photos: their validated stem)."""
     from sid.store import check_name_syntax
 
-    if files and not kinds.UPLOADS.get(kind):
+    if files and kind not in kinds.TAKES_UPLOADS:
         raise BadInput(f"a {kind} job takes no uploads", "send settings only")
     saved = []
     for i, (filename, data) in enumerate(files, start=1):

@@ -25,7 +25,7 @@ FINAL = ("done", "failed", "cancelled")
 
 
 class JobNotFound(SidError):
-    exit_code = 1
+    """No job of that id on this server (HTTP 404)."""
 
 
 @dataclass
@@ -138,17 +138,18 @@ def execute(job: Job) -> None:
         status = "done"
     except (KeyboardInterrupt, Interrupted) as e:
         status = "cancelled" if job.cancel_requested else "failed"
-        job.error = _error(e if isinstance(e, SidError) else Interrupted("cancelled"))
+        job.error = error_dict(e if isinstance(e, SidError) else Interrupted("cancelled"))
     except SidError as e:
-        status, job.error = "failed", _error(e)
+        status, job.error = "failed", error_dict(e)
     except Exception as e:  # a bug or a library failure: worded as the CLI words it
-        status, job.error = "failed", _error(as_sid_error(e))
+        status, job.error = "failed", error_dict(as_sid_error(e))
     job.finished = time.time()
     job.status = status
     job.emit("status", status=status, error=job.error, result=job.result, files=job.files())
 
 
-def _error(e: SidError) -> dict[str, str]:
+def error_dict(e: SidError) -> dict[str, str]:
+    """A failure as the API reports it (in a job, and as ``{"error": ...}`` of a refused request)."""
     return {"message": e.message, "hint": e.hint, "kind": type(e).__name__}
 
 

@@ -36,14 +36,7 @@ EXTRA = {  # settings of the call rather than of the config dataclass
     "3d": {"resume": bool},
     "eval": {},
 }
-UPLOADS = {
-    "learn": "photos",
-    "learn-many": "photos",
-    "render": "control",
-    "video": "",
-    "3d": "",
-    "eval": "photos",
-}
+TAKES_UPLOADS = {"learn", "learn-many", "render", "eval"}  # photos; render: one ControlNet image
 
 
 def reference(key: str, value: str) -> str:
@@ -184,6 +177,8 @@ def _render(job: Job, uploads: list[Path]) -> Callable[[Job], dict[str, Any]]:
     from sid.render import RenderConfig, check_inputs
 
     out = job.folder / "out"
+    if len(uploads) > 1:
+        raise BadInput("a render job takes one ControlNet image", "upload one image, or none")
     control = uploads[0] if uploads else None
     cfg, _ = config_of(RenderConfig, "render", job.params, out_dir=out, control=control, device=job.device)
     check_inputs(cfg)

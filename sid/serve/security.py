@@ -19,9 +19,17 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
+from sid.errors import SidError
+from sid.serve.jobs import error_dict
 from sid.serve.uploads import TooLarge, max_request_bytes
 
 COOKIE = "sid_session"
+
+
+class Refused(SidError):
+    """A request from elsewhere or without the token (HTTP 403 or 401)."""
+
+
 # reachable without a token (the Host and Origin checks still apply): the page and its files, no data
 OPEN_PATHS = ("/login", "/static/")
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
@@ -85,7 +93,7 @@ class Guard:
         refusal = self.refusal(scope["path"], headers)
         if refusal is not None:
             status, message, hint = refusal
-            body = json.dumps({"error": {"message": message, "hint": hint, "kind": "Refused"}}).encode()
+            body = json.dumps({"error": error_dict(Refused(message, hint))}).encode()
             await send(
                 {
                     "type": "http.response.start",
