@@ -10,14 +10,14 @@ from sid.serve import DEFAULT_PORT
 
 @app.command("serve")
 def serve(
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (others need the token)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address (default: this machine only)."),
     port: int = typer.Option(DEFAULT_PORT, "--port", help="Port (0: any free one)."),
     device: list[str] = typer.Option(
         None, "--device", help="Device(s) to run jobs on, one queue each: auto | cuda | cuda:N | mps | cpu."
     ),
 ) -> None:
-    """Serve this store: models stay loaded between jobs, `sid learn/render` submit here, and a web page
-    shows the identities and the images as they finish.
+    """Serve this store: models stay loaded between jobs, `sid learn/render/video/3d` submit here, and a
+    web page shows the identities and the images as they finish.
 
     [bold]Examples[/bold]
 
@@ -31,8 +31,6 @@ def serve(
 
     def announce(url: str, login: str, devices: list[str]) -> None:
         out.print(f"sid serve: {url}/ on {', '.join(devices)} — sign in once at:\n  {login}", highlight=False)
-        out.print(
-            "Ctrl-C stops it. `sid learn` and `sid render` on this store now run here.", highlight=False
-        )
+        out.print("Ctrl-C stops it. `sid learn/render/video/3d` on this store now run here.", highlight=False)
 
     run(host, port, list(device or []), announce)

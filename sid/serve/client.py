@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sid.errors import SidError
+from sid.errors import SidError, first_line
 from sid.serve import Running, read_server_file
 
 
@@ -28,8 +29,22 @@ class Remote:
             base_url=running.url, headers={"authorization": f"Bearer {running.token}"}, timeout=None
         )
 
+    @contextmanager
+    def talking(self) -> Iterator[None]:
+        """A server that stops answering is one line, as any failure of the CLI is."""
+        import httpx
+
+        try:
+            yield
+        except httpx.HTTPError as e:
+            raise ServerError(
+                f"lost the server at {self.running.url} ({first_line(e) or type(e).__name__})",
+                "run the command again (with --local to run it here)",
+            ) from e
+
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self.http.request(method, path, **kwargs)
+        with self.talking():
+            response = self.http.request(method, path, **kwargs)
         if response.status_code >= 400:
             raise _error(response.json() if response.content else {}, response.status_code)
         return response.json()
@@ -42,7 +57,7 @@ class Remote:
 
     def events(self, job_id: str) -> Iterator[dict[str, Any]]:
         """The job's events as they happen, to the last one."""
-        with self.http.stream("GET", f"/api/jobs/{job_id}/events") as response:
+        with self.talking(), self.http.stream("GET", f"/api/jobs/{job_id}/events") as response:
             for line in response.iter_lines():
                 if line.startswith("data: "):
                     yield json.loads(line[6:])
@@ -64,7 +79,8 @@ class Remote:
         return job["result"]
 
     def download(self, job_id: str, name: str) -> bytes:
-        response = self.http.get(f"/api/jobs/{job_id}/files/{name}")
+        with self.talking():
+            response = self.http.get(f"/api/jobs/{job_id}/files/{name}")
         if response.status_code >= 400:
             raise _error(response.json(), response.status_code)
         return response.content
