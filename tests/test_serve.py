@@ -110,7 +110,7 @@ def test_two_clients_queue_in_order_and_cancel(served: Served) -> None:
         assert a.get(f"/api/jobs/{third['id']}").json()["started"] is None
 
 
-def test_batch_3d_and_eval_jobs_call_the_library(served: Served, face_photos: Path) -> None:
+def test_batch_and_3d_jobs_call_the_library(served: Served, face_photos: Path) -> None:
     with served.client() as client:
         photos = [("carol.jpg", face_photos / "obama_2.jpg"), ("dave.jpg", face_photos / "biden_2.jpg")]
         batch = submit(
@@ -135,12 +135,6 @@ def test_batch_3d_and_eval_jobs_call_the_library(served: Served, face_photos: Pa
         assert {Path(f).suffix for f in done["files"]} == {".glb", ".mp4"} and done["result"][
             "iterations"
         ] == 4
-
-        scores = {"names": ["alice"], "per_prompt": 1, "steps": 2, "size": "64x64", "clip_model": "none"}
-        done = wait_done(client, submit(client, "eval", scores, face_photos / "obama_3.jpg")["id"])
-        assert done["status"] == "done", done["error"]
-        assert {"eval.json", "contact_sheet.png"} <= set(done["files"])
-        assert done["result"]["identities"]["alice"]["reference"]["source"] == "photo"
 
 
 def test_bad_uploads_are_refused(served: Served, face_photos: Path) -> None:
@@ -308,6 +302,33 @@ def test_3d_through_the_server_equals_local(on_server_store: Served, tmp_path: P
     with on_server_store.client() as client:
         jobs = client.get("/api/jobs").json()["jobs"]
         assert [j["params"].get("prompt") for j in jobs].count("alice statue") == 1  # the first ran there
+
+
+def test_eval_through_the_server_equals_local(
+    on_server_store: Served, tmp_path: Path, face_photos: Path
+) -> None:
+    photo = face_photos / "obama_4.jpg"
+    args = ["eval", "alice", "--photo", str(photo), "-n", "1", "--steps", "2", "--size", "64x64"]
+    args += ["--seed", "3", "--clip-model", "none", "--device", "cpu", "--json"]
+    reports = {}
+    for where in ("server", "local"):
+        extra = ["--local"] if where == "local" else []
+        result = runner.invoke(app, [*args, "-o", str(tmp_path / where), *extra])
+        assert result.exit_code == 0, result.output
+        reports[where] = json.loads(result.stdout)
+        assert json.loads((tmp_path / where / "eval.json").read_text()) == reports[where]
+        assert reports[where]["contact_sheet"] == str(tmp_path / where / "contact_sheet.png")
+        assert reports[where]["identities"]["alice"]["reference"]["path"] == str(photo)
+    server, local = reports["server"]["identities"]["alice"], reports["local"]["identities"]["alice"]
+    moved = json.dumps(server).replace(str(tmp_path / "server"), str(tmp_path / "local"))
+    assert json.loads(moved) == local and local["overall"]["images"] > 0  # the same report, files here
+    images = sorted((tmp_path / "local").rglob("images/**/*.png"))
+    assert images and [p.relative_to(tmp_path / "local") for p in images] == [
+        p.relative_to(tmp_path / "server") for p in sorted((tmp_path / "server").rglob("images/**/*.png"))
+    ]
+    for image in images:
+        twin = tmp_path / "server" / image.relative_to(tmp_path / "local")
+        assert np.array_equal(png_pixels(image.read_bytes()), png_pixels(twin.read_bytes()))
 
 
 def test_killed_server_mid_learn_leaves_the_store_and_resumes(

@@ -16,8 +16,8 @@ def serve(
         None, "--device", help="Device(s) to run jobs on, one queue each: auto | cuda | cuda:N | mps | cpu."
     ),
 ) -> None:
-    """Serve this store: models stay loaded between jobs, `sid learn/render/video/3d` submit here, and a
-    web page shows the identities and the images as they finish.
+    """Serve this store: models stay loaded between jobs, `sid learn/render/video/3d/eval` submit
+    here, and a web page shows the identities and the images as they finish.
 
     [bold]Examples[/bold]
 
@@ -31,6 +31,8 @@ def serve(
 
     def announce(url: str, login: str, devices: list[str]) -> None:
         out.print(f"sid serve: {url}/ on {', '.join(devices)} — sign in once at:\n  {login}", highlight=False)
-        out.print("Ctrl-C stops it. `sid learn/render/video/3d` on this store now run here.", highlight=False)
+        out.print(
+            "Ctrl-C stops it. `sid learn/render/video/3d/eval` on this store now run here.", highlight=False
+        )
 
     run(host, port, list(device or []), announce)
