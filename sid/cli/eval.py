@@ -106,42 +106,31 @@ def _on_server(remote: Any, cfg: Any, on_step: Any) -> dict[str, Any]:
     """The same evaluation on the running server: the same checks here first, the reference photos
     uploaded, every file fetched into the output folder, the report naming the files here."""
     import secrets
-    from dataclasses import asdict
 
     from sid.eval.report import write_report
     from sid.eval.runner import check_eval_inputs, planned_outputs
     from sid.files import atomic_write
-    from sid.serve.kinds import SERVER_SET
+    from sid.serve.kinds import settings_of
     from sid.store import IdentityStore
 
     store = IdentityStore()
     prompts = check_eval_inputs(cfg, store)
     seed = cfg.seed if cfg.seed is not None else secrets.randbelow(2**31)
     planned_outputs(cfg, prompts, [store.path(n).stem for n in cfg.names], seed)
-    settings = {k: v for k, v in asdict(cfg).items() if k not in SERVER_SET["eval"]}
+    settings = settings_of("eval", cfg)
     photos = [Path(p) for p in cfg.photos]
-    job = remote.submit("eval", {**settings, "seed": seed}, cfg.device, photos)
-
-    def on_event(event: dict[str, Any]) -> None:
-        if event["type"] == "step" and on_step is not None:
-            on_step(event["advance"])
-        elif event["type"] == "warning":
-            warn(event["text"])
-
-    report = remote.follow(job, on_event)
+    job, report = remote.run("eval", {**settings, "seed": seed}, cfg.device, photos, warn, on_step)
     there, here = Path(report["json"]).parent, cfg.output_folder()
-    # the server's paths, as this command names them: its output folder, and the uploaded photos
-    uploads = {
-        str(there.parent / "in" / f"photo-{i}{p.suffix.lower()}"): str(p) for i, p in enumerate(photos, 1)
-    }
+    inbox = f"{there.parent / 'in'}/photo-"  # where the server put the photos (sid.serve.uploads)
 
     def local_path(value: Any) -> Any:
+        """The server's paths as this command names them: its output folder, and the uploaded photos."""
         if isinstance(value, dict):
             return {k: local_path(v) for k, v in value.items()}
         if isinstance(value, list):
             return [local_path(v) for v in value]
-        if isinstance(value, str) and value in uploads:
-            return uploads[value]
+        if isinstance(value, str) and value.startswith(inbox):
+            return str(photos[int(Path(value).stem.rsplit("-", 1)[1]) - 1])
         if isinstance(value, str) and value.startswith(f"{there}/"):
             return str(here / value[len(str(there)) + 1 :])
         return value

@@ -185,27 +185,17 @@ def _learn_on_server(
     """The same learn on the running server: the photos uploaded as they are (same bytes, same run, so
     --resume works from either side) and the same progress. Its result: the stored identities' metadata,
     the seconds and the step it resumed from."""
-    from dataclasses import asdict
 
     from sid.photos import read_photo_file
-    from sid.serve.kinds import SERVER_SET
+    from sid.serve.kinds import settings_of
 
     for photo in photos:
         read_photo_file(photo)  # a missing photo fails here, as it would in-process
-    settings = {k: v for k, v in asdict(cfg).items() if v is not None and k not in SERVER_SET["learn"]}
+    settings = settings_of("learn", cfg)
     params = {**settings, "names": list(names), "force": force, "resume": resume}
     with loss_bar("learning", quiet) as progress:
-        job = remote.submit("learn", params, cfg.device, photos)
-
-        def on_event(event: dict[str, Any]) -> None:
-            if event["type"] == "progress" and progress is not None:
-                progress(event["step"], event["total"], event["loss"])
-            elif event["type"] == "phase" and not quiet:
-                _phase(event["text"])
-            elif event["type"] == "warning":
-                warn(event["text"])
-
-        return remote.follow(job, on_event)
+        phase = None if quiet else _phase
+        return remote.run("learn", params, cfg.device, photos, warn, progress=progress, phase=phase)[1]
 
 
 def _run_with_progress(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -116,7 +115,7 @@ def _on_server(remote: Any, cfg: RenderConfig, on_step: Callable[[int], None] | 
 
     from sid.files import atomic_write, check_output_target, output_folder
     from sid.render import Rendered, check_inputs, image_name
-    from sid.serve.kinds import SERVER_SET
+    from sid.serve.kinds import settings_of
 
     check_inputs(cfg)
     seed = cfg.seed if cfg.seed is not None else secrets.randbelow(2**31)
@@ -124,21 +123,14 @@ def _on_server(remote: Any, cfg: RenderConfig, on_step: Callable[[int], None] | 
     targets = [
         check_output_target(folder / image_name(cfg.prompt, i, seed + i), cfg.force) for i in range(cfg.count)
     ]
-    settings = {k: v for k, v in asdict(cfg).items() if k not in SERVER_SET["render"]}
-    job = remote.submit(
-        "render", {**settings, "seed": seed}, cfg.device, [cfg.control] if cfg.control else []
-    )
+    settings = settings_of("render", cfg)
     done: list[Rendered] = []
 
-    def on_event(event: dict[str, Any]) -> None:
-        if event["type"] == "step" and on_step is not None:
-            on_step(event["advance"])
-        elif event["type"] == "warning":
-            warn(event["text"])
-        elif event["type"] == "image":
-            path = targets[event["index"]]
-            atomic_write(path, remote.download(job, event["file"]))
-            done.append(Rendered(path, event["seed"], event["index"]))
+    def on_image(job: str, event: dict[str, Any]) -> None:
+        path = targets[event["index"]]
+        atomic_write(path, remote.download(job, event["file"]))
+        done.append(Rendered(path, event["seed"], event["index"]))
 
-    remote.follow(job, on_event)
+    files = [cfg.control] if cfg.control else []
+    remote.run("render", {**settings, "seed": seed}, cfg.device, files, warn, on_step, on_image=on_image)
     return done

@@ -109,23 +109,14 @@ def threed(
 
 def _on_server(remote: Any, cfg: Any, outputs: Any, progress: Any, stage: Any) -> dict[str, Any]:
     """The same run on the running server; the mesh and turntable fetched to the paths checked here."""
-    from dataclasses import asdict
 
     from sid.files import atomic_write
-    from sid.serve.kinds import SERVER_SET
+    from sid.serve.kinds import settings_of
 
-    settings = {k: v for k, v in asdict(cfg).items() if k not in SERVER_SET["3d"]}
+    settings = settings_of("3d", cfg)
 
-    def on_event(event: dict[str, Any]) -> None:
-        if event["type"] == "progress" and progress is not None:
-            progress(event["step"], event["total"], event["loss"])
-        elif event["type"] == "phase" and stage is not None:
-            stage(event["text"])
-        elif event["type"] == "warning":
-            warn(event["text"])
-
-    job = remote.submit("3d", {**settings, "format": outputs.format}, cfg.device, [])
-    info = remote.follow(job, on_event)
+    params = {**settings, "format": outputs.format}
+    job, info = remote.run("3d", params, cfg.device, [], warn, progress=progress, phase=stage)
     local = {"mesh": outputs.mesh, "turntable": outputs.turntable}
     for key, path in local.items():
         if info[key] is not None and path is not None:

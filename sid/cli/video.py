@@ -113,21 +113,13 @@ def video(
 
 def _on_server(remote: Any, job: Any, on_step: Callable[[int], None] | None) -> dict[str, Any]:
     """The planned clip made on the running server (same seed and format), fetched to the planned path."""
-    from dataclasses import asdict
 
     from sid.files import atomic_write
-    from sid.serve.kinds import SERVER_SET
+    from sid.serve.kinds import settings_of
 
-    settings = {k: v for k, v in asdict(job.cfg).items() if k not in SERVER_SET["video"]}
+    settings = settings_of("video", job.cfg)
     params = {**settings, "seed": job.seed, "format": job.fmt}
 
-    def on_event(event: dict[str, Any]) -> None:
-        if event["type"] == "step" and on_step is not None:
-            on_step(event["advance"])
-        elif event["type"] == "warning":
-            warn(event["text"])
-
-    job_id = remote.submit("video", params, job.cfg.device, [])
-    result = remote.follow(job_id, on_event)
+    job_id, result = remote.run("video", params, job.cfg.device, [], warn, on_step)
     atomic_write(job.path, remote.download(job_id, Path(result["path"]).name))
     return {**result, "path": str(job.path)}

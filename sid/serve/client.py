@@ -78,6 +78,37 @@ class Remote:
             raise _error({"error": job["error"] or {"message": f"job {job['status']}"}}, 500)
         return job["result"]
 
+    def run(
+        self,
+        kind: str,
+        params: dict[str, Any],
+        device: str,
+        files: list[Path],
+        warn: Callable[[str], None],
+        on_step: Callable[[int], None] | None = None,
+        progress: Callable[[int, int, float], None] | None = None,
+        phase: Callable[[str], None] | None = None,
+        on_image: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> tuple[str, dict[str, Any]]:
+        """Submit a job and feed its events to the callbacks the library takes in-process (so the CLI
+        shows the same bars, phases and warnings); the job's id and result. ``on_image(job, event)``."""
+        job = self.submit(kind, params, device, files)
+
+        def on_event(event: dict[str, Any]) -> None:
+            kind = event["type"]
+            if kind == "step" and on_step is not None:
+                on_step(event["advance"])
+            elif kind == "progress" and progress is not None:
+                progress(event["step"], event["total"], event["loss"])
+            elif kind == "phase" and phase is not None:
+                phase(event["text"])
+            elif kind == "warning":
+                warn(event["text"])
+            elif kind == "image" and on_image is not None:
+                on_image(job, event)
+
+        return job, self.follow(job, on_event)
+
     def download(self, job_id: str, name: str) -> bytes:
         with self.talking():
             response = self.http.get(f"/api/jobs/{job_id}/files/{name}")

@@ -39,6 +39,14 @@ EXTRA = {  # settings of the call rather than of the config dataclass
 TAKES_UPLOADS = {"learn", "learn-many", "render", "eval"}  # photos; render: one ControlNet image
 
 
+def settings_of(kind: str, cfg: Any) -> dict[str, Any]:
+    """What a client sends for ``cfg`` (a library config): its fields the server does not set, None
+    (the default) left out."""
+    from dataclasses import asdict
+
+    return {k: v for k, v in asdict(cfg).items() if v is not None and k not in SERVER_SET[kind]}
+
+
 def reference(key: str, value: str) -> str:
     """A model reference a client may send: a preset or hub id, never a filesystem path."""
     looks_like_path = value.startswith(("/", ".", "~", "\\")) or ".." in value or value.count("/") > 1
