@@ -171,9 +171,12 @@ async def jobs(request: Request) -> Response:
         return JSONResponse({"jobs": [j.as_dict() for j in srv.jobs.all.values()]})
     kind, params, device, files = await _submission(request)
     job = srv.jobs.new(kind, params, device)
+
+    def prepare() -> None:  # decoding photos and the first imports take a while: off the event loop
+        kinds.prepare(job, _save_uploads(kind, files, job.folder / "in"))
+
     try:
-        uploads = _save_uploads(kind, files, job.folder / "in")
-        kinds.prepare(job, uploads)
+        await anyio.to_thread.run_sync(prepare)
     except BaseException:
         import shutil
 
@@ -233,7 +236,8 @@ async def events(request: Request) -> Response:
     """Server-Sent Events: every event of the job from ``?from=N`` (or Last-Event-ID + 1) until it ends."""
     the_job = _server(request).jobs.get(request.path_params["id"])
     last = request.headers.get("last-event-id")
-    start = int(last) + 1 if last and last.isdigit() else int(request.query_params.get("from", "0") or 0)
+    given = request.query_params.get("from", "0")
+    start = int(last) + 1 if last and last.isdigit() else int(given) if given.isdigit() else 0
 
     async def stream() -> Any:
         seq = start
