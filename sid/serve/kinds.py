@@ -211,10 +211,17 @@ def _video(job: Job, uploads: list[Path]) -> Callable[[Job], dict[str, Any]]:
     cfg, _ = config_of(VideoConfig, "video", job.params, output=job.folder / "out", device=job.device)
 
     def run(job: Job) -> dict[str, Any]:
+        from sid.pipelines import RESIDENT
         from sid.video import plan_job, run_job
 
         cb = _callbacks(job)
-        result = run_job(plan_job(cfg, _store(job), cb["warn"]), warn=cb["warn"], on_step=cb["on_step"])
+        # --low-vram hooks the pipeline for CPU offload: such a pipeline is loaded for this job alone
+        token = RESIDENT.set(None) if cfg.low_vram else None
+        try:
+            result = run_job(plan_job(cfg, _store(job), cb["warn"]), warn=cb["warn"], on_step=cb["on_step"])
+        finally:
+            if token is not None:
+                RESIDENT.reset(token)
         return result.summary()
 
     return run
