@@ -36,6 +36,7 @@ from sid.store import (
     check_vectors,
     identity_from_file,
     identity_to_bytes,
+    now_iso,
     read_header,
 )
 
@@ -343,3 +344,18 @@ def infer_name(imported: Imported, path: Path) -> str | None:
         if candidate and NAME_RE.fullmatch(candidate):
             return candidate
     return None
+
+
+def as_identity(imported: Imported, name: str, source_file: str) -> Identity:
+    """What an import is stored as under ``name``: a sid file's own identity, else its vectors with a note
+    of where they came from (``sid import`` and ``sid serve``'s upload)."""
+    if imported.identity is not None:
+        imported.identity.name = name
+        return imported.identity
+    return Identity(
+        name=name,
+        vectors=imported.vectors,
+        method=f"imported ({imported.source_format})",
+        created=now_iso(),
+        settings={"source_file": source_file},
+    )

@@ -11,6 +11,7 @@ can override them.
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,6 +74,9 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 DEFAULT_PRESET = "sd21"
+# `sid serve` sets this in its worker threads: a cache that keeps loaded models between jobs
+# (sid.serve.resident). Its ``get(key, load)`` returns the cached object or calls ``load()``.
+RESIDENT: ContextVar[Any] = ContextVar("sid_resident", default=None)
 
 
 @dataclass(frozen=True)
@@ -317,6 +321,14 @@ def load_from_candidates(spec: ModelSpec, pipeline_class: type | None = None, **
     from diffusers import DiffusionPipeline
 
     cls = pipeline_class or DiffusionPipeline
+    cache = RESIDENT.get()
+    if cache is not None:
+        key = repr((spec.candidates, cls.__name__, sorted(kwargs.items())))
+        return cache.get(key, lambda: _load_candidates(spec, cls, pipeline_class is None, kwargs))
+    return _load_candidates(spec, cls, pipeline_class is None, kwargs)
+
+
+def _load_candidates(spec: ModelSpec, cls: type, text_to_image: bool, kwargs: dict[str, Any]) -> Any:
     quiet_libraries()
     failures: list[str] = []
     rounds = [True] if offline() else [True, False]
@@ -331,7 +343,7 @@ def load_from_candidates(spec: ModelSpec, pipeline_class: type | None = None, **
                 if not local_only or is_folder or offline():
                     failures.append(f"{source}: {first_line(e)}")
                 continue
-            if pipeline_class is None:
+            if text_to_image:
                 check_text_to_image(loaded, spec.label)
             pool_at_end_token(loaded)
             if hasattr(loaded, "set_progress_bar_config"):

@@ -283,8 +283,10 @@ def render(
     store: IdentityStore | None = None,
     warn: Callable[[str], None] | None = None,
     on_step: StepProgress | None = None,
+    on_image: Callable[[Rendered], None] | None = None,
 ) -> list[Rendered]:
-    """Render ``cfg.count`` images, writing each PNG (with metadata) as soon as it is decoded.
+    """Render ``cfg.count`` images, writing each PNG (with metadata) as soon as it is decoded
+    (``on_image`` hears of each then: `sid serve` shows it at once).
 
     Ctrl-C keeps the images already written and raises Interrupted saying how many."""
     # 1. check the prompt's identities, the sampling recipe they imply, inputs and output files before
@@ -334,6 +336,8 @@ def render(
             )
             save_png(image, path, png_metadata(cfg, s, size, spec.label, hashes))
             results.append(Rendered(path, s, index))
+            if on_image is not None:
+                on_image(results[-1])
     except KeyboardInterrupt:
         kept = f"the {len(results)} finished are in {folder}" if results else "no image was finished"
         raise Interrupted(f"interrupted after {len(results)} of {cfg.count} images", kept) from None

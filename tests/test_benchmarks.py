@@ -45,6 +45,15 @@ KEYS = {
     "3d": {"device", "arch", "iters", "iter_ms_median", "projected_default_s", "total_s", "peak_mem_gb"},
     "faces": {"device", "arch", "vit_ms_median", "parser_ms_median", "vit_first_s", "parser_first_s", "date"},
     "bank": {"device", "arch", "method", "resolution", "chunk", "entry_ms", "date"},
+    "serve": {
+        "device",
+        "arch",
+        "steps",
+        "cold_cli_s_median",
+        "warm_cli_s_median",
+        "warm_api_s_median",
+        "date",
+    },
 }
 POSITIVE = {
     "learn": (
@@ -58,6 +67,7 @@ POSITIVE = {
     ),
     "naive": ("naive_step_ms_median", "sid_step_ms_median", "ratio"),
     "render": ("sid_s_median", "plain_s_median", "ratio", "sid_generate_s_median", "plain_generate_s_median"),
+    "serve": ("cold_cli_s_median", "warm_cli_s_median", "warm_api_s_median", "server_render_s_median"),
     "cli": ("help_s_median", "ls_s_median", "ls_cold_s_median", "import_torch_s_median", "identities"),
     "video": ("total_s_median", "step_ms_median", "peak_mem_gb"),
     "3d": ("iter_ms_median", "projected_default_s", "total_s", "peak_mem_gb"),
@@ -189,6 +199,15 @@ def test_render(capsys):
     check(result, "render", capsys)
     assert result["size"] == "64x64" and "<sid-alice>" in result["identity_tokens"]
     assert result["warnings"] == []  # the identity's fingerprint matches the model
+
+
+def test_serve(capsys):
+    """Cold `sid render --local`, warm `sid render` and the API through a real `sid serve`."""
+    from benchmarks import serve
+
+    result = serve.main([*TINY, "--steps", "2", "--runs", "1", "--warmup", "0"])
+    check(result, "serve", capsys)
+    assert result["resident_models"] == 1  # every warm render used the one loaded model
 
 
 def test_cli(capsys):

@@ -263,9 +263,31 @@ def _root(
     """
 
 
+def server_for(local: bool, **paths: str | None) -> Any:
+    """The running `sid serve` of this store to submit to (a ``sid.serve.client.Remote``), or None: with
+    --local, when none runs, or when an option names a local folder, which a server never reads."""
+    if local:
+        return None
+    from sid.config import store_dir
+    from sid.serve.client import connect
+
+    remote = connect(store_dir())
+    if remote is None:
+        return None
+    from pathlib import Path
+
+    named = [f"--{k.replace('_', '-')} {v}" for k, v in paths.items() if v and Path(v).expanduser().exists()]
+    if named:
+        warn(
+            f"running in-process, not on the server at {remote.running.url}: {named[0]} names a local folder"
+        )
+        return None
+    return remote
+
+
 def main() -> None:
     app()
 
 
 # Command modules register themselves on `app` when imported.
-from sid.cli import doctor, eval, identities, learn, render, threed, video  # noqa: E402,F401  (registration)
+from sid.cli import doctor, eval, identities, learn, render, serve, threed, video  # noqa: E402,F401  (registration)

@@ -9,7 +9,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from sid.cli import app, out, print_json, step_bar, warn
+from sid.cli import app, out, print_json, server_for, step_bar, warn
 from sid.config import RENDER_GUIDANCE, RENDER_SCHEDULER, RENDER_STEPS
 from sid.eval import BUILTIN, DEFAULT_CLIP_MODEL, DEFAULT_PER_PROMPT, DEFAULT_SEED
 
@@ -55,6 +55,7 @@ def eval_(
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     json_: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
+    local: bool = typer.Option(False, "--local", help="Run in this process even if `sid serve` runs."),
 ) -> None:
     """Score identities: face similarity to the photo, CLIP prompt consistency, face diversity.
 
@@ -90,12 +91,60 @@ def eval_(
         force=force,
     )
     total = len(load_prompts(prompts)) * len(names) * per_prompt * (steps or RENDER_STEPS)  # evaluate sets it
+    # a prompts file, a CLIP or face-model folder: paths the server never reads
+    remote = server_for(local, prompts=prompts, model=model, clip_model=clip_model, face_models=face_models)
     with step_bar("rendering", total, quiet or json_) as on_step:
-        report = evaluate(cfg, warn=warn, on_step=on_step)
+        if remote is not None:
+            report = _on_server(remote, cfg, on_step)
+        else:
+            report = evaluate(cfg, warn=warn, on_step=on_step)
     if json_:
         print_json(report)
         return
     print_report(report)
+
+
+def _on_server(remote: Any, cfg: Any, on_step: Any) -> dict[str, Any]:
+    """The same evaluation on the running server: the same checks here first, the reference photos
+    uploaded, every file fetched into the output folder, the report naming the files here."""
+    import secrets
+
+    from sid.eval.report import write_report
+    from sid.eval.runner import check_eval_inputs, planned_outputs
+    from sid.files import atomic_write
+    from sid.serve.kinds import settings_of
+    from sid.store import IdentityStore
+
+    store = IdentityStore()
+    prompts = check_eval_inputs(cfg, store)
+    seed = cfg.seed if cfg.seed is not None else secrets.randbelow(2**31)
+    planned_outputs(cfg, prompts, [store.path(n).stem for n in cfg.names], seed)
+    settings = settings_of("eval", cfg)
+    photos = [Path(p) for p in cfg.photos]
+    job, report = remote.run("eval", {**settings, "seed": seed}, cfg.device, photos, warn, on_step)
+    there, here = Path(report["json"]).parent, cfg.output_folder()
+    inbox = f"{there.parent / 'in'}/photo-"  # where the server put the photos (sid.serve.uploads)
+
+    def local_path(value: Any) -> Any:
+        """The server's paths as this command names them: its output folder, and the uploaded photos."""
+        if isinstance(value, dict):
+            return {k: local_path(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [local_path(v) for v in value]
+        if isinstance(value, str) and value.startswith(inbox):
+            return str(photos[int(Path(value).stem.rsplit("-", 1)[1]) - 1])
+        if isinstance(value, str) and value.startswith(f"{there}/"):
+            return str(here / value[len(str(there)) + 1 :])
+        return value
+
+    for name in remote.call("GET", f"/api/jobs/{job}")["files"]:
+        if name != "eval.json":
+            target = here / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(target, remote.download(job, name))
+    report = local_path(report)
+    write_report(here, report)
+    return report
 
 
 def _num(value: Any, fmt: str = "{:.3f}") -> str:

@@ -12,7 +12,7 @@ from rich.text import Text
 from sid.cli import app, err, out, print_columns, print_json, printable, warn
 from sid.errors import BadInput, IdentityExists
 from sid.interop import TOOLS
-from sid.store import Identity, IdentityStore, now_iso
+from sid.store import IdentityStore
 
 
 @app.command("ls")
@@ -155,7 +155,7 @@ def import_(
     [bold]Examples[/bold]: sid import alice.safetensors · sid import charturner.pt --name charturner ·
     sid import learned_embeds.safetensors learned_embeds_2.safetensors --name alice_xl
     """
-    from sid.formats import infer_name, read_imports
+    from sid.formats import as_identity, infer_name, read_imports
 
     imported = read_imports(files)
     file = files[0]
@@ -164,17 +164,7 @@ def import_(
         if not _interactive():
             raise BadInput(f"cannot infer an identity name from {file.name}", "pass --name NAME")
         chosen = typer.prompt("Name for this identity")
-    if imported.identity is not None:
-        identity = imported.identity
-        identity.name = chosen
-    else:
-        identity = Identity(
-            name=chosen,
-            vectors=imported.vectors,
-            method=f"imported ({imported.source_format})",
-            created=now_iso(),
-            settings={"source_file": ", ".join(f.name for f in files)},
-        )
+    identity = as_identity(imported, chosen, ", ".join(f.name for f in files))
     store = IdentityStore()
     try:
         store.save(identity, overwrite=force)

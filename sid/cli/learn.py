@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from sid.cli import app, err, loss_bar, out, print_columns, print_json, shown, warn
+from sid.cli import app, err, loss_bar, out, print_columns, print_json, server_for, shown, warn
 from sid.errors import Interrupted
 
 if TYPE_CHECKING:
@@ -102,6 +102,7 @@ def learn(
     force: bool = typer.Option(False, "--force", help="Replace an existing identity of the same name."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     json_: bool = typer.Option(False, "--json", help="Print the stored identity's metadata as JSON."),
+    local: bool = typer.Option(False, "--local", help="Run in this process even if `sid serve` runs."),
 ) -> None:
     """Learn an identity from one photo and store it; or many, one per row of --from people.csv or DIR.
 
@@ -154,26 +155,58 @@ def learn(
         raise BadInput("--parallel applies to --from batches", "drop --parallel, or learn a list with --from")
     if manifest is not None or not photos or not name:
         return _learn_batch(manifest, photos, name, parallel, cfg, force, resume, quiet, json_)
+    paths = {"model": model, "vit_model": vit_model, "face_parser": face_parser, "face_models": face_models}
+    remote = server_for(local, **paths)
     try:
-        result = _run_with_progress(photos, name, cfg, force, resume, quiet or json_)
+        if remote is not None:
+            learned = _learn_on_server(remote, photos, name, cfg, force, resume, quiet or json_)
+        else:
+            from sid.store import IdentityStore
+
+            result = _run_with_progress(photos, name, cfg, force, resume, quiet or json_)
+            store = IdentityStore()
+            infos = [store.info(i.name) for i in result.identities]
+            learned = {"identities": infos, "seconds": result.seconds, "resumed_from": result.resumed_from}
     except KeyboardInterrupt:
         raise Interrupted(
             "interrupted; the store is unchanged", "run the same command with --resume to continue"
         ) from None
-    if result.resumed_from:
-        err.print(f"Resumed from step {result.resumed_from}.")
+    if learned["resumed_from"]:
+        err.print(f"Resumed from step {learned['resumed_from']}.")
     if json_:
-        from sid.store import IdentityStore
-
-        store = IdentityStore()
-        print_json([store.info(i.name) for i in result.identities])
+        print_json(learned["identities"])
         return
-    for identity in result.identities:
+    for info in learned["identities"]:
         out.print(
-            f"Learned [bold]{identity.name}[/bold] ({identity.method}, {identity.num_vectors} vectors, "
-            f"mean loss of the last third {identity.final_loss:.4f}) in {result.seconds:.1f} s. "
-            f'Try: sid render "{identity.name} as a knight"'
+            f"Learned [bold]{info['name']}[/bold] ({info['method']}, {info['num_vectors']} vectors, "
+            f"mean loss of the last third {info['final_loss']:.4f}) in {learned['seconds']:.1f} s. "
+            f'Try: sid render "{info["name"]} as a knight"'
         )
+
+
+def _learn_on_server(
+    remote: Any,
+    photos: list[Path],
+    names: list[str],
+    cfg: LearnConfig,
+    force: bool,
+    resume: bool,
+    quiet: bool,
+) -> dict[str, Any]:
+    """The same learn on the running server: the photos uploaded as they are (same bytes, same run, so
+    --resume works from either side) and the same progress. Its result: the stored identities' metadata,
+    the seconds and the step it resumed from."""
+
+    from sid.photos import read_photo_file
+    from sid.serve.kinds import settings_of
+
+    for photo in photos:
+        read_photo_file(photo)  # a missing photo fails here, as it would in-process
+    settings = settings_of("learn", cfg)
+    params = {**settings, "names": list(names), "force": force, "resume": resume}
+    with loss_bar("learning", quiet) as progress:
+        phase = None if quiet else _phase
+        return remote.run("learn", params, cfg.device, photos, warn, progress=progress, phase=phase)[1]
 
 
 def _run_with_progress(

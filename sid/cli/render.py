@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from sid.cli import app, out, print_json, printable, step_bar, warn
+from sid.cli import app, out, print_json, printable, server_for, step_bar, warn
 from sid.config import RENDER_RECIPES
+
+if TYPE_CHECKING:
+    from sid.render import RenderConfig, Rendered
 
 
 def _recipes_help() -> str:
@@ -70,6 +75,7 @@ def render(
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     json_: bool = typer.Option(False, "--json", help="Print the written files and seeds as JSON."),
+    local: bool = typer.Option(False, "--local", help="Run in this process even if `sid serve` runs."),
 ) -> None:
     """Render images; every word naming a stored identity becomes that person.
 
@@ -108,8 +114,12 @@ def render(
         force=force,
     )
     planned = settings_for(cfg, IdentityStore()).steps  # the bar's length until the model's family is known
+    remote = server_for(local, model=model, controlnet=controlnet)
     with step_bar("rendering", count * planned, quiet or json_) as on_step:
-        results = run(cfg, warn=warn, on_step=on_step)
+        if remote is not None:
+            results = _on_server(remote, cfg, on_step)
+        else:
+            results = run(cfg, warn=warn, on_step=on_step)
     rows = [{"path": str(r.path), "seed": r.seed, "index": r.index} for r in results]
     if json_:
         print_json(rows)
@@ -118,3 +128,31 @@ def render(
     for r in rows:
         table.add_row(Text(printable(r["path"])), str(r["seed"]))
     out.print(table)
+
+
+def _on_server(remote: Any, cfg: RenderConfig, on_step: Callable[[int], None] | None) -> list[Rendered]:
+    """The same render on the running server: the same checks first, then each image fetched into
+    ``-o`` as soon as the server has written it (the same names, the same pixels)."""
+    import secrets
+
+    from sid.files import atomic_write, check_output_target, output_folder
+    from sid.render import Rendered, check_inputs, image_name
+    from sid.serve.kinds import settings_of
+
+    check_inputs(cfg)
+    seed = cfg.seed if cfg.seed is not None else secrets.randbelow(2**31)
+    folder = output_folder(cfg.out_dir)
+    targets = [
+        check_output_target(folder / image_name(cfg.prompt, i, seed + i), cfg.force) for i in range(cfg.count)
+    ]
+    settings = settings_of("render", cfg)
+    done: list[Rendered] = []
+
+    def on_image(job: str, event: dict[str, Any]) -> None:
+        path = targets[event["index"]]
+        atomic_write(path, remote.download(job, event["file"]))
+        done.append(Rendered(path, event["seed"], event["index"]))
+
+    files = [cfg.control] if cfg.control else []
+    remote.run("render", {**settings, "seed": seed}, cfg.device, files, warn, on_step, on_image=on_image)
+    return done

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import typer
 
-from sid.cli import app, err, loss_bar, out, print_json, warn
+from sid.cli import app, err, loss_bar, out, print_json, server_for, warn
 
 
 @app.command("3d")
@@ -43,6 +46,7 @@ def threed(
     resume: bool = typer.Option(
         False, "--resume", help="Continue an interrupted run with the same arguments."
     ),
+    local: bool = typer.Option(False, "--local", help="Run in this process even if `sid serve` runs."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     json_: bool = typer.Option(False, "--json", help="Print the written files and run facts as JSON."),
 ) -> None:
@@ -83,16 +87,39 @@ def threed(
         frames=frames,
         checkpoint_every=checkpoint_every,
     )
-    check_inputs(cfg)  # before any progress bar shows
+    outputs = check_inputs(cfg)  # before any progress bar shows
     stage = None if quiet or json_ else (lambda text: err.print(f"[dim]{text}…[/dim]", highlight=False))
+    # --resume continues from the checkpoint beside the mesh, a file the server never reads
+    remote = None if resume else server_for(local, model=model)
     with loss_bar("distilling", quiet or json_) as progress:
-        result = generate_3d(cfg, resume=resume, progress=progress, warn=warn, stage=stage)
+        if remote is not None:
+            info = _on_server(remote, cfg, outputs, progress, stage)
+        else:
+            info = generate_3d(cfg, resume=resume, progress=progress, warn=warn, stage=stage).summary()
     if json_:
-        print_json(result.summary())
+        print_json(info)
         return
-    if result.start_iteration:
-        out.print(f"resumed at step {result.start_iteration}", highlight=False)
-    out.print(f"mesh: {result.mesh} ({result.vertices} vertices, {result.faces} faces)", highlight=False)
-    if result.turntable is not None:
-        out.print(f"turntable: {result.turntable}", highlight=False)
-    out.print(f"{result.iterations} steps in {result.seconds:.0f} s", highlight=False)
+    if info["start_iteration"]:
+        out.print(f"resumed at step {info['start_iteration']}", highlight=False)
+    out.print(f"mesh: {info['mesh']} ({info['vertices']} vertices, {info['faces']} faces)", highlight=False)
+    if info["turntable"] is not None:
+        out.print(f"turntable: {info['turntable']}", highlight=False)
+    out.print(f"{info['iterations']} steps in {info['seconds']:.0f} s", highlight=False)
+
+
+def _on_server(remote: Any, cfg: Any, outputs: Any, progress: Any, stage: Any) -> dict[str, Any]:
+    """The same run on the running server; the mesh and turntable fetched to the paths checked here."""
+
+    from sid.files import atomic_write
+    from sid.serve.kinds import settings_of
+
+    settings = settings_of("3d", cfg)
+
+    params = {**settings, "format": outputs.format}
+    job, info = remote.run("3d", params, cfg.device, [], warn, progress=progress, phase=stage)
+    local = {"mesh": outputs.mesh, "turntable": outputs.turntable}
+    for key, path in local.items():
+        if info[key] is not None and path is not None:
+            atomic_write(path, remote.download(job, Path(info[key]).name))
+            info[key] = str(path)
+    return info

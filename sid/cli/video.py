@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from sid.cli import app, out, print_json, printable, step_bar, warn
+from sid.cli import app, out, print_json, printable, server_for, step_bar, warn
 
 
 @app.command("video")
@@ -49,6 +53,7 @@ def video(
         False, "--low-vram", help="Decode frames one by one; offload models to the CPU (CUDA)."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    local: bool = typer.Option(False, "--local", help="Run in this process even if `sid serve` runs."),
     json_: bool = typer.Option(False, "--json", help="Print the written file, frames, fps and seed as JSON."),
 ) -> None:
     """Make a short video; every word naming a stored identity becomes that person.
@@ -86,9 +91,12 @@ def video(
         low_vram=low_vram,
     )
     job = plan_job(cfg, warn=warn)  # every check that needs no model, before the progress bar
+    remote = server_for(local, model=model, video_model=video_model)
     with step_bar("video", steps, quiet or json_, transient=True) as on_step:
-        result = run_job(job, warn=warn, on_step=on_step)
-    info = result.summary()
+        if remote is not None:
+            info = _on_server(remote, job, on_step)
+        else:
+            info = run_job(job, warn=warn, on_step=on_step).summary()
     if json_:
         print_json(info)
         return
@@ -96,9 +104,23 @@ def video(
     table.add_row(
         Text(printable(info["path"])),
         str(info["frames"]),
-        f"{result.fps:g}",
+        f"{info['fps']:g}",
         str(info["seed"]),
         info["size"],
         info["backend"],
     )
     out.print(table)
+
+
+def _on_server(remote: Any, job: Any, on_step: Callable[[int], None] | None) -> dict[str, Any]:
+    """The planned clip made on the running server (same seed and format), fetched to the planned path."""
+
+    from sid.files import atomic_write
+    from sid.serve.kinds import settings_of
+
+    settings = settings_of("video", job.cfg)
+    params = {**settings, "seed": job.seed, "format": job.fmt}
+
+    job_id, result = remote.run("video", params, job.cfg.device, [], warn, on_step)
+    atomic_write(job.path, remote.download(job_id, Path(result["path"]).name))
+    return {**result, "path": str(job.path)}

@@ -119,13 +119,20 @@ def _json_safe(value: Any) -> Any:
 
 def write_outputs(folder: Path, report: dict[str, Any], sheet: Image.Image) -> dict[str, Any]:
     """Write the contact sheet, then the report naming both files; returns that report."""
-    from sid.files import atomic_path, atomic_write
+    from sid.files import atomic_path
 
     with atomic_path(folder / SHEET) as tmp:
         sheet.save(tmp)
     report = {**report, "contact_sheet": str(folder / SHEET), "json": str(folder / REPORT)}
-    atomic_write(folder / REPORT, (json.dumps(report, indent=2) + "\n").encode("utf-8"))
+    write_report(folder, report)
     return report
+
+
+def write_report(folder: Path, report: dict[str, Any]) -> None:
+    """``eval.json`` in ``folder``, whole or not at all."""
+    from sid.files import atomic_write
+
+    atomic_write(folder / REPORT, (json.dumps(report, indent=2) + "\n").encode("utf-8"))
 
 
 # ---------------------------------------------------------------- contact sheet

@@ -79,7 +79,7 @@ def evaluate(
     """
     from sid.eval.clip import load_clip
     from sid.eval.reference import reference_for
-    from sid.eval.report import REPORT, SHEET, build_report, contact_sheet, write_outputs
+    from sid.eval.report import build_report, contact_sheet, write_outputs
     from sid.faces import load_face_pack
 
     warn = _once(warn or (lambda _m: None))
@@ -90,14 +90,7 @@ def evaluate(
     names = [store.path(n).stem for n in cfg.names]  # as stored
     seed = cfg.seed if cfg.seed is not None else secrets.randbelow(2**31)
     folder = cfg.output_folder()
-    planned = [folder / REPORT, folder / SHEET] + [
-        image_path(folder, p_index, prompt, name, j, seed + j)
-        for p_index, prompt in enumerate(prompts)
-        for name in names
-        for j in range(cfg.per_prompt)
-    ]
-    for path in planned:  # an earlier run's files need --force
-        check_output_target(path, cfg.force)
+    planned = planned_outputs(cfg, prompts, names, seed)
     pack = load_face_pack(cfg.face_models)
     refs = {n: reference_for(n, store, photo_for(cfg, i), cfg.face_models, warn) for i, n in enumerate(names)}
     clip = load_clip(str(cfg.clip_model)) if clip_enabled(cfg.clip_model) else None
@@ -149,6 +142,20 @@ def evaluate(
         face_models=str(pack.folder),
     )
     return write_outputs(folder, report, contact_sheet(prompts, names, scores, thumbs))
+
+
+def planned_outputs(cfg: EvalConfig, prompts: list[EvalPrompt], names: list[str], seed: int) -> list[Path]:
+    """Every file the run writes (report, contact sheet, images), checked: an earlier run's need --force."""
+    from sid.eval.report import REPORT, SHEET
+
+    folder = cfg.output_folder()
+    planned = [folder / REPORT, folder / SHEET] + [
+        image_path(folder, p_index, prompt, name, j, seed + j)
+        for p_index, prompt in enumerate(prompts)
+        for name in names
+        for j in range(cfg.per_prompt)
+    ]
+    return [check_output_target(path, cfg.force) for path in planned]
 
 
 def image_path(folder: Path, p_index: int, prompt: EvalPrompt, name: str, j: int, seed: int) -> Path:
