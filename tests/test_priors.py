@@ -179,8 +179,13 @@ def test_t5_prior_fills_the_slots_with_each_words_first_piece():
     ids, kept = first_pieces_of_words(tokenizer, ["Cher", "Tom Hanks", "  "])
     assert kept == ["Tom Hanks"] and ids.shape == (1, 2)
     cb = build_prior(tokenizer, encoder, "celebbasis")
-    all_ids, _ = first_pieces_of_words(tokenizer, load_names(PRIOR_LISTS["celebbasis"].file))
-    assert cb.slot_sizes == [len(set(all_ids[:, k].tolist())) for k in range(2)]
+    cb_ids, cb_kept = first_pieces_of_words(
+        tokenizer, sorted(set(load_names(PRIOR_LISTS["celebbasis"].file)))
+    )
+    assert (
+        cb.names == cb_kept and cb.slot_sizes == [len(cb_kept)] * 2
+    )  # as its code: every name, repeats kept
+    assert len(set(cb_ids[:, 0].tolist())) < len(cb_kept)  # first names' pieces repeat
     assert len(names) == 326
 
 
