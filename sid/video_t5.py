@@ -30,7 +30,7 @@ def load_t5_identities(pipe: Any, identities: list[Identity]) -> None:
     a T5 with another fingerprint than the identity was learned with, is refused in one line."""
     import torch
 
-    from sid.pipelines import fingerprint
+    from sid.prompts import fingerprint
 
     tokenizer, encoder = pipe.tokenizer, pipe.text_encoder
     model_print = fingerprint(encoder, tokenizer.vocab_size)

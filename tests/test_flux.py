@@ -306,7 +306,7 @@ def test_flux_eval_and_a_prompt_with_two_identities(
 def test_sid_video_puts_a_flux_identitys_t5_half_into_ltx_video(tmp_path: Path) -> None:
     """LTX-Video with the tiny FLUX's T5: the identity changes the clip; an LTX-Video whose T5 has
     another fingerprint is refused in one line, before any frame is made."""
-    from sid.pipelines import fingerprint
+    from sid.prompts import fingerprint
     from sid.testing import save_tiny, t5_tokenizer, tiny_ltx_pipeline, tiny_t5_encoder
 
     same = save_tiny(tiny_ltx_pipeline(), tmp_path / "ltx")

@@ -78,7 +78,8 @@ def test_learn_render_download(served: Served) -> None:
         outputs = client.get("/api/outputs").json()["outputs"]
         assert {o["file"] for o in outputs if o["job"] == job["id"]} == set(done["files"])
         events = client.get(f"/api/jobs/{job['id']}/events").text
-        assert events.count("event: image") == 2 and events.count("event: step") == 4
+        # 2 images x 2 steps, and the bar's length once the model's family is known
+        assert events.count("event: image") == 2 and events.count("event: step") == 5
 
         # the same identity, exported and imported again under another name
         exported = client.get("/api/identities/alice/export").content

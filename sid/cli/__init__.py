@@ -138,7 +138,7 @@ def warn(message: str) -> None:
 @contextmanager
 def step_bar(
     description: str, total: int, quiet: bool, transient: bool = False
-) -> Iterator[Callable[[int], None] | None]:
+) -> Iterator[Callable[..., None] | None]:
     """An ``on_step(n)`` callback feeding a progress bar; None when quiet (see ``_lazy_bar``)."""
     if quiet:
         yield None

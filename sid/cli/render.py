@@ -130,7 +130,7 @@ def render(
     out.print(table)
 
 
-def _on_server(remote: Any, cfg: RenderConfig, on_step: Callable[[int], None] | None) -> list[Rendered]:
+def _on_server(remote: Any, cfg: RenderConfig, on_step: Callable[..., None] | None) -> list[Rendered]:
     """The same render on the running server: the same checks first, then each image fetched into
     ``-o`` as soon as the server has written it (the same names, the same pixels)."""
     import secrets

@@ -27,7 +27,7 @@ def serve(
 
     Open the login link it prints (once) in a browser; run `sid render ... --local` to bypass it.
     """
-    from sid.serve import run
+    from sid.serve.server import run
 
     def announce(url: str, login: str, devices: list[str]) -> None:
         out.print(f"sid serve: {url}/ on {', '.join(devices)} — sign in once at:\n  {login}", highlight=False)

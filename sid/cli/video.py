@@ -112,7 +112,7 @@ def video(
     out.print(table)
 
 
-def _on_server(remote: Any, job: Any, on_step: Callable[[int], None] | None) -> dict[str, Any]:
+def _on_server(remote: Any, job: Any, on_step: Callable[..., None] | None) -> dict[str, Any]:
     """The planned clip made on the running server (same seed and format), fetched to the planned path."""
 
     from sid.files import atomic_write

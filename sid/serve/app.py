@@ -288,7 +288,7 @@ async def server_info(request: Request) -> Response:
 async def openapi(request: Request) -> Response:
     from sid.serve.schema import schema
 
-    return JSONResponse(schema())
+    return JSONResponse(schema(ROUTES))
 
 
 # -- the page -------------------------------------------------------------------------------------

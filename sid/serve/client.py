@@ -85,7 +85,7 @@ class Remote:
         device: str,
         files: list[Path],
         warn: Callable[[str], None],
-        on_step: Callable[[int], None] | None = None,
+        on_step: Callable[..., None] | None = None,
         progress: Callable[[int, int, float], None] | None = None,
         phase: Callable[[str], None] | None = None,
         on_image: Callable[[str, dict[str, Any]], None] | None = None,
@@ -97,7 +97,7 @@ class Remote:
         def on_event(event: dict[str, Any]) -> None:
             kind = event["type"]
             if kind == "step" and on_step is not None:
-                on_step(event["advance"])
+                on_step(event["advance"], total=event.get("total"))
             elif kind == "progress" and progress is not None:
                 progress(event["step"], event["total"], event["loss"])
             elif kind == "phase" and phase is not None:

@@ -110,7 +110,7 @@ def _callbacks(job: Job) -> dict[str, Callable[..., None]]:
         "progress": lambda step, total, loss: job.emit("progress", step=step, total=total, loss=float(loss)),
         "warn": lambda text: job.emit("warning", text=text),
         "phase": lambda text: job.emit("phase", text=text),
-        "on_step": lambda n: job.emit("step", advance=n),
+        "on_step": lambda n, total=None: job.emit("step", advance=n, total=total),
     }
 
 

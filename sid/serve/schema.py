@@ -44,12 +44,12 @@ SUMMARIES = {
 }
 
 
-def schema() -> dict[str, Any]:
-    from sid.serve.app import ROUTES
+def schema(routes: list[tuple[str, Any, list[str]]]) -> dict[str, Any]:
+    """The OpenAPI document of ``routes`` (``sid.serve.app.ROUTES``: path, endpoint, methods)."""
     from sid.serve.kinds import BUILDERS, EXTRA, SERVER_SET
 
     paths: dict[str, Any] = {}
-    for route, _, methods in ROUTES:
+    for route, _, methods in routes:
         if not route.startswith("/api/"):
             continue
         path = re.sub(r"\{(\w+):\w+\}", r"{\1}", route)

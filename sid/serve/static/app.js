@@ -101,7 +101,7 @@ async function render(params, control) {
     const job = await submit("render", params, control ? [control] : []);
     bar.hidden = false; bar.value = 0; bar.max = params.count * params.steps;
     const end = await follow(job.id, (ev) => {
-      if (ev.type === "step") { bar.value += ev.advance; say("#render-status", "rendering"); }
+      if (ev.type === "step") { if (ev.total) bar.max = ev.total; bar.value += ev.advance; say("#render-status", "rendering"); }
       if (ev.type === "warning") say("#render-status", ev.text);
       if (ev.type === "image") show(job.id, ev, params, control);
     });
