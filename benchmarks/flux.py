@@ -28,6 +28,7 @@ from unittest import mock
 from benchmarks.common import (
     DEFAULT_FACE_MODELS,
     DEFAULT_PHOTO,
+    SD_VAE,
     Clock,
     add_common_args,
     device_name,
@@ -83,15 +84,9 @@ CLIP_L = {
     "eos_token_id": 49407,
     "pad_token_id": 1,
 }
-VAE = {
-    "in_channels": 3,
-    "out_channels": 3,
-    "down_block_types": ("DownEncoderBlock2D",) * 4,
-    "up_block_types": ("UpDecoderBlock2D",) * 4,
-    "block_out_channels": (128, 256, 512, 512),
-    "layers_per_block": 2,
+VAE = {  # SD's VAE layout with FLUX's 16 latent channels, scale and shift
+    **SD_VAE,
     "latent_channels": 16,
-    "norm_num_groups": 32,
     "sample_size": 1024,
     "scaling_factor": 0.3611,
     "shift_factor": 0.1159,
