@@ -151,7 +151,7 @@ def own_generation(folder: Path, device: str, args: argparse.Namespace, store: P
 
     set_threads(args.threads)
     cfg = RenderConfig(PROMPT, model=str(folder), device=device, steps=args.steps)
-    pipe, _ = load_render_pipeline(cfg)
+    pipe, _, cfg = load_render_pipeline(cfg)  # the sampler and guidance sid render would use
     parsed, _ = prepare(PROMPT, IdentityStore(store), pipe)
     return timed_runs(
         lambda: generate(pipe, parsed.text, [0], args.steps, cfg.guidance), args.runs, args.warmup
