@@ -159,6 +159,12 @@ def test_learn_parallel(facepack, face_photos, capsys):
         assert result[f"s_per_identity_at_{k}"] == run["s_per_identity"] > 0
         assert run["cost_vs_k1"] == pytest.approx(run["s_per_identity"] / result["s_per_identity_at_1"])
         check_numbers(run, "learn-parallel")
+        assert 0 < run["loop_peak_mem_gb"] <= run["peak_mem_gb"]
+    model = result["memory_model"]  # sid.budget's cost model, fitted in its own terms (not measured on CPU)
+    assert set(model["bytes_beyond_model_gib"]) == {"1", "2"}
+    assert model["fitted"]["measured"] is False and model["sid_uses"]["measured"] is False
+    assert "estimate" in model["sid_uses"]["source"] and model["free_gib"] is None
+    assert result["identities_per_hour_best"] == max(r["identities_per_hour"] for r in result["by_parallel"])
 
 
 def test_naive(facepack, face_photos, capsys):
@@ -203,9 +209,14 @@ def test_cli(capsys):
 def test_bank(capsys, method):
     from benchmarks import bank
 
-    result = bank.main([*TINY, "--method", method, "--resolution", "64", "--chunks", "1", "--chunk", "2"])
+    args = [*TINY, "--method", method, "--resolution", "64", "--chunks", "1", "--chunk", "2,8"]
+    result = bank.main(args)
     check(result, "bank", capsys)
     assert result["method"] == method and result["resolution"] == 64 and result["chunk"] == 2
+    assert [r["chunk"] for r in result["by_chunk"]] == [2, 8] and result["sid_chunk"] == 4  # CPU: 4
+    assert result["entry_ms_vs_first_chunk"]["2"] == 1.0 and result["bank_s_default"] > 0
+    for row in result["by_chunk"]:
+        assert row["entry_ms"] > 0 and row["peak_mem_gb"] > 0
 
 
 def test_missing_photo_fails_clearly(tmp_path):
