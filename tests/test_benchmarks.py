@@ -344,3 +344,33 @@ def test_gpu_dry_run_covers_flux(facepack, face_photos, tmp_path, capsys):
     render = json.loads((out / "render-tiny-flux-cpu.json").read_text())
     assert render["image_s_median"] > 0 and render["steps"] == 2
     assert "target learn-flux" in table
+
+
+def test_gpu_suite_runs_what_no_gpu_measured_first_within_the_budget():
+    from benchmarks import gpu
+
+    first = [p.name for p in gpu.PARTS[: len(gpu.NEVER_MEASURED)]]
+    assert first == list(gpu.NEVER_MEASURED)
+    default_budget = gpu.parser().parse_args([]).budget
+    assert sum(p.limit_s for p in gpu.PARTS if p.name in gpu.NEVER_MEASURED) <= default_budget <= 600
+    parallel = next(p for p in gpu.PARTS if p.name == "learn-parallel")
+    assert parallel.args[parallel.args.index("--parallel") + 1] == "1,2,4,8,16"
+    render = next(p for p in gpu.PARTS if p.name == "render-sd21")
+    assert int(render.args[render.args.index("--runs") + 1]) >= 7
+
+
+def test_gpu_dry_run_throughput(facepack, face_photos, tmp_path, capsys):
+    """learn-parallel and bank in the dry run: each K's peak memory and the identities-per-hour line."""
+    from benchmarks import gpu
+
+    out = tmp_path / "out"
+    code = gpu.main(["--dry-run", "--parts", "learn-parallel,bank", "--out-dir", str(out), "--budget", "600"])
+    table = capsys.readouterr().out
+    assert code == 0, table
+    parallel = json.loads((out / "learn-parallel-tiny-cpu.json").read_text())
+    assert [r["parallel"] for r in parallel["by_parallel"]] == [1, 2]
+    assert all(r["peak_mem_gb"] > 0 for r in parallel["by_parallel"])
+    bank = json.loads((out / "bank-tiny-cpu.json").read_text())
+    assert [r["chunk"] for r in bank["by_chunk"]] == [4, 8]
+    assert "identities per hour: " in table and "(learn-parallel)" in table and "K=2" in table
+    assert "target bank  bank_s_default <= 1" in table and "target learn-parallel" in table
