@@ -111,7 +111,7 @@ PARTS = (
         "sdxl",
         ("--dtype", "bf16", "--steps", "8", "--warmup", "3", "--bank-size", "8", "--floor-iters", "5"),
         ("--method", "both", *TINY),  # the dry run checks both methods on the tiny SDXL
-        90,
+        85,
     ),
     Part(  # the bank's VAE encodes at 512² in chunks of 4 to 64: time and peak memory per chunk size
         "bank",
@@ -119,7 +119,7 @@ PARTS = (
         "sd21",
         ("--dtype", "bf16", "--resolution", "512", "--chunk", "4,8,16,32,64", "--chunks", "3"),
         ("--resolution", "64", "--chunk", "4,8", "--chunks", "1"),
-        45,
+        40,
     ),
     Part(  # FLUX.1-dev built on the GPU in bf16 (no download): the default step and --low-vram's, 512²
         "learn-flux",
@@ -140,7 +140,7 @@ PARTS = (
             "--floor-iters",
             "2",
         ),
-        150,
+        140,
     ),
     Part(
         "render-flux",
@@ -148,8 +148,9 @@ PARTS = (
         "flux",
         ("--part", "render", "--dtype", "bf16", "--resolution", "1024", "--runs", "2", "--warmup", "1"),
         ("--part", "render", "--resolution", "64", "--render-steps", "2", "--runs", "1", "--warmup", "0"),
-        75,
+        65,
     ),
+    Part("imports", "imports", "tiny", (), (), 30),  # where sid learn's import time goes on that machine
     Part(
         "learn-sd21",
         "learn",
@@ -178,7 +179,9 @@ PARTS = (
         150,
     ),
     speed_part("speed-eager", EAGER, 150),
-    speed_part("speed-graphs", ("cuda_graphs=unet",), 100, "CUDA graphs need a CUDA device"),
+    speed_part(  # the whole step graphed (mapper, loss, clipping, AdamW): step / floor <= 1.15?
+        "speed-graphs", ("cuda_graphs=step", "cuda_graphs=unet"), 120, "CUDA graphs need a CUDA device"
+    ),
     Part(
         "learn-sd15",
         "learn",
@@ -212,7 +215,14 @@ PARTS = (
     speed_part("speed-compile-graphs", ("compile=reduce-overhead",), 180, NO_CPU_COMPILE),
     speed_part("speed-autotune", ("compile=max-autotune-no-cudagraphs",), 240, NO_CPU_COMPILE),
 )
-NEVER_MEASURED = ("learn-parallel", "learn-sdxl", "bank", "learn-flux", "render-flux")  # first, in budget
+NEVER_MEASURED = (
+    "learn-parallel",
+    "learn-sdxl",
+    "bank",
+    "learn-flux",
+    "render-flux",
+    "imports",
+)  # first, in budget
 # (result stem prefix, method, key, limit): the issue's targets (27, and 23's FLUX), checked on the GPU
 TARGETS = (
     ("learn-parallel", "stableidentity", "s_per_identity_best", 3.6),  # >= 1,000 identities per hour
@@ -242,6 +252,8 @@ HEADLINE = (
     "entry_ms",
     "bank_s_default",
     "identities_per_hour_best",
+    "import_s",
+    "sid_s",
 )
 MIN_PART_S = 20  # a part is not started with less of the budget left
 

@@ -274,7 +274,7 @@ def floor_ms(
     if amp is not None:
         unet.to(amp)
     speed = speed or Speedups()
-    if speed.graphs(device) == "predict":  # the floor is the UNet alone, graphed as in the step
+    if speed.graphs(device) in ("predict", "step"):  # the floor is the UNet alone, graphed as in the step
         speed = replace(speed, cuda_graphs="unet")
     denoise = unet_step(unet, speed, device, amp)
     side = resolution // 8

@@ -364,7 +364,8 @@ def test_gpu_dry_run_throughput(facepack, face_photos, tmp_path, capsys):
     from benchmarks import gpu
 
     out = tmp_path / "out"
-    code = gpu.main(["--dry-run", "--parts", "learn-parallel,bank", "--out-dir", str(out), "--budget", "600"])
+    parts = "learn-parallel,bank,imports"
+    code = gpu.main(["--dry-run", "--parts", parts, "--out-dir", str(out), "--budget", "600"])
     table = capsys.readouterr().out
     assert code == 0, table
     parallel = json.loads((out / "learn-parallel-tiny-cpu.json").read_text())
@@ -374,3 +375,7 @@ def test_gpu_dry_run_throughput(facepack, face_photos, tmp_path, capsys):
     assert [r["chunk"] for r in bank["by_chunk"]] == [4, 8]
     assert "identities per hour: " in table and "(learn-parallel)" in table and "K=2" in table
     assert "target bank  bank_s_default <= 1" in table and "target learn-parallel" in table
+    imports = json.loads((out / "imports-tiny-cpu.json").read_text())  # sid learn under -X importtime
+    assert imports["import_s"] > imports["sid_s"] > 0 and imports["command_s"] > 0
+    assert "torch" in imports["by_package_s"] and imports["via"]["torch"].endswith("sid.train")
+    assert "sid.render" not in imports["modules_sid"]  # sid learn does not import what render needs

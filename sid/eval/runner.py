@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from sid import limits, render
 from sid.errors import BadInput, Interrupted
 from sid.eval.clip import DEFAULT_CLIP_MODEL, clip_enabled
-from sid.eval.prompts import BUILTIN, PLACEHOLDER, EvalPrompt, load_prompts
+from sid.eval.prompts import BUILTIN, DEFAULT_PER_PROMPT, DEFAULT_SEED, PLACEHOLDER, EvalPrompt, load_prompts
 from sid.files import check_output_target
 from sid.pipelines import check_dtype, model_for_identities
 from sid.render import RenderConfig
@@ -29,9 +29,6 @@ if TYPE_CHECKING:
     from sid.eval.metrics import ImageScore
     from sid.eval.reference import Reference
     from sid.faces import FacePack
-
-DEFAULT_PER_PROMPT = 4
-DEFAULT_SEED = 0
 
 Warn = Callable[[str], None]
 
