@@ -87,6 +87,11 @@ class Adapter:
         self.fingerprints = [fingerprint(enc, tok.vocab_size) for tok, enc in self.encoders]
         self.graph_predict = speed.graphs(device) == "predict"  # capture the whole prediction
         self.memory = "default"  # what save_memory did (the identity records it)
+        self.setup(speed)
+
+    def setup(self, speed: Speedups) -> None:
+        """The family's own state (its training noise, its denoiser set up as ``speed`` says), built once
+        the shared attributes are set; nothing beyond them by default."""
 
     # -- what a pipeline is (asked before or without learning) -------------------------------------
     @classmethod
@@ -183,29 +188,23 @@ class DDPMAdapter(Adapter):
     controlnet_pipeline = "StableDiffusionControlNetPipeline"
     threed = True
 
-    def __init__(
-        self,
-        pipe: Any,
-        spec: Any,
-        device: str,
-        amp_dtype: torch.dtype | None,
-        speed: Speedups,
-        resolution: int | None = None,
-    ) -> None:
-        super().__init__(pipe, spec, device, amp_dtype, speed, resolution)
+    def setup(self, speed: Speedups) -> None:
         self.unet = self.denoiser
-        self.noise_scheduler = training_scheduler(pipe.scheduler.config)
-        self.alphas_cumprod = self.noise_scheduler.alphas_cumprod.to(device)
-        self._step = unet_step(self.unet, speed, device, amp_dtype)
+        self.noise_scheduler = training_scheduler(self.pipe.scheduler.config)
+        self.alphas_cumprod = self.noise_scheduler.alphas_cumprod.to(self.device)
+        self._step = unet_step(self.unet, speed, self.device, self.amp_dtype)
 
     @classmethod
     def fits(cls, pipe: Any) -> bool:
-        unet = getattr(pipe, "unet", None)
-        has_text = getattr(pipe, "text_encoder", None) is not None
-        return type(unet).__name__ == "UNet2DConditionModel" and has_text and cls._encoders(pipe) == 1
+        return cls._text_encoders(pipe) == 1
 
     @staticmethod
-    def _encoders(pipe: Any) -> int:
+    def _text_encoders(pipe: Any) -> int:
+        """How many text encoders a pipeline with a 2D conditional UNet and a first text encoder has
+        (0 for any other pipeline: a video model's, an SDXL refiner's with no first encoder)."""
+        unet, first = getattr(pipe, "unet", None), getattr(pipe, "text_encoder", None)
+        if type(unet).__name__ != "UNet2DConditionModel" or first is None:
+            return 0
         return 1 + (getattr(pipe, "text_encoder_2", None) is not None)
 
     @property
@@ -264,22 +263,13 @@ class SDXLAdapter(DDPMAdapter):
     controlnet_pipeline = "StableDiffusionXLControlNetPipeline"
     threed = False
 
-    def __init__(
-        self,
-        pipe: Any,
-        spec: Any,
-        device: str,
-        amp_dtype: torch.dtype | None,
-        speed: Speedups,
-        resolution: int | None = None,
-    ) -> None:
-        super().__init__(pipe, spec, device, amp_dtype, speed, resolution)
-        self.time_ids = size_condition(self.resolution, device)  # (1, 6)
+    def setup(self, speed: Speedups) -> None:
+        super().setup(speed)
+        self.time_ids = size_condition(self.resolution, self.device)  # (1, 6)
 
     @classmethod
     def fits(cls, pipe: Any) -> bool:
-        unet = getattr(pipe, "unet", None)
-        return type(unet).__name__ == "UNet2DConditionModel" and cls._encoders(pipe) == 2
+        return cls._text_encoders(pipe) == 2
 
     def condition(self, ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(B, L, sum d) penultimate hidden states, (B, d2) ``text_embeds`` and (B, 6) ``time_ids``."""

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from sid import budget, limits, ranks
+from sid.adapters import Adapter
 from sid.checkpoints import step_reached
 from sid.errors import BadInput, OutOfMemory, SidError
 from sid.face_transformers import load_face_parser
@@ -242,7 +243,7 @@ class Batch:
     parser: Any
 
     @classmethod
-    def build(cls, cfg: LearnConfig, model: Any, warn: Callable[[str], None] | None) -> Batch:
+    def build(cls, cfg: LearnConfig, model: Adapter, warn: Callable[[str], None] | None) -> Batch:
         parser = load_face_parser(cfg.face_parser, warn) if cfg.face_parser else None
         return cls(Learner.build(model, cfg), parser)
 

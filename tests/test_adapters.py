@@ -33,9 +33,12 @@ def test_a_model_of_no_row_gets_the_adapter_its_layout_fits() -> None:
     sd, xl, t2v = tiny_sd_pipeline(), tiny_sdxl_pipeline(), tiny_t2v_pipeline()
     assert family_of_pipeline(sd).adapter == family_of_pipeline(xl).adapter == ""
     assert adapter_for(sd) is DDPMAdapter and adapter_for(xl) is SDXLAdapter
-    assert [cls.fits(xl) for cls in ADAPTERS.values()].count(True) == 1  # one layout, one adapter
+    assert [key for key, cls in ADAPTERS.items() if cls.fits(xl)] == ["sdxl"]  # one layout, one adapter
+    assert [key for key, cls in ADAPTERS.items() if cls.fits(sd)] == ["sd"]
     assert native_size(sd) == native_size(xl) == (64, 64)  # the UNet's 32 latents times the VAE's 2
     assert not fits_any(t2v)
+    xl.text_encoder = None  # an SDXL refiner's layout: no first text encoder to put an identity in
+    assert not fits_any(xl)
     with pytest.raises(BadInput) as caught:
         check_text_to_image(t2v, "t2v")
     assert "SD 1.x, SD 2.x, SDXL, FLUX.1" in caught.value.hint

@@ -329,3 +329,11 @@ def test_sid_video_puts_a_flux_identitys_t5_half_into_ltx_video(tmp_path: Path) 
     assert not np.array_equal(*frames)
     line = one_error(video(other, "fl dancing", "c.gif"), "T5")
     assert "not the one fl was learned with" in line and not (tmp_path / "c.gif").exists()
+
+
+def test_doctor_says_flux_dev_is_gated_and_non_commercial() -> None:
+    result = runner.invoke(app, ["doctor", "--json"])
+    assert result.exit_code == 0, result.output
+    licences = json.loads(result.stdout)["licences"]
+    assert "Non-Commercial" in licences["flux-dev"] and "gated" in licences["flux-dev"]
+    assert licences["flux-schnell"] == "Apache-2.0"
