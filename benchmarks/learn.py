@@ -458,11 +458,12 @@ def memory_model(runs: list[dict[str, Any]], arch: str, device: str) -> dict[str
     from sid.budget import GIB, fit_parallel, free_bytes, parallel_cost
 
     batch, resolution = runs[0]["batch_size"], runs[0]["resolution"]
-    beyond = [
-        (r["parallel"], (r["peak_mem_gb"] - r["peak_mem_gb_so_far"]["after_model_load"]) * 1e9) for r in runs
+    beyond = [  # the loop's peak: the bank's chunk, sized from free memory, is freed before the loop
+        (r["parallel"], (r["loop_peak_mem_gb"] - r["peak_mem_gb_so_far"]["after_model_load"]) * 1e9)
+        for r in runs
     ]
     on_gpu = device.startswith("cuda")
-    source = f"{arch} on {device_name(device)}: peak_mem_gb - the peak after loading the model, at K = "
+    source = f"{arch} on {device_name(device)}: loop_peak_mem_gb - the peak after loading the model, at K = "
     fitted = fit_parallel(beyond, batch, resolution, source + ",".join(str(k) for k, _ in beyond), on_gpu)
     used = parallel_cost("sdxl" if "sdxl" in arch else "sd")
     free = free_bytes(device)  # now, with this process's model freed: about what a fresh run would see

@@ -21,11 +21,12 @@ MAX_BANK_CHUNK = 64  # entries augmented and encoded at once, at most
 
 @dataclass(frozen=True)
 class ParallelCost:
-    """Memory K identities need per learn step beyond the loaded model: ``fixed`` whatever K (the
-    bank's encode peak, CUDA-graph pools, workspaces) and ``sample`` per training sample (the
-    activations one more sample keeps for the backward, its latent bank, its mapper and AdamW state)
-    at ``resolution``², scaled by the pixel count. ``measured`` says whether a GPU run measured the
-    numbers or they are estimates; ``source`` says which."""
+    """Memory K identities need in the learn loop beyond the loaded model: ``fixed`` whatever K
+    (CUDA-graph pools, cuDNN and cuBLAS workspaces, the text encoders' activations of the templates)
+    and ``sample`` per training sample (the activations one more sample keeps for the backward, its
+    latent bank, its mapper and AdamW state) at ``resolution``², scaled by the pixel count. The bank's
+    encodes run before the loop and free their memory (``bank_chunk`` sizes them on their own).
+    ``measured`` says whether a GPU run measured the numbers or they are estimates; ``source`` which."""
 
     fixed: float  # bytes
     sample: float  # bytes per training sample at ``resolution``
