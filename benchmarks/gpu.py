@@ -102,7 +102,7 @@ PARTS = (
         "sd21",
         ("--parallel", "1,2,4,8,16", "--dtype", "bf16", "--steps", "8", "--warmup", "3", "--bank-size", "16"),
         ("--parallel", "1,2", "--steps", "3", "--warmup", "1", "--bank-size", "4"),
-        120,
+        140,
         "learn-parallel",
     ),
     Part(  # 1024², a few steps of one method: building and loading full-size SDXL is most of it
@@ -111,7 +111,7 @@ PARTS = (
         "sdxl",
         ("--dtype", "bf16", "--steps", "8", "--warmup", "3", "--bank-size", "8", "--floor-iters", "5"),
         ("--method", "both", *TINY),  # the dry run checks both methods on the tiny SDXL
-        85,
+        90,
     ),
     Part(  # the bank's VAE encodes at 512² in chunks of 4 to 64: time and peak memory per chunk size
         "bank",
@@ -119,7 +119,7 @@ PARTS = (
         "sd21",
         ("--dtype", "bf16", "--resolution", "512", "--chunk", "4,8,16,32,64", "--chunks", "3"),
         ("--resolution", "64", "--chunk", "4,8", "--chunks", "1"),
-        40,
+        35,
     ),
     Part(  # FLUX.1-dev built on the GPU in bf16 (no download): the default step and --low-vram's, 512²
         "learn-flux",
@@ -140,7 +140,7 @@ PARTS = (
             "--floor-iters",
             "2",
         ),
-        140,
+        135,
     ),
     Part(
         "render-flux",
@@ -148,9 +148,9 @@ PARTS = (
         "flux",
         ("--part", "render", "--dtype", "bf16", "--resolution", "1024", "--runs", "2", "--warmup", "1"),
         ("--part", "render", "--resolution", "64", "--render-steps", "2", "--runs", "1", "--warmup", "0"),
-        65,
+        55,
     ),
-    Part("imports", "imports", "tiny", (), (), 30),  # where sid learn's import time goes on that machine
+    Part("imports", "imports", "tiny", (), (), 25),  # where sid learn's import time goes on that machine
     Part(
         "learn-sd21",
         "learn",
