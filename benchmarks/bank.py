@@ -4,7 +4,8 @@
     python -m benchmarks.bank --device cuda --dtype bf16 --chunk 4,8,16,32,64
 
 Times ``sid.augment.augment_batch`` and ``vae.encode(...).latent_dist.sample`` on chunks of each
-``--chunk`` size (default: the chunk ``sid.budget.bank_chunk`` picks on this device), the way
+``--chunk`` size (default: the chunk ``sid.budget.bank_chunk`` picks on this device) and each
+``--formats`` memory format of the VAE (channels-last is not sid's yet: measured here first), the way
 ``sid.bank.build_bank`` runs them, and reports milliseconds per bank entry and the peak memory of each
 chunk size, with the VAE's bytes per input pixel in ``sid.budget.BANK_BYTES_PER_PIXEL``'s terms. A
 bank of N entries costs about N times ``entry_ms``: compare it with the learn benchmark's step time.
@@ -29,11 +30,19 @@ def parser() -> argparse.ArgumentParser:
         "--chunk", default="", help="entries per chunk, comma-separated sizes (default: sid.budget's choice)"
     )
     p.add_argument("--dtype", default="auto", help="VAE weights: auto (fp16 on GPU) | fp16 | bf16 | fp32")
+    p.add_argument(
+        "--formats",
+        default="contiguous",
+        help="VAE memory formats to time, comma-separated: contiguous (sid's), channels_last",
+    )
     return p
 
 
-def time_chunk(vae: Any, image: Any, mask: Any, chunk: int, args: argparse.Namespace, device: str) -> dict:
-    """Milliseconds per entry (augmentation, encode) and the peak memory at chunks of ``chunk``."""
+def time_chunk(
+    vae: Any, image: Any, mask: Any, chunk: int, fmt: str, args: argparse.Namespace, device: str
+) -> dict:
+    """Milliseconds per entry (augmentation, encode) and the peak memory at chunks of ``chunk``, the
+    VAE and its input in memory format ``fmt``."""
     import torch
 
     from sid.augment import augment_batch
@@ -47,7 +56,10 @@ def time_chunk(vae: Any, image: Any, mask: Any, chunk: int, args: argparse.Names
         t0 = clock.now()
         images, _, _ = augment_batch(image, mask, chunk, generator, args.method)
         t1 = clock.now()
-        vae.encode(images.to(vae.dtype)).latent_dist.sample(generator=generator)
+        memory_format = torch.channels_last if fmt == "channels_last" else torch.contiguous_format
+        vae.encode(images.to(vae.dtype).contiguous(memory_format=memory_format)).latent_dist.sample(
+            generator=generator
+        )
         t2 = clock.now()
         if i:  # the first chunk warms up
             augment_ms.append((t1 - t0) * 1000 / chunk)
@@ -56,6 +68,7 @@ def time_chunk(vae: Any, image: Any, mask: Any, chunk: int, args: argparse.Names
     augment, encode = common.median(augment_ms), common.median(encode_ms)
     row = {
         "chunk": chunk,
+        "memory_format": fmt,
         "augment_ms_per_entry": round(augment, 2),
         "encode_ms_per_entry": round(encode, 2),
         "entry_ms": round(augment + encode, 2),
@@ -64,6 +77,11 @@ def time_chunk(vae: Any, image: Any, mask: Any, chunk: int, args: argparse.Names
     if device.startswith("cuda"):  # the chunk's own memory, per input pixel (sid.budget's terms)
         row["bytes_per_pixel"] = (peak_gb * 1e9 - base) / (chunk * args.resolution**2)
     return row
+
+
+def label(row: dict) -> str:
+    """A row's chunk, with its memory format when it is not sid's."""
+    return str(row["chunk"]) + ("" if row["memory_format"] == "contiguous" else f",{row['memory_format']}")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -88,9 +106,12 @@ def main(argv: list[str] | None = None) -> dict:
     chunks = [int(c) for c in args.chunk.split(",") if c.strip()] or [chosen]
     rows = []
     with torch.no_grad(), common.LoadMeter() as load:
-        for chunk in chunks:
-            common.log(f"bank entries on {device}: {args.arch} VAE at {size}², chunks of {chunk}")
-            rows.append(time_chunk(vae, image, mask, chunk, args, device))
+        for fmt in [f.strip() for f in args.formats.split(",") if f.strip()]:
+            memory_format = torch.channels_last if fmt == "channels_last" else torch.contiguous_format
+            vae.to(memory_format=memory_format)
+            for chunk in chunks:
+                common.log(f"bank entries on {device}: {args.arch} VAE at {size}², chunks of {chunk}, {fmt}")
+                rows.append(time_chunk(vae, image, mask, chunk, fmt, args, device))
     first = rows[0]
     return common.emit(
         {
@@ -103,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
             **first,
             "sid_chunk": chosen,
             "by_chunk": rows,
-            "entry_ms_vs_first_chunk": {str(r["chunk"]): r["entry_ms"] / first["entry_ms"] for r in rows},
+            "entry_ms_vs_first_chunk": {label(r): r["entry_ms"] / first["entry_ms"] for r in rows},
             "bank_s_default": min(r["entry_ms"] for r in rows) * 451 / 1e3,
             "sid_bytes_per_pixel": budget.BANK_BYTES_PER_PIXEL,
             "chunks_timed": args.chunks,

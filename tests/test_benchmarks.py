@@ -210,10 +210,13 @@ def test_bank(capsys, method):
     from benchmarks import bank
 
     args = [*TINY, "--method", method, "--resolution", "64", "--chunks", "1", "--chunk", "2,8"]
+    args += ["--formats", "contiguous,channels_last"]
     result = bank.main(args)
     check(result, "bank", capsys)
     assert result["method"] == method and result["resolution"] == 64 and result["chunk"] == 2
-    assert [r["chunk"] for r in result["by_chunk"]] == [2, 8] and result["sid_chunk"] == 4  # CPU: 4
+    assert [r["chunk"] for r in result["by_chunk"]] == [2, 8, 2, 8] and result["sid_chunk"] == 4  # CPU: 4
+    assert [r["memory_format"] for r in result["by_chunk"]] == ["contiguous"] * 2 + ["channels_last"] * 2
+    assert set(result["entry_ms_vs_first_chunk"]) == {"2", "8", "2,channels_last", "8,channels_last"}
     assert result["entry_ms_vs_first_chunk"]["2"] == 1.0 and result["bank_s_default"] > 0
     for row in result["by_chunk"]:
         assert row["entry_ms"] > 0 and row["peak_mem_gb"] > 0
