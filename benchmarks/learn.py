@@ -466,7 +466,12 @@ def memory_model(runs: list[dict[str, Any]], arch: str, device: str) -> dict[str
     source = f"{arch} on {device_name(device)}: loop_peak_mem_gb - the peak after loading the model, at K = "
     fitted = fit_parallel(beyond, batch, resolution, source + ",".join(str(k) for k, _ in beyond), on_gpu)
     used = parallel_cost("sdxl" if "sdxl" in arch else "sd")
-    free = free_bytes(device)  # now, with this process's model freed: about what a fresh run would see
+    if device.startswith("cuda"):  # hand the runs' cached blocks back, so free is what a fresh run sees
+        import torch
+
+        gc.collect()
+        torch.cuda.empty_cache()
+    free = free_bytes(device)  # minus a loaded model: a run asks after loading (k_* are then upper bounds)
     return {
         "bytes_beyond_model_gib": {str(k): b / GIB for k, b in beyond},
         "fitted": {
