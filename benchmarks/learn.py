@@ -471,7 +471,9 @@ def memory_model(runs: list[dict[str, Any]], arch: str, device: str) -> dict[str
 
         gc.collect()
         torch.cuda.empty_cache()
-    free = free_bytes(device)  # minus a loaded model: a run asks after loading (k_* are then upper bounds)
+    free = free_bytes(device)
+    if free is not None:  # what a run sees when it asks: after loading the model
+        free -= runs[0]["peak_mem_gb_so_far"]["after_model_load"] * 1e9
     return {
         "bytes_beyond_model_gib": {str(k): b / GIB for k, b in beyond},
         "fitted": {
@@ -488,7 +490,7 @@ def memory_model(runs: list[dict[str, Any]], arch: str, device: str) -> dict[str
             "measured": used.measured,
             "source": used.source,
         },
-        "free_gib": None if free is None else free / GIB,
+        "free_after_load_gib": None if free is None else free / GIB,
         "k_fitted_would_choose": None if free is None else fitted.parallel(free, batch, resolution),
         "k_sid_chooses": None if free is None else used.parallel(free, batch, resolution),
         "notes": "on CPU the bytes are the process's peak RSS: allocator noise, not a cost model "

@@ -163,7 +163,7 @@ def test_learn_parallel(facepack, face_photos, capsys):
     model = result["memory_model"]  # sid.budget's cost model, fitted in its own terms (not measured on CPU)
     assert set(model["bytes_beyond_model_gib"]) == {"1", "2"}
     assert model["fitted"]["measured"] is False and model["sid_uses"]["measured"] is False
-    assert "estimate" in model["sid_uses"]["source"] and model["free_gib"] is None
+    assert "estimate" in model["sid_uses"]["source"] and model["free_after_load_gib"] is None
     assert result["identities_per_hour_best"] == max(r["identities_per_hour"] for r in result["by_parallel"])
 
 
