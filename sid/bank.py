@@ -73,9 +73,8 @@ def build_bank(
     encodes under bf16 autocast when the loop runs in bf16 (the papers' scripts encode in their half
     weight dtype); never in fp16, which overflows SDXL's VAE. ``chunk`` entries are augmented and
     encoded at once (None: as many as half the free accelerator memory holds, ``sid.budget``; rounded
-    down to a multiple of ``budget.DRAW``); the
-    random numbers are drawn ``budget.DRAW`` entries at a time whatever the chunk, so the bank is the
-    same at any chunk size.
+    down to a multiple of ``budget.DRAW``); the random numbers are drawn ``budget.DRAW`` entries at a
+    time whatever the chunk (augmentation, then latent noise), so the bank is the same at any chunk.
     """
     image = torch.from_numpy(np.asarray(crop.image.resize((resolution, resolution)), np.float32) / 127.5 - 1)
     image = image.permute(2, 0, 1)  # (3, R, R) in [-1, 1]
