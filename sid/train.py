@@ -219,8 +219,9 @@ class Learner:
 
     @property
     def graph_step(self) -> bool:
-        """Whether the whole step is one CUDA graph (``Speedups(cuda_graphs="step")``)."""
-        return self.cfg.speed.graphs(self.model.device) == "step"
+        """Whether the whole step is one CUDA graph (``Speedups(cuda_graphs="step")``; never with
+        --low-vram, which turns graphs off)."""
+        return self.cfg.speed.graphs(self.model.device) == "step" and not self.cfg.low_vram
 
     @classmethod
     def build(cls, model: Adapter, cfg: LearnConfig) -> Learner:
