@@ -116,10 +116,13 @@ def bank_chunk(free: float | None, resolution: int) -> int:
 
 
 def free_bytes(device: str) -> float | None:
-    """Free memory of a CUDA ``device`` in bytes; None elsewhere (no allocator to ask)."""
+    """Memory of a CUDA ``device`` this process can still use, in bytes: the device's free memory
+    and the blocks torch's caching allocator holds but no tensor uses (a previous bank chunk's, say);
+    None elsewhere (no allocator to ask)."""
     if not device.startswith("cuda"):
         return None
     import torch
 
-    free, _ = torch.cuda.mem_get_info(torch.device(device))
-    return float(free)
+    where = torch.device(device)
+    free, _ = torch.cuda.mem_get_info(where)
+    return float(free + torch.cuda.memory_reserved(where) - torch.cuda.memory_allocated(where))
