@@ -58,8 +58,9 @@ PARALLEL_COSTS: dict[str, ParallelCost] = {
         3.0 * GIB,
         512,
         False,
-        "estimate: 4.5 GiB at K = 1 (H100: 4.3 GiB beyond the loaded model), split 1.5 fixed + 3.0 per "
-        "sample; learn-parallel of benchmarks.gpu fits both",
+        "estimate: 4.5 GiB at K = 1 (H100: the run's peak was 4.3 GiB beyond the loaded model, set by "
+        "the bank's encode, so the loop's own is less), split 1.5 fixed + 3.0 per sample; "
+        "learn-parallel of benchmarks.gpu fits both",
     ),
     "sdxl": ParallelCost(
         3 * GIB,
