@@ -55,7 +55,12 @@ if TYPE_CHECKING:
     from sid.speed import Speedups
 
 METHODS = ("stableidentity", "celebbasis")
-TARGET_KEYS = ("s_per_identity", "cost_vs_k1", "peak_mem_gb")  # per K, at the top (benchmarks.gpu's targets)
+TARGET_KEYS = (
+    "s_per_identity",
+    "cost_vs_k1",
+    "peak_mem_gb",
+    "loop_peak_mem_gb",
+)  # per K, at the top (benchmarks.gpu's targets)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -148,7 +153,10 @@ def time_learn(
             t1 = clock.now()
             phases[name] += t1 - t0
             marks[f"{name}_end"] = t1
-            peaks[f"after_{name.removesuffix('_s')}"] = peak_memory_gb(device)[0]
+            key = f"after_{name.removesuffix('_s')}"
+            peaks[key] = max(peaks.get(key, 0.0), peak_memory_gb(device)[0])
+            if name == "bank_s":  # from here on the peak is the loop's own (every bank precedes the loop)
+                reset_peak_memory(device)
             return result
 
         return wrapper
@@ -195,7 +203,8 @@ def time_learn(
                 [photo], ["bench"], cfg, store=store, force=True, progress=progress
             ).identities[0]
         end = clock.now()
-        peak_gb, peak_kind = peak_memory_gb(device)
+        loop_peak_gb, peak_kind = peak_memory_gb(device)
+        peak_gb = max(loop_peak_gb, *peaks.values())
     if len(stamps) != steps:
         raise RuntimeError(f"expected {steps} progress calls, got {len(stamps)}")
     setup_end = marks["bank_s_end"]
@@ -233,6 +242,7 @@ def time_learn(
         "total_s": end - start,
         "final_loss": identity.final_loss,
         "peak_mem_gb": peak_gb,
+        "loop_peak_mem_gb": loop_peak_gb,
         "peak_mem_kind": peak_kind,
         "peak_mem_gb_so_far": peaks,
     }
@@ -270,7 +280,7 @@ def floor_ms(
     if amp is not None:
         unet.to(amp)
     speed = speed or Speedups()
-    if speed.graphs(device) == "predict":  # the floor is the UNet alone, graphed as in the step
+    if speed.graphs(device) in ("predict", "step"):  # the floor is the UNet alone, graphed as in the step
         speed = replace(speed, cuda_graphs="unet")
     denoise = unet_step(unet, speed, device, amp)
     side = resolution // 8
@@ -427,15 +437,66 @@ def run_parallel(
             str(r["parallel"]): {
                 k: r[k] for k in ("s_per_identity", "identities_per_hour", "cost_vs_k1", "step_ms_median")
             }
-            | {"peak_mem_gb": r["peak_mem_gb"]}
+            | {"peak_mem_gb": r["peak_mem_gb"], "loop_peak_mem_gb": r["loop_peak_mem_gb"]}
             for r in runs
         },
         **{f"{key}_at_{r['parallel']}": r[key] for r in runs for key in TARGET_KEYS},
+        "s_per_identity_best": min(r["s_per_identity"] for r in runs),
+        "identities_per_hour_best": max(r["identities_per_hour"] for r in runs),
+        "memory_model": memory_model(runs, args.arch, device),
         "by_parallel": runs,
         "import_s": import_s,
         "notes": "s_per_identity = (projected_default_s - model_load_s) / K: one batch of K identities "
         "at the recipe's steps, faces, banks (at the default size) and stores included, the model "
         "load left out (a manifest loads it once). projected_default_s as in the learn benchmark.",
+    }
+
+
+def memory_model(runs: list[dict[str, Any]], arch: str, device: str) -> dict[str, Any]:
+    """Each K's peak beyond the loaded model, fitted to ``sid.budget``'s cost model (fixed + per
+    sample) and set beside the model sid uses now, in the same terms (GiB; per sample at the run's
+    resolution), with the K each would choose on this device."""
+    from sid.budget import GIB, fit_parallel, free_bytes, parallel_cost
+
+    batch, resolution = runs[0]["batch_size"], runs[0]["resolution"]
+    beyond = [  # the loop's peak: the bank's chunk, sized from free memory, is freed before the loop
+        (r["parallel"], (r["loop_peak_mem_gb"] - r["peak_mem_gb_so_far"]["after_model_load"]) * 1e9)
+        for r in runs
+    ]
+    on_gpu = device.startswith("cuda")
+    source = f"{arch} on {device_name(device)}: loop_peak_mem_gb - the peak after loading the model, at K = "
+    fitted = fit_parallel(beyond, batch, resolution, source + ",".join(str(k) for k, _ in beyond), on_gpu)
+    used = parallel_cost("sdxl" if "sdxl" in arch else "sd")
+    if device.startswith("cuda"):  # hand the runs' cached blocks back, so free is what a fresh run sees
+        import torch
+
+        gc.collect()
+        torch.cuda.empty_cache()
+    free = free_bytes(device)
+    if free is not None:  # what a run sees when it asks: after loading the model
+        free -= runs[0]["peak_mem_gb_so_far"]["after_model_load"] * 1e9
+    return {
+        "bytes_beyond_model_gib": {str(k): b / GIB for k, b in beyond},
+        "fitted": {
+            "fixed_gib": fitted.fixed / GIB,
+            "sample_gib": fitted.sample / GIB,
+            "resolution": resolution,
+            "measured": on_gpu,
+            "source": fitted.source,
+        },
+        "sid_uses": {
+            "fixed_gib": used.fixed / GIB,
+            "sample_gib": used.per_identity(1, resolution) / GIB,
+            "resolution": resolution,
+            "measured": used.measured,
+            "source": used.source,
+        },
+        "free_after_load_gib": None if free is None else free / GIB,
+        "k_fitted_would_choose": None if free is None else fitted.parallel(free, batch, resolution),
+        "k_sid_chooses": None if free is None else used.parallel(free, batch, resolution),
+        "notes": "on CPU the bytes are the process's peak RSS: allocator noise, not a cost model "
+        "(measured: false); on CUDA torch.cuda.max_memory_allocated. sample_gib is per training sample "
+        "at this resolution (sid.budget.ParallelCost scales it by the pixel count).",
     }
 
 

@@ -16,7 +16,7 @@ image-only. The crop and the paste are one affine map, so each sample is resampl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -128,6 +128,17 @@ def draw(n: int, size: int, generator: torch.Generator, method: str) -> Draws:
     return Draws(order, factors, flips, top, left, crop, height, width, pos_y, pos_x)
 
 
+def concat_draws(draws: list[Draws]) -> Draws:
+    """Several draws (of one size and method) as one, samples in order."""
+    if len(draws) == 1:
+        return draws[0]
+    joined = {
+        f.name: draws[0].crop if f.name == "crop" else torch.cat([getattr(d, f.name) for d in draws])
+        for f in fields(Draws)
+    }
+    return Draws(**joined)
+
+
 def _source_coords(
     out: torch.Tensor, pos: torch.Tensor, length: torch.Tensor, offset: torch.Tensor, crop: int
 ) -> torch.Tensor:
@@ -165,7 +176,15 @@ def augment_batch(
     hair, ...). Returns images (n, 3, R, R) in [-1, 1], masks (n, C, R, R) clamped to [0, 1] and flip
     flags (n,) bool on the CPU. ``generator`` is a CPU generator; the draws do not depend on the device.
     """
-    d = draw(n, image.shape[-1], generator, method)
+    return augment(image, mask, draw(n, image.shape[-1], generator, method), method)
+
+
+def augment(
+    image: torch.Tensor, mask: torch.Tensor, d: Draws, method: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``augment_batch`` with its random parameters already drawn (``draw``, or several draws joined
+    by ``concat_draws``): the bank draws a few samples at a time and augments many at once."""
+    n = len(d.flips)
     colour = colour_jitter(
         ((image + 1) / 2).expand(n, -1, -1, -1), d.order, d.factors.to(image.device, image.dtype)
     )

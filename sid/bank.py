@@ -15,11 +15,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sid import limits
-from sid.augment import augment_batch
+from sid import budget, limits
+from sid.augment import augment, concat_draws, draw
 from sid.faces import FaceCrop
-
-BANK_CHUNK = 4  # photos augmented and VAE-encoded at once: 8 at 512² was the run's peak memory (H100)
 
 
 def default_bank_size(steps: int, batch: int, identities: int) -> int:
@@ -67,13 +65,17 @@ def build_bank(
     method: str,
     device: str,
     amp_dtype: torch.dtype | None = None,
+    chunk: int | None = None,
 ) -> Bank:
     """Augment the aligned photo ``size`` times and VAE-encode it once; the VAE is frozen.
 
-    The face and hair masks go through the same augmentation as two channels of one mask. The VAE
-    encodes under bf16 autocast when the loop runs in bf16 (a speed choice: both papers' official runs
+        The face and hair masks go through the same augmentation as two channels of one mask. The VAE
+        encodes under bf16 autocast when the loop runs in bf16 (a speed choice: both papers' official runs
     encode in fp32, StableIdentity's with no mixed precision set); never in fp16, which overflows
-    SDXL's VAE.
+    SDXL's VAE. ``chunk`` entries are augmented and encoded at once (None: as many as half the free
+    accelerator memory holds, ``sid.budget``; rounded down to a multiple of ``budget.DRAW``); the random
+    numbers are drawn ``budget.DRAW`` entries at a time whatever the chunk (augmentation, then latent
+    noise), so the bank is the same at any chunk.
     """
     image = torch.from_numpy(np.asarray(crop.image.resize((resolution, resolution)), np.float32) / 127.5 - 1)
     image = image.permute(2, 0, 1)  # (3, R, R) in [-1, 1]
@@ -82,14 +84,26 @@ def build_bank(
     mask = F.interpolate(mask, size=(resolution, resolution), mode="bilinear", align_corners=False)[0]
     image, mask = image.to(device), mask.to(device)  # augmentation runs batched on the training device
     vae.to(device)
+    chunk = max(
+        budget.DRAW,
+        (chunk or budget.bank_chunk(budget.free_bytes(device), resolution)) // budget.DRAW * budget.DRAW,
+    )
+    bf16 = amp_dtype == torch.bfloat16
+    latent_dtype = torch.bfloat16 if bf16 else vae.dtype  # what the encoder's output is under autocast
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    latent_shape = (vae.config.latent_channels, resolution // factor, resolution // factor)
     latents, latent_masks, flips = [], [], []
-    for start in range(0, size, BANK_CHUNK):  # augment and encode a chunk at a time: memory stays flat
-        images, masks, chunk_flips = augment_batch(
-            image, mask, min(BANK_CHUNK, size - start), generator, method
-        )
-        with torch.autocast(torch.device(device).type, torch.bfloat16, enabled=amp_dtype == torch.bfloat16):
+    for start in range(0, size, chunk):  # a chunk at a time: memory stays flat
+        n = min(chunk, size - start)
+        draws, noises = [], []
+        for first in range(0, n, budget.DRAW):  # a draw unit's augmentation, then its latent noise
+            m = min(budget.DRAW, n - first)
+            draws.append(draw(m, resolution, generator, method))
+            noises.append(torch.randn((m, *latent_shape), generator=generator, dtype=latent_dtype))
+        images, masks, chunk_flips = augment(image, mask, concat_draws(draws), method)
+        with torch.autocast(torch.device(device).type, torch.bfloat16, enabled=bf16):
             dist = vae.encode(images.to(vae.dtype)).latent_dist
-        latent = dist.sample(generator=generator)
+        latent = dist.mean + dist.std * torch.cat(noises).to(device)  # = dist.sample(generator) per unit
         if shift := vae.config.get("shift_factor"):  # a VAE that centres its latents (FLUX's); SD's do not
             latent = latent - shift
         latents.append(latent * vae.config.scaling_factor)

@@ -24,9 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from sid import limits, ranks
+from sid import budget, limits, ranks
 from sid.adapters import Adapter
 from sid.checkpoints import step_reached
 from sid.errors import BadInput, IdentityExists, OutOfMemory, SidError
@@ -51,11 +49,6 @@ from sid.train import (
     resolved,
     run_length,
 )
-
-# SD 2.1 at 512², bf16: the activations one more sample keeps for the backward (an estimate; the
-# learn-parallel part of benchmarks.gpu measures peak memory at each K)
-GPU_BYTES_PER_IDENTITY = 4.5 * 2**30
-MAX_DEFAULT_PARALLEL = 8
 
 
 @dataclass
@@ -190,13 +183,14 @@ def store_learned(store: IdentityStore, learned: Learned, force: bool) -> Outcom
     return Outcome(row.line, row.name, str(row.photo), "learned", "", learned.seconds, loss, step)
 
 
-def default_parallel(device: str) -> int:
-    """Identities per step when --parallel is not given: 1 on CPU (no gain from batching there),
-    else as many as the free accelerator memory holds, at most MAX_DEFAULT_PARALLEL."""
-    if not device.startswith("cuda"):
+def default_parallel(device: str, adapter_key: str, batch: int, resolution: int) -> int:
+    """Identities per step when --parallel is not given: 1 on CPU (no gain from batching there), else
+    as many as the free accelerator memory holds once the model is loaded, by the family's cost model
+    (``sid.budget``), at most ``budget.MAX_DEFAULT_PARALLEL``."""
+    free = budget.free_bytes(device)
+    if free is None:
         return 1
-    free, _ = torch.cuda.mem_get_info()
-    return int(max(1, min(MAX_DEFAULT_PARALLEL, free // GPU_BYTES_PER_IDENTITY)))
+    return budget.parallel_cost(adapter_key).parallel(free, batch, resolution)
 
 
 class Meter:
@@ -241,7 +235,10 @@ def learn_group(
             yield failed(job.row, e)
         return
     # Celeb Basis's stored result is a moving average its mapper keeps: never stacked, one at a time
-    k = 1 if RECIPES[cfg.method].ema else parallel or default_parallel(device)
+    if RECIPES[cfg.method].ema:
+        k = 1
+    else:
+        k = parallel or default_parallel(device, model.key, run_length(cfg, 1)[1], model.resolution)
     ordered = sorted(jobs, key=lambda j: j.first_step)
     chunks = [  # a chunk's identities resume from one step
         same[i : i + k]

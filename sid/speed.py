@@ -24,9 +24,10 @@ from sid.errors import BadInput, first_line
 # SDPA backends a run may pin; "sdpa" lets torch choose, "classic" is diffusers' pre-SDPA processor
 ATTENTION = ("sdpa", "flash", "efficient", "cudnn", "math", "classic")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-# what CUDA graphs capture: "unet" its forward and backward alone, "predict" the text encoder too;
-# "auto" is "predict" on CUDA (with no compile mode) and "off" elsewhere
-GRAPHS = ("auto", "off", "unet", "predict")
+# what CUDA graphs capture: "unet" its forward and backward alone, "predict" the text encoder too,
+# "step" the whole learn step (mapper, prediction, loss, clipping and a capturable AdamW); "auto" is
+# "predict" on CUDA (with no compile mode) and "off" elsewhere ("step" is not measured yet)
+GRAPHS = ("auto", "off", "unet", "predict", "step")
 
 UnetStep = Callable[..., torch.Tensor]  # (z_t, t, cond, *added) -> pred; added: SDXL text_embeds, time_ids
 ADDED_CONDITIONS = ("text_embeds", "time_ids")  # SDXL's extra UNet inputs, in the order a step takes them
@@ -62,9 +63,9 @@ class Speedups:
             raise BadInput(f"unknown compile mode {self.compile!r}", f"use one of: {modes}")
         if self.cuda_graphs not in GRAPHS:
             raise BadInput(f"unknown cuda_graphs {self.cuda_graphs!r}", f"use one of: {', '.join(GRAPHS)}")
-        if self.cuda_graphs in ("unet", "predict") and not device.startswith("cuda"):
+        if self.cuda_graphs in ("unet", "predict", "step") and not device.startswith("cuda"):
             raise BadInput(f"cuda_graphs={self.cuda_graphs} needs a CUDA device, not {device}", "drop it")
-        if self.cuda_graphs in ("unet", "predict") and self.compile is not None:
+        if self.cuda_graphs in ("unet", "predict", "step") and self.compile is not None:
             raise BadInput(
                 "cuda_graphs and compile both capture the UNet",
                 "use one: compile='reduce-overhead' already replays CUDA graphs",
@@ -176,3 +177,59 @@ class _Graphed:
                 warnings.warn(message, RuntimeWarning, stacklevel=2)
                 self.graphed = self.fn
         return self.graphed(*tensors)
+
+
+def capture_step(
+    fn: Callable[..., torch.Tensor], state: Callable[[], list[torch.Tensor]]
+) -> Callable[..., torch.Tensor]:
+    """``fn`` (the whole learn step: forward, backward and optimizer update; tensors or None in, one
+    tensor out) captured as one CUDA graph at the first call and replayed after, its inputs copied
+    into the capture's own. ``state`` lists the tensors a step changes (parameters, optimizer
+    moments and step counts): the warm-up steps a capture needs run on copies of the first inputs,
+    and ``state`` is put back after them, so the run learns exactly the steps it is given. The
+    optimizer must be capturable. A capture that fails warns once and runs ``fn`` eagerly."""
+    return _GraphedStep(fn, state)
+
+
+class _GraphedStep:
+    def __init__(self, fn: Callable[..., torch.Tensor], state: Callable[[], list[torch.Tensor]]) -> None:
+        self.fn, self.state = fn, state
+        self.graph: Any = None
+        self.eager = False
+        self.inputs: list[torch.Tensor | None] = []
+        self.out: torch.Tensor | None = None
+
+    def __call__(self, *tensors: torch.Tensor | None) -> torch.Tensor:
+        if self.graph is None and not self.eager:
+            try:
+                self._capture(tensors)
+            except (RuntimeError, AssertionError) as e:  # no CUDA, or an operation that syncs the host
+                message = f"CUDA graph capture of the learn step failed ({first_line(e)}); running eagerly"
+                warnings.warn(message, RuntimeWarning, stacklevel=2)
+                self.eager = True
+        if self.eager:
+            return self.fn(*tensors)
+        for static, x in zip(self.inputs, tensors, strict=True):
+            if static is not None:
+                static.copy_(x)
+        self.graph.replay()
+        return self.out.clone()  # the next replay overwrites the graph's own output
+
+    def _capture(self, tensors: tuple[torch.Tensor | None, ...]) -> None:
+        before = {id(t): t.detach().clone() for t in self.state()}
+        self.inputs = [None if x is None else x.detach().clone() for x in tensors]
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        try:
+            with torch.cuda.stream(side):  # warm-up off the capture stream, as torch's docs do it
+                for _ in range(3):
+                    self.fn(*self.inputs)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self.out = self.fn(*self.inputs)
+        finally:  # undo the warm-up's updates; state it created (a fresh AdamW's moments) starts at 0
+            with torch.no_grad():
+                for t in self.state():
+                    t.copy_(before[id(t)]) if id(t) in before else t.zero_()
+        self.graph = graph

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from sid import __version__, limits
-from sid.adapters import Adapter, adapter_for, concat, load_dtypes
+from sid.adapters import Adapter, Sample, adapter_for, concat, load_dtypes
 
 # "x as x": re-exported where they lived before sid.adapters and sid.bank (the tests' import path)
 from sid.adapters import describe_schedule as describe_schedule
@@ -32,26 +32,19 @@ from sid.adapters import training_scheduler as training_scheduler
 from sid.bank import Bank as Bank
 from sid.bank import binary_latent_masks as binary_latent_masks
 from sid.bank import build_bank, default_bank_size
-from sid.checkpoints import load_state, save_state
+from sid.checkpoints import load_state
 from sid.errors import BadInput, OutOfMemory
 from sid.face_transformers import face_parser_source, load_face_parser, vit_face_embeddings, vit_model_source
 from sid.faces import FaceCrop, arcface_embedding, extract_face, load_face_pack, warn_odd_faces
 from sid.losslog import LossLog
-from sid.methods import (
-    MASKED_METHODS,
-    RECIPES,
-    StackedMappers,
-    build_mapper,
-    slice_state,
-    split_widths,
-    stack_states,
-)
+from sid.methods import MASKED_METHODS, RECIPES, StackedMappers, build_mapper, split_widths
 from sid.photos import check_photo_file
 from sid.pipelines import autocast_dtype, check_dtype, load_pipeline, pick_device
 from sid.priors import build_prior
 from sid.prompts import add_placeholder_tokens, identity_token, inject_vectors
 from sid.resume import checkpoint_meta, checkpoint_path, drop_checkpoints, drop_stale_checkpoints, run_key
-from sid.speed import Speedups
+from sid.speed import Speedups, capture_step
+from sid.stacking import Mappers, make_optimizer
 from sid.store import Identity, IdentityStore, now_iso, validate_name
 
 Progress = Callable[[int, int, float], None]  # (step, total, smoothed loss)
@@ -254,6 +247,12 @@ class Learner:
     placeholders: list[tuple[Any, list[int]]]
     templates: torch.Tensor  # (T, E, L)
 
+    @property
+    def graph_step(self) -> bool:
+        """Whether the whole step is one CUDA graph (``Speedups(cuda_graphs="step")``; never with
+        --low-vram, which turns graphs off)."""
+        return self.cfg.speed.graphs(self.model.device) == "step" and not self.cfg.low_vram
+
     @classmethod
     def build(cls, model: Adapter, cfg: LearnConfig) -> Learner:
         priors = [build_prior(tokenizer, encoder, cfg.method) for tokenizer, encoder in model.encoders]
@@ -309,14 +308,16 @@ class Learner:
             gens.append(torch.Generator(device).manual_seed(unit.cfg.seed))  # per-step draws: no host syncs
 
         # 2. optimisers and resumable state, each unit's in its own checkpoint
-        optimizers = [make_optimizer(m.parameters(), cfg.method, lr, device) for m in mappers]
+        optimizers = [
+            make_optimizer(m.parameters(), cfg.method, lr, device, self.graph_step) for m in mappers
+        ]
         logs, first = [LossLog() for _ in units], 0
         for unit, mapper, optimizer, gen, log in zip(units, mappers, optimizers, gens, logs, strict=True):
             if unit.load:
                 first, log.values = load_state(unit.ckpt, mapper, optimizer, gen, steps)
             elif resume:
                 drop_stale_checkpoints(unit.ckpt, unit.meta, warn)
-        group = Mappers(mappers, optimizers, cfg.method, lr, device, resumed=first > 0)
+        group = Mappers(mappers, optimizers, cfg.method, lr, device, first > 0, self.graph_step)
         scaler = torch.amp.GradScaler(enabled=model.amp_dtype == torch.float16)  # fp16 needs loss scaling
 
         # 3. the loop: K units per step, each on its own samples
@@ -324,23 +325,32 @@ class Learner:
         try:
             with inject_vectors(self.placeholders) as slot:
                 predict = model.predictor(slot)  # shapes fixed per call: one CUDA-graph capture each
-                for step in range(first, steps):
-                    picks = [u.pick(step) for u in units]  # (identity, photo, draw) per unit
-                    if not (cfg.overfit and step > first):
-                        samples = [
-                            model.noised(b[p].sample(batch, d), u.faces[p], self.templates, g)
-                            for b, (_, p, d), u, g in zip(banks, picks, units, gens, strict=True)
-                        ]
-                        sample = concat(samples)
+
+                def train_step(sample: Sample, who: int) -> torch.Tensor:
+                    """Mapper, prediction, each unit's loss, clipping and AdamW: the (K,) losses."""
                     with model.autocast():
                         vectors = group(sample.face.view(k, batch, -1)).flatten(0, 1)  # (K*B, 2, sum d)
                         pred = predict(vectors, sample.ids, sample.z_t, sample.t)
-                    losses = torch.stack(
-                        [model.loss(p, s, cfg.method) for p, s in zip(pred.chunk(k), samples, strict=True)]
-                    )
+                    parts = zip(pred.chunk(k), split(sample, k), strict=True)
+                    losses = torch.stack([model.loss(p, s, cfg.method) for p, s in parts])
                     if recipe.ema:  # Celeb Basis keeps the moving average of the coefficients this loss used
-                        group.module.update_average(picks[0][0], sample.face)
+                        group.module.update_average(who, sample.face)
                     update(losses.sum(), group.module, group.optimizer, scaler, recipe.grad_clip)
+                    return losses
+
+                graphed = None  # the whole step as one CUDA graph: no host syncs (fp16's scaler), no EMA
+                if self.graph_step and not recipe.ema and not scaler.is_enabled():
+                    graphed = capture_step(lambda *t: train_step(Sample(*t), 0), group.state)
+                for step in range(first, steps):
+                    picks = [u.pick(step) for u in units]  # (identity, photo, draw) per unit
+                    if not (cfg.overfit and step > first):
+                        sample = concat(
+                            [
+                                model.noised(b[p].sample(batch, d), u.faces[p], self.templates, g)
+                                for b, (_, p, d), u, g in zip(banks, picks, units, gens, strict=True)
+                            ]
+                        )
+                    losses = graphed(*tensors_of(sample)) if graphed else train_step(sample, picks[0][0])
                     for log, loss in zip(logs, losses, strict=True):
                         log.add(loss)
                     if (step + 1) % cfg.log_every == 0 or step + 1 == steps:
@@ -372,70 +382,17 @@ class Learner:
         return results
 
 
-class Mappers:
-    """K units' mappers and AdamW states as one step drives them. At K = 1 the mapper and optimizer
-    themselves, so one identity is learned exactly as alone; at K > 1 stacked (StackedMappers) under
-    one AdamW, whose elementwise state is each identity's own and is sliced back out for its checkpoint.
-    """
+def tensors_of(sample: Sample) -> list[torch.Tensor | None]:
+    """The sample's fields in order (``Sample(*tensors)`` rebuilds it), copies of none of them."""
+    return [getattr(sample, f.name) for f in fields(Sample)]
 
-    def __init__(
-        self,
-        mappers: list[torch.nn.Module],
-        optimizers: list[torch.optim.Optimizer],
-        method: str,
-        lr: float,
-        device: str,
-        resumed: bool,
-    ) -> None:
-        self.singles, self.single_optimizers = mappers, optimizers
-        self.module: torch.nn.Module = mappers[0]
-        self.optimizer: torch.optim.Optimizer = optimizers[0]
-        if len(mappers) > 1:
-            self.module = StackedMappers(mappers)
-            self.optimizer = make_optimizer(self.module.parameters(), method, lr, device)
-            if resumed:
-                singles = [o.state_dict() for o in optimizers]
-                self.optimizer.load_state_dict(stack_states(singles, self.optimizer.state_dict()))
 
-    def __call__(self, faces: torch.Tensor) -> torch.Tensor:
-        """(K, B, f) face features -> (K, B, 2, sum d): each unit's vectors on its own faces."""
-        return self.module(faces) if len(self.singles) > 1 else self.module(faces[0])[None]
-
-    def single(self, i: int) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
-        """Unit i's mapper and optimizer, as its own run would hold them."""
-        if len(self.singles) == 1:
-            return self.module, self.optimizer
-        self.singles[i].load_state_dict(self.module.state_of(i))
-        like = self.single_optimizers[i].state_dict()
-        self.single_optimizers[i].load_state_dict(slice_state(self.optimizer.state_dict(), i, like))
-        return self.singles[i], self.single_optimizers[i]
-
-    def save(self, units: list[Unit], gens: list[torch.Generator], logs: list[LossLog], step: int) -> None:
-        """Each unit's state, written as its run of its own would write it."""
-        for i, unit in enumerate(units):
-            mapper, optimizer = self.single(i)
-            save_state(unit.ckpt, mapper, optimizer, gens[i], step, logs[i].flush(), unit.meta)
-
-    @torch.no_grad()
-    def final(self, units: list[Unit], ema: bool) -> list[list[torch.Tensor]]:
-        """Each unit's stored vectors, (2, sum d) per identity: the mapper on the unaugmented face
-        embedding (StableIdentity; several photos: the mean of its outputs for each) or the moving
-        average of the coefficients training used, over every photo's samples (Celeb Basis, K = 1)."""
-        self.module.eval()
-        if ema:
-            return [[self.module.averaged_vectors(i).float().cpu() for i in range(len(units[0].names))]]
-        n = max(len(unit.faces) for unit in units)  # units of fewer photos padded (rows are independent)
-        plain = torch.stack(
-            [
-                torch.stack([f[0] for f in unit.faces] + [unit.faces[0][0]] * (n - len(unit.faces)))
-                for unit in units
-            ]
-        )  # (K, n, f)
-        out = self(plain).float().cpu()  # (K, n, 2, sum d)
-        return [
-            [out[k, unit.photos_of(i)].mean(dim=0) for i in range(len(unit.names))]
-            for k, unit in enumerate(units)
-        ]
+def split(sample: Sample, k: int) -> list[Sample]:
+    """A K-unit batch back into each unit's samples (views)."""
+    parts = {
+        f.name: [None] * k if (v := getattr(sample, f.name)) is None else v.chunk(k) for f in fields(Sample)
+    }
+    return [Sample(**{name: chunks[i] for name, chunks in parts.items()}) for i in range(k)]
 
 
 # -- the run's parts ---------------------------------------------------------------------------------
@@ -588,11 +545,3 @@ def placeholder_prompts(
     for _, encoder in model.encoders:
         encoder.to(device)
     return placeholders, ids.to(device)
-
-
-def make_optimizer(params: Any, method: str, lr: float, device: str) -> torch.optim.AdamW:
-    """The method's AdamW over ``params`` (fused on CUDA: one kernel for every parameter); a batch's
-    stacked mappers get the same optimizer as one identity learned alone."""
-    recipe = RECIPES[method]
-    fused = {"fused": True} if device.startswith("cuda") else {}
-    return torch.optim.AdamW(params, lr=lr, betas=recipe.betas, weight_decay=recipe.weight_decay, **fused)

@@ -169,6 +169,12 @@ def test_learn_parallel(facepack, face_photos, capsys):
         assert result[f"s_per_identity_at_{k}"] == run["s_per_identity"] > 0
         assert run["cost_vs_k1"] == pytest.approx(run["s_per_identity"] / result["s_per_identity_at_1"])
         check_numbers(run, "learn-parallel")
+        assert 0 < run["loop_peak_mem_gb"] <= run["peak_mem_gb"]
+    model = result["memory_model"]  # sid.budget's cost model, fitted in its own terms (not measured on CPU)
+    assert set(model["bytes_beyond_model_gib"]) == {"1", "2"}
+    assert model["fitted"]["measured"] is False and model["sid_uses"]["measured"] is False
+    assert "estimate" in model["sid_uses"]["source"] and model["free_after_load_gib"] is None
+    assert result["identities_per_hour_best"] == max(r["identities_per_hour"] for r in result["by_parallel"])
 
 
 def test_naive(facepack, face_photos, capsys):
@@ -222,9 +228,17 @@ def test_cli(capsys):
 def test_bank(capsys, method):
     from benchmarks import bank
 
-    result = bank.main([*TINY, "--method", method, "--resolution", "64", "--chunks", "1", "--chunk", "2"])
+    args = [*TINY, "--method", method, "--resolution", "64", "--chunks", "1", "--chunk", "2,8"]
+    args += ["--formats", "contiguous,channels_last"]
+    result = bank.main(args)
     check(result, "bank", capsys)
     assert result["method"] == method and result["resolution"] == 64 and result["chunk"] == 2
+    assert [r["chunk"] for r in result["by_chunk"]] == [2, 8, 2, 8] and result["sid_chunk"] == 4  # CPU: 4
+    assert [r["memory_format"] for r in result["by_chunk"]] == ["contiguous"] * 2 + ["channels_last"] * 2
+    assert set(result["entry_ms_vs_first_chunk"]) == {"2", "8", "2,channels_last", "8,channels_last"}
+    assert result["entry_ms_vs_first_chunk"]["2"] == 1.0 and result["bank_s_default"] > 0
+    for row in result["by_chunk"]:
+        assert row["entry_ms"] > 0 and row["peak_mem_gb"] > 0
 
 
 def test_missing_photo_fails_clearly(tmp_path):
@@ -352,3 +366,38 @@ def test_gpu_dry_run_covers_flux(facepack, face_photos, tmp_path, capsys):
     render = json.loads((out / "render-tiny-flux-cpu.json").read_text())
     assert render["image_s_median"] > 0 and render["steps"] == 2
     assert "target learn-flux" in table
+
+
+def test_gpu_suite_runs_what_no_gpu_measured_first_within_the_budget():
+    from benchmarks import gpu
+
+    first = [p.name for p in gpu.PARTS[: len(gpu.NEVER_MEASURED)]]
+    assert first == list(gpu.NEVER_MEASURED)
+    default_budget = gpu.parser().parse_args([]).budget
+    assert sum(p.limit_s for p in gpu.PARTS if p.name in gpu.NEVER_MEASURED) <= default_budget <= 600
+    parallel = next(p for p in gpu.PARTS if p.name == "learn-parallel")
+    assert parallel.args[parallel.args.index("--parallel") + 1] == "1,2,4,8,16"
+    render = next(p for p in gpu.PARTS if p.name == "render-sd21")
+    assert int(render.args[render.args.index("--runs") + 1]) >= 7
+
+
+def test_gpu_dry_run_throughput(facepack, face_photos, tmp_path, capsys):
+    """learn-parallel and bank in the dry run: each K's peak memory and the identities-per-hour line."""
+    from benchmarks import gpu
+
+    out = tmp_path / "out"
+    parts = "learn-parallel,bank,imports"
+    code = gpu.main(["--dry-run", "--parts", parts, "--out-dir", str(out), "--budget", "600"])
+    table = capsys.readouterr().out
+    assert code == 0, table
+    parallel = json.loads((out / "learn-parallel-tiny-cpu.json").read_text())
+    assert [r["parallel"] for r in parallel["by_parallel"]] == [1, 2]
+    assert all(r["peak_mem_gb"] > 0 for r in parallel["by_parallel"])
+    bank = json.loads((out / "bank-tiny-cpu.json").read_text())
+    assert [r["chunk"] for r in bank["by_chunk"]] == [4, 8]
+    assert "identities per hour: " in table and "(learn-parallel)" in table and "K=2" in table
+    assert "target bank  bank_s_default <= 1" in table and "target learn-parallel" in table
+    imports = json.loads((out / "imports-tiny-cpu.json").read_text())  # sid learn under -X importtime
+    assert imports["import_s"] > imports["sid_s"] > 0 and imports["command_s"] > 0
+    assert "torch" in imports["by_package_s"] and imports["via"]["torch"].endswith("sid.train")
+    assert "sid.render" not in imports["modules_sid"]  # sid learn does not import what render needs

@@ -237,21 +237,18 @@ def test_unavailable_default_parser_falls_back_to_landmarks_once(
     assert settings["vit_model"] == str(tiny_vit.resolve())
 
 
-def test_bank_carries_binary_face_and_hair_masks_through_one_augmentation() -> None:
-    """The hair mask takes the same geometry as the face mask; both are 0/1 at latent size."""
-    import torch
+def synthetic_crop():
+    """An aligned crop with a face mask (left half of the lower face), hair above it and a random photo."""
     from PIL import Image
 
     from sid.faces import FaceCrop
-    from sid.testing import tiny_vae
-    from sid.train import build_bank
 
     face = np.zeros((512, 512), np.float32)
     face[128:448, 64:256] = 1  # left half of the lower face
     hair = np.zeros((512, 512), np.float32)
     hair[:96, 64:256] = 1  # the band above it
-    rgb = np.zeros((512, 512, 3), np.uint8)
-    crop = FaceCrop(
+    rgb = np.random.default_rng(0).integers(0, 256, (512, 512, 3), dtype=np.uint8)
+    return FaceCrop(
         image=Image.fromarray(rgb),
         arcface_crop=np.zeros((112, 112, 3), np.uint8),
         embedding=np.ones(8, np.float32),
@@ -264,6 +261,17 @@ def test_bank_carries_binary_face_and_hair_masks_through_one_augmentation() -> N
         num_faces=1,
         photo_sha256="0" * 64,
     )
+
+
+def test_bank_carries_binary_face_and_hair_masks_through_one_augmentation() -> None:
+    """The hair mask takes the same geometry as the face mask; both are 0/1 at latent size."""
+    import torch
+
+    from sid.faces import FaceCrop
+    from sid.testing import tiny_vae
+    from sid.train import build_bank
+
+    crop = synthetic_crop()
     bank = build_bank(crop, tiny_vae(), 64, 16, torch.Generator().manual_seed(0), "stableidentity", "cpu")
     assert bank.latents.shape == (16, 4, 8, 8)
     assert bank.masks.shape == bank.hair_masks.shape == (16, 1, 8, 8)
@@ -288,6 +296,41 @@ def test_bank_carries_binary_face_and_hair_masks_through_one_augmentation() -> N
     latents, _, hair_masks, _ = no_hair.sample(3, 0)  # three draws from two entries wrap around
     assert no_hair.hair_masks is None and hair_masks is None
     assert torch.equal(latents[2], latents[0]) and not torch.equal(latents[1], latents[0])
+
+
+@pytest.mark.parametrize("method", ["stableidentity", "celebbasis"])
+def test_bank_is_the_same_at_any_chunk(method: str) -> None:
+    """A bank encoded in large chunks (as a GPU with free memory does) is bit for bit the bank of
+    chunks of 4 that sid always built: augment 4 photos, encode them, sample 4 latents, and so on."""
+    import torch
+
+    from sid.augment import augment_batch
+    from sid.bank import build_bank
+    from sid.testing import tiny_vae
+
+    crop = synthetic_crop()
+    vae = tiny_vae()
+    gen = torch.Generator().manual_seed(3)
+    image = torch.from_numpy(np.asarray(crop.image.resize((64, 64)), np.float32) / 127.5 - 1).permute(2, 0, 1)
+    mask = torch.nn.functional.interpolate(
+        torch.from_numpy(np.stack([crop.mask, crop.hair_mask]).astype(np.float32))[None], size=(64, 64)
+    )[0]
+    reference = []
+    with torch.no_grad():
+        for start in range(0, 10, 4):
+            images, _, _ = augment_batch(image, mask, min(4, 10 - start), gen, method)
+            latent = vae.encode(images).latent_dist.sample(generator=gen) * vae.config.scaling_factor
+            reference.append(latent)
+    reference = torch.cat(reference)
+    banks = [
+        build_bank(crop, vae, 64, 10, torch.Generator().manual_seed(3), method, "cpu", chunk=chunk)
+        for chunk in (None, 4, 8, 6, 64)  # None on CPU: chunks of 4; 6 rounds down to 4
+    ]
+    assert torch.equal(banks[0].latents, reference)
+    for bank in banks[1:]:
+        assert torch.equal(bank.latents, banks[0].latents)
+        assert torch.equal(bank.masks, banks[0].masks) and torch.equal(bank.hair_masks, banks[0].hair_masks)
+        assert torch.equal(bank.flips, banks[0].flips)
 
 
 def test_binary_latent_masks() -> None:

@@ -78,3 +78,25 @@ def test_a_joint_group_is_one_unit_of_the_same_loop(
     assert units_seen == [[["ann", "bob"]]] and len(result.losses) == 4
     ann, bob = (IdentityStore().get(n).vectors["te32"] for n in ("ann", "bob"))
     assert not np.allclose(ann, bob)  # each photo its own averaged coefficients
+
+
+def test_a_whole_step_graph_that_cannot_capture_learns_as_eagerly(
+    face_photos: Path, tiny_model: Path, facepack: Path, tiny_vit: Path, tiny_parser: Path, monkeypatch
+) -> None:
+    """The loop's step as one function through ``sid.speed.capture_step`` (``cuda_graphs="step"``,
+    forced on here: the CPU cannot capture): it warns once, learns eagerly, and stores bit for bit
+    what the plain loop stores."""
+    from sid.train import LearnConfig, Learner, learn
+
+    offline = dict(face_models=str(facepack), vit_model=str(tiny_vit), face_parser=str(tiny_parser))
+    cfg = LearnConfig(model=str(tiny_model), device="cpu", steps=4, seed=5, lr=1e-3, **offline)
+    photo = face_photos / "obama_1.jpg"
+    plain = learn([photo], ["plain"], cfg)
+    monkeypatch.setattr(Learner, "graph_step", property(lambda self: True))
+    with pytest.warns(RuntimeWarning, match="capture of the learn step failed") as caught:
+        graphed = learn([photo], ["graphed"], cfg)
+    assert len([w for w in caught if "learn step" in str(w.message)]) == 1
+    assert graphed.losses == plain.losses and len(plain.losses) == 4
+    store = IdentityStore()
+    for slot, vectors in store.get("plain").vectors.items():
+        np.testing.assert_array_equal(store.get("graphed").vectors[slot], vectors)

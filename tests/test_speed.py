@@ -52,7 +52,7 @@ def test_bad_knobs_are_refused(text, match):
 
 def test_impossible_combinations_are_refused_before_any_work():
     Speedups().check("cpu")  # "auto" is off on the CPU, not an error
-    for graphs in ("unet", "predict"):
+    for graphs in ("unet", "predict", "step"):
         with pytest.raises(BadInput, match="CUDA device"):
             Speedups(cuda_graphs=graphs).check("cpu")
         with pytest.raises(BadInput, match="both capture"):
@@ -102,3 +102,42 @@ def test_a_capture_that_fails_warns_and_runs_eagerly():
     assert torch.equal(out.detach(), torch.full((3,), 2.0)) and torch.equal(x.grad, torch.full((3,), 2.0))
     graphed(x)  # later calls run eagerly without warning again
     assert len(calls) == 2
+
+
+def test_a_whole_step_capture_that_fails_warns_and_learns_as_eagerly():
+    """The learn step (mapper, loss, clipping, AdamW) through ``capture_step``: on the CPU the capture
+    fails, warns once and every step runs eagerly, bit for bit the eager steps."""
+    from sid.speed import capture_step
+    from sid.stacking import Mappers, make_optimizer
+    from sid.train import update
+
+    def run(graphed: bool) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        torch.manual_seed(0)
+        mapper = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 4))
+        group = Mappers(
+            [mapper],
+            [make_optimizer(mapper.parameters(), "stableidentity", 1e-2, "cpu")],
+            "stableidentity",
+            1e-2,
+            "cpu",
+            False,
+        )
+        scaler = torch.amp.GradScaler(enabled=False)
+
+        def step(face: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            losses = (group.module(face) - target).square().mean(dim=1)
+            update(losses.sum(), group.module, group.optimizer, scaler, 1.0)
+            return losses.detach()
+
+        fn = capture_step(step, group.state) if graphed else step
+        g = torch.Generator().manual_seed(1)
+        losses = [fn(torch.randn(2, 8, generator=g), torch.randn(2, 4, generator=g)) for _ in range(5)]
+        return losses, group.state()
+
+    eager_losses, eager_state = run(False)
+    with pytest.warns(RuntimeWarning, match="capture of the learn step failed") as caught:
+        losses, state = run(True)
+    assert len([w for w in caught if "learn step" in str(w.message)]) == 1  # once, not every step
+    assert all(torch.equal(a, b) for a, b in zip(losses, eager_losses, strict=True))
+    assert len(state) == len(eager_state) > 4  # parameters and AdamW's moments and step counts
+    assert all(torch.equal(a, b) for a, b in zip(state, eager_state, strict=True))

@@ -34,8 +34,8 @@ def learn(
     parallel: int = typer.Option(
         None,
         "--parallel",
-        help="With --from: identities learned together per step (default: what fits the GPU, up to 8; "
-        "1 on CPU).",
+        help="With --from: identities learned together per step (default: what fits the free GPU memory, "
+        "up to 16; 1 on CPU).",
     ),
     method: str = typer.Option("stableidentity", "--method", help="stableidentity | celebbasis."),
     model: str = typer.Option(

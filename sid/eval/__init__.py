@@ -37,10 +37,17 @@ _EXPORTS = {
         "score_image",
         "summarize",
     ),
-    "prompts": ("BUILTIN", "EvalPrompt", "load_prompts", "parse_prompts"),
+    "prompts": (
+        "BUILTIN",
+        "DEFAULT_PER_PROMPT",
+        "DEFAULT_SEED",
+        "EvalPrompt",
+        "load_prompts",
+        "parse_prompts",
+    ),
     "clip": ("DEFAULT_CLIP_MODEL", "load_clip"),
     "reference": ("embed_aligned_thumbnail",),
-    "config": ("DEFAULT_PER_PROMPT", "DEFAULT_SEED", "EvalConfig"),
+    "config": ("EvalConfig",),
     "runner": ("evaluate",),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -9,11 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sid.eval.clip import DEFAULT_CLIP_MODEL
-from sid.eval.prompts import BUILTIN
+from sid.eval.prompts import BUILTIN, DEFAULT_PER_PROMPT, DEFAULT_SEED
 from sid.render import RenderConfig
-
-DEFAULT_PER_PROMPT = 4
-DEFAULT_SEED = 0
 
 
 @dataclass

@@ -16,6 +16,8 @@ from sid.errors import BadInput, first_line
 BUILTIN = "builtin"
 PLACEHOLDER = "{}"
 NEUTRAL = "a person"  # what stands in for the identity in the CLIP text
+DEFAULT_PER_PROMPT = 4  # images per prompt (here, not in the runner: the CLI reads them without sid.render)
+DEFAULT_SEED = 0
 
 
 @dataclass(frozen=True)
