@@ -7,6 +7,11 @@ from pathlib import Path
 
 import pytest
 
+# One CPU thread in this process and every process a test starts (a server, torchrun ranks): results
+# compared bit for bit across processes, or pinned, depend on the reduction order, which the thread
+# count changes.
+os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("SID_TEST_SHARED", ROOT.parent / "shared"))
 FACEPACK = SHARED / "models" / "facepack"
