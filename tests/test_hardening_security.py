@@ -119,3 +119,30 @@ def test_what_a_file_says_is_printed_escaped(tmp_path: Path, isolated_home: Path
     Image.new("RGB", (64, 64)).save(folder / "eve\x1b[2J.png")
     batch = runner.invoke(app, ["learn", "--from", str(folder), "--device", "cpu"], color=True)
     assert "eve\\x1b[2J" in batch.output and "\x1b[2J" not in batch.output, batch.output
+
+
+def test_a_planted_server_file_is_not_trusted(isolated_home: Path, tmp_path: Path) -> None:
+    """In a shared store, a server file that is a link, or that others may read or write, names no
+    server: the CLI runs in-process instead of sending photos to whoever planted it."""
+    from sid.serve import SERVER_FILE, Running, read_server_file, write_server_file
+
+    store = isolated_home / "identities"
+    mine = Running("http://127.0.0.1:1", "secret", os.getpid(), os.uname().nodename)
+    path = write_server_file(store, mine)
+    assert read_server_file(store) == mine and (path.stat().st_mode & 0o777) == 0o600
+    path.chmod(0o644)  # a file others may read (or one another user wrote and left open)
+    assert read_server_file(store) is None
+    path.unlink()
+    theirs = write_server_file(tmp_path, mine)  # a valid, private file: only the link makes it refused
+    path.symlink_to(theirs)
+    assert read_server_file(tmp_path) == mine and read_server_file(store) is None
+    elsewhere = tmp_path / "victim.txt"
+    elsewhere.write_text("x")
+    path.unlink()
+    path.symlink_to(elsewhere)
+    write_server_file(store, mine)  # replaces the link itself, never writes through it
+    assert not path.is_symlink() and elsewhere.read_text() == "x" and read_server_file(store) == mine
+    tmp = store / f".{SERVER_FILE}.{os.getpid()}.tmp"
+    tmp.symlink_to(elsewhere)  # a planted temporary name is removed, not written through
+    write_server_file(store, mine)
+    assert elsewhere.read_text() == "x" and not tmp.exists()

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from sid.cli import app, out, print_json, server_for, step_bar, warn
 from sid.config import RENDER_GUIDANCE, RENDER_SCHEDULER, RENDER_STEPS
+from sid.errors import BadInput
 from sid.eval import BUILTIN, DEFAULT_CLIP_MODEL, DEFAULT_PER_PROMPT, DEFAULT_SEED
 
 
@@ -139,6 +140,8 @@ def _on_server(remote: Any, cfg: Any, on_step: Any) -> dict[str, Any]:
 
     for name in remote.call("GET", f"/api/jobs/{job}")["files"]:
         if name != "eval.json":
+            if Path(name).is_absolute() or ".." in Path(name).parts:  # a server writes only under -o
+                raise BadInput(f"the server named an output outside the folder: {name!r}", "run with --local")
             target = here / name
             target.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(target, remote.download(job, name))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +40,8 @@ def write_server_file(store_root: Path, running: Running) -> Path:
     store_root.mkdir(parents=True, exist_ok=True)
     path = store_root / SERVER_FILE
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp.unlink(missing_ok=True)  # a leftover (or a planted link): removed, never written through
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(running.__dict__, f)
     os.replace(tmp, path)
@@ -48,12 +50,22 @@ def write_server_file(store_root: Path, running: Running) -> Path:
 
 def read_server_file(store_root: Path) -> Running | None:
     """The server the store names, or None when there is no file, it is unreadable, or its process is gone
-    (a file left by a server that was killed is ignored)."""
+    (a file left by a server that was killed is ignored). Only a plain file of this user's that nobody
+    else may read or write counts: in a shared store another user could otherwise point this user's
+    commands, photos and all, at a server of theirs."""
     try:
-        data = json.loads((store_root / SERVER_FILE).read_text(encoding="utf-8"))
-        running = Running(str(data["url"]), str(data["token"]), int(data["pid"]), str(data["host"]))
-    except (OSError, ValueError, KeyError, TypeError):
+        fd = os.open(store_root / SERVER_FILE, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
         return None
+    with os.fdopen(fd, encoding="utf-8") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+            return None
+        try:
+            data = json.loads(f.read())
+            running = Running(str(data["url"]), str(data["token"]), int(data["pid"]), str(data["host"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
     if running.host == socket.gethostname() and not _alive(running.pid):
         return None
     return running
