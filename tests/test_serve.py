@@ -164,8 +164,14 @@ def test_bad_uploads_are_refused(served: Served, face_photos: Path) -> None:
             data={"kind": "learn", "params": json.dumps({"names": ["../etc"], "steps": 2})},
             files=[("file", ("a.jpg", (face_photos / "obama_1.jpg").read_bytes()))],
         )
-        assert bad_name.status_code == 202  # names are checked by the library, as the CLI's are
-        assert wait_done(client, bad_name.json()["id"])["error"]["kind"] == "InvalidName"
+        # names and knobs are refused at submission, by the library's own check, as the CLI refuses them
+        assert bad_name.status_code == 400 and "invalid identity name" in bad_name.json()["error"]["message"]
+        huge_lr = client.post(
+            "/api/jobs",
+            data={"kind": "learn", "params": json.dumps({"names": ["bob"], "steps": 2, "lr": 1e308})},
+            files=[("file", ("a.jpg", (face_photos / "obama_1.jpg").read_bytes()))],
+        )
+        assert huge_lr.status_code == 400 and "--lr" in huge_lr.json()["error"]["message"]
         # a path where a model goes is refused: the API reads no path a client names
         path_model = client.post(
             "/api/jobs", json={"kind": "render", "params": {"prompt": "x", "model": "/etc"}}

@@ -127,6 +127,10 @@ def _learn(job: Job, uploads: list[Path]) -> Callable[[Job], dict[str, Any]]:
         raise BadInput(
             "a learn job needs photos and names", "upload the photo(s) and send names: [NAME, ...]"
         )
+    from sid.train import check_inputs
+
+    # names, photos and every bounded knob refused at submission (HTTP 400), as the CLI refuses them
+    check_inputs(uploads, names, cfg, IdentityStore(), bool(extra.get("force", False)))
 
     def run(job: Job) -> dict[str, Any]:
         from sid.train import learn
