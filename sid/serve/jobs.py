@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sid.errors import BadInput, Interrupted, SidError, as_sid_error
+from sid.files import no_link
 
 FINAL = ("done", "failed", "cancelled")
 
@@ -167,6 +168,8 @@ class Jobs:
         worker = self._worker(device)
         job_id = uuid.uuid4().hex[:12]
         folder = self.root / job_id
+        for part in (self.root.parent, self.root):  # sid's own folders: a planted link is refused
+            no_link(part)
         (folder / "out").mkdir(parents=True)
         return Job(job_id, kind, params, worker.device, folder, run=lambda j: {})
 
