@@ -313,7 +313,8 @@ def tiny_flux_pipeline(seed: int = 0, widths: tuple[int, int] = (32, T5_WIDTH)) 
     return FluxPipeline(
         scheduler=scheduler,
         vae=vae,
-        text_encoder=tiny_text_encoder(widths[0], seed),
+        # FLUX.1's CLIP-L config (openai/clip-vit-large-patch14's) carries the legacy eos_token_id 2 too
+        text_encoder=tiny_text_encoder(widths[0], seed, eos_token_id=2),
         tokenizer=clip_tokenizer(),
         text_encoder_2=tiny_t5_encoder(widths[1], seed + 1),
         tokenizer_2=t5_tokenizer(),

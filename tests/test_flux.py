@@ -96,7 +96,7 @@ def test_flux_identity_renders_and_its_diffusers_export_gives_the_same_image(
     tiny_flux_model: Path, tmp_path: Path
 ) -> None:
     """The identity changes the render; diffusers, loading the export's clip_l and t5 tensors the way
-    its FLUX textual-inversion docs do, draws the very same image; ComfyUI's file (clip_l, t5xxl)
+    its FLUX textual-inversion docs do and pooling CLIP at the end token, draws the very same image; ComfyUI's file (clip_l, t5xxl)
     imports back to the same render; A1111 (no FLUX) is refused."""
     import torch
     from diffusers import FluxPipeline
@@ -120,16 +120,24 @@ def test_flux_identity_renders_and_its_diffusers_export_gives_the_same_image(
     pipe.load_textual_inversion(
         state_dict["t5"], token=tokens, text_encoder=pipe.text_encoder_2, tokenizer=pipe.tokenizer_2
     )
-    generator = torch.Generator("cpu").manual_seed(1)
-    image = pipe(
-        "<s0><s1> as a knight",
-        num_inference_steps=2,
-        guidance_scale=3.5,
-        width=64,
-        height=64,
-        generator=generator,
-    )
-    np.testing.assert_array_equal(with_id, np.asarray(image.images[0]))
+
+    def draw() -> np.ndarray:
+        generator = torch.Generator("cpu").manual_seed(1)
+        image = pipe(
+            "<s0><s1> as a knight",
+            num_inference_steps=2,
+            guidance_scale=3.5,
+            width=64,
+            height=64,
+            generator=generator,
+        )
+        return np.asarray(image.images[0])
+
+    # the config's legacy eos_token_id 2 pools the pooled CLIP vector at the identity's token: not sid's image
+    clip = getattr(pipe.text_encoder, "text_model", pipe.text_encoder)  # transformers 4 / 5
+    assert clip.eos_token_id == 2 and not np.array_equal(with_id, draw())
+    clip.eos_token_id = pipe.tokenizer.eos_token_id  # docs/formats.md's line
+    np.testing.assert_array_equal(with_id, draw())
 
     comfy = tmp_path / "comfy" / "fl.safetensors"
     comfy.parent.mkdir()
