@@ -339,6 +339,25 @@ def test_sid_video_puts_a_flux_identitys_t5_half_into_ltx_video(tmp_path: Path) 
     assert "not the one fl was learned with" in line and not (tmp_path / "c.gif").exists()
 
 
+def test_sid_video_on_a_flux_base_without_identity_is_ltx_video_not_animatediff(
+    tiny_flux_model: Path, tmp_path: Path
+) -> None:
+    """--model flux-dev alone plans FLUX's own video model; AnimateDiff on a FLUX base (a preset before
+    loading, a folder once its denoiser shows) is one line naming both, nothing written."""
+    from sid.errors import BadInput
+    from sid.video import VideoConfig, plan_video
+
+    notes: list[str] = []
+    plan = plan_video(VideoConfig("a person dancing", model="flux-dev"), [], notes.append)
+    assert plan.backend == "ltx-video" and plan.base is None and "used as a whole" in notes[0]
+    with pytest.raises(BadInput, match="AnimateDiff animates UNet base models, and flux-dev is FLUX.1"):
+        plan_video(VideoConfig("a person", model="flux-dev", video_model="animatediff"), [])
+    args = ["video", "a person", "--model", str(tiny_flux_model), "--video-model", "animatediff"]
+    out = tmp_path / "v.gif"
+    line = one_error(runner.invoke(app, [*args, "--device", "cpu", "-o", str(out)]), "is FLUX.1")
+    assert "AnimateDiff animates UNet base models" in line and not out.exists()
+
+
 def test_doctor_says_flux_dev_is_gated_and_non_commercial() -> None:
     result = runner.invoke(app, ["doctor", "--json"])
     assert result.exit_code == 0, result.output
