@@ -96,8 +96,8 @@ def test_flux_identity_renders_and_its_diffusers_export_gives_the_same_image(
     tiny_flux_model: Path, tmp_path: Path
 ) -> None:
     """The identity changes the render; diffusers, loading the export's clip_l and t5 tensors the way
-    its FLUX textual-inversion docs do and pooling CLIP at the end token, draws the very same image; ComfyUI's file (clip_l, t5xxl)
-    imports back to the same render; A1111 (no FLUX) is refused."""
+    its FLUX textual-inversion docs do and pooling CLIP at the end token, draws the very same image;
+    ComfyUI's file (clip_l, t5xxl) imports back to the same render; A1111 (no FLUX) is refused."""
     import torch
     from diffusers import FluxPipeline
     from safetensors.torch import load_file
