@@ -103,13 +103,18 @@ def with_recipe(
     """``cfg`` with scheduler, steps and guidance filled in, first found wins: the flag, the config
     file's ``[render]`` table (``steps``, ``guidance``, ``scheduler``), the recipe. A ``family`` that
     samples its own way (FLUX.1) has its own recipe (``preset``: FLUX.1-schnell's 4 steps) and keeps
-    its scheduler (None; ``--scheduler`` is refused); else ``recipe_for(identities)``. ``family`` is
-    None before the model loads."""
+    its scheduler (None; ``--scheduler`` is refused); else ``recipe_for(identities)``. ``--negative``
+    is refused on a family whose pipelines ignore it. ``family`` is None before the model loads."""
     own = family is not None and family.own_sampler
     if own and cfg.scheduler is not None:
         raise BadInput(
             f"--scheduler {cfg.scheduler}: {family.name} samples with its own flow-matching scheduler",
             "drop --scheduler",
+        )
+    if family is not None and cfg.negative and not family.takes_negative:
+        raise BadInput(
+            f"--negative: {family.name} ignores a negative prompt (its guidance is distilled into the model)",
+            "drop --negative and say what you want in the prompt",
         )
     recipe = family_recipe(family, preset) if own else recipe_for(identities)
     kinds = (

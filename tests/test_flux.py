@@ -90,6 +90,14 @@ def test_flux_render_defaults_and_scheduler_refusal(tiny_flux_model: Path, tmp_p
         flux_render(tiny_flux_model, tmp_path / "m", "a person", "--size", "72x64"), "multiples of 16"
     )
     assert "try 64x64" in line and not (tmp_path / "m").exists()
+    # FluxPipeline reads negative_prompt only with true_cfg_scale > 1: refused, not recorded as used;
+    # before loading when an identity names the family, once loaded otherwise
+    store_flux_identity()
+    for prompt, out in (("fl as a knight", "n1"), ("a person", "n2")):
+        line = one_error(
+            flux_render(tiny_flux_model, tmp_path / out, prompt, "--negative", "blur"), "ignores"
+        )
+        assert line.startswith("error: --negative: FLUX.1") and not (tmp_path / out).exists()
 
 
 def test_flux_identity_renders_and_its_diffusers_export_gives_the_same_image(
