@@ -114,6 +114,12 @@ class Adapter:
         return side, side
 
     @classmethod
+    def guided(cls, pipe: Any) -> bool:
+        """Whether the model samples with guidance; False for one distilled to sample without it
+        (FLUX.1-schnell, whose transformer has no guidance input): it gets its family's few steps."""
+        return True
+
+    @classmethod
     def side_multiple(cls, pipe: Any) -> int:
         """What an image side must be a multiple of: the VAE's factor (FLUX packs 2x2 latents: twice it)."""
         return int(pipe.vae_scale_factor)
@@ -323,8 +329,8 @@ class FluxAdapter(Adapter):
         side = self.resolution // int(pipe.vae_scale_factor)  # latent side
         self.image_seq_len = (side // 2) ** 2
         self.sigmas = flow.sigma_table(pipe.scheduler.config, self.image_seq_len).to(device)
-        distilled = self.denoiser.config.guidance_embeds  # dev: a guidance input; schnell: none
-        self.guidance = torch.full((1,), flow.FLUX_GUIDANCE, device=device) if distilled else None
+        guided = self.guided(pipe)  # dev: a guidance input; schnell: none
+        self.guidance = torch.full((1,), flow.FLUX_GUIDANCE, device=device) if guided else None
         self.txt_ids = flow.text_ids(self.T5_LENGTH, device)
         self.img_ids = {(side, side): flow.image_ids(side, side, device)}  # made here: no copy in a graph
 
@@ -338,6 +344,10 @@ class FluxAdapter(Adapter):
         """FluxPipeline's default size: its default latent side (128) times the VAE's factor: 1024²."""
         side = int(pipe.default_sample_size) * int(pipe.vae_scale_factor)
         return side, side
+
+    @classmethod
+    def guided(cls, pipe: Any) -> bool:
+        return bool(pipe.transformer.config.guidance_embeds)  # FLUX.1-dev's; schnell has none
 
     @classmethod
     def side_multiple(cls, pipe: Any) -> int:

@@ -70,18 +70,15 @@ def test_flux_and_sd_identities_are_refused_on_each_others_models(
 
 
 def test_flux_render_defaults_and_scheduler_refusal(tiny_flux_model: Path, tmp_path: Path) -> None:
-    """No --steps: FLUX.1-dev's 28 (schnell's 4 from its preset); guidance 3.5; its own sampler."""
-    from sid.families import FLUX
+    """No --steps: FLUX.1-dev's 28 at guidance 3.5 (a schnell-like model: below); its own sampler."""
     from sid.pipelines import PRESETS
-    from sid.render import RenderConfig, with_recipe
 
     args = ["render", "a person", "--model", str(tiny_flux_model), "--device", "cpu", "--seed", "1"]
     result = runner.invoke(app, [*args, "--size", "64x64", "-o", str(tmp_path), "--json"])
     (row,) = json.loads(result.stdout)
     settings = json.loads(Image.open(row["path"]).text["sid"])["settings"]
     assert (settings["steps"], settings["guidance"], settings["scheduler"]) == (28, 3.5, None)
-    schnell = with_recipe(RenderConfig("x"), [], FLUX, PRESETS["flux-schnell"])
-    assert schnell.steps == 4 and PRESETS["flux-schnell"].licence == "Apache-2.0"
+    assert PRESETS["flux-schnell"].licence == "Apache-2.0"
     assert "Non-Commercial" in PRESETS["flux-dev"].licence
     one_error(
         flux_render(tiny_flux_model, tmp_path / "s", "a person", "--scheduler", "ddim"), "flow-matching"
@@ -98,6 +95,22 @@ def test_flux_render_defaults_and_scheduler_refusal(tiny_flux_model: Path, tmp_p
             flux_render(tiny_flux_model, tmp_path / out, prompt, "--negative", "blur"), "ignores"
         )
         assert line.startswith("error: --negative: FLUX.1") and not (tmp_path / out).exists()
+
+
+def test_a_schnell_like_flux_gets_4_steps_without_guidance_whatever_names_it(tmp_path: Path) -> None:
+    """A folder (or hub id) whose transformer has no guidance input samples as FLUX.1-schnell: 4 steps,
+    guidance 0, not dev's 28 at 3.5; --steps still wins."""
+    from sid.testing import save_tiny, tiny_flux_pipeline
+
+    model = save_tiny(tiny_flux_pipeline(guided=False), tmp_path / "schnell")
+    args = ["render", "a person", "--model", str(model), "--device", "cpu", "--seed", "1", "--size", "64x64"]
+    for extra, expected in (([], (4, 0.0)), (["--steps", "2"], (2, 0.0))):
+        out = tmp_path / f"o{len(extra)}"
+        result = runner.invoke(app, [*args, "-o", str(out), "--json", *extra])
+        assert result.exit_code == 0, result.output
+        (row,) = json.loads(result.stdout)
+        settings = json.loads(Image.open(row["path"]).text["sid"])["settings"]
+        assert (settings["steps"], settings["guidance"]) == expected
 
 
 def test_flux_identity_renders_and_its_diffusers_export_gives_the_same_image(
