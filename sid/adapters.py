@@ -114,6 +114,13 @@ class Adapter:
         return side, side
 
     @classmethod
+    def prompt_reader(cls, pipe: Any) -> tuple[Any, int] | None:
+        """The tokenizer of the encoder whose token sequence the denoiser reads, and how many tokens
+        (start and end included) the pipeline gives it: CLIP's 77; None without a tokenizer."""
+        tokenizer = getattr(pipe, "tokenizer", None)
+        return None if tokenizer is None else (tokenizer, int(tokenizer.model_max_length))
+
+    @classmethod
     def guided(cls, pipe: Any) -> bool:
         """Whether the model samples with guidance; False for one distilled to sample without it
         (FLUX.1-schnell, whose transformer has no guidance input): it gets its family's few steps."""
@@ -346,6 +353,11 @@ class FluxAdapter(Adapter):
         return side, side
 
     @classmethod
+    def prompt_reader(cls, pipe: Any) -> tuple[Any, int] | None:
+        """T5 and its 512 tokens: CLIP, cut at 77 as in every FLUX tool, gives only the pooled vector."""
+        return pipe.tokenizer_2, cls.T5_LENGTH
+
+    @classmethod
     def guided(cls, pipe: Any) -> bool:
         return bool(pipe.transformer.config.guidance_embeds)  # FLUX.1-dev's; schnell has none
 
@@ -451,6 +463,12 @@ def adapter_for(pipe: Any) -> type[Adapter]:
 def fits_any(pipe: Any) -> bool:
     """Whether some adapter drives ``pipe`` (a text-to-image pipeline of a family sid knows)."""
     return any(cls.fits(pipe) for cls in ADAPTERS.values())
+
+
+def layout_of(pipe: Any) -> type[Adapter]:
+    """The adapter to ask about a pipeline's layout: its own, else the base class's defaults (a video
+    model's pipeline, which no adapter drives)."""
+    return adapter_for(pipe) if fits_any(pipe) else Adapter
 
 
 def load_dtypes(amp_dtype: torch.dtype | None) -> dict[str, torch.dtype] | None:

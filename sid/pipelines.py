@@ -210,9 +210,9 @@ def offline() -> bool:
 def native_size(pipe: Any) -> tuple[int, int]:
     """(width, height) a pipeline was trained at, as its family's adapter reads it; a pipeline no
     adapter drives (a video model's) as the base adapter reads it: its UNet's side times the VAE's factor."""
-    from sid.adapters import Adapter, adapter_for, fits_any
+    from sid.adapters import layout_of
 
-    return (adapter_for(pipe) if fits_any(pipe) else Adapter).native_size(pipe)
+    return layout_of(pipe).native_size(pipe)
 
 
 def pick_device(device: str = "auto") -> str:

@@ -194,18 +194,24 @@ def prepare(
 
 
 def warn_if_cut(pipe: Any, text: str, warn: Callable[[str], None] | None) -> None:
-    """Say so when the text encoder will not read the whole prompt: diffusers cuts it at the tokenizer's
-    limit (77 CLIP tokens, an identity counting as its vectors) with a log line sid keeps quiet."""
-    tokenizer = getattr(pipe, "tokenizer", None)
-    if warn is None or tokenizer is None:
+    """Say so when the encoder that carries the prompt's token sequence will not read all of it:
+    diffusers cuts it at that encoder's limit (CLIP's 77 tokens; FLUX's T5, 512), an identity counting
+    as its vectors, with a log line sid keeps quiet. The adapter says which encoder that is."""
+    if warn is None:
         return
+    from sid.adapters import layout_of
+
+    reader = layout_of(pipe).prompt_reader(pipe)
+    if reader is None:
+        return
+    tokenizer, limit = reader
     if hasattr(pipe, "maybe_convert_prompt"):  # an identity's token -> its K vector tokens
         text = pipe.maybe_convert_prompt(text, tokenizer)
-    count, limit = len(tokenizer(text, verbose=False).input_ids), tokenizer.model_max_length
-    if count > limit:  # both count the start and end tokens
+    count, special = len(tokenizer(text, verbose=False).input_ids), tokenizer.num_special_tokens_to_add()
+    if count > limit:  # both count the special tokens (CLIP's start and end, T5's end)
         warn(
-            f"the prompt is {count - 2} tokens long: the text encoder reads the first {limit - 2}, "
-            "the rest is cut"
+            f"the prompt is {count - special} tokens long: the text encoder reads the first "
+            f"{limit - special}, the rest is cut"
         )
 
 

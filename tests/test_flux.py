@@ -113,6 +113,22 @@ def test_a_schnell_like_flux_gets_4_steps_without_guidance_whatever_names_it(tmp
         assert (settings["steps"], settings["guidance"]) == expected
 
 
+def test_a_long_prompt_is_cut_where_flux_t5_stops_not_at_clips_77(tiny_flux_model: Path) -> None:
+    """FLUX's T5 carries the prompt's sequence and reads 512 tokens (its end token included): a prompt
+    past CLIP's 77 is no warning, one past 511 says the T5's numbers, counting an identity's vectors."""
+    from sid.pipelines import load_pipeline
+    from sid.prompts import load_identities
+    from sid.render import warn_if_cut
+
+    pipe, _ = load_pipeline(str(tiny_flux_model), device="cpu", dtype="fp32")
+    load_identities(pipe, [store_flux_identity()])
+    notes: list[str] = []
+    warn_if_cut(pipe, " ".join(["person"] * 100), notes.append)  # 300 T5 tokens, 100 CLIP tokens
+    assert notes == []
+    warn_if_cut(pipe, "<sid-fl> " + " ".join(["person"] * 170), notes.append)  # 2 + 510 T5 tokens
+    assert notes == ["the prompt is 512 tokens long: the text encoder reads the first 511, the rest is cut"]
+
+
 def test_flux_identity_renders_and_its_diffusers_export_gives_the_same_image(
     tiny_flux_model: Path, tmp_path: Path
 ) -> None:
