@@ -114,6 +114,19 @@ class Adapter:
         return side, side
 
     @classmethod
+    def prompt_reader(cls, pipe: Any) -> tuple[Any, int] | None:
+        """The tokenizer of the encoder whose token sequence the denoiser reads, and how many tokens
+        (start and end included) the pipeline gives it: CLIP's 77; None without a tokenizer."""
+        tokenizer = getattr(pipe, "tokenizer", None)
+        return None if tokenizer is None else (tokenizer, int(tokenizer.model_max_length))
+
+    @classmethod
+    def guided(cls, pipe: Any) -> bool:
+        """Whether the model samples with guidance; False for one distilled to sample without it
+        (FLUX.1-schnell, whose transformer has no guidance input): it gets its family's few steps."""
+        return True
+
+    @classmethod
     def side_multiple(cls, pipe: Any) -> int:
         """What an image side must be a multiple of: the VAE's factor (FLUX packs 2x2 latents: twice it)."""
         return int(pipe.vae_scale_factor)
@@ -323,8 +336,8 @@ class FluxAdapter(Adapter):
         side = self.resolution // int(pipe.vae_scale_factor)  # latent side
         self.image_seq_len = (side // 2) ** 2
         self.sigmas = flow.sigma_table(pipe.scheduler.config, self.image_seq_len).to(device)
-        distilled = self.denoiser.config.guidance_embeds  # dev: a guidance input; schnell: none
-        self.guidance = torch.full((1,), flow.FLUX_GUIDANCE, device=device) if distilled else None
+        guided = self.guided(pipe)  # dev: a guidance input; schnell: none
+        self.guidance = torch.full((1,), flow.FLUX_GUIDANCE, device=device) if guided else None
         self.txt_ids = flow.text_ids(self.T5_LENGTH, device)
         self.img_ids = {(side, side): flow.image_ids(side, side, device)}  # made here: no copy in a graph
 
@@ -338,6 +351,15 @@ class FluxAdapter(Adapter):
         """FluxPipeline's default size: its default latent side (128) times the VAE's factor: 1024²."""
         side = int(pipe.default_sample_size) * int(pipe.vae_scale_factor)
         return side, side
+
+    @classmethod
+    def prompt_reader(cls, pipe: Any) -> tuple[Any, int] | None:
+        """T5 and its 512 tokens: CLIP, cut at 77 as in every FLUX tool, gives only the pooled vector."""
+        return pipe.tokenizer_2, cls.T5_LENGTH
+
+    @classmethod
+    def guided(cls, pipe: Any) -> bool:
+        return bool(pipe.transformer.config.guidance_embeds)  # FLUX.1-dev's; schnell has none
 
     @classmethod
     def side_multiple(cls, pipe: Any) -> int:
@@ -441,6 +463,12 @@ def adapter_for(pipe: Any) -> type[Adapter]:
 def fits_any(pipe: Any) -> bool:
     """Whether some adapter drives ``pipe`` (a text-to-image pipeline of a family sid knows)."""
     return any(cls.fits(pipe) for cls in ADAPTERS.values())
+
+
+def layout_of(pipe: Any) -> type[Adapter]:
+    """The adapter to ask about a pipeline's layout: its own, else the base class's defaults (a video
+    model's pipeline, which no adapter drives)."""
+    return adapter_for(pipe) if fits_any(pipe) else Adapter
 
 
 def load_dtypes(amp_dtype: torch.dtype | None) -> dict[str, torch.dtype] | None:

@@ -46,7 +46,12 @@ class Family:
     export_keys: Mapping[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
     render_steps: int | None = None  # sid render's default steps on this family (None: sid's default)
     render_guidance: float | None = None  # and guidance (FLUX.1-dev's distilled guidance input)
+    # steps of its models distilled to sample without guidance (FLUX.1-schnell: no guidance input)
+    unguided_steps: int | None = None
     own_sampler: bool = False  # render with the model's own scheduler, not sid's --scheduler choice
+    # whether its pipelines use a negative prompt at sid's guidance (FLUX.1's distilled guidance: only
+    # with a second, "true" CFG pass that sid does not run)
+    takes_negative: bool = True
     adapter: str = ""  # how sid drives its pipelines: a key of sid.adapters.ADAPTERS ("": the one that fits)
 
     def at_widths(self, widths: tuple[int, ...]) -> Family:
@@ -123,7 +128,9 @@ FAMILIES: tuple[Family, ...] = (
         export_keys={"diffusers": ("clip_l", "t5"), "comfyui": ("clip_l", "t5xxl")},
         render_steps=28,
         render_guidance=3.5,
+        unguided_steps=4,
         own_sampler=True,
+        takes_negative=False,
         adapter="flux",
     ),
 )

@@ -11,6 +11,6 @@ TOOLS: dict[str, tuple[str, str]] = {
     "AUTOMATIC1111 / Forge": ("a1111", "put the file in embeddings/; its name is the trigger word"),
     "ComfyUI": ("comfyui", 'put it in models/embeddings/; prompt "embedding:NAME"'),
     "InvokeAI": ("invokeai", "install it as an embedding; InvokeAI refuses the diffusers and sid layouts"),
-    "diffusers": ("diffusers", "pipe.load_textual_inversion(file); SDXL: one call per encoder, see below"),
+    "diffusers": ("diffusers", "pipe.load_textual_inversion(file); SDXL, FLUX: one call per encoder"),
     "sid": ("sid", "sid import: vectors, metadata and the face thumbnail"),
 }

@@ -38,7 +38,6 @@ class Preset:
     candidates: tuple[str, ...]  # hub ids (or folders), tried in order
     resolution: int  # native image size
     controlnets: dict[str, str] = field(default_factory=dict)  # control type -> hub id (config overrides)
-    render_steps: int | None = None  # sid render's default steps where the preset differs from its family
     licence: str | None = None  # a licence to tell the user about (sid doctor, docs)
 
 
@@ -70,7 +69,7 @@ PRESETS: dict[str, Preset] = {
         "License: images and identities made with it are for non-commercial use",
     ),
     "flux-schnell": _builtin(
-        "flux-schnell", ("black-forest-labs/FLUX.1-schnell",), 1024, render_steps=4, licence="Apache-2.0"
+        "flux-schnell", ("black-forest-labs/FLUX.1-schnell",), 1024, licence="Apache-2.0"
     ),
 }
 DEFAULT_PRESET = "sd21"
@@ -211,9 +210,9 @@ def offline() -> bool:
 def native_size(pipe: Any) -> tuple[int, int]:
     """(width, height) a pipeline was trained at, as its family's adapter reads it; a pipeline no
     adapter drives (a video model's) as the base adapter reads it: its UNet's side times the VAE's factor."""
-    from sid.adapters import Adapter, adapter_for, fits_any
+    from sid.adapters import layout_of
 
-    return (adapter_for(pipe) if fits_any(pipe) else Adapter).native_size(pipe)
+    return layout_of(pipe).native_size(pipe)
 
 
 def pick_device(device: str = "auto") -> str:

@@ -98,20 +98,25 @@ def recipe_for(identities: list[Identity]) -> RenderRecipe:
 
 
 def with_recipe(
-    cfg: RenderConfig, identities: list[Identity], family: Family | None = None, preset: Any = None
+    cfg: RenderConfig, identities: list[Identity], family: Family | None = None, guided: bool = True
 ) -> RenderConfig:
     """``cfg`` with scheduler, steps and guidance filled in, first found wins: the flag, the config
     file's ``[render]`` table (``steps``, ``guidance``, ``scheduler``), the recipe. A ``family`` that
-    samples its own way (FLUX.1) has its own recipe (``preset``: FLUX.1-schnell's 4 steps) and keeps
-    its scheduler (None; ``--scheduler`` is refused); else ``recipe_for(identities)``. ``family`` is
-    None before the model loads."""
+    samples its own way (FLUX.1) has its own recipe (not ``guided``: FLUX.1-schnell's 4 steps) and keeps
+    its scheduler (None; ``--scheduler`` is refused); else ``recipe_for(identities)``. ``--negative``
+    is refused on a family whose pipelines ignore it. ``family`` is None before the model loads."""
     own = family is not None and family.own_sampler
     if own and cfg.scheduler is not None:
         raise BadInput(
             f"--scheduler {cfg.scheduler}: {family.name} samples with its own flow-matching scheduler",
             "drop --scheduler",
         )
-    recipe = family_recipe(family, preset) if own else recipe_for(identities)
+    if family is not None and cfg.negative and not family.takes_negative:
+        raise BadInput(
+            f"--negative: {family.name} ignores a negative prompt (its guidance is distilled into the model)",
+            "drop --negative and say what you want in the prompt",
+        )
+    recipe = family_recipe(family, guided) if own else recipe_for(identities)
     kinds = (
         {"steps": int, "guidance": (int, float)}
         if own
@@ -126,11 +131,15 @@ def with_recipe(
     return replace(cfg, **filled)
 
 
-def family_recipe(family: Family, preset: Any = None) -> RenderRecipe:
-    """The recipe of a family that samples its own way: its steps (a preset's where it differs) and
-    guidance, sid's default where it has none; the scheduler is the model's own."""
+def family_recipe(family: Family, guided: bool = True) -> RenderRecipe:
+    """The recipe of a family that samples its own way: its steps and guidance, sid's default where it
+    has none; a model distilled to sample without guidance (not ``guided``: FLUX.1-schnell, whatever
+    ``--model`` named it) takes the family's few unguided steps and guidance 0. The scheduler is the
+    model's own."""
     default = RENDER_RECIPES["default"]
-    steps = getattr(preset, "render_steps", None) or family.render_steps or default.steps
+    if not guided:
+        return RenderRecipe(default.scheduler, family.unguided_steps or default.steps, 0.0)
+    steps = family.render_steps or default.steps
     guidance = default.guidance if family.render_guidance is None else family.render_guidance
     return RenderRecipe(default.scheduler, steps, guidance)
 
@@ -185,18 +194,24 @@ def prepare(
 
 
 def warn_if_cut(pipe: Any, text: str, warn: Callable[[str], None] | None) -> None:
-    """Say so when the text encoder will not read the whole prompt: diffusers cuts it at the tokenizer's
-    limit (77 CLIP tokens, an identity counting as its vectors) with a log line sid keeps quiet."""
-    tokenizer = getattr(pipe, "tokenizer", None)
-    if warn is None or tokenizer is None:
+    """Say so when the encoder that carries the prompt's token sequence will not read all of it:
+    diffusers cuts it at that encoder's limit (CLIP's 77 tokens; FLUX's T5, 512), an identity counting
+    as its vectors, with a log line sid keeps quiet. The adapter says which encoder that is."""
+    if warn is None:
         return
+    from sid.adapters import layout_of
+
+    reader = layout_of(pipe).prompt_reader(pipe)
+    if reader is None:
+        return
+    tokenizer, limit = reader
     if hasattr(pipe, "maybe_convert_prompt"):  # an identity's token -> its K vector tokens
         text = pipe.maybe_convert_prompt(text, tokenizer)
-    count, limit = len(tokenizer(text, verbose=False).input_ids), tokenizer.model_max_length
-    if count > limit:  # both count the start and end tokens
+    count, special = len(tokenizer(text, verbose=False).input_ids), tokenizer.num_special_tokens_to_add()
+    if count > limit:  # both count the special tokens (CLIP's start and end, T5's end)
         warn(
-            f"the prompt is {count - 2} tokens long: the text encoder reads the first {limit - 2}, "
-            "the rest is cut"
+            f"the prompt is {count - special} tokens long: the text encoder reads the first "
+            f"{limit - special}, the rest is cut"
         )
 
 
@@ -265,6 +280,7 @@ def load_render_pipeline(
 ) -> tuple[Any, Any, RenderConfig]:
     """The base pipeline (wrapped as a ControlNet pipeline when --control is given) with its sampler,
     and ``cfg`` with the recipe for the model's family and ``identities`` filled in."""
+    from sid.adapters import adapter_for
     from sid.pipelines import load_pipeline
 
     pipe, spec = load_pipeline(cfg.model, device=cfg.device, dtype=cfg.dtype)
@@ -272,7 +288,7 @@ def load_render_pipeline(
         from sid.control import with_controlnet
 
         pipe = with_controlnet(pipe, spec, cfg.control_type, cfg.controlnet)
-    cfg = with_recipe(cfg, identities or [], family_of_pipeline(pipe), spec.preset)
+    cfg = with_recipe(cfg, identities or [], family_of_pipeline(pipe), adapter_for(pipe).guided(pipe))
     limits.check_all("render", {"steps": cfg.steps})
     set_scheduler(pipe, cfg.scheduler)
     return pipe, spec, cfg

@@ -275,8 +275,11 @@ def tiny_t5_encoder(width: int = T5_WIDTH, seed: int = 0) -> Any:
     return T5EncoderModel(config).eval()
 
 
-def tiny_flux_transformer(clip_width: int = 32, t5_width: int = T5_WIDTH, seed: int = 0) -> Any:
-    """A FluxTransformer2DModel with one double and one single block, guidance-distilled as FLUX.1-dev."""
+def tiny_flux_transformer(
+    clip_width: int = 32, t5_width: int = T5_WIDTH, seed: int = 0, guided: bool = True
+) -> Any:
+    """A FluxTransformer2DModel with one double and one single block, guidance-distilled as FLUX.1-dev
+    (not ``guided``: no guidance input, as FLUX.1-schnell)."""
     import torch
     from diffusers import FluxTransformer2DModel
 
@@ -290,14 +293,14 @@ def tiny_flux_transformer(clip_width: int = 32, t5_width: int = T5_WIDTH, seed: 
         num_attention_heads=2,
         joint_attention_dim=t5_width,
         pooled_projection_dim=clip_width,
-        guidance_embeds=True,
+        guidance_embeds=guided,
         axes_dims_rope=(4, 6, 6),
     )
 
 
-def tiny_flux_pipeline(seed: int = 0, widths: tuple[int, int] = (32, T5_WIDTH)) -> Any:
+def tiny_flux_pipeline(seed: int = 0, widths: tuple[int, int] = (32, T5_WIDTH), guided: bool = True) -> Any:
     """A FluxPipeline: tiny CLIP (pooled) and T5 encoders of ``widths``, FLUX.1-dev's scheduler config
-    (dynamic shift) and a 4-channel VAE with FLUX's scale and shift."""
+    (dynamic shift) and a 4-channel VAE with FLUX's scale and shift (not ``guided``: schnell's layout)."""
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
 
     vae = tiny_vae(seed, scaling_factor=FLUX_VAE_SCALING_FACTOR)
@@ -313,11 +316,12 @@ def tiny_flux_pipeline(seed: int = 0, widths: tuple[int, int] = (32, T5_WIDTH)) 
     return FluxPipeline(
         scheduler=scheduler,
         vae=vae,
-        text_encoder=tiny_text_encoder(widths[0], seed),
+        # FLUX.1's CLIP-L config (openai/clip-vit-large-patch14's) carries the legacy eos_token_id 2 too
+        text_encoder=tiny_text_encoder(widths[0], seed, eos_token_id=2),
         tokenizer=clip_tokenizer(),
         text_encoder_2=tiny_t5_encoder(widths[1], seed + 1),
         tokenizer_2=t5_tokenizer(),
-        transformer=tiny_flux_transformer(*widths, seed),
+        transformer=tiny_flux_transformer(*widths, seed, guided),
     )
 
 

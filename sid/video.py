@@ -287,7 +287,11 @@ def plan_video(
     if cfg.video_model:
         backend, spec, size = video_model_backend(cfg.video_model)
     elif not identities:
-        backend = (ANIMATEDIFF_SDXL if base_family(cfg.model) == SDXL else ANIMATEDIFF) if cfg.model else T2V
+        family = base_family(cfg.model) if cfg.model else None
+        if family is not None and family.denoiser:  # AnimateDiff takes no FLUX base: the family's video model
+            backend = family.video
+        else:
+            backend = (ANIMATEDIFF_SDXL if family == SDXL else ANIMATEDIFF) if cfg.model else T2V
         preset = VIDEO_PRESETS[DEFAULT_VIDEO[backend]]
         spec, size = ModelSpec(preset.name, preset.candidates), preset.size
     else:
@@ -315,6 +319,7 @@ def plan_video(
 
     base = cfg.model or model_for_identities(identities, warn) or DEFAULT_BASE[backend]
     family = base_family(base)
+    check_motion_base(family, base)
     motion = family.video if family is not None and family.video in DEFAULT_BASE else None
     if motion is not None and motion != backend:  # an SD 1.5 adapter on SDXL, or the other way round
         if spec.label in VIDEO_PRESETS:
@@ -374,6 +379,16 @@ def load_video_pipeline(
     return pipe.to(dev)
 
 
+def check_motion_base(family: Family | None, base: str) -> None:
+    """AnimateDiff's motion modules go into a UNet: refuse a base known by another denoiser (FLUX.1)."""
+    if family is not None and family.denoiser:
+        own = f"drop --model: sid video makes {family.name} clips with {family.video}" if family.video else ""
+        raise BadInput(
+            f"AnimateDiff animates UNet base models, and {base} is {family.name} ({family.denoiser})",
+            own or "pass an SD 1.x or SDXL --model",
+        )
+
+
 def motion_backend(pipe: Any) -> str:
     """The AnimateDiff backend a loaded base model's layout takes: SDXL's (two text encoders) or SD
     1.x's. A folder or hub-id base is only known once loaded, so this, not the plan, has the last word."""
@@ -389,6 +404,7 @@ def _animatediff(plan: VideoPlan, torch_dtype: Any, warn: Callable[[str], None] 
 
     base = load_from_candidates(resolve_model(plan.base), dtype=torch_dtype)
     family = family_of_pipeline(base)
+    check_motion_base(family, plan.base)
     sdxl = motion_backend(base) == ANIMATEDIFF_SDXL
     if family == SD2 and warn is not None:
         warn(

@@ -70,18 +70,15 @@ def test_flux_and_sd_identities_are_refused_on_each_others_models(
 
 
 def test_flux_render_defaults_and_scheduler_refusal(tiny_flux_model: Path, tmp_path: Path) -> None:
-    """No --steps: FLUX.1-dev's 28 (schnell's 4 from its preset); guidance 3.5; its own sampler."""
-    from sid.families import FLUX
+    """No --steps: FLUX.1-dev's 28 at guidance 3.5 (a schnell-like model: below); its own sampler."""
     from sid.pipelines import PRESETS
-    from sid.render import RenderConfig, with_recipe
 
     args = ["render", "a person", "--model", str(tiny_flux_model), "--device", "cpu", "--seed", "1"]
     result = runner.invoke(app, [*args, "--size", "64x64", "-o", str(tmp_path), "--json"])
     (row,) = json.loads(result.stdout)
     settings = json.loads(Image.open(row["path"]).text["sid"])["settings"]
     assert (settings["steps"], settings["guidance"], settings["scheduler"]) == (28, 3.5, None)
-    schnell = with_recipe(RenderConfig("x"), [], FLUX, PRESETS["flux-schnell"])
-    assert schnell.steps == 4 and PRESETS["flux-schnell"].licence == "Apache-2.0"
+    assert PRESETS["flux-schnell"].licence == "Apache-2.0"
     assert "Non-Commercial" in PRESETS["flux-dev"].licence
     one_error(
         flux_render(tiny_flux_model, tmp_path / "s", "a person", "--scheduler", "ddim"), "flow-matching"
@@ -90,14 +87,54 @@ def test_flux_render_defaults_and_scheduler_refusal(tiny_flux_model: Path, tmp_p
         flux_render(tiny_flux_model, tmp_path / "m", "a person", "--size", "72x64"), "multiples of 16"
     )
     assert "try 64x64" in line and not (tmp_path / "m").exists()
+    # FluxPipeline reads negative_prompt only with true_cfg_scale > 1: refused, not recorded as used;
+    # before loading when an identity names the family, once loaded otherwise
+    store_flux_identity()
+    for prompt, out in (("fl as a knight", "n1"), ("a person", "n2")):
+        line = one_error(
+            flux_render(tiny_flux_model, tmp_path / out, prompt, "--negative", "blur"), "ignores"
+        )
+        assert line.startswith("error: --negative: FLUX.1") and not (tmp_path / out).exists()
+
+
+def test_a_schnell_like_flux_gets_4_steps_without_guidance_whatever_names_it(tmp_path: Path) -> None:
+    """A folder (or hub id) whose transformer has no guidance input samples as FLUX.1-schnell: 4 steps,
+    guidance 0, not dev's 28 at 3.5; --steps still wins."""
+    from sid.testing import save_tiny, tiny_flux_pipeline
+
+    model = save_tiny(tiny_flux_pipeline(guided=False), tmp_path / "schnell")
+    args = ["render", "a person", "--model", str(model), "--device", "cpu", "--seed", "1", "--size", "64x64"]
+    for extra, expected in (([], (4, 0.0)), (["--steps", "2"], (2, 0.0))):
+        out = tmp_path / f"o{len(extra)}"
+        result = runner.invoke(app, [*args, "-o", str(out), "--json", *extra])
+        assert result.exit_code == 0, result.output
+        (row,) = json.loads(result.stdout)
+        settings = json.loads(Image.open(row["path"]).text["sid"])["settings"]
+        assert (settings["steps"], settings["guidance"]) == expected
+
+
+def test_a_long_prompt_is_cut_where_flux_t5_stops_not_at_clips_77(tiny_flux_model: Path) -> None:
+    """FLUX's T5 carries the prompt's sequence and reads 512 tokens (its end token included): a prompt
+    past CLIP's 77 is no warning, one past 511 says the T5's numbers, counting an identity's vectors."""
+    from sid.pipelines import load_pipeline
+    from sid.prompts import load_identities
+    from sid.render import warn_if_cut
+
+    pipe, _ = load_pipeline(str(tiny_flux_model), device="cpu", dtype="fp32")
+    load_identities(pipe, [store_flux_identity()])
+    notes: list[str] = []
+    warn_if_cut(pipe, " ".join(["person"] * 100), notes.append)  # 300 T5 tokens, 100 CLIP tokens
+    assert notes == []
+    warn_if_cut(pipe, "<sid-fl> " + " ".join(["person"] * 170), notes.append)  # 2 + 510 T5 tokens
+    assert notes == ["the prompt is 512 tokens long: the text encoder reads the first 511, the rest is cut"]
 
 
 def test_flux_identity_renders_and_its_diffusers_export_gives_the_same_image(
     tiny_flux_model: Path, tmp_path: Path
 ) -> None:
     """The identity changes the render; diffusers, loading the export's clip_l and t5 tensors the way
-    its FLUX textual-inversion docs do, draws the very same image; ComfyUI's file (clip_l, t5xxl)
-    imports back to the same render; A1111 (no FLUX) is refused."""
+    its FLUX textual-inversion docs do and pooling CLIP at the end token, draws the very same image;
+    ComfyUI's file (clip_l, t5xxl) imports back to the same render; A1111 (no FLUX) is refused."""
     import torch
     from diffusers import FluxPipeline
     from safetensors.torch import load_file
@@ -120,16 +157,24 @@ def test_flux_identity_renders_and_its_diffusers_export_gives_the_same_image(
     pipe.load_textual_inversion(
         state_dict["t5"], token=tokens, text_encoder=pipe.text_encoder_2, tokenizer=pipe.tokenizer_2
     )
-    generator = torch.Generator("cpu").manual_seed(1)
-    image = pipe(
-        "<s0><s1> as a knight",
-        num_inference_steps=2,
-        guidance_scale=3.5,
-        width=64,
-        height=64,
-        generator=generator,
-    )
-    np.testing.assert_array_equal(with_id, np.asarray(image.images[0]))
+
+    def draw() -> np.ndarray:
+        generator = torch.Generator("cpu").manual_seed(1)
+        image = pipe(
+            "<s0><s1> as a knight",
+            num_inference_steps=2,
+            guidance_scale=3.5,
+            width=64,
+            height=64,
+            generator=generator,
+        )
+        return np.asarray(image.images[0])
+
+    # the config's legacy eos_token_id 2 pools the pooled CLIP vector at the identity's token: not sid's image
+    clip = getattr(pipe.text_encoder, "text_model", pipe.text_encoder)  # transformers 4 / 5
+    assert clip.eos_token_id == 2 and not np.array_equal(with_id, draw())
+    clip.eos_token_id = pipe.tokenizer.eos_token_id  # docs/formats.md's line
+    np.testing.assert_array_equal(with_id, draw())
 
     comfy = tmp_path / "comfy" / "fl.safetensors"
     comfy.parent.mkdir()
@@ -329,6 +374,25 @@ def test_sid_video_puts_a_flux_identitys_t5_half_into_ltx_video(tmp_path: Path) 
     assert not np.array_equal(*frames)
     line = one_error(video(other, "fl dancing", "c.gif"), "T5")
     assert "not the one fl was learned with" in line and not (tmp_path / "c.gif").exists()
+
+
+def test_sid_video_on_a_flux_base_without_identity_is_ltx_video_not_animatediff(
+    tiny_flux_model: Path, tmp_path: Path
+) -> None:
+    """--model flux-dev alone plans FLUX's own video model; AnimateDiff on a FLUX base (a preset before
+    loading, a folder once its denoiser shows) is one line naming both, nothing written."""
+    from sid.errors import BadInput
+    from sid.video import VideoConfig, plan_video
+
+    notes: list[str] = []
+    plan = plan_video(VideoConfig("a person dancing", model="flux-dev"), [], notes.append)
+    assert plan.backend == "ltx-video" and plan.base is None and "used as a whole" in notes[0]
+    with pytest.raises(BadInput, match="AnimateDiff animates UNet base models, and flux-dev is FLUX.1"):
+        plan_video(VideoConfig("a person", model="flux-dev", video_model="animatediff"), [])
+    args = ["video", "a person", "--model", str(tiny_flux_model), "--video-model", "animatediff"]
+    out = tmp_path / "v.gif"
+    line = one_error(runner.invoke(app, [*args, "--device", "cpu", "-o", str(out)]), "is FLUX.1")
+    assert "AnimateDiff animates UNet base models" in line and not out.exists()
 
 
 def test_doctor_says_flux_dev_is_gated_and_non_commercial() -> None:
