@@ -345,10 +345,16 @@ def test_gpu_dry_run_covers_flux(facepack, face_photos, tmp_path, capsys):
     learn = json.loads((out / "learn-tiny-flux-cpu.json").read_text())
     default, low = learn["runs"]
     assert (default["low_vram"], low["low_vram"]) == (False, True)
-    assert low["memory"] == "gradient checkpointing of the transformer"
+    both = ["transformer", "text_encoder_2"]
+    assert (
+        low["memory"] == {"gradient_checkpointing": both, "float8_e4m3fn": both} and default["memory"] == {}
+    )
+    assert 0 < low["weights_gb"] < default["weights_gb"]  # float8 at rest
     for run in (default, low):
         assert run["step_ms_median"] > 0 and run["floor_ms_median"] > 0 and run["peak_mem_gb"] > 0
         assert run["projected_default_s"] > run["setup_s"]
     render = json.loads((out / "render-tiny-flux-cpu.json").read_text())
     assert render["image_s_median"] > 0 and render["steps"] == 2
-    assert "target learn-flux" in table
+    assert "target learn-flux low_vram=False projected_default_s <= 180" in table
+    low_target = next(line for line in table.splitlines() if "low_vram=True peak_mem_gb <= 24" in line)
+    assert f"{low['peak_mem_gb']:.3g}, " in low_target  # the --low-vram run's peak, not the default's
