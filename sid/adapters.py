@@ -377,7 +377,7 @@ class FluxAdapter(Adapter):
         up-cast weights until T5's backward (more than T5 in bf16), so float8 would save nothing there."""
         super().save_memory()
         t5 = self.pipe.text_encoder_2
-        t5.activation_checkpointing_enable({"use_reentrant": False})
+        t5.gradient_checkpointing_enable({"use_reentrant": False})  # the name every transformers 5.x has
         for block in t5.encoder.block:  # transformers recomputes a layer only in training mode: the block's
             block.training = True  # own flag asks only that (its dropout and attention stay in eval)
         self.memory["gradient_checkpointing"].append("text_encoder_2")
