@@ -211,6 +211,7 @@ def learn_run(args: argparse.Namespace, pipe: Any, device: str, low_vram: bool) 
     return {
         "low_vram": low_vram,
         "memory": model.memory,
+        "weights_gb": weights_gb(model.pipe),  # the frozen weights at rest (float8 under --low-vram)
         "step_ms_median": step,
         "floor_ms_median": floor,
         "step_over_floor": step / floor,
@@ -222,6 +223,13 @@ def learn_run(args: argparse.Namespace, pipe: Any, device: str, low_vram: bool) 
         "projected_default_s": setup_s + recipe * step / 1e3,
         "resolution": model.resolution,
     }
+
+
+def weights_gb(pipe: Any) -> float:
+    """Gigabytes of every module's weights and buffers in the pipeline, in the dtypes they rest in."""
+    modules = [m for m in pipe.components.values() if hasattr(m, "parameters")]
+    tensors = [t for m in modules for t in (*m.parameters(), *m.buffers())]
+    return sum(t.numel() * t.element_size() for t in tensors) / 1e9
 
 
 def render_run(args: argparse.Namespace, pipe: Any, device: str) -> dict[str, Any]:
@@ -286,6 +294,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             result.update(render_run(args, pipe, device))
         else:
             args.photo, args.face_models = require_faces(args.photo, args.face_models)
+            # the default run first: --low-vram stores the shared pipeline's weights in float8 for good
             modes = {"both": (False, True), "on": (True,), "off": (False,)}[args.low_vram]
             result["method"] = args.method
             result["runs"] = [learn_run(args, pipe, device, low) for low in modes]

@@ -234,20 +234,23 @@ NEVER_MEASURED = (
     "render-flux",
     "imports",
 )  # first, in budget
-# (result stem prefix, method, key, limit): the issue's targets (27, and 23's FLUX), checked on the GPU
+STABLEIDENTITY = {"method": "stableidentity"}  # the runs of sid's default method
+# (result stem prefix, the run's fields that pick it, key, limit): the issue's targets (27, and 23's
+# FLUX), checked on the GPU
 TARGETS = (
-    ("learn-parallel", "stableidentity", "s_per_identity_best", 3.6),  # >= 1,000 identities per hour
-    ("learn-parallel", "stableidentity", "cost_vs_k1_at_4", 0.6),
-    ("learn-parallel", "stableidentity", "loop_peak_mem_gb_at_8", 40.0),  # the bank's chunk is free memory's
-    ("learn-sd21", "stableidentity", "projected_default_s", 12.0),  # one identity inside learn(), warm
-    ("learn-sd21", "stableidentity", "projected_cli_s", 20.0),  # the sid learn command, imports included
-    ("learn-sd21", "stableidentity", "step_over_floor", 1.15),
+    ("learn-parallel", STABLEIDENTITY, "s_per_identity_best", 3.6),  # >= 1,000 identities per hour
+    ("learn-parallel", STABLEIDENTITY, "cost_vs_k1_at_4", 0.6),
+    ("learn-parallel", STABLEIDENTITY, "loop_peak_mem_gb_at_8", 40.0),  # the bank's chunk is free memory's
+    ("learn-sd21", STABLEIDENTITY, "projected_default_s", 12.0),  # one identity inside learn(), warm
+    ("learn-sd21", STABLEIDENTITY, "projected_cli_s", 20.0),  # the sid learn command, imports included
+    ("learn-sd21", STABLEIDENTITY, "step_over_floor", 1.15),
     # fits an 8 GB card: the loop's own peak (the bank's chunk grows with free memory, by design)
-    ("learn-sd21", "stableidentity", "loop_peak_mem_gb", 8.0),
-    ("bank", None, "bank_s_default", 1.0),  # 451 entries at the fastest chunk
-    ("render-sd21", None, "ratio", 1.02),
-    ("learn-flux", None, "projected_default_s", 180.0),  # issue 23: the default run (low_vram false)
-    ("learn-flux", None, "peak_mem_gb", 40.0),
+    ("learn-sd21", STABLEIDENTITY, "loop_peak_mem_gb", 8.0),
+    ("bank", {}, "bank_s_default", 1.0),  # 451 entries at the fastest chunk
+    ("render-sd21", {}, "ratio", 1.02),
+    ("learn-flux", {"low_vram": False}, "projected_default_s", 180.0),  # issue 23
+    ("learn-flux", {"low_vram": False}, "peak_mem_gb", 40.0),
+    ("learn-flux", {"low_vram": True}, "peak_mem_gb", 24.0),  # float8 weights + recompute
 )
 # the numbers the summary table shows, when a result has them
 HEADLINE = (
@@ -416,13 +419,15 @@ def summary(outcomes: list[Outcome], dry: bool) -> str:
     rows.append(identities_per_hour(outcomes))
     if dry:
         rows.append("dry run (CPU, tiny models): the targets below are for the GPU run")
-    for prefix, method, key, limit in TARGETS:
+    for prefix, where, key, limit in TARGETS:
         outcome = next((o for o in outcomes if o.part == prefix and o.status == "ok"), None)
-        runs = [r for r in runs_of(outcome.result) if method in (None, r.get("method"))] if outcome else []
+        runs = runs_of(outcome.result) if outcome else []
+        runs = [r for r in runs if all(r.get(k) == v for k, v in where.items())]
         value = runs[0].get(key) if runs and runs[0].get("speed", "default") == "default" else None
         verdict = "not measured" if value is None else ("met" if value <= limit else "MISSED")
         measured = "" if value is None else f"{value:.3g}, "
-        rows.append(f"target {prefix} {method or ''} {key} <= {limit:g}: {measured}{verdict}")
+        picked = " ".join(f"{k}={v}" for k, v in where.items())
+        rows.append(f"target {prefix} {picked} {key} <= {limit:g}: {measured}{verdict}")
     return "\n".join(rows)
 
 

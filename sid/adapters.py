@@ -70,6 +70,7 @@ class Adapter:
     key: ClassVar[str]  # the name sid.families' rows use for this adapter
     denoiser_name: ClassVar[str] = "unet"  # the pipeline component that predicts (autocast dtype)
     half_encoders: ClassVar[tuple[str, ...]] = ()  # text encoders also loaded in the autocast dtype
+    float8_components: ClassVar[tuple[str, ...]] = ()  # components --low-vram stores in float8
     controlnet_model: ClassVar[str] = "ControlNetModel"  # diffusers class name of its ControlNets
     controlnet_pipeline: ClassVar[str | None] = None  # diffusers class wrapping it with one (None: none)
     control_image_arg: ClassVar[str] = "image"  # the ControlNet pipeline's name for the control image
@@ -94,7 +95,7 @@ class Adapter:
         self.resolution = resolution or self.native_size(pipe)[0]  # training image side
         self.fingerprints = [fingerprint(enc, tok.vocab_size) for tok, enc in self.encoders]
         self.graph_predict = speed.graphs(device) == "predict"  # capture the whole prediction
-        self.memory = "default"  # what save_memory did (the identity records it)
+        self.memory: dict[str, Any] = {}  # what save_memory did (the identity records it)
         self.setup(speed)
 
     def setup(self, speed: Speedups) -> None:
@@ -192,9 +193,36 @@ class Adapter:
 
     def save_memory(self) -> None:
         """--low-vram: the denoiser recomputes its activations in the backward pass (diffusers' gradient
-        checkpointing) instead of holding them, for every family; ``memory`` records it."""
+        checkpointing) instead of holding them, for every family, and the family's largest frozen
+        components are stored in float8 (``store_float8``); ``memory`` records both."""
         self.denoiser.enable_gradient_checkpointing()
-        self.memory = f"gradient checkpointing of the {self.denoiser_name}"
+        for name in self.float8_components:
+            store_float8(getattr(self.pipe, name))
+        self.memory = {
+            "gradient_checkpointing": [self.denoiser_name],
+            "float8_e4m3fn": list(self.float8_components),
+        }
+
+
+def store_float8(module: torch.nn.Module) -> None:
+    """Store a frozen module's weights in float8_e4m3fn (1 byte a weight) and compute in its load dtype:
+    diffusers' layerwise casting up-casts each layer's weights for its forward and down-casts them after.
+
+    The backward of a layer uses the up-cast weights its forward saved (autograd keeps them alive), so
+    the saving holds only where activations are recomputed (gradient checkpointing); layers kept out:
+    diffusers' defaults (embeddings of positions and patches, norms, the outer projections) and the
+    modules the model's own code keeps in higher precision (``_keep_in_fp32_modules``: T5's ``wo``),
+    and token embeddings (sid adds the placeholder rows to them; T5's are 0.13B weights).
+    """
+    from diffusers.hooks import apply_layerwise_casting
+    from diffusers.hooks.layerwise_casting import DEFAULT_SKIP_MODULES_PATTERN
+
+    compute = next(module.parameters()).dtype
+    keep = tuple(getattr(module, "_keep_in_fp32_modules", None) or ())
+    own = tuple(getattr(module, "_skip_layerwise_casting_patterns", None) or ())
+    skip = (*DEFAULT_SKIP_MODULES_PATTERN, *keep, *own)
+    embeddings = (torch.nn.Embedding,)
+    apply_layerwise_casting(module, torch.float8_e4m3fn, compute, skip, skip_modules_classes=embeddings)
 
 
 class DDPMAdapter(Adapter):
@@ -314,6 +342,7 @@ class FluxAdapter(Adapter):
     controlnet_pipeline = "FluxControlNetPipeline"
     control_image_arg = "control_image"
     half_encoders = ("text_encoder_2",)  # T5-XXL: 19 GB in fp32, 9.5 GB in bf16
+    float8_components = ("transformer", "text_encoder_2")  # --low-vram: 12B + 4.7B weights at 1 byte
     T5_LENGTH = 512  # FluxPipeline's max_sequence_length: the T5 length sid render conditions on
     LEARN_RESOLUTION = 512  # the default training side (FLUX's native 1024² is 4x the tokens and memory)
 
@@ -364,6 +393,16 @@ class FluxAdapter(Adapter):
     @classmethod
     def side_multiple(cls, pipe: Any) -> int:
         return 2 * int(pipe.vae_scale_factor)  # 2x2 patches of the VAE's latents: 16 px
+
+    def save_memory(self) -> None:
+        """Also T5 recomputes each block in the backward: without it autograd would hold every T5 layer's
+        up-cast weights until T5's backward (more than T5 in bf16), so float8 would save nothing there."""
+        super().save_memory()
+        t5 = self.pipe.text_encoder_2
+        t5.gradient_checkpointing_enable({"use_reentrant": False})  # the name every transformers 5.x has
+        for block in t5.encoder.block:  # transformers recomputes a layer only in training mode: the block's
+            block.training = True  # own flag asks only that (its dropout and attention stay in eval)
+        self.memory["gradient_checkpointing"].append("text_encoder_2")
 
     def prompt_ids(self, templates: tuple[str, ...], token: str) -> torch.Tensor:
         """(T, 2, 512): CLIP's 77 ids padded to T5's 512 with CLIP's pad id, and T5's ids."""

@@ -423,8 +423,8 @@ def load_frozen(cfg: LearnConfig, device: str) -> Adapter:
 
 
 def frozen_model(pipe: Any, spec: Any, cfg: LearnConfig, device: str) -> Adapter:
-    """A loaded pipeline in its family's adapter as ``cfg`` asks (--low-vram's recompute, without
-    CUDA graphs); the FLUX benchmark hands it a pipeline it built on the device."""
+    """A loaded pipeline in its family's adapter as ``cfg`` asks (--low-vram: the adapter's
+    ``save_memory``, without CUDA graphs); the FLUX benchmark hands it a pipeline it built on the device."""
     speed = replace(cfg.speed, cuda_graphs="off") if cfg.low_vram else cfg.speed
     model = adapter_for(pipe)(pipe, spec, device, autocast_dtype(device, cfg.dtype), speed, cfg.resolution)
     if cfg.low_vram:
@@ -462,7 +462,7 @@ def run_settings(
         "bank_size": bank_size,
         "prior": priors[0].describe(),  # the first encoder's (SD's only one)
         "priors": {slot: p.describe() for slot, p in zip(model.family.slots, priors, strict=True)},
-        "memory": model.memory,  # what --low-vram did, if anything
+        "memory": model.memory,  # what --low-vram did: checkpointed and float8 components ({}: nothing)
         **model.settings(),  # the model's training noise
     }
 

@@ -359,7 +359,11 @@ def test_gpu_dry_run_covers_flux(facepack, face_photos, tmp_path, capsys):
     learn = json.loads((out / "learn-tiny-flux-cpu.json").read_text())
     default, low = learn["runs"]
     assert (default["low_vram"], low["low_vram"]) == (False, True)
-    assert low["memory"] == "gradient checkpointing of the transformer"
+    both = ["transformer", "text_encoder_2"]
+    assert (
+        low["memory"] == {"gradient_checkpointing": both, "float8_e4m3fn": both} and default["memory"] == {}
+    )
+    assert 0 < low["weights_gb"] < default["weights_gb"]  # float8 at rest
     for run in (default, low):
         assert run["step_ms_median"] > 0 and run["floor_ms_median"] > 0 and run["peak_mem_gb"] > 0
         assert run["projected_default_s"] > run["setup_s"]
@@ -401,3 +405,6 @@ def test_gpu_dry_run_throughput(facepack, face_photos, tmp_path, capsys):
     assert imports["import_s"] > imports["sid_s"] > 0 and imports["command_s"] > 0
     assert "torch" in imports["by_package_s"] and imports["via"]["torch"].endswith("sid.train")
     assert "sid.render" not in imports["modules_sid"]  # sid learn does not import what render needs
+    assert "target learn-flux low_vram=False projected_default_s <= 180" in table
+    low_target = next(line for line in table.splitlines() if "low_vram=True peak_mem_gb <= 24" in line)
+    assert f"{low['peak_mem_gb']:.3g}, " in low_target  # the --low-vram run's peak, not the default's

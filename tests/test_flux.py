@@ -269,9 +269,12 @@ def test_flux_loss_falls_and_both_slots_are_stored(
     assert stored.widths == SLOTS
 
 
-def test_flux_step_gives_gradients_to_the_mapper_only(flux_config) -> None:
+@pytest.mark.parametrize("low_vram", [False, True])
+def test_flux_step_gives_gradients_to_the_mapper_only(flux_config, low_vram: bool) -> None:
     """Both encoders see the vectors (CLIP through its pooled output); nothing frozen gets a gradient;
-    the bank's latents are the VAE's (sample - shift) * scale."""
+    the bank's latents are the VAE's (sample - shift) * scale. --low-vram: the transformer's and T5's
+    layers rest in float8 and the gradient still reaches the mapper through both (backward through
+    the recomputed, up-cast layers)."""
     import torch
 
     from sid.adapters import Sample
@@ -280,7 +283,9 @@ def test_flux_step_gives_gradients_to_the_mapper_only(flux_config) -> None:
     from sid.prompts import add_placeholder_tokens, inject_vectors
     from sid.train import load_frozen
 
-    model = load_frozen(flux_config(), "cpu")
+    model = load_frozen(flux_config(low_vram=low_vram), "cpu")
+    stored = {p.dtype for m in (model.denoiser, model.encoders[1][1]) for p in m.parameters()}
+    assert (torch.float8_e4m3fn in stored) == low_vram
     priors = [build_prior(tok, enc, "stableidentity") for tok, enc in model.encoders]
     mapper = build_mapper("stableidentity", 16, priors)
     placeholders = [(enc, add_placeholder_tokens(tok, enc, "<p>", 2)) for tok, enc in model.encoders]
@@ -304,18 +309,60 @@ def test_flux_step_gives_gradients_to_the_mapper_only(flux_config) -> None:
     assert vectors.grad[..., :32].abs().sum() > 0 and vectors.grad[..., 32:].abs().sum() > 0
 
 
-def test_low_vram_recomputes_activations_and_learns_the_same_vectors(face_photos: Path, flux_config) -> None:
-    """--low-vram (gradient checkpointing of the transformer) changes memory, not the result, and the
-    identity records what it did. Its memory saving is measured on a GPU only (benchmarks.gpu)."""
+def test_low_vram_stores_float8_weights_and_learns_close_vectors(face_photos: Path, flux_config) -> None:
+    """--low-vram (gradient checkpointing of the transformer, its and T5's weights at rest in float8)
+    learns: the loss is finite and falls, the vectors are near the default run's but not equal (the
+    weights are rounded to float8), and the identity records what it did. Its memory saving is
+    measured on a GPU only (benchmarks.gpu)."""
     from sid.train import learn
 
     photo = [face_photos / "obama_1.jpg"]
-    plain = learn(photo, ["plain"], flux_config(steps=3, lr=1e-3, seed=2)).identities[0]
-    low = learn(photo, ["low"], flux_config(steps=3, lr=1e-3, seed=2, low_vram=True)).identities[0]
-    assert low.settings["memory"] == "gradient checkpointing of the transformer" and low.settings["low_vram"]
-    assert plain.settings["memory"] == "default"
+    knobs = {"steps": 30, "lr": 1e-3, "batch_size": 1, "bank_size": 1, "overfit": True, "seed": 1}
+    plain = learn(photo, ["plain"], flux_config(**knobs))
+    low = learn(photo, ["low"], flux_config(**knobs, low_vram=True))
+    losses = np.array(low.losses)
+    assert np.isfinite(losses).all() and losses[-10:].mean() < losses[:10].mean(), losses
+    both = ["transformer", "text_encoder_2"]
+    memory = {"gradient_checkpointing": both, "float8_e4m3fn": both}
+    (ours,), (theirs,) = low.identities, plain.identities
+    assert ours.settings["memory"] == memory and ours.settings["low_vram"]
+    assert theirs.settings["memory"] == {}
     for slot in SLOTS:
-        np.testing.assert_allclose(low.vectors[slot], plain.vectors[slot], rtol=1e-4, atol=1e-5)
+        a, b = ours.vectors[slot].ravel(), theirs.vectors[slot].ravel()
+        gap, cosine = np.linalg.norm(a - b) / np.linalg.norm(b), a @ b / np.linalg.norm(a) / np.linalg.norm(b)
+        assert 0 < gap < 0.3 and cosine > 0.95, (slot, gap, cosine)
+
+
+def test_low_vram_forward_holds_less_for_the_backward(flux_config) -> None:
+    """What the step's forward keeps for the backward (activations, up-cast float8 weights): far less
+    with --low-vram, whose transformer and T5 recompute each block; the vectors still get a gradient."""
+    import torch
+
+    from sid.methods import RECIPES
+    from sid.prompts import add_placeholder_tokens, inject_vectors
+    from sid.train import load_frozen
+
+    def held(low_vram: bool) -> int:
+        model = load_frozen(flux_config(low_vram=low_vram), "cpu")
+        placeholders = [(enc, add_placeholder_tokens(tok, enc, "<p>", 2)) for tok, enc in model.encoders]
+        ids = model.prompt_ids(RECIPES["stableidentity"].templates[:1], "<p>")
+        saved: dict[int, int] = {}
+
+        def pack(x: torch.Tensor) -> torch.Tensor:
+            saved[x.data_ptr()] = x.numel() * x.element_size()
+            return x
+
+        vectors = torch.randn(1, 2, sum(SLOTS.values()), requires_grad=True)
+        with (
+            inject_vectors(placeholders) as slot,
+            torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x),
+        ):
+            pred = model.predictor(slot)(vectors, ids, torch.randn(1, 4, 8, 8), torch.tensor([0.5]))
+        pred.square().mean().backward()
+        assert vectors.grad.abs().sum() > 0
+        return sum(saved.values())
+
+    assert held(True) < held(False) / 4
 
 
 def test_flux_eval_and_a_prompt_with_two_identities(

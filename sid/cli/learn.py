@@ -97,7 +97,9 @@ def learn(
         False, "--resume", help="Continue an interrupted run with the same arguments."
     ),
     low_vram: bool = typer.Option(
-        False, "--low-vram", help="Less GPU memory, slower steps: the denoiser recomputes its activations."
+        False,
+        "--low-vram",
+        help="Less GPU memory, slower steps: recompute activations (FLUX: also float8 weights).",
     ),
     force: bool = typer.Option(False, "--force", help="Replace an existing identity of the same name."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
