@@ -369,7 +369,9 @@ def test_gpu_dry_run_covers_flux(facepack, face_photos, tmp_path, capsys):
         assert run["projected_default_s"] > run["setup_s"]
     render = json.loads((out / "render-tiny-flux-cpu.json").read_text())
     assert render["image_s_median"] > 0 and render["steps"] == 2
-    assert "target learn-flux" in table
+    assert "target learn-flux low_vram=False projected_default_s <= 180" in table
+    low_target = next(line for line in table.splitlines() if "low_vram=True peak_mem_gb <= 24" in line)
+    assert f"{low['peak_mem_gb']:.3g}, " in low_target  # the --low-vram run's peak, not the default's
 
 
 def test_gpu_suite_runs_what_no_gpu_measured_first_within_the_budget():
@@ -405,6 +407,3 @@ def test_gpu_dry_run_throughput(facepack, face_photos, tmp_path, capsys):
     assert imports["import_s"] > imports["sid_s"] > 0 and imports["command_s"] > 0
     assert "torch" in imports["by_package_s"] and imports["via"]["torch"].endswith("sid.train")
     assert "sid.render" not in imports["modules_sid"]  # sid learn does not import what render needs
-    assert "target learn-flux low_vram=False projected_default_s <= 180" in table
-    low_target = next(line for line in table.splitlines() if "low_vram=True peak_mem_gb <= 24" in line)
-    assert f"{low['peak_mem_gb']:.3g}, " in low_target  # the --low-vram run's peak, not the default's
