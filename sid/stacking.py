@@ -16,7 +16,6 @@ from sid.methods import RECIPES, StackedMappers, slice_state, stack_states
 
 if TYPE_CHECKING:
     from sid.losslog import LossLog
-    from sid.train import Unit
 
 
 class Mappers:
@@ -65,14 +64,15 @@ class Mappers:
         self.single_optimizers[i].load_state_dict(slice_state(self.optimizer.state_dict(), i, like))
         return self.singles[i], self.single_optimizers[i]
 
-    def save(self, units: list[Unit], gens: list[torch.Generator], logs: list[LossLog], step: int) -> None:
-        """Each unit's state, written as its run of its own would write it."""
+    def save(self, units: list[Any], gens: list[torch.Generator], logs: list[LossLog], step: int) -> None:
+        """Each unit's state (``units``: ``sid.train.Unit``s, not imported: train imports this module),
+        written as its run of its own would write it."""
         for i, unit in enumerate(units):
             mapper, optimizer = self.single(i)
             save_state(unit.ckpt, mapper, optimizer, gens[i], step, logs[i].flush(), unit.meta)
 
     @torch.no_grad()
-    def final(self, units: list[Unit], ema: bool) -> list[list[torch.Tensor]]:
+    def final(self, units: list[Any], ema: bool) -> list[list[torch.Tensor]]:
         """Each unit's stored vectors, (2, sum d) per identity: the mapper on the unaugmented face
         embedding (StableIdentity; several photos: the mean of its outputs for each) or the moving
         average of the coefficients training used, over every photo's samples (Celeb Basis, K = 1)."""
