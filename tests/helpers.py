@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 NOTES = ("warning:", "sid: ")
 
 
@@ -16,3 +19,22 @@ def one_error(result, needle: str, code: int = 1) -> str:
     assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], result.output
     assert " — " in lines[0]  # the hint
     return lines[0]
+
+
+@contextmanager
+def interrupted_at_first_checkpoint(monkeypatch) -> Iterator[None]:
+    """Inside the block a learn run writes its first checkpoint and then gets Ctrl-C (a run stopped right
+    after saving); after it, checkpoints are written as usual."""
+    import sid.stacking
+
+    real_save = sid.stacking.save_state  # what the loop's checkpoints call
+
+    def save_then_interrupt(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sid.stacking, "save_state", save_then_interrupt)
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(sid.stacking, "save_state", real_save)

@@ -11,11 +11,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-import sid.stacking
-import sid.train
 from sid.cli import app
 from sid.store import IdentityStore
-from tests.helpers import one_error
+from tests.helpers import interrupted_at_first_checkpoint, one_error
 from tests.test_store import make_identity
 
 runner = CliRunner()
@@ -25,17 +23,10 @@ NO_MODEL = "/nonexistent/model"  # a fault in the options must be found before t
 def test_a_resume_with_a_cosmetic_change_continues(
     face_photos: Path, learn_args: list[str], isolated_home: Path, monkeypatch
 ) -> None:
-    real_save = sid.stacking.save_state
-
-    def save_then_interrupt(*args, **kwargs):
-        real_save(*args, **kwargs)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(sid.stacking, "save_state", save_then_interrupt)
     args = ["learn", str(face_photos / "obama_1.jpg"), "--name", "alice", *learn_args, "--steps", "4"]
     args += ["--bank-size", "2", "--mask", "landmarks"]
-    assert runner.invoke(app, [*args, "--checkpoint-every", "2", "-q"]).exit_code == 130
-    monkeypatch.setattr(sid.stacking, "save_state", real_save)
+    with interrupted_at_first_checkpoint(monkeypatch):
+        assert runner.invoke(app, [*args, "--checkpoint-every", "2", "-q"]).exit_code == 130
     resumed = runner.invoke(app, [*args, "--checkpoint-every", "3", "--resume"])
     assert resumed.exit_code == 0, resumed.output
     assert "Resumed from step 2." in resumed.output and "starting over" not in resumed.output

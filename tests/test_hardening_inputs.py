@@ -14,11 +14,9 @@ from PIL import Image
 from safetensors.numpy import save_file
 from typer.testing import CliRunner
 
-import sid.stacking
-import sid.train
 from sid.cli import app
 from sid.store import IdentityStore, read_header
-from tests.helpers import one_error
+from tests.helpers import interrupted_at_first_checkpoint, one_error
 from tests.test_store import make_identity
 
 runner = CliRunner()
@@ -111,17 +109,10 @@ def _tampered(path: Path, how: str) -> None:
 def test_a_damaged_checkpoint_is_refused_on_resume(
     face_photos: Path, learn_args: list[str], isolated_home: Path, monkeypatch
 ) -> None:
-    real_save = sid.stacking.save_state
-
-    def save_then_interrupt(*args, **kwargs):
-        real_save(*args, **kwargs)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(sid.stacking, "save_state", save_then_interrupt)
     args = ["learn", str(face_photos / "obama_1.jpg"), "--name", "alice", *learn_args, "-q"]
     args += ["--steps", "4", "--checkpoint-every", "2", "--bank-size", "2", "--mask", "landmarks"]
-    assert runner.invoke(app, args).exit_code == 130
-    monkeypatch.setattr(sid.stacking, "save_state", real_save)
+    with interrupted_at_first_checkpoint(monkeypatch):
+        assert runner.invoke(app, args).exit_code == 130
     (ckpt,) = (isolated_home / "partial").glob("learn-*.safetensors")
     original = ckpt.read_bytes()
     for how in ("truncated", "step not a number", "step out of range", "optimizer state of another shape"):

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import sid.stacking
 import sid.store
 import sid.train
 from sid.cli import app
 from sid.errors import StoreError
 from sid.store import IdentityStore
+from tests.helpers import interrupted_at_first_checkpoint
 from tests.test_store import make_identity
 
 runner = CliRunner()
@@ -106,19 +106,12 @@ def test_resume_with_changed_settings_says_so_and_cleans_up(
     face_photos: Path, learn_args: list[str], isolated_home: Path, monkeypatch
 ) -> None:
     photo = str(face_photos / "obama_1.jpg")
-    real_save = sid.stacking.save_state  # what the loop's checkpoints call
-
-    def save_then_interrupt(*args, **kwargs):
-        real_save(*args, **kwargs)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(sid.stacking, "save_state", save_then_interrupt)
     args = ["learn", photo, "--name", "alice", "--checkpoint-every", "2", "--bank-size", "2", *learn_args]
-    interrupted = runner.invoke(app, [*args, "--steps", "6", "-q"])
+    with interrupted_at_first_checkpoint(monkeypatch):
+        interrupted = runner.invoke(app, [*args, "--steps", "6", "-q"])
     assert interrupted.exit_code == 130, interrupted.output
     partial = isolated_home / "partial"
     (stale,) = partial.glob("learn-*.safetensors")
-    monkeypatch.setattr(sid.stacking, "save_state", real_save)
     resumed = runner.invoke(app, [*args, "--steps", "4", "--resume", "-q"])
     assert resumed.exit_code == 0, resumed.output
     assert "not resuming" in resumed.output and "--steps 6 -> 4" in resumed.output
