@@ -97,6 +97,9 @@ def recipe_for(identities: list[Identity]) -> RenderRecipe:
     return RENDER_RECIPES.get(methods.pop() if len(methods) == 1 else "", RENDER_RECIPES["default"])
 
 
+RECIPE_KEYS = {"scheduler": str, "steps": int, "guidance": (int, float)}  # and their types in [render]
+
+
 def with_recipe(
     cfg: RenderConfig, identities: list[Identity], family: Family | None = None, guided: bool = True
 ) -> RenderConfig:
@@ -117,13 +120,10 @@ def with_recipe(
             "drop --negative and say what you want in the prompt",
         )
     recipe = family_recipe(family, guided) if own else recipe_for(identities)
-    kinds = (
-        {"steps": int, "guidance": (int, float)}
-        if own
-        else {"scheduler": str, "steps": int, "guidance": (int, float)}
-    )
-    filled: dict[str, Any] = {"scheduler": None}
-    for key, kind in kinds.items():
+    filled: dict[str, Any] = {"scheduler": None}  # stays None for a family with its own sampler
+    for key, kind in RECIPE_KEYS.items():
+        if own and key == "scheduler":
+            continue
         value = getattr(cfg, key)
         value = config_value(f"render.{key}", kind) if value is None else value
         filled[key] = getattr(recipe, key) if value is None else value
